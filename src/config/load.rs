@@ -1,0 +1,406 @@
+//! Reading the file, applying environment overrides, and validating.
+
+use std::path::Path;
+
+use figment::providers::{Env, Format as _, Toml};
+use figment::Figment;
+
+use super::{Config, ConfigError, Result};
+
+/// Prefix of environment overrides.
+const ENV_PREFIX: &str = "INLET_";
+/// Top-level sections: only `INLET_<SECTION>...` variables are configuration
+/// overrides, so that `INLET_LOG`, `INLET_CONFIG` and the like are not.
+const SECTIONS: &[&str] = &["app_id", "kafka", "sources", "tables", "flush", "commit"];
+
+/// Loads `path`, applies `INLET_*` environment overrides and validates.
+pub fn load(path: &Path) -> Result<Config> {
+    if !path.exists() {
+        return Err(ConfigError::Parse(format!(
+            "file `{}` does not exist; pass an existing file with -c",
+            path.display()
+        )));
+    }
+    extract(Figment::from(Toml::file(path)))
+}
+
+/// Loads a configuration from TOML text (plus environment overrides).
+pub fn load_str(toml: &str) -> Result<Config> {
+    extract(Figment::from(Toml::string(toml)))
+}
+
+fn extract(figment: Figment) -> Result<Config> {
+    let figment = figment.merge(
+        Env::prefixed(ENV_PREFIX)
+            .filter(|key| {
+                let first = key.as_str().split("__").next().unwrap_or_default();
+                SECTIONS.iter().any(|s| first.eq_ignore_ascii_case(s))
+            })
+            .split("__"),
+    );
+    let config: Config = figment.extract().map_err(|e| {
+        // figment's error names the key path; keep every error it collected.
+        let msgs: Vec<String> = e
+            .into_iter()
+            .map(|e| {
+                let path = e.path.join(".");
+                // Never echo a value: it might be a secret.
+                let kind = redact_kind(&e.kind);
+                if path.is_empty() {
+                    kind
+                } else {
+                    format!("key `{path}`: {kind}")
+                }
+            })
+            .collect();
+        ConfigError::Parse(msgs.join("; "))
+    })?;
+    validate(&config)?;
+    Ok(config)
+}
+
+fn redact_kind(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::InvalidType(_, expected) => format!("wrong type, expected {expected}"),
+        Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
+        other => other.to_string(),
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_topic_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 249
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+}
+
+/// Checks what serde cannot: references between sections and value ranges.
+fn validate(c: &Config) -> Result<()> {
+    if c.app_id.is_empty()
+        || !c
+            .app_id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
+    {
+        return Err(ConfigError::invalid(
+            "app_id",
+            format!("`{}` is not a valid app id", c.app_id),
+            "use letters, digits, `.`, `_` and `-` only (it is part of the Delta txn appId)",
+        ));
+    }
+    if c.kafka.bootstrap_servers.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "kafka.bootstrap_servers",
+            "is empty",
+            "set it to the brokers' host:port list",
+        ));
+    }
+    if c.kafka.group_id.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "kafka.group_id",
+            "is empty",
+            "set a consumer group id",
+        ));
+    }
+    for (key, value) in c.kafka_properties() {
+        let owned = [
+            "bootstrap.servers",
+            "group.id",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "enable.partition.eof",
+        ];
+        if owned.contains(&key.as_str()) {
+            return Err(ConfigError::invalid(
+                format!("kafka.properties.{key}"),
+                "is set by inlet itself",
+                "remove it (bootstrap servers and group id have their own keys under [kafka])",
+            ));
+        }
+        if key == "partition.assignment.strategy" && value.contains("cooperative") {
+            return Err(ConfigError::invalid(
+                format!("kafka.properties.{key}"),
+                "cooperative rebalancing is not supported yet",
+                "use `range` or `roundrobin` (the default)",
+            ));
+        }
+    }
+    if c.sources.is_empty() {
+        return Err(ConfigError::invalid(
+            "sources",
+            "no source is defined",
+            "add a [sources.<name>] section with `topics` and `table`",
+        ));
+    }
+    if c.tables.is_empty() {
+        return Err(ConfigError::invalid(
+            "tables",
+            "no table is defined",
+            "add a [tables.<name>] section with `uri` and `schema`",
+        ));
+    }
+    let mut seen_topics = std::collections::BTreeMap::new();
+    for (name, s) in &c.sources {
+        let key = format!("sources.{name}");
+        if !is_name(name) {
+            return Err(ConfigError::invalid(
+                &key,
+                "source names must be lowercase letters, digits and `_`",
+                "rename the section (names are also used in environment overrides)",
+            ));
+        }
+        match (s.topics.is_empty(), &s.pattern) {
+            (true, None) => {
+                return Err(ConfigError::invalid(
+                    format!("{key}.topics"),
+                    "no topic is given",
+                    "set `topics = [\"...\"]` or `pattern = \"^prefix-.*\"`",
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    format!("{key}.pattern"),
+                    "both `topics` and `pattern` are set",
+                    "keep one of them",
+                ))
+            }
+            _ => {}
+        }
+        for t in &s.topics {
+            if !is_topic_name(t) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.topics"),
+                    format!("`{t}` is not a valid Kafka topic name"),
+                    "use letters, digits, `.`, `_` and `-`",
+                ));
+            }
+            if let Some(other) = seen_topics.insert(t.clone(), name.clone()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.topics"),
+                    format!("topic `{t}` is also read by source `{other}`"),
+                    "read each topic from one source only",
+                ));
+            }
+        }
+        if let Some(p) = &s.pattern {
+            if let Err(e) = regex::Regex::new(p) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.pattern"),
+                    format!("not a valid regular expression: {e}"),
+                    "fix the expression",
+                ));
+            }
+        }
+        if !c.tables.contains_key(&s.table) {
+            return Err(ConfigError::invalid(
+                format!("{key}.table"),
+                format!("names no table: `{}`", s.table),
+                format!(
+                    "define [tables.{}] or use one of: {}",
+                    s.table,
+                    c.tables.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        if let super::StartingOffsets::Specific(m) = &s.starting_offsets {
+            for t in m.keys() {
+                let listed = s.topics.contains(t)
+                    || s.pattern
+                        .as_deref()
+                        .and_then(|p| regex::Regex::new(p).ok())
+                        .is_some_and(|re| re.is_match(t));
+                if !listed {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.starting_offsets"),
+                        format!("names topic `{t}`, which this source does not read"),
+                        "list only this source's topics",
+                    ));
+                }
+            }
+        }
+    }
+    for (name, t) in &c.tables {
+        let key = format!("tables.{name}");
+        if !is_name(name) {
+            return Err(ConfigError::invalid(
+                &key,
+                "table names must be lowercase letters, digits and `_`",
+                "rename the section (names are also used in environment overrides)",
+            ));
+        }
+        if t.uri.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}.uri"),
+                "is empty",
+                "set a local path or an object store URL",
+            ));
+        }
+        if let Some(ddl) = &t.schema {
+            let schema = crate::schema::parse_ddl(ddl).map_err(|e| {
+                ConfigError::invalid(
+                    format!("{key}.schema"),
+                    e.to_string(),
+                    "write the columns as `name TYPE, ...` in Spark DDL",
+                )
+            })?;
+            for (_, col) in t.metadata_columns.iter() {
+                if schema.field_with_name(col).is_ok() {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.metadata_columns"),
+                        format!("column `{col}` is also in the schema"),
+                        "give the metadata column another name, or drop it from the schema",
+                    ));
+                }
+            }
+            for p in &t.partition_by {
+                let in_meta = t.metadata_columns.iter().any(|(_, c)| c == p);
+                if schema.field_with_name(p).is_err() && !in_meta {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.partition_by"),
+                        format!("`{p}` is not a column of the table"),
+                        "name a column of `schema` or a metadata column",
+                    ));
+                }
+            }
+        }
+        if t.properties
+            .contains_key("delta.setTransactionRetentionDuration")
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.properties"),
+                "`delta.setTransactionRetentionDuration` would expire the Kafka offsets stored in the table",
+                "remove the property",
+            ));
+        }
+        let mut cols: Vec<&str> = t.metadata_columns.iter().map(|(_, c)| c).collect();
+        cols.sort_unstable();
+        if cols.windows(2).any(|w| w[0] == w[1]) {
+            return Err(ConfigError::invalid(
+                format!("{key}.metadata_columns"),
+                "two metadata columns share a name",
+                "give each a distinct name",
+            ));
+        }
+    }
+    let f = &c.flush;
+    if f.max_rows == 0 {
+        return Err(ConfigError::invalid(
+            "flush.max_rows",
+            "must be at least 1",
+            "set a positive row count",
+        ));
+    }
+    if f.max_bytes.as_u64() < 1024 {
+        return Err(ConfigError::invalid(
+            "flush.max_bytes",
+            "must be at least 1 KiB",
+            "set e.g. \"64MiB\"",
+        ));
+    }
+    if f.max_age.is_zero() {
+        return Err(ConfigError::invalid(
+            "flush.max_age",
+            "must be more than zero",
+            "set e.g. \"10s\"",
+        ));
+    }
+    if c.commit.max_attempts == 0 {
+        return Err(ConfigError::invalid(
+            "commit.max_attempts",
+            "must be at least 1",
+            "set e.g. 20",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+        [kafka]
+        bootstrap_servers = "127.0.0.1:9092"
+        group_id = "g"
+        [kafka.properties]
+        "security.protocol" = "SASL_SSL"
+        "sasl.password" = "hunter2"
+        [sources.events]
+        topics = ["events"]
+        table = "events"
+        [tables.events]
+        uri = "/tmp/x"
+        schema = "user STRING, amount DOUBLE"
+        [tables.events.metadata_columns]
+        offset = "_offset"
+    "#;
+
+    #[test]
+    fn loads_and_flattens_properties() {
+        let c = load_str(BASE).unwrap();
+        let p = c.kafka_properties();
+        assert_eq!(p["security.protocol"], "SASL_SSL");
+        assert_eq!(c.app_id, "inlet");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str(&BASE.replace("table = \"events\"", "tabel = \"events\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tabel"), "{err}");
+    }
+
+    #[test]
+    fn missing_table_names_key_and_fix() {
+        let err = load_str(&BASE.replace("table = \"events\"", "table = \"evnts\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sources.events.table"), "{err}");
+        assert!(err.contains("define [tables.evnts]"), "{err}");
+    }
+
+    #[test]
+    fn bad_ddl_is_rejected_at_start() {
+        let err = load_str(&BASE.replace("amount DOUBLE", "amount DUBLE"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tables.events.schema"), "{err}");
+    }
+
+    #[test]
+    fn retention_property_is_refused() {
+        let cfg = format!(
+            "{BASE}\n[tables.events.properties]\n\"delta.setTransactionRetentionDuration\" = \"interval 1 days\"\n"
+        );
+        let err = load_str(&cfg).unwrap_err().to_string();
+        assert!(err.contains("setTransactionRetentionDuration"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_does_not_echo_value() {
+        let err = load_str(&BASE.replace("[kafka]", "[flush]\nmax_rows = \"lots\"\n[kafka]"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("flush.max_rows"), "{err}");
+        assert!(!err.contains("lots"), "{err}");
+    }
+
+    #[test]
+    fn cooperative_strategy_is_refused() {
+        let cfg = BASE.replace(
+            "\"security.protocol\" = \"SASL_SSL\"",
+            "\"partition.assignment.strategy\" = \"cooperative-sticky\"",
+        );
+        let err = load_str(&cfg).unwrap_err().to_string();
+        assert!(err.contains("partition.assignment.strategy"), "{err}");
+    }
+}

@@ -1,0 +1,428 @@
+//! The configuration file: one TOML document describing sources, tables and
+//! flushing, with an environment override for every key.
+//!
+//! The doc comments on these structs are the configuration reference; the
+//! README's table is generated from the same words. Every key can be set from
+//! the environment as `INLET_<PATH>` with `__` between levels, for example
+//! `INLET_KAFKA__BOOTSTRAP_SERVERS` or `INLET_TABLES__EVENTS__URI`.
+
+mod load;
+mod offsets;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use load::{load, load_str};
+pub use offsets::{OffsetSpec, StartingOffsets};
+
+/// Errors found while loading or validating the configuration. Each names the
+/// key at fault and, where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a key has the wrong type.
+    #[error("configuration: {0}")]
+    Parse(String),
+    /// A key has a value inlet cannot use.
+    #[error("configuration key `{key}`: {problem}; fix: {fix}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `sources.events.table`.
+        key: String,
+        /// What is wrong with the value.
+        problem: String,
+        /// What to change.
+        fix: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(
+        key: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// Result alias for configuration loading.
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Names this pipeline's progress in the Delta log. Every partition's
+    /// offset is stored as a Delta `txn` action with
+    /// `appId = "<app_id>:<topic>:<partition>"`. Two pipelines writing the same
+    /// table must use different app ids. Letters, digits, `.`, `_`, `-`.
+    /// Default: `inlet`.
+    #[serde(default = "default_app_id")]
+    pub app_id: String,
+    /// Kafka connection and consumer settings.
+    pub kafka: KafkaConfig,
+    /// Sources by name: which topics to read and which table each feeds.
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Delta tables by name.
+    pub tables: BTreeMap<String, TableConfig>,
+    /// When buffered rows are written and committed.
+    #[serde(default)]
+    pub flush: FlushConfig,
+    /// Commit retry behaviour.
+    #[serde(default)]
+    pub commit: CommitConfig,
+}
+
+fn default_app_id() -> String {
+    "inlet".to_string()
+}
+
+/// `[kafka]`: the consumer.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers.
+    pub bootstrap_servers: String,
+    /// Consumer group id. Processes with the same group id share the
+    /// partitions; the group's committed offsets are advisory only.
+    pub group_id: String,
+    /// Passed through to librdkafka as they are, e.g. `"security.protocol"`,
+    /// `"sasl.mechanism"`, `"sasl.username"`, `"sasl.password"`, `"ssl.ca.location"`.
+    /// From the environment write `_` for `.`:
+    /// `INLET_KAFKA__PROPERTIES__SASL_PASSWORD`. Values of secret keys are
+    /// never logged or printed.
+    #[serde(default)]
+    pub properties: BTreeMap<String, PropertyValue>,
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("properties", &redacted_map(self.properties.iter()))
+            .finish()
+    }
+}
+
+/// A passthrough value: TOML strings, numbers and booleans are all accepted,
+/// and so are nested tables (`[kafka.properties.sasl] mechanism = "PLAIN"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    /// A plain value.
+    Scalar(ScalarValue),
+    /// A nested table, flattened with `.`.
+    Nested(BTreeMap<String, PropertyValue>),
+}
+
+/// A passthrough scalar.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ScalarValue {
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A string.
+    Str(String),
+}
+
+impl fmt::Display for ScalarValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScalarValue::Bool(b) => write!(f, "{b}"),
+            ScalarValue::Int(i) => write!(f, "{i}"),
+            ScalarValue::Float(x) => write!(f, "{x}"),
+            ScalarValue::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// `[sources.<name>]`: topics and the table they feed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Topics to read. Give either `topics` or `pattern`.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// A regular expression over topic names, like Spark's
+    /// `subscribePattern`; topics created later that match are picked up.
+    pub pattern: Option<String>,
+    /// Name of the table (a key of `[tables]`) these topics are written to.
+    pub table: String,
+    /// Value format. `json`: one JSON object per message.
+    #[serde(default)]
+    pub format: Format,
+    /// Where a partition starts when the table holds no offset for it:
+    /// `earliest` (default), `latest`, or per-partition JSON in Spark's
+    /// `startingOffsets` form, `{"events":{"0":42,"1":-2}}` (-2 = earliest,
+    /// -1 = latest; partitions not listed start at earliest). Offsets stored in
+    /// the table always win.
+    #[serde(default)]
+    pub starting_offsets: StartingOffsets,
+}
+
+/// Message value formats.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// One JSON object per message, decoded straight into Arrow columns.
+    #[default]
+    Json,
+}
+
+/// `[tables.<name>]`: a Delta table.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Table location: a local path, `file://` URL or object store URL.
+    pub uri: String,
+    /// Columns in Spark DDL form, e.g.
+    /// `"user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP"`.
+    /// Used to create the table when it does not exist; an existing table's
+    /// own schema is used as it is.
+    pub schema: Option<String>,
+    /// Partition columns for a table inlet creates.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Table properties for a table inlet creates (`delta.*` keys).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Kafka metadata columns to add, each named here.
+    #[serde(default)]
+    pub metadata_columns: MetadataColumns,
+    /// Object store options (credentials, endpoint, region) passed to delta-rs.
+    /// Values are never logged or printed.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+    /// Parquet compression: `snappy` (default), `zstd`, `lz4`, `uncompressed`.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+impl fmt::Debug for TableConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableConfig")
+            .field("uri", &self.uri)
+            .field("schema", &self.schema)
+            .field("partition_by", &self.partition_by)
+            .field("properties", &self.properties)
+            .field("metadata_columns", &self.metadata_columns)
+            .field(
+                "storage_options",
+                &redacted_map(
+                    self.storage_options
+                        .iter()
+                        .map(|(k, v)| (k, PropertyValue::Scalar(ScalarValue::Str(v.clone())))),
+                ),
+            )
+            .field("compression", &self.compression)
+            .finish()
+    }
+}
+
+/// Parquet compression codecs.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Fast, moderate ratio.
+    #[default]
+    Snappy,
+    /// Better ratio, a little slower.
+    Zstd,
+    /// LZ4 (raw).
+    Lz4,
+    /// No compression.
+    Uncompressed,
+}
+
+/// `[tables.<name>.metadata_columns]`: each key names the column that gets
+/// that piece of Kafka metadata; leave a key out to not store it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataColumns {
+    /// Topic name (STRING).
+    pub topic: Option<String>,
+    /// Partition number (INT).
+    pub partition: Option<String>,
+    /// Offset (BIGINT).
+    pub offset: Option<String>,
+    /// Message timestamp (TIMESTAMP, UTC); null when the broker gave none.
+    pub timestamp: Option<String>,
+    /// Message key (BINARY); null for messages without a key.
+    pub key: Option<String>,
+    /// Headers as `MAP<STRING, BINARY>`.
+    pub headers: Option<String>,
+}
+
+impl MetadataColumns {
+    /// The configured columns as (kind, column name) pairs, in a fixed order.
+    pub fn iter(&self) -> impl Iterator<Item = (MetadataKind, &str)> {
+        [
+            (MetadataKind::Topic, &self.topic),
+            (MetadataKind::Partition, &self.partition),
+            (MetadataKind::Offset, &self.offset),
+            (MetadataKind::Timestamp, &self.timestamp),
+            (MetadataKind::Key, &self.key),
+            (MetadataKind::Headers, &self.headers),
+        ]
+        .into_iter()
+        .filter_map(|(k, n)| n.as_deref().map(|n| (k, n)))
+    }
+}
+
+/// Which piece of Kafka metadata a column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataKind {
+    /// Topic.
+    Topic,
+    /// Partition.
+    Partition,
+    /// Offset.
+    Offset,
+    /// Timestamp.
+    Timestamp,
+    /// Key.
+    Key,
+    /// Headers.
+    Headers,
+}
+
+/// `[flush]`: a table's buffer is written and committed when any limit is reached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlushConfig {
+    /// Rows buffered per table before a commit. Default 500000.
+    pub max_rows: usize,
+    /// Decoded (Arrow) bytes buffered per table before a commit, e.g. `"128MiB"`.
+    /// Default 128 MiB.
+    pub max_bytes: bytesize::ByteSize,
+    /// Longest time a row waits in the buffer, e.g. `"10s"`. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        FlushConfig {
+            max_rows: 500_000,
+            max_bytes: bytesize::ByteSize::mib(128),
+            max_age: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[commit]`: retries of transient commit failures (object store errors,
+/// conflicts with other writers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommitConfig {
+    /// First retry delay, doubled each attempt. Default `200ms`.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Longest delay between retries. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Attempts before inlet gives up and exits non-zero (a restart resumes
+    /// from the table). Default 20.
+    pub max_attempts: u32,
+}
+
+impl Default for CommitConfig {
+    fn default() -> Self {
+        CommitConfig {
+            retry_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            max_attempts: 20,
+        }
+    }
+}
+
+/// Whether a property or option name holds a secret whose value must never be
+/// shown.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "jaas",
+        "key.pem",
+        "private",
+        "access_key",
+        "credential",
+        "session",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+fn redacted_map<'a, V: fmt::Debug + 'a>(
+    it: impl Iterator<Item = (&'a String, V)>,
+) -> BTreeMap<&'a str, String> {
+    it.map(|(k, v)| {
+        let shown = if is_secret_key(k) {
+            "<redacted>".to_string()
+        } else {
+            format!("{v:?}")
+        };
+        (k.as_str(), shown)
+    })
+    .collect()
+}
+
+impl Config {
+    /// librdkafka properties from `kafka.properties`, flattened, with `_`
+    /// read as `.` (so environment overrides can name them).
+    pub fn kafka_properties(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        flatten_properties("", &self.kafka.properties, &mut out);
+        out
+    }
+
+    /// The source feeding `topic`, by explicit list first, then by pattern.
+    pub fn source_for_topic(&self, topic: &str) -> Option<(&str, &SourceConfig)> {
+        self.sources
+            .iter()
+            .find(|(_, s)| s.topics.iter().any(|t| t == topic))
+            .or_else(|| {
+                self.sources.iter().find(|(_, s)| {
+                    s.pattern
+                        .as_deref()
+                        .and_then(|p| regex::Regex::new(p).ok())
+                        .is_some_and(|re| re.is_match(topic))
+                })
+            })
+            .map(|(n, s)| (n.as_str(), s))
+    }
+}
+
+fn flatten_properties(
+    prefix: &str,
+    props: &BTreeMap<String, PropertyValue>,
+    out: &mut BTreeMap<String, String>,
+) {
+    for (k, v) in props {
+        let key = k.replace('_', ".");
+        let key = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match v {
+            PropertyValue::Scalar(s) => {
+                out.insert(key, s.to_string());
+            }
+            PropertyValue::Nested(m) => flatten_properties(&key, m, out),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! JSON values straight into Arrow columns with arrow-json's tape decoder: no
+//! `serde_json::Value` per message.
+//!
+//! Messages are fed one by one so that each is checked to hold exactly one
+//! complete JSON value (the decoder itself would happily join a truncated
+//! message with the next one). Values that do not fit the schema only show up
+//! when the tape is turned into arrays; then, and only then, the chunk is
+//! decoded again message by message to find the culprits. Good messages pay
+//! nothing for the bad ones' existence.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::json::reader::{Decoder, ReaderBuilder};
+
+use super::{Rejection, Stage};
+
+/// Decodes JSON message values of one table into record batches.
+pub struct JsonDecoder {
+    schema: SchemaRef,
+    decoder: Decoder,
+}
+
+impl std::fmt::Debug for JsonDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonDecoder")
+            .field("fields", &self.schema.fields().len())
+            .finish()
+    }
+}
+
+/// Most messages decoded at once. The tape decoder sizes its buffers by this
+/// and stops at it, so it bounds a chunk.
+pub const MAX_CHUNK: usize = 8192;
+
+fn new_decoder(schema: &SchemaRef) -> Result<Decoder, ArrowError> {
+    ReaderBuilder::new(schema.clone())
+        .with_batch_size(MAX_CHUNK)
+        .with_strict_mode(false)
+        .build_decoder()
+}
+
+impl JsonDecoder {
+    /// A decoder producing batches of `schema` (unknown JSON fields are ignored).
+    pub fn new(schema: SchemaRef) -> Result<Self, ArrowError> {
+        let decoder = new_decoder(&schema)?;
+        Ok(JsonDecoder { schema, decoder })
+    }
+
+    /// The schema of the batches produced.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Decodes `values` (one entry per message; `None` is a tombstone).
+    ///
+    /// Returns one batch with a row per good message; `good` receives the
+    /// indices of those messages, in order, and `rejected` the others.
+    pub fn decode(
+        &mut self,
+        values: &[Option<&[u8]>],
+        good: &mut Vec<usize>,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<RecordBatch, ArrowError> {
+        good.clear();
+        if values.len() > MAX_CHUNK {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "chunk of {} messages exceeds {MAX_CHUNK}",
+                values.len()
+            )));
+        }
+        for (i, v) in values.iter().enumerate() {
+            let Some(v) = v else {
+                rejected.push(Rejection::new(i, Stage::Decode, "null value (tombstone)"));
+                continue;
+            };
+            match push_one(&mut self.decoder, v) {
+                Ok(()) => good.push(i),
+                Err(reason) => {
+                    rejected.push(Rejection::new(i, Stage::Decode, reason));
+                    // The tape may hold half a value: start again with the good ones.
+                    self.decoder = new_decoder(&self.schema)?;
+                    for &j in good.iter() {
+                        push_one(&mut self.decoder, values[j].unwrap_or_default())
+                            .map_err(ArrowError::JsonError)?;
+                    }
+                }
+            }
+        }
+        match self.decoder.flush() {
+            Ok(batch) => Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()))),
+            Err(_) => {
+                self.decoder = new_decoder(&self.schema)?;
+                self.isolate(values, good, rejected)
+            }
+        }
+    }
+
+    /// Slow path: decode each good message alone to find those that do not fit
+    /// the schema, then decode the rest together.
+    fn isolate(
+        &mut self,
+        values: &[Option<&[u8]>],
+        good: &mut Vec<usize>,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<RecordBatch, ArrowError> {
+        let mut single = new_decoder(&self.schema)?;
+        let mut fits = Vec::with_capacity(good.len());
+        for &i in good.iter() {
+            let v = values[i].unwrap_or_default();
+            let result = push_one(&mut single, v)
+                .map_err(ArrowError::JsonError)
+                .and_then(|()| single.flush());
+            match result {
+                Ok(_) => fits.push(i),
+                Err(e) => {
+                    rejected.push(Rejection::new(i, Stage::Schema, e.to_string()));
+                    single = new_decoder(&self.schema)?;
+                }
+            }
+        }
+        rejected.sort_by_key(|r| r.index);
+        *good = fits;
+        for &i in good.iter() {
+            push_one(&mut self.decoder, values[i].unwrap_or_default())
+                .map_err(ArrowError::JsonError)?;
+        }
+        Ok(self
+            .decoder
+            .flush()?
+            .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
+    }
+}
+
+/// Feeds one message; it must be exactly one complete JSON value.
+fn push_one(decoder: &mut Decoder, value: &[u8]) -> Result<(), String> {
+    let before = decoder.len();
+    let read = decoder.decode(value).map_err(|e| e.to_string())?;
+    if read != value.len() {
+        return Err(format!(
+            "decoder stopped after {read} of {} bytes",
+            value.len()
+        ));
+    }
+    if decoder.has_partial_record() {
+        return Err("truncated JSON: the value ends inside an object".to_string());
+    }
+    match decoder.len() - before {
+        1 => Ok(()),
+        0 => Err("empty value: no JSON object".to_string()),
+        n => Err(format!("expected one JSON object, found {n}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Field, Float64Type, Schema, TimeUnit};
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("user", DataType::Utf8, true),
+            Field::new("amount", DataType::Float64, true),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("id", DataType::Int64, false),
+        ]))
+    }
+
+    fn run(values: &[Option<&[u8]>]) -> (RecordBatch, Vec<usize>, Vec<Rejection>) {
+        let mut d = JsonDecoder::new(schema()).unwrap();
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        let batch = d.decode(values, &mut good, &mut bad).unwrap();
+        (batch, good, bad)
+    }
+
+    #[test]
+    fn decodes_good_values() {
+        let v: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"user":"a","amount":1.5,"event_time":"2024-01-01T00:00:00Z","id":1}"#),
+            Some(br#"{"user":"b","id":2,"extra":{"x":[1,2]}}"#),
+        ];
+        let (b, good, bad) = run(&v);
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(good, vec![0, 1]);
+        assert!(bad.is_empty());
+        assert_eq!(b.column(1).as_primitive::<Float64Type>().value(0), 1.5);
+        assert!(b.column(1).is_null(1));
+    }
+
+    #[test]
+    fn rejects_each_bad_message_and_keeps_the_rest() {
+        let deep = "[".repeat(1000) + &"]".repeat(1000);
+        let deep_obj = format!(r#"{{"id":7,"nested":{deep}}}"#);
+        let v: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"id":1}"#),
+            Some(br#"{"id":2"#), // truncated
+            Some(br#"{"id":3}"#),
+            Some(b"not json"),                         // syntax
+            None,                                      // tombstone
+            Some(br#"{"id":"x"}"#),                    // wrong type
+            Some(br#"{"user":"no id"}"#),              // null in NOT NULL
+            Some(br#"{"id":4}{"id":5}"#),              // two objects
+            Some(b""),                                 // empty
+            Some(b"{\"id\":6,\"user\":\"\xff\xfe\"}"), // invalid UTF-8
+            Some(deep_obj.as_bytes()),
+            Some(br#"{"id":8}"#),
+        ];
+        let (b, good, bad) = run(&v);
+        assert_eq!(good, vec![0, 2, 10, 11]);
+        assert_eq!(b.num_rows(), 4);
+        let ids: Vec<i64> = b
+            .column(3)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec();
+        assert_eq!(ids, vec![1, 3, 7, 8]);
+        let bad_idx: Vec<usize> = bad.iter().map(|r| r.index).collect();
+        assert_eq!(bad_idx, vec![1, 3, 4, 5, 6, 7, 8, 9]);
+        assert!(bad.iter().all(|r| !r.reason.is_empty()));
+    }
+
+    #[test]
+    fn decoder_is_reusable_after_errors() {
+        let mut d = JsonDecoder::new(schema()).unwrap();
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        d.decode(&[Some(br#"{"id":"x"}"#)], &mut good, &mut bad)
+            .unwrap();
+        bad.clear();
+        let b = d
+            .decode(&[Some(br#"{"id":9}"#)], &mut good, &mut bad)
+            .unwrap();
+        assert_eq!(b.num_rows(), 1);
+        assert!(bad.is_empty());
+    }
+}

@@ -1,0 +1,87 @@
+//! Kafka metadata columns, built with Arrow builders (no per-message values),
+//! and the final table-ordered batch.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::error::ArrowError;
+
+use super::KafkaRecord;
+use crate::config::MetadataKind;
+use crate::schema::TableLayout;
+
+/// Builds the table's batch: decoded value columns, and metadata columns for
+/// the messages at `good` (the rows of `values`, in order).
+pub fn assemble<R: KafkaRecord>(
+    layout: &TableLayout,
+    values: &RecordBatch,
+    records: &[R],
+    good: &[usize],
+) -> Result<RecordBatch, ArrowError> {
+    debug_assert_eq!(values.num_rows(), good.len());
+    let mut value_cols = values.columns().iter();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(layout.sources.len());
+    for source in &layout.sources {
+        let col = match source {
+            None => value_cols
+                .next()
+                .cloned()
+                .ok_or_else(|| ArrowError::SchemaError("value column missing".into()))?,
+            Some(kind) => metadata_column(*kind, records, good),
+        };
+        columns.push(col);
+    }
+    RecordBatch::try_new(layout.table.clone(), columns)
+}
+
+fn metadata_column<R: KafkaRecord>(kind: MetadataKind, records: &[R], good: &[usize]) -> ArrayRef {
+    let rows = good.iter().map(|&i| &records[i]);
+    let n = good.len();
+    match kind {
+        MetadataKind::Topic => {
+            let mut b = StringBuilder::with_capacity(n, n * 16);
+            rows.for_each(|r| b.append_value(r.topic()));
+            Arc::new(b.finish())
+        }
+        MetadataKind::Partition => {
+            let mut b = Int32Builder::with_capacity(n);
+            rows.for_each(|r| b.append_value(r.partition()));
+            Arc::new(b.finish())
+        }
+        MetadataKind::Offset => {
+            let mut b = Int64Builder::with_capacity(n);
+            rows.for_each(|r| b.append_value(r.offset()));
+            Arc::new(b.finish())
+        }
+        MetadataKind::Timestamp => {
+            let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+            rows.for_each(|r| b.append_option(r.timestamp_ms().map(|ms| ms * 1000)));
+            Arc::new(b.finish())
+        }
+        MetadataKind::Key => {
+            let mut b = BinaryBuilder::with_capacity(n, n * 16);
+            rows.for_each(|r| b.append_option(r.key()));
+            Arc::new(b.finish())
+        }
+        MetadataKind::Headers => {
+            let names = MapFieldNames {
+                entry: "key_value".into(),
+                key: "key".into(),
+                value: "value".into(),
+            };
+            let mut b = MapBuilder::new(Some(names), StringBuilder::new(), BinaryBuilder::new());
+            for r in rows {
+                r.for_each_header(&mut |k, v| {
+                    b.keys().append_value(k);
+                    b.values().append_option(v);
+                });
+                // Infallible: keys and values were appended in pairs.
+                b.append(true).expect("header keys and values are paired");
+            }
+            Arc::new(b.finish())
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! # inlet
+//!
+//! Kafka → Delta Lake ingestion, exactly once. inlet consumes Kafka topics,
+//! decodes each message straight into Arrow columns, and commits micro-batches
+//! to Delta tables in one commit that holds both the Parquet files and the
+//! Kafka offsets they cover (as Delta `txn` actions). The Delta log is the only
+//! record of progress: a restarted or rebalanced consumer resumes from it, and
+//! a zombie writer whose offsets were already committed is fenced.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = inlet::config::load(std::path::Path::new("configs/ingest.toml"))?;
+//! let summary = inlet::Pipeline::new(config)
+//!     .with_mode(inlet::Mode::AvailableNow)
+//!     .run()
+//!     .await?;
+//! println!("{} rows written in {} commits", summary.rows_written, summary.commits);
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(clippy::dbg_macro, clippy::todo, clippy::unimplemented)]
+
+pub mod config;
+pub mod decode;
+pub mod observability;
+pub mod pipeline;
+pub mod schema;
+pub mod sink;
+pub mod source;
+
+pub use config::Config;
+pub use pipeline::{Mode, Pipeline, PipelineError, RunSummary};

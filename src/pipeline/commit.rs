@@ -1,0 +1,122 @@
+//! The commit stage: one Delta commit per flushed batch, with the txn actions
+//! of every partition it covers; then, advisory only, the consumer group.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::fetch::InletConsumer;
+use super::rebalance::Gate;
+use super::{PendingCommit, PipelineError};
+use crate::config::CommitConfig;
+use crate::observability::{BatchCommitted, BatchFenced, Counters, InternalEvent};
+use crate::sink::{txn_app_id, CommitOutcome, DeltaSink, PartitionProgress};
+
+/// What the commit stage needs.
+pub struct Committer {
+    /// The pipeline's app id.
+    pub app_id: String,
+    /// One sink per table, in router order.
+    pub sinks: Vec<DeltaSink>,
+    /// The generation gate shared with the rebalance callback.
+    pub gate: Gate,
+    /// Retry settings.
+    pub retry: CommitConfig,
+    /// For the advisory group commit.
+    pub consumer: Arc<InletConsumer>,
+    /// Raised when a batch was fenced.
+    pub resync: Arc<AtomicBool>,
+    /// Run counters.
+    pub counters: Arc<Counters>,
+}
+
+impl Committer {
+    /// Commits batches until the buffer stage hangs up.
+    pub async fn run(
+        mut self,
+        mut batches: mpsc::Receiver<PendingCommit>,
+    ) -> Result<(), PipelineError> {
+        let mut epoch = 0i64;
+        while let Some(mut batch) = batches.recv().await {
+            let gate = self.gate.lock().await;
+            if *gate != batch.generation {
+                info!(
+                    table = self.sinks[batch.table].name(),
+                    rows = batch.rows,
+                    "batch of a revoked assignment dropped"
+                );
+                continue;
+            }
+            let progress: Vec<PartitionProgress> = batch
+                .offsets
+                .iter()
+                .map(|((topic, partition), (first, last))| PartitionProgress {
+                    app_id: txn_app_id(&self.app_id, topic, *partition),
+                    first: *first,
+                    last: *last,
+                })
+                .collect();
+            epoch += 1;
+            let sink = &mut self.sinks[batch.table];
+            let outcome = sink
+                .commit(
+                    std::mem::take(&mut batch.adds),
+                    &progress,
+                    epoch,
+                    &self.retry,
+                )
+                .await
+                .map_err(|e| PipelineError::Delta(e.to_string()))?;
+            drop(gate);
+            match outcome {
+                CommitOutcome::Committed { version } => {
+                    BatchCommitted {
+                        table: sink.name(),
+                        version,
+                        rows: batch.rows,
+                        partitions: progress.len(),
+                        elapsed: batch.flushed_at.elapsed(),
+                    }
+                    .emit(&self.counters);
+                    self.advise_group(&batch);
+                }
+                CommitOutcome::Fenced {
+                    app_id,
+                    stored,
+                    first,
+                } => {
+                    BatchFenced {
+                        table: sink.name(),
+                        app_id: &app_id,
+                        stored,
+                        first,
+                    }
+                    .emit(&self.counters);
+                    self.resync.store(true, Ordering::Release);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the offsets to the consumer group so that lag tools see
+    /// progress. Losing this loses nothing: the table is the truth.
+    fn advise_group(&self, batch: &PendingCommit) {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), (_, last)) in &batch.offsets {
+            if tpl
+                .add_partition_offset(topic, *partition, Offset::Offset(last + 1))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            debug!(error = %e, "advisory consumer-group commit failed");
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The ingest loop and its modes. Data flows one way:
+//!
+//! ```text
+//! consumer thread (poll → decode → Arrow chunk)
+//!   → buffer stage (Parquet writer per table; flush on rows/bytes/age)
+//!     → commit stage (Delta commit with txn actions; advisory group commit)
+//! ```
+
+mod buffer;
+mod commit;
+mod fetch;
+mod rebalance;
+mod route;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use deltalake::kernel::Add;
+use rdkafka::consumer::Consumer;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::config::{Config, OffsetSpec};
+use crate::decode::JsonDecoder;
+use crate::observability::Counters;
+use crate::sink::DeltaSink;
+use crate::source::{create_consumer, to_rd_offset, TopicPartition};
+
+pub use route::Router;
+
+/// Errors that stop the pipeline, by whose fault they are.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The configuration or a table cannot be used: the operator must act.
+    #[error("{0}")]
+    Setup(String),
+    /// Kafka failed in a way librdkafka does not retry.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// Delta commits kept failing after retries.
+    #[error("delta: {0}")]
+    Delta(String),
+    /// A bug in inlet.
+    #[error("internal error (a bug, please report it): {0}")]
+    Internal(String),
+}
+
+/// Result alias for the pipeline.
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// From the consumer thread to the buffer stage, in order.
+#[derive(Debug)]
+pub enum FetchEvent {
+    /// Decoded rows of one table.
+    Chunk(Chunk),
+    /// The assignment changed: drop everything buffered.
+    Rebalanced {
+        /// The new generation.
+        generation: u64,
+    },
+    /// No more input: flush and stop.
+    End,
+    /// The consumer hit an unrecoverable error.
+    Fatal(String),
+}
+
+/// Decoded messages of one table.
+#[derive(Debug)]
+pub struct Chunk {
+    /// Table index.
+    pub table: usize,
+    /// Assignment generation the messages were fetched in.
+    pub generation: u64,
+    /// Rows, in the table's schema.
+    pub batch: RecordBatch,
+    /// First and last offset per partition, rejected messages included.
+    pub progress: BTreeMap<TopicPartition, (i64, i64)>,
+    /// How many messages became no row.
+    pub rejected: usize,
+}
+
+/// A flushed batch waiting for its commit.
+#[derive(Debug)]
+pub struct PendingCommit {
+    /// Table index.
+    pub table: usize,
+    /// Assignment generation of the data.
+    pub generation: u64,
+    /// The Parquet files written.
+    pub adds: Vec<Add>,
+    /// First and last offset per partition.
+    pub offsets: BTreeMap<TopicPartition, (i64, i64)>,
+    /// Rows in the files.
+    pub rows: u64,
+    /// When the flush started.
+    pub flushed_at: Instant,
+}
+
+/// How the pipeline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Join the group and ingest until SIGTERM/SIGINT.
+    Continuous,
+    /// Snapshot the high watermarks, ingest up to them, exit.
+    AvailableNow,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Messages consumed.
+    pub consumed: u64,
+    /// Rows committed.
+    pub rows_written: u64,
+    /// Messages that became no row.
+    pub rejected: u64,
+    /// Delta commits made.
+    pub commits: u64,
+    /// Batches dropped by fencing.
+    pub fenced: u64,
+}
+
+/// The ingest pipeline, configured with `with_*` methods and started with
+/// [`Pipeline::run`].
+#[derive(Debug)]
+pub struct Pipeline {
+    config: Config,
+    mode: Mode,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Pipeline {
+    /// A continuous pipeline for `config`.
+    pub fn new(config: Config) -> Self {
+        Pipeline {
+            config,
+            mode: Mode::Continuous,
+            shutdown: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Sets the mode.
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// A flag that, once set, makes the pipeline commit what it holds and stop.
+    pub fn shutdown_handle(&self) -> Arc<AtomicBool> {
+        self.shutdown.clone()
+    }
+
+    /// Runs until shutdown (continuous) or until the targets are reached
+    /// (available-now).
+    pub async fn run(self) -> Result<RunSummary> {
+        let cfg = self.config;
+        let router = Arc::new(Router::new(&cfg));
+        let mut commit_sinks = Vec::new();
+        let mut offset_sinks = Vec::new();
+        for name in router.tables() {
+            let tc = &cfg.tables[name];
+            for sinks in [&mut commit_sinks, &mut offset_sinks] {
+                sinks.push(
+                    DeltaSink::open(name, tc)
+                        .await
+                        .map_err(|e| PipelineError::Setup(e.to_string()))?,
+                );
+            }
+        }
+        let mut tables = Vec::new();
+        let mut writers = Vec::new();
+        for s in &commit_sinks {
+            let layout = s.layout().clone();
+            let decoder = JsonDecoder::new(layout.value.clone())
+                .map_err(|e| PipelineError::Setup(format!("table `{}`: {e}", s.name())))?;
+            tables.push((layout, decoder));
+            writers.push(
+                s.writer()
+                    .map_err(|e| PipelineError::Setup(e.to_string()))?,
+            );
+        }
+
+        let counters = Arc::new(Counters::default());
+        let (events_tx, events_rx) = mpsc::channel(4);
+        let (commits_tx, commits_rx) = mpsc::channel(1);
+        let gate: rebalance::Gate = Arc::new(tokio::sync::Mutex::new(0));
+        let rebalancer = Arc::new(rebalance::Rebalancer::new(
+            cfg.app_id.clone(),
+            gate.clone(),
+            router.clone(),
+            offset_sinks,
+            tokio::runtime::Handle::current(),
+            events_tx.clone(),
+        ));
+        let consumer = Arc::new(
+            create_consumer(&cfg, rebalancer.clone())
+                .map_err(|e| PipelineError::Setup(format!("kafka consumer: {e}")))?,
+        );
+        let resync = Arc::new(AtomicBool::new(false));
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+
+        let fetch = fetch::FetchLoop {
+            consumer: consumer.clone(),
+            tables,
+            events: events_tx,
+            shutdown: self.shutdown.clone(),
+            resync: resync.clone(),
+            counters: counters.clone(),
+            targets: None,
+            chunk_messages: cfg.flush.max_rows.min(crate::decode::MAX_CHUNK),
+        };
+        let mode = self.mode;
+        let subscription = router.subscription();
+        let fetch_router = router.clone();
+        let fetch_thread = std::thread::Builder::new()
+            .name("inlet-consumer".into())
+            .spawn(move || -> Result<()> {
+                let mut fetch = fetch;
+                let setup = match mode {
+                    Mode::Continuous => {
+                        let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
+                        fetch
+                            .consumer
+                            .subscribe(&topics)
+                            .map_err(|e| PipelineError::Kafka(format!("subscribe: {e}")))
+                    }
+                    Mode::AvailableNow => assign_available_now(&mut fetch, &fetch_router),
+                };
+                let result = setup.and_then(|()| fetch.run());
+                if result.is_ok() {
+                    // Keep the consumer open until the last commit is done, so
+                    // that the advisory group commit goes through.
+                    let _ = done_rx.recv();
+                } else {
+                    let _ = fetch
+                        .events
+                        .try_send(FetchEvent::Fatal("consumer stopped".into()));
+                }
+                drop(fetch);
+                result
+            })
+            .map_err(|e| PipelineError::Internal(format!("spawning consumer thread: {e}")))?;
+
+        let committer = commit::Committer {
+            app_id: cfg.app_id.clone(),
+            sinks: commit_sinks,
+            gate,
+            retry: cfg.commit.clone(),
+            consumer,
+            resync,
+            counters: counters.clone(),
+        };
+        let commit_task = tokio::spawn(committer.run(commits_rx));
+        let buffered = buffer::run(writers, cfg.flush.clone(), events_rx, commits_tx).await;
+        if buffered.is_err() {
+            self.shutdown.store(true, Ordering::Release);
+        }
+        let committed = commit_task
+            .await
+            .map_err(|e| PipelineError::Internal(format!("commit task: {e}")))?;
+        let _ = done_tx.send(());
+        let fetched = tokio::task::spawn_blocking(move || fetch_thread.join())
+            .await
+            .map_err(|e| PipelineError::Internal(format!("joining consumer thread: {e}")))?
+            .map_err(|_| PipelineError::Internal("consumer thread panicked".into()))?;
+        committed?;
+        buffered?;
+        fetched?;
+        let c = &counters;
+        let summary = RunSummary {
+            consumed: c.consumed.load(Ordering::Relaxed),
+            rows_written: c.rows_written.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            fenced: c.fenced.load(Ordering::Relaxed),
+        };
+        info!(?summary, "pipeline stopped");
+        Ok(summary)
+    }
+}
+
+/// `--available-now`: snapshot the high watermarks, then assign every
+/// partition that has something to read, at its stored offset + 1. No group
+/// membership: a backfill neither waits for nor disturbs a running group.
+fn assign_available_now(fetch: &mut fetch::FetchLoop, router: &Router) -> Result<()> {
+    let targets = fetch::snapshot_targets(&fetch.consumer, |t| router.reads(t))?;
+    let mut parts: Vec<TopicPartition> = targets.keys().cloned().collect();
+    parts.sort();
+    let reb = fetch.consumer.context().handler().clone();
+    let starts = reb.start_offsets(&parts).map_err(PipelineError::Kafka)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining: HashMap<TopicPartition, i64> = HashMap::new();
+    for (tp, start) in parts.iter().zip(starts) {
+        let hw = targets[tp];
+        let nothing_to_do = match start {
+            OffsetSpec::Offset(o) => o >= hw,
+            OffsetSpec::Latest => true,
+            OffsetSpec::Earliest => false,
+        };
+        if nothing_to_do {
+            continue;
+        }
+        let (low, _) = fetch
+            .consumer
+            .fetch_watermarks(&tp.0, tp.1, std::time::Duration::from_secs(30))
+            .map_err(|e| PipelineError::Kafka(e.to_string()))?;
+        if low >= hw {
+            continue; // empty partition
+        }
+        tpl.add_partition_offset(&tp.0, tp.1, to_rd_offset(start))
+            .map_err(|e| PipelineError::Kafka(e.to_string()))?;
+        remaining.insert(tp.clone(), hw);
+    }
+    info!(
+        partitions = parts.len(),
+        to_read = remaining.len(),
+        "available-now: high watermarks snapshotted"
+    );
+    fetch
+        .consumer
+        .assign(&tpl)
+        .map_err(|e| PipelineError::Kafka(format!("assign: {e}")))?;
+    fetch.targets = Some(remaining);
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Table schemas: Spark DDL parsing and the Kafka metadata columns.
+
+mod ddl;
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+pub use ddl::{parse_ddl, DdlError};
+
+use crate::config::{MetadataColumns, MetadataKind};
+
+/// The Arrow type a metadata column has in the table.
+pub fn metadata_type(kind: MetadataKind) -> DataType {
+    match kind {
+        MetadataKind::Topic => DataType::Utf8,
+        MetadataKind::Partition => DataType::Int32,
+        MetadataKind::Offset => DataType::Int64,
+        MetadataKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        MetadataKind::Key => DataType::Binary,
+        MetadataKind::Headers => headers_type(),
+    }
+}
+
+/// `MAP<STRING, BINARY>`, laid out as Delta expects maps.
+pub fn headers_type() -> DataType {
+    DataType::Map(
+        Arc::new(Field::new(
+            "key_value",
+            DataType::Struct(Fields::from(vec![
+                Field::new("key", DataType::Utf8, false),
+                Field::new("value", DataType::Binary, true),
+            ])),
+            false,
+        )),
+        false,
+    )
+}
+
+/// Whether the metadata column is nullable (key, timestamp and headers can be absent).
+fn metadata_nullable(kind: MetadataKind) -> bool {
+    matches!(
+        kind,
+        MetadataKind::Key | MetadataKind::Timestamp | MetadataKind::Headers
+    )
+}
+
+/// The schema of a table inlet creates: the DDL columns, then the metadata columns.
+pub fn table_schema(ddl: &str, meta: &MetadataColumns) -> Result<Schema, DdlError> {
+    let base = parse_ddl(ddl)?;
+    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (kind, name) in meta.iter() {
+        fields.push(Field::new(
+            name,
+            metadata_type(kind),
+            metadata_nullable(kind),
+        ));
+    }
+    Ok(Schema::new(fields))
+}
+
+/// How a table's columns are filled: decoded from the value, or from Kafka metadata.
+#[derive(Debug, Clone)]
+pub struct TableLayout {
+    /// The table's full Arrow schema, in table column order.
+    pub table: SchemaRef,
+    /// The columns decoded from the message value, in table order.
+    pub value: SchemaRef,
+    /// For each table column: `None` if decoded, or the metadata it holds.
+    pub sources: Vec<Option<MetadataKind>>,
+}
+
+impl TableLayout {
+    /// Splits `table` into value and metadata columns.
+    pub fn new(table: SchemaRef, meta: &MetadataColumns) -> Self {
+        let sources: Vec<Option<MetadataKind>> = table
+            .fields()
+            .iter()
+            .map(|f| meta.iter().find(|(_, n)| *n == f.name()).map(|(k, _)| k))
+            .collect();
+        let value = Arc::new(Schema::new(
+            table
+                .fields()
+                .iter()
+                .zip(&sources)
+                .filter(|(_, s)| s.is_none())
+                .map(|(f, _)| f.clone())
+                .collect::<Vec<_>>(),
+        ));
+        TableLayout {
+            table,
+            value,
+            sources,
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! One Delta table: open or create, read stored offsets, commit with fencing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
+use deltalake::kernel::transaction::{CommitBuilder, CommitConflictError, TransactionError};
+use deltalake::kernel::{Action, Add, StructType, Transaction};
+use deltalake::parquet::basic::{Compression as PqCompression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::{DeltaOperation, OutputMode};
+use deltalake::writer::RecordBatchWriter;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use tracing::{debug, warn};
+
+use super::{Result, SinkError};
+use crate::config::{CommitConfig, Compression, TableConfig};
+use crate::schema::{table_schema, TableLayout};
+
+/// The table property that would expire stored offsets.
+const TXN_RETENTION: &str = "delta.setTransactionRetentionDuration";
+
+/// What a commit covers for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProgress {
+    /// The txn appId (see [`super::txn_app_id`]).
+    pub app_id: String,
+    /// First offset in the batch.
+    pub first: i64,
+    /// Last offset in the batch: the version stored.
+    pub last: i64,
+}
+
+/// The result of a commit attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Written as this table version.
+    Committed {
+        /// The new table version.
+        version: i64,
+    },
+    /// Not written: another writer already stored `stored` for `app_id`, at or
+    /// past this batch's first offset. The batch is a zombie's or a duplicate.
+    Fenced {
+        /// The partition that overlapped.
+        app_id: String,
+        /// The version found in the table.
+        stored: i64,
+        /// The batch's first offset for that partition.
+        first: i64,
+    },
+}
+
+/// A Delta table inlet writes to.
+pub struct DeltaSink {
+    name: String,
+    table: DeltaTable,
+    layout: TableLayout,
+    writer_properties: WriterProperties,
+}
+
+impl std::fmt::Debug for DeltaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeltaSink")
+            .field("name", &self.name)
+            .field("version", &self.table.version())
+            .finish()
+    }
+}
+
+fn table_url(cfg: &TableConfig) -> std::result::Result<url::Url, DeltaTableError> {
+    deltalake::ensure_table_uri(&cfg.uri)
+}
+
+impl DeltaSink {
+    /// Opens the table named `name`, creating it from `cfg.schema` if it does
+    /// not exist yet.
+    pub async fn open(name: &str, cfg: &TableConfig) -> Result<Self> {
+        let err = |source| SinkError::Delta {
+            table: name.to_string(),
+            source,
+        };
+        let url = table_url(cfg).map_err(err)?;
+        let storage: HashMap<String, String> = cfg
+            .storage_options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut table = DeltaTableBuilder::from_url(url)
+            .map_err(err)?
+            .with_storage_options(storage)
+            .build()
+            .map_err(err)?;
+        match table.load().await {
+            Ok(()) => {}
+            Err(DeltaTableError::NotATable(_)) => {
+                let ddl = cfg.schema.as_deref().ok_or_else(|| SinkError::Table {
+                    table: name.to_string(),
+                    message: format!(
+                        "no Delta table at `{}` and no `schema` to create one; set tables.{name}.schema",
+                        cfg.uri
+                    ),
+                })?;
+                let schema =
+                    table_schema(ddl, &cfg.metadata_columns).map_err(|e| SinkError::Table {
+                        table: name.to_string(),
+                        message: e.to_string(),
+                    })?;
+                let kernel: StructType =
+                    (&schema).try_into_kernel().map_err(|e| SinkError::Table {
+                        table: name.to_string(),
+                        message: format!("schema cannot be stored in Delta: {e}"),
+                    })?;
+                let created = table
+                    .create()
+                    .with_table_name(name)
+                    .with_columns(kernel.fields().cloned())
+                    .with_partition_columns(cfg.partition_by.clone())
+                    .with_configuration(
+                        cfg.properties
+                            .iter()
+                            .map(|(k, v)| (k.clone(), Some(v.clone()))),
+                    )
+                    .await;
+                table = match created {
+                    Ok(t) => t,
+                    // Another process created it first: use theirs.
+                    Err(DeltaTableError::VersionAlreadyExists(_))
+                    | Err(DeltaTableError::Transaction {
+                        source: TransactionError::VersionAlreadyExists(_),
+                    }) => {
+                        table.load().await.map_err(err)?;
+                        table
+                    }
+                    Err(e) => return Err(err(e)),
+                };
+            }
+            Err(e) => return Err(err(e)),
+        }
+        let snapshot = table.snapshot().map_err(err)?;
+        if snapshot
+            .metadata()
+            .configuration()
+            .contains_key(TXN_RETENTION)
+        {
+            return Err(SinkError::Table {
+                table: name.to_string(),
+                message: format!(
+                    "the table sets `{TXN_RETENTION}`, which would silently expire the Kafka offsets stored in it; \
+                     unset it (ALTER TABLE ... UNSET TBLPROPERTIES ('{TXN_RETENTION}')) before running inlet"
+                ),
+            });
+        }
+        let arrow: Schema =
+            snapshot
+                .schema()
+                .as_ref()
+                .try_into_arrow()
+                .map_err(|e| SinkError::Table {
+                    table: name.to_string(),
+                    message: format!("table schema has no Arrow equivalent: {e}"),
+                })?;
+        let layout = TableLayout::new(Arc::new(arrow), &cfg.metadata_columns);
+        for (kind, col) in cfg.metadata_columns.iter() {
+            let ok = layout
+                .table
+                .field_with_name(col)
+                .is_ok_and(|f| f.data_type() == &crate::schema::metadata_type(kind));
+            if !ok {
+                return Err(SinkError::Table {
+                    table: name.to_string(),
+                    message: format!(
+                        "metadata column `{col}` is missing from the existing table or has another type; \
+                         add it to the table or remove it from tables.{name}.metadata_columns"
+                    ),
+                });
+            }
+        }
+        Ok(DeltaSink {
+            name: name.to_string(),
+            table,
+            layout,
+            writer_properties: writer_properties(cfg.compression),
+        })
+    }
+
+    /// The table name from the config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Value vs metadata columns.
+    pub fn layout(&self) -> &TableLayout {
+        &self.layout
+    }
+
+    /// The table's Arrow schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.layout.table.clone()
+    }
+
+    /// A streaming Parquet writer for this table.
+    pub fn writer(&self) -> Result<RecordBatchWriter> {
+        Ok(RecordBatchWriter::for_table(&self.table)
+            .map_err(|source| SinkError::Delta {
+                table: self.name.clone(),
+                source,
+            })?
+            .with_writer_properties(self.writer_properties.clone()))
+    }
+
+    /// Refreshes the snapshot and returns the stored version of each appId.
+    pub async fn stored_versions(&mut self, app_ids: &[String]) -> Result<Vec<Option<i64>>> {
+        self.refresh().await?;
+        self.read_versions(app_ids).await
+    }
+
+    async fn refresh(&mut self) -> Result<()> {
+        self.table
+            .update_state()
+            .await
+            .map_err(|source| SinkError::Delta {
+                table: self.name.clone(),
+                source,
+            })
+    }
+
+    async fn read_versions(&self, app_ids: &[String]) -> Result<Vec<Option<i64>>> {
+        let err = |source| SinkError::Delta {
+            table: self.name.clone(),
+            source,
+        };
+        let snapshot = self.table.snapshot().map_err(err)?;
+        let log_store = self.table.log_store();
+        let mut out = Vec::with_capacity(app_ids.len());
+        for id in app_ids {
+            out.push(
+                snapshot
+                    .transaction_version(log_store.as_ref(), id)
+                    .await
+                    .map_err(err)?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Commits `adds` with one txn action per partition, exactly once.
+    ///
+    /// Just before each attempt the stored versions are re-read on a fresh
+    /// snapshot: if any partition already holds a version at or past the
+    /// batch's first offset, nothing is written ([`CommitOutcome::Fenced`]).
+    /// A concurrent writer that commits the same appId between that check and
+    /// the log write makes delta-rs fail with `ConcurrentTransaction` (the txn
+    /// app ids of a commit count as read); the loop then re-checks.
+    pub async fn commit(
+        &mut self,
+        adds: Vec<Add>,
+        progress: &[PartitionProgress],
+        epoch: i64,
+        retry: &CommitConfig,
+    ) -> Result<CommitOutcome> {
+        let app_ids: Vec<String> = progress.iter().map(|p| p.app_id.clone()).collect();
+        let mut backoff = retry.retry_backoff;
+        let mut last_err = String::new();
+        for attempt in 1..=retry.max_attempts {
+            match self.try_commit(&adds, progress, &app_ids, epoch).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) => {
+                    warn!(table = %self.name, attempt, error = %e, "commit attempt failed; retrying");
+                    last_err = e.to_string();
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(retry.max_backoff);
+        }
+        Err(SinkError::RetriesExhausted {
+            table: self.name.clone(),
+            attempts: retry.max_attempts,
+            last: last_err,
+        })
+    }
+
+    async fn try_commit(
+        &mut self,
+        adds: &[Add],
+        progress: &[PartitionProgress],
+        app_ids: &[String],
+        epoch: i64,
+    ) -> std::result::Result<CommitOutcome, CommitAttemptError> {
+        self.refresh().await.map_err(CommitAttemptError::sink)?;
+        let stored = self
+            .read_versions(app_ids)
+            .await
+            .map_err(CommitAttemptError::sink)?;
+        for (p, s) in progress.iter().zip(&stored) {
+            if let Some(s) = *s {
+                if s >= p.first {
+                    return Ok(CommitOutcome::Fenced {
+                        app_id: p.app_id.clone(),
+                        stored: s,
+                        first: p.first,
+                    });
+                }
+            }
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + progress.len());
+        actions.extend(adds.iter().cloned().map(Action::Add));
+        actions.extend(progress.iter().map(|p| {
+            Action::Txn(Transaction::new_with_last_update(
+                &p.app_id,
+                p.last,
+                Some(now),
+            ))
+        }));
+        let snapshot = self.table.snapshot().map_err(CommitAttemptError::delta)?;
+        let op = DeltaOperation::StreamingUpdate {
+            output_mode: OutputMode::Append,
+            query_id: app_ids
+                .first()
+                .and_then(|id| id.split(':').next())
+                .unwrap_or("inlet")
+                .to_string(),
+            epoch_id: epoch,
+        };
+        let result = CommitBuilder::default()
+            .with_actions(actions)
+            .with_max_retries(15)
+            .build(Some(snapshot), self.table.log_store(), op)
+            .await;
+        match result {
+            Ok(done) => {
+                let version = done.version() as i64;
+                debug!(table = %self.name, version, "committed");
+                Ok(CommitOutcome::Committed { version })
+            }
+            Err(e) => Err(CommitAttemptError::delta(e)),
+        }
+    }
+}
+
+/// A failed attempt; all are retried on a fresh snapshot, which is where a
+/// concurrent commit of the same partition turns into [`CommitOutcome::Fenced`].
+#[derive(Debug, thiserror::Error)]
+enum CommitAttemptError {
+    #[error("{0}")]
+    Sink(SinkError),
+    #[error("{0}")]
+    Delta(DeltaTableError),
+}
+
+impl CommitAttemptError {
+    fn sink(e: SinkError) -> Self {
+        CommitAttemptError::Sink(e)
+    }
+
+    fn delta(e: DeltaTableError) -> Self {
+        if matches!(
+            e,
+            DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(
+                    CommitConflictError::ConcurrentTransaction
+                )
+            }
+        ) {
+            debug!("concurrent writer committed the same partition; re-checking");
+        }
+        CommitAttemptError::Delta(e)
+    }
+}
+
+fn writer_properties(c: Compression) -> WriterProperties {
+    let codec = match c {
+        Compression::Snappy => PqCompression::SNAPPY,
+        Compression::Zstd => PqCompression::ZSTD(ZstdLevel::default()),
+        Compression::Lz4 => PqCompression::LZ4_RAW,
+        Compression::Uncompressed => PqCompression::UNCOMPRESSED,
+    };
+    WriterProperties::builder()
+        .set_compression(codec)
+        .set_max_row_group_row_count(Some(1 << 17))
+        .build()
+}

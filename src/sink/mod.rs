@@ -1,0 +1,50 @@
+//! The Delta side: opening or creating tables, reading stored offsets, and
+//! committing data together with the offsets it covers.
+
+mod delta;
+
+pub use delta::{CommitOutcome, DeltaSink, PartitionProgress};
+
+use deltalake::DeltaTableError;
+
+/// Errors of the Delta sink, split by whose fault they are.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The table or its configuration cannot be used; the operator must act.
+    #[error("table `{table}`: {message}")]
+    Table {
+        /// Table name from the config.
+        table: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// The store or the log failed; retried with backoff, then fatal.
+    #[error("table `{table}`: {source}")]
+    Delta {
+        /// Table name from the config.
+        table: String,
+        /// The delta-rs error.
+        #[source]
+        source: DeltaTableError,
+    },
+    /// Gave up after the configured number of attempts.
+    #[error("table `{table}`: commit failed after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// Table name from the config.
+        table: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last error seen.
+        last: String,
+    },
+}
+
+/// Result alias for the sink.
+pub type Result<T, E = SinkError> = std::result::Result<T, E>;
+
+/// The Delta `txn` appId under which a partition's progress is stored:
+/// `<app_id>:<topic>:<partition>`. Topic names cannot contain `:`, and app
+/// ids are validated not to, so the id is unambiguous.
+pub fn txn_app_id(app_id: &str, topic: &str, partition: i32) -> String {
+    format!("{app_id}:{topic}:{partition}")
+}

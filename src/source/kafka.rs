@@ -1,0 +1,206 @@
+//! The rdkafka consumer: client settings, the rebalance callback that sets
+//! explicit start offsets, and watermark look-ups.
+
+use std::time::Duration;
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, OffsetSpec};
+use crate::decode::KafkaRecord;
+
+/// A topic-partition.
+pub type TopicPartition = (String, i32);
+
+/// Decides where newly assigned partitions start, and hears of revocations.
+/// Called on the consumer's polling thread from inside the rebalance callback,
+/// so the offsets are in place before the first fetch.
+pub trait RebalanceHandler: Send + Sync + 'static {
+    /// Start offsets for `partitions`, in the same order. An error leaves the
+    /// partitions unassigned and stops the consumer.
+    fn on_assign(&self, partitions: &[TopicPartition]) -> Result<Vec<OffsetSpec>, String>;
+    /// The partitions were taken away.
+    fn on_revoke(&self, partitions: &[TopicPartition]);
+    /// An unrecoverable error happened in the callback.
+    fn on_fatal(&self, message: String);
+}
+
+/// The consumer context: routes rebalances to the handler.
+#[derive(Debug)]
+pub struct InletContext<H> {
+    handler: H,
+}
+
+impl<H> InletContext<H> {
+    /// Wraps a handler.
+    pub fn new(handler: H) -> Self {
+        InletContext { handler }
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+}
+
+impl<H: RebalanceHandler> ClientContext for InletContext<H> {}
+
+impl<H: RebalanceHandler> ConsumerContext for InletContext<H> {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let parts = partitions(tpl);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                match self.handler.on_assign(&parts) {
+                    Ok(starts) => {
+                        let mut with_offsets = TopicPartitionList::new();
+                        for ((topic, p), start) in parts.iter().zip(starts) {
+                            if let Err(e) =
+                                with_offsets.add_partition_offset(topic, *p, to_rd_offset(start))
+                            {
+                                self.handler
+                                    .on_fatal(format!("offset for {topic}/{p}: {e}"));
+                                return;
+                            }
+                        }
+                        info!(partitions = parts.len(), "partitions assigned");
+                        if let Err(e) = consumer.assign(&with_offsets) {
+                            self.handler.on_fatal(format!("assign failed: {e}"));
+                        }
+                    }
+                    Err(e) => {
+                        error!(error = %e, "cannot resolve start offsets; not consuming");
+                        let _ = consumer.unassign();
+                        self.handler.on_fatal(e);
+                    }
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                info!(partitions = parts.len(), "partitions revoked");
+                self.handler.on_revoke(&parts);
+                if let Err(e) = consumer.unassign() {
+                    warn!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                let code: rdkafka::error::RDKafkaErrorCode = other.into();
+                error!(error = %code, "rebalance error");
+                self.handler.on_revoke(&parts);
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// The partitions of a list.
+pub fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+/// rdkafka's offset for a start position.
+pub fn to_rd_offset(spec: OffsetSpec) -> Offset {
+    match spec {
+        OffsetSpec::Earliest => Offset::Beginning,
+        OffsetSpec::Latest => Offset::End,
+        OffsetSpec::Offset(o) => Offset::Offset(o),
+    }
+}
+
+/// Client settings: the passthrough properties, then what inlet must own.
+/// Offsets live in the Delta log, so auto commit and the offset store are off.
+pub fn client_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    // Sensible defaults a user may override.
+    c.set("auto.offset.reset", "earliest");
+    c.set("session.timeout.ms", "30000");
+    c.set("isolation.level", "read_committed");
+    for (k, v) in cfg.kafka_properties() {
+        c.set(k, v);
+    }
+    c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
+    c.set("group.id", &cfg.kafka.group_id);
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    c.set("enable.partition.eof", "false");
+    c.set_log_level(RDKafkaLogLevel::Warning);
+    c
+}
+
+/// Creates a consumer with `handler` receiving rebalances.
+pub fn create_consumer<H: RebalanceHandler>(
+    cfg: &Config,
+    handler: H,
+) -> Result<BaseConsumer<InletContext<H>>, KafkaError> {
+    client_config(cfg).create_with_context(InletContext::new(handler))
+}
+
+/// All partitions of the topics matching `matches`, from cluster metadata.
+pub fn list_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    matches: impl Fn(&str) -> bool,
+    timeout: Duration,
+) -> Result<Vec<TopicPartition>, KafkaError> {
+    let md = consumer.fetch_metadata(None, timeout)?;
+    let mut out = Vec::new();
+    for t in md.topics() {
+        if t.name().starts_with("__") || !matches(t.name()) {
+            continue;
+        }
+        if let Some(err) = t.error() {
+            warn!(topic = t.name(), error = ?err, "topic metadata error");
+            continue;
+        }
+        for p in t.partitions() {
+            out.push((t.name().to_string(), p.id()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl KafkaRecord for BorrowedMessage<'_> {
+    fn topic(&self) -> &str {
+        Message::topic(self)
+    }
+
+    fn partition(&self) -> i32 {
+        Message::partition(self)
+    }
+
+    fn offset(&self) -> i64 {
+        Message::offset(self)
+    }
+
+    fn timestamp_ms(&self) -> Option<i64> {
+        Message::timestamp(self).to_millis()
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        Message::key(self)
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        Message::payload(self)
+    }
+
+    fn for_each_header(&self, f: &mut dyn FnMut(&str, Option<&[u8]>)) {
+        if let Some(h) = Message::headers(self) {
+            for header in h.iter() {
+                f(header.key, header.value);
+            }
+        }
+    }
+}

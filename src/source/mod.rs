@@ -1,0 +1,8 @@
+//! Kafka: the consumer, its rebalance callback and metadata look-ups.
+
+pub mod kafka;
+
+pub use kafka::{
+    client_config, create_consumer, list_partitions, to_rd_offset, InletContext, RebalanceHandler,
+    TopicPartition,
+};

@@ -1,0 +1,257 @@
+//! End-to-end ingest against real brokers: backfill and re-run, bad messages,
+//! graceful shutdown, empty partitions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::Running;
+use common::*;
+
+fn spec<'a>(bootstrap: &'a str, topic: &'a str, max_rows: usize) -> ConfigSpec<'a> {
+    ConfigSpec {
+        bootstrap,
+        topic,
+        group: "inlet-test",
+        max_rows,
+        max_age: "1s",
+        extra: "",
+    }
+}
+
+fn app_ids(landed: &[Landed], topic: &str) -> Vec<String> {
+    last_offsets(landed)
+        .keys()
+        .map(|p| format!("test:{topic}:{p}"))
+        .collect()
+}
+
+/// Backfill N messages, re-run (no commit), add M, run again (exactly M more).
+fn backfill_and_rerun(broker: &mut dyn Broker) {
+    let topic = "events";
+    broker.create_topic(topic, 4);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let config = ws.config(&spec(&bootstrap, topic, 700));
+
+    let n = 3000;
+    let payloads: Vec<Vec<u8>> = (0..n).map(event).collect();
+    let mut landed = produce(&bootstrap, topic, &payloads);
+
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = read_table(&ws.table());
+    assert_exactly_once(&t.coordinates, &landed);
+    assert!(
+        t.version >= 3,
+        "several bounded commits expected, got version {}",
+        t.version
+    );
+    let ids = app_ids(&landed, topic);
+    let txn = txn_versions(&ws.table(), &ids);
+    for (p, last) in last_offsets(&landed) {
+        assert_eq!(
+            txn[&format!("test:{topic}:{p}")],
+            Some(last),
+            "txn version of partition {p}"
+        );
+    }
+    if let Some(duck) = duckdb_read(&ws.table(), &ids, None) {
+        assert_eq!(duck["rows"], n);
+        for (p, last) in last_offsets(&landed) {
+            assert_eq!(
+                duck["txn"][format!("test:{topic}:{p}")],
+                last,
+                "duckdb txn {p}"
+            );
+        }
+    } else {
+        assert!(
+            !required(),
+            "DuckDB reader not installed (run scripts/install-test-deps.sh)"
+        );
+    }
+
+    // A second run finds nothing new and makes no commit.
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        read_table(&ws.table()).version,
+        t.version,
+        "re-run committed"
+    );
+
+    // M more messages: exactly M more rows.
+    let m = 500;
+    let more: Vec<Vec<u8>> = (n..n + m).map(event).collect();
+    landed.extend(produce(&bootstrap, topic, &more));
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = read_table(&ws.table());
+    assert_exactly_once(&t.coordinates, &landed);
+    let mut ids: Vec<i64> = t.ids.clone();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..(n + m) as i64).collect::<Vec<_>>());
+}
+
+#[test]
+fn backfill_and_rerun_mock() {
+    backfill_and_rerun(&mut MockBroker::start());
+}
+
+#[test]
+fn bad_messages_are_skipped_and_good_rows_land_once() {
+    let mut broker = MockBroker::start();
+    let topic = "mixed";
+    broker.create_topic(topic, 3);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let config = ws.config(&spec(&bootstrap, topic, 10_000));
+
+    let deep = format!(r#"{{"id":1,"x":{}{}}}"#, "[".repeat(1000), "]".repeat(1000));
+    let bad: Vec<Vec<u8>> = vec![
+        b"{\"id\":1".to_vec(),                        // truncated
+        b"not json at all".to_vec(),                  // not JSON
+        br#"{"id":"seven"}"#.to_vec(),                // wrong type
+        br#"{"user":"no id"}"#.to_vec(),              // id is NOT NULL? (nullable here: lands)
+        br#"{"id":2}{"id":3}"#.to_vec(),              // two objects
+        b"{\"id\":4,\"user\":\"\xff\xfe\"}".to_vec(), // invalid UTF-8
+        br#"[1,2,3]"#.to_vec(),                       // not an object
+        deep.into_bytes(),                            // deep nesting: valid, lands
+    ];
+    // Good events get ids 1000.., bad ones are interleaved.
+    let mut payloads = Vec::new();
+    let mut expect_good = Vec::new();
+    for i in 0..400u64 {
+        payloads.push(event(1000 + i));
+        expect_good.push(1000 + i as i64);
+        if i % 50 == 0 {
+            payloads.extend(bad.iter().cloned());
+        }
+    }
+    let landed = produce(&bootstrap, topic, &payloads);
+    let out = run_available_now(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let t = read_table(&ws.table());
+    let mut good: Vec<i64> = t.ids.iter().copied().filter(|&i| i >= 1000).collect();
+    good.sort_unstable();
+    assert_eq!(good, expect_good, "good rows exactly once");
+    // Rejections are logged with their coordinates.
+    let rejected = stderr
+        .lines()
+        .filter(|l| l.contains("message rejected"))
+        .count();
+    assert_eq!(
+        rejected,
+        6 * 8,
+        "six of the eight kinds are rejected, each inserted 8 times"
+    );
+    assert!(stderr.contains("partition=") && stderr.contains("offset="));
+    // The stored offsets cover the bad messages too.
+    let ids = app_ids(&landed, topic);
+    let txn = txn_versions(&ws.table(), &ids);
+    for (p, last) in last_offsets(&landed) {
+        assert_eq!(txn[&format!("test:{topic}:{p}")], Some(last));
+    }
+    // Nothing is read twice on a re-run.
+    let out = run_available_now(&config);
+    assert!(out.status.success());
+    assert_eq!(
+        read_table(&ws.table()).coordinates.len(),
+        t.coordinates.len()
+    );
+}
+
+#[test]
+fn sigterm_commits_buffered_rows_and_exits_zero() {
+    let mut broker = MockBroker::start();
+    let topic = "term";
+    broker.create_topic(topic, 2);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    // Nothing flushes by itself: only the shutdown can commit.
+    let config = ws.config(&ConfigSpec {
+        max_age: "10m",
+        ..spec(&bootstrap, topic, 1_000_000)
+    });
+    let mut inlet = Running::start(&config);
+    assert!(
+        inlet.wait_for("partitions assigned", 1, Duration::from_secs(60)),
+        "no assignment: {:#?}",
+        inlet.log()
+    );
+    let payloads: Vec<Vec<u8>> = (0..500).map(event).collect();
+    let landed = produce(&bootstrap, topic, &payloads);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        read_table(&ws.table()).coordinates.len(),
+        0,
+        "flushed before SIGTERM"
+    );
+    inlet.signal("TERM");
+    assert_eq!(inlet.wait(Duration::from_secs(60)), Some(0));
+    let t = read_table(&ws.table());
+    assert_exactly_once(&t.coordinates, &landed);
+}
+
+#[test]
+fn available_now_exits_with_empty_partitions() {
+    let mut broker = MockBroker::start();
+    let bootstrap = broker.bootstrap();
+    // A topic with nothing at all.
+    broker.create_topic("empty", 3);
+    let ws = Workspace::new();
+    let config = ws.config(&spec(&bootstrap, "empty", 100));
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_table(&ws.table()).version, 0, "only the create commit");
+
+    // A topic where only some partitions have data.
+    broker.create_topic("sparse", 4);
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let mut landed = Vec::new();
+    for i in 0..50u64 {
+        let p = event(i);
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::<(), _>::to("sparse")
+                    .partition(1)
+                    .payload(&p),
+            )
+            .unwrap();
+        landed.push(Landed {
+            partition: 1,
+            offset: i as i64,
+        });
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).unwrap();
+    let ws = Workspace::new();
+    let config = ws.config(&spec(&bootstrap, "sparse", 100));
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(&read_table(&ws.table()).coordinates, &landed);
+}
