@@ -18,6 +18,7 @@ fn spec<'a>(bootstrap: &'a str, topic: &'a str, max_age: &'a str) -> ConfigSpec<
         max_rows: 400,
         max_age,
         extra: "",
+        session_timeout_ms: 6000,
     }
 }
 
@@ -60,13 +61,17 @@ fn crash_loop_loses_and_duplicates_nothing() {
     broker.create_topic(topic, 4);
     let bootstrap = broker.bootstrap();
     let ws = Workspace::new();
-    let config = ws.config(&spec(&bootstrap, topic, "300ms"));
-    let (producer, landed, _) = background_producer(bootstrap.clone(), topic, 6000, 600);
+    // A short session: the group reassigns a killed member's partitions fast.
+    let config = ws.config(&ConfigSpec {
+        session_timeout_ms: 2000,
+        ..spec(&bootstrap, topic, "300ms")
+    });
+    let (producer, landed, _) = background_producer(bootstrap.clone(), topic, 6000, 400);
     let mut rng = rand::rng();
     let mut kills_after_commit = 0;
     for i in 0..20 {
         let mut inlet = Running::start(&config);
-        let wait = Duration::from_millis(rng.random_range(200..2500));
+        let wait = Duration::from_millis(rng.random_range(300..3500));
         std::thread::sleep(wait);
         if inlet.count("batch committed") > 0 {
             kills_after_commit += 1;

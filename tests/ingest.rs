@@ -16,6 +16,7 @@ fn spec<'a>(bootstrap: &'a str, topic: &'a str, max_rows: usize) -> ConfigSpec<'
         max_rows,
         max_age: "1s",
         extra: "",
+        session_timeout_ms: 6000,
     }
 }
 

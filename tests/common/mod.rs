@@ -285,6 +285,8 @@ pub struct ConfigSpec<'a> {
     pub max_age: &'a str,
     /// Extra TOML appended at the end.
     pub extra: &'a str,
+    /// `session.timeout.ms`: how long the group waits for a killed member.
+    pub session_timeout_ms: u32,
 }
 
 impl Workspace {
@@ -312,7 +314,7 @@ bootstrap_servers = "{bootstrap}"
 group_id = "{group}"
 
 [kafka.properties]
-"session.timeout.ms" = "6000"
+"session.timeout.ms" = "{session}"
 "heartbeat.interval.ms" = "500"
 "topic.metadata.refresh.interval.ms" = "1000"
 
@@ -347,6 +349,7 @@ retry_backoff = "50ms"
             max_rows = spec.max_rows,
             max_age = spec.max_age,
             extra = spec.extra,
+            session = spec.session_timeout_ms,
         );
         std::fs::write(&path, toml).unwrap();
         path
