@@ -48,10 +48,12 @@ enum Command {
     },
 }
 
-/// inlet at info; delta-rs and its kernel only when something is wrong (they
-/// log every snapshot at info, and a warning per binary column per file).
+/// inlet at info; delta-rs only when something is wrong (it logs every
+/// snapshot at info and a warning per binary column per file). Its kernel is
+/// silenced: it logs an ERROR for the expected "no table yet" on first start,
+/// and every real failure reaches inlet as an error value anyway.
 const DEFAULT_LOG_FILTER: &str =
-    "info,buoyant_kernel=warn,deltalake_core=warn,deltalake_core::writer::stats=error";
+    "info,buoyant_kernel=off,deltalake_core=warn,deltalake_core::writer::stats=error";
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INLET_LOG")

@@ -16,7 +16,13 @@ pub struct Running {
 impl Running {
     /// Starts `inlet run` (continuous) on `config`.
     pub fn start(config: &Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Starts `inlet run` with extra environment (e.g. config overrides).
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = super::inlet()
+            .envs(env.iter().copied())
             .args(["run", "-c"])
             .arg(config)
             .stdout(Stdio::null())
