@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 count=${COUNT:-50000}
-cargo build --release --quiet --bins
-bin=target/release
+cargo build --quiet --bins
+bin=target/debug
 
 # The broker lives as long as its stdin stays open.
 coproc BROKER { exec "$bin/inlet-devkit" mock-broker --topic events:8; }
@@ -22,7 +22,7 @@ export INLET_KAFKA__BOOTSTRAP_SERVERS="$bootstrap"
 "$bin/inlet" run -c configs/quickstart.toml --available-now
 
 echo
-echo "Delta table at ./data/events:"
-ls data/events/_delta_log
-echo "Run it again: nothing new is committed (offsets are read back from the table)."
+"$bin/inlet-devkit" show data/events
+echo
+echo "Run it again: nothing new is committed (the offsets are read back from the table)."
 "$bin/inlet" run -c configs/quickstart.toml --available-now

@@ -161,9 +161,7 @@ fn crash_loop_loses_and_duplicates_nothing_tansu() {
 
 /// Two processes in one group split the partitions; one is killed mid-stream,
 /// the other takes over; exactly once.
-#[test]
-fn two_processes_split_partitions_and_take_over() {
-    let mut broker = MockBroker::start();
+fn two_processes(broker: &mut dyn Broker) {
     let topic = "shared";
     broker.create_topic(topic, 6);
     let bootstrap = broker.bootstrap();
@@ -217,6 +215,20 @@ fn two_processes_split_partitions_and_take_over() {
     b.signal("TERM");
     assert_eq!(b.wait(Duration::from_secs(60)), Some(0));
     assert_exactly_once(&read_table(&ws.table()).coordinates, &landed);
+}
+
+#[test]
+fn two_processes_split_partitions_and_take_over_mock() {
+    two_processes(&mut MockBroker::start());
+}
+
+#[test]
+fn two_processes_split_partitions_and_take_over_tansu() {
+    let Some(mut broker) = TansuBroker::start() else {
+        assert!(!required(), "Tansu is required in CI");
+        return;
+    };
+    two_processes(&mut broker);
 }
 
 /// A writer that is paused (think: a long GC pause or a network partition)

@@ -122,3 +122,36 @@ async fn racing_writers_of_one_partition_commit_once() {
     let table = deltalake::open_table(url).await.unwrap();
     assert_eq!(table.version(), Some(1u64));
 }
+
+/// A table that would expire stored offsets is refused, naming the property.
+#[tokio::test]
+async fn table_with_txn_retention_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = url::Url::from_directory_path(dir.path()).unwrap();
+    let table = deltalake::DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .build()
+        .unwrap();
+    table
+        .create()
+        .with_columns(vec![deltalake::kernel::StructField::new(
+            "id",
+            deltalake::kernel::DataType::LONG,
+            true,
+        )])
+        .with_configuration(vec![(
+            "delta.setTransactionRetentionDuration",
+            Some("interval 1 days"),
+        )])
+        .await
+        .unwrap();
+    let cfg = config(dir.path().to_str().unwrap());
+    let err = DeltaSink::open("events", &cfg.tables["events"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("delta.setTransactionRetentionDuration"),
+        "{err}"
+    );
+}

@@ -256,3 +256,76 @@ fn available_now_exits_with_empty_partitions() {
     );
     assert_exactly_once(&read_table(&ws.table()).coordinates, &landed);
 }
+
+/// A pattern subscription picks up every matching topic into one table, with
+/// the topic in its metadata column; per-partition starting offsets in
+/// Spark's JSON form apply to partitions the table has no offset for.
+#[test]
+fn pattern_subscription_and_json_starting_offsets() {
+    let mut broker = MockBroker::start();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("orders-eu", 2);
+    broker.create_topic("orders-us", 2);
+    broker.create_topic("other", 1);
+    let eu = produce(
+        &bootstrap,
+        "orders-eu",
+        &(0..200).map(event).collect::<Vec<_>>(),
+    );
+    let us = produce(
+        &bootstrap,
+        "orders-us",
+        &(200..400).map(event).collect::<Vec<_>>(),
+    );
+    produce(
+        &bootstrap,
+        "other",
+        &(400..450).map(event).collect::<Vec<_>>(),
+    );
+
+    let ws = Workspace::new();
+    let config = ws.config(&spec(&bootstrap, "unused", 10_000));
+    let toml = std::fs::read_to_string(&config).unwrap().replace(
+        "topics = [\"unused\"]",
+        "pattern = \"^orders-.*\"\nstarting_offsets = '{\"orders-eu\":{\"0\":10,\"1\":-2},\"orders-us\":{\"0\":-1}}'",
+    );
+    std::fs::write(&config, toml).unwrap();
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // orders-eu/0 from offset 10, orders-eu/1 from the start, orders-us/0
+    // from the end (nothing), orders-us/1 from the start (unlisted); `other`
+    // is not read.
+    let mut expected: Vec<(String, i32, i64)> = Vec::new();
+    for l in &eu {
+        if l.partition == 1 || l.offset >= 10 {
+            expected.push(("orders-eu".into(), l.partition, l.offset));
+        }
+    }
+    for l in &us {
+        if l.partition == 1 {
+            expected.push(("orders-us".into(), l.partition, l.offset));
+        }
+    }
+    expected.sort();
+    let mut got: Vec<(String, i32, i64)> = Vec::new();
+    if let Some(duck) = duckdb_read(
+        &ws.table(),
+        &[],
+        Some("SELECT _topic, _partition, _offset FROM t ORDER BY 1, 2, 3"),
+    ) {
+        for r in duck["result"].as_array().unwrap() {
+            got.push((
+                r[0].as_str().unwrap().to_string(),
+                r[1].as_i64().unwrap() as i32,
+                r[2].as_i64().unwrap(),
+            ));
+        }
+        assert_eq!(got, expected);
+    }
+    assert_eq!(read_table(&ws.table()).coordinates.len(), expected.len());
+}

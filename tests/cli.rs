@@ -1,0 +1,131 @@
+//! Configuration errors stop inlet at start, naming the key and the fix;
+//! secrets are never echoed.
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+
+const GOOD: &str = r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9"
+group_id = "g"
+[kafka.properties]
+"sasl.password" = "s3cr3t-in-file"
+[sources.events]
+topics = ["events"]
+table = "events"
+[tables.events]
+uri = "/tmp/inlet-cli-test-table"
+schema = "id BIGINT"
+"#;
+
+fn check(toml: &str, env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inlet.toml");
+    std::fs::write(&path, toml).unwrap();
+    inlet()
+        .envs(env.iter().copied())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_good_config_checks_ok() {
+    let out = check(GOOD, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let out = check(&GOOD.replace("group_id", "group_idd"), &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("group_idd"), "{}", stderr(&out));
+}
+
+#[test]
+fn missing_table_names_the_key_and_the_fix() {
+    let out = check(
+        &GOOD.replace("table = \"events\"", "table = \"evnts\""),
+        &[],
+    );
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("sources.events.table") && e.contains("define [tables.evnts]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_topic_is_named() {
+    let out = check(&GOOD.replace("topics = [\"events\"]", ""), &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("sources.events.topics"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn environment_overrides_every_key_and_is_validated() {
+    // An override that fixes a broken file…
+    let broken = GOOD.replace(
+        "bootstrap_servers = \"127.0.0.1:9\"",
+        "bootstrap_servers = \"\"",
+    );
+    assert!(!check(&broken, &[]).status.success());
+    let out = check(
+        &broken,
+        &[("INLET_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // …and one that breaks a good file, named by its key.
+    let out = check(GOOD, &[("INLET_FLUSH__MAX_ROWS", "0")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("flush.max_rows"), "{}", stderr(&out));
+    // Nested tables and passthrough properties too.
+    let out = check(GOOD, &[("INLET_TABLES__EVENTS__SCHEMA", "id BIGNT")]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("tables.events.schema"),
+        "{}",
+        stderr(&out)
+    );
+    let out = check(
+        GOOD,
+        &[("INLET_KAFKA__PROPERTIES__ENABLE_AUTO_COMMIT", "true")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("enable.auto.commit"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_missing_file_is_reported() {
+    let out = inlet()
+        .args(["check", "-c", "/nonexistent/inlet.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("/nonexistent/inlet.toml"));
+}
+
+#[test]
+fn secrets_are_not_echoed_in_errors() {
+    let bad = GOOD.replace("\"s3cr3t-in-file\"", "[\"s3cr3t-in-file\"]");
+    let out = check(&bad, &[("INLET_KAFKA__PROPERTIES__SASL_PASSWORD", "[1,2]")]);
+    let e = stderr(&out);
+    assert!(!e.contains("s3cr3t"), "{e}");
+}
