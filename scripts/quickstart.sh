@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 count=${COUNT:-50000}
+# The mock broker starts empty every time, so its offsets start at 0 again:
+# start from a fresh table too (the old one's stored offsets would say done).
+rm -rf data/events
 cargo build --quiet --bins
 bin=target/debug
 

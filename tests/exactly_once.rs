@@ -52,23 +52,6 @@ fn background_producer(
     (handle, landed, done)
 }
 
-/// Waits until the table holds at least `n` rows that `inlet` writes.
-fn wait_rows(ws: &Workspace, inlet: &Running, n: usize, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let have = read_table(&ws.table()).coordinates.len();
-        if have >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {have} of {n} rows landed; log:\n{}",
-            inlet.log().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 /// Start `inlet run` while a producer writes, SIGKILL it at a random moment,
 /// restart; `iterations` times. Then one last run drains the topic and stops
 /// with SIGTERM. Every produced offset lands exactly once.

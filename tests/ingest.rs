@@ -20,13 +20,6 @@ fn spec<'a>(bootstrap: &'a str, topic: &'a str, max_rows: usize) -> ConfigSpec<'
     }
 }
 
-fn app_ids(landed: &[Landed], topic: &str) -> Vec<String> {
-    last_offsets(landed)
-        .keys()
-        .map(|p| format!("test:{topic}:{p}"))
-        .collect()
-}
-
 /// Backfill N messages, re-run (no commit), add M, run again (exactly M more).
 fn backfill_and_rerun(broker: &mut dyn Broker) {
     let topic = "events";

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::process::Running;
 use common::*;
@@ -38,18 +38,6 @@ fn spec<'a>(bootstrap: &'a str, topic: &'a str) -> ConfigSpec<'a> {
     }
 }
 
-fn wait_rows(ws: &Workspace, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let have = read_table(&ws.table()).coordinates.len();
-        if have >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "only {have} of {n} rows landed");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 /// Continuous ingest, SIGTERM, restart (resume from the table), SIGTERM:
 /// every offset exactly once, txn versions equal the last offsets.
 #[test]
@@ -69,24 +57,20 @@ fn continuous_ingest_and_resume_on_tansu() {
     );
     let first: Vec<Vec<u8>> = (0..1500).map(event).collect();
     let mut landed = produce(&bootstrap, topic, &first);
-    wait_rows(&ws, landed.len());
+    wait_rows(&ws, &inlet, landed.len(), Duration::from_secs(90));
     inlet.signal("TERM");
     assert_eq!(inlet.wait(Duration::from_secs(60)), Some(0));
 
     let more: Vec<Vec<u8>> = (1500..2500).map(event).collect();
     landed.extend(produce(&bootstrap, topic, &more));
     let mut inlet = Running::start(&config);
-    wait_rows(&ws, landed.len());
+    wait_rows(&ws, &inlet, landed.len(), Duration::from_secs(90));
     inlet.signal("TERM");
     assert_eq!(inlet.wait(Duration::from_secs(60)), Some(0));
 
     let t = read_table(&ws.table());
     assert_exactly_once(&t.coordinates, &landed);
-    let ids: Vec<String> = last_offsets(&landed)
-        .keys()
-        .map(|p| format!("test:{topic}:{p}"))
-        .collect();
-    let txn = txn_versions(&ws.table(), &ids);
+    let txn = txn_versions(&ws.table(), &app_ids(&landed, topic));
     for (p, last) in last_offsets(&landed) {
         assert_eq!(txn[&format!("test:{topic}:{p}")], Some(last));
     }

@@ -544,3 +544,29 @@ pub fn duckdb_read(
 pub fn required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("INLET_TEST_REQUIRE_ALL").is_some()
 }
+
+/// Waits until the table holds at least `n` rows; on time-out, fails with the
+/// log of the process that should have written them.
+pub fn wait_rows(ws: &Workspace, writer: &process::Running, n: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let have = read_table(&ws.table()).coordinates.len();
+        if have >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {have} of {n} rows landed; log:\n{}",
+            writer.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The txn app ids (`test:<topic>:<partition>`) of the partitions in `landed`.
+pub fn app_ids(landed: &[Landed], topic: &str) -> Vec<String> {
+    last_offsets(landed)
+        .keys()
+        .map(|p| format!("test:{topic}:{p}"))
+        .collect()
+}
