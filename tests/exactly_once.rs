@@ -271,3 +271,38 @@ fn paused_zombie_does_not_commit_reassigned_offsets() {
         "the zombie should have been fenced or revoked:\n{zlog}"
     );
 }
+
+/// A table whose stored offset is past the partition's end (the topic was
+/// recreated) makes every batch overlap: inlet stops with an explanation
+/// instead of looping or writing anything.
+#[test]
+fn stored_offset_past_the_end_stops_with_a_clear_error() {
+    let mut broker = MockBroker::start();
+    let topic = "recreated";
+    broker.create_topic(topic, 1);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let config = ws.config(&spec(&bootstrap, topic, "200ms"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cfg = inlet::config::load(&config).unwrap();
+        let mut sink = inlet::sink::DeltaSink::open("events", &cfg.tables["events"])
+            .await
+            .unwrap();
+        let progress = inlet::sink::PartitionProgress {
+            app_id: inlet::sink::txn_app_id("test", topic, 0),
+            first: 0,
+            last: 10_000,
+        };
+        sink.commit(vec![], &[progress], 1, &cfg.commit)
+            .await
+            .unwrap();
+    });
+    produce(&bootstrap, topic, &(0..50).map(event).collect::<Vec<_>>());
+    let mut inlet = Running::start(&config);
+    let code = inlet.wait(Duration::from_secs(90));
+    assert_eq!(code, Some(1), "{}", inlet.log().join("\n"));
+    let log = inlet.log().join("\n");
+    assert!(log.contains("recreated or truncated"), "{log}");
+    assert_eq!(read_table(&ws.table()).coordinates.len(), 0);
+}

@@ -16,6 +16,10 @@ use crate::config::CommitConfig;
 use crate::observability::{BatchCommitted, BatchFenced, Counters, InternalEvent};
 use crate::sink::{txn_app_id, CommitOutcome, DeltaSink, PartitionProgress};
 
+/// Fenced batches in a row, with no commit between, before inlet stops: a
+/// stored offset past the partition's end makes every batch overlap.
+const MAX_FENCED_IN_A_ROW: u32 = 5;
+
 /// What the commit stage needs.
 pub struct Committer {
     /// The pipeline's app id.
@@ -41,13 +45,18 @@ impl Committer {
         mut batches: mpsc::Receiver<PendingCommit>,
     ) -> Result<(), PipelineError> {
         let mut epoch = 0i64;
+        // After a fenced batch, the batches queued behind it (same generation)
+        // start past offsets that may now never be committed: they are dropped
+        // too, until the consumer has re-read its positions (a new generation).
+        let mut fenced_generation: Option<u64> = None;
+        let mut fenced_in_a_row = 0u32;
         while let Some(mut batch) = batches.recv().await {
             let gate = self.gate.lock().await;
-            if *gate != batch.generation {
+            if *gate != batch.generation || fenced_generation >= Some(batch.generation) {
                 info!(
                     table = self.sinks[batch.table].name(),
                     rows = batch.rows,
-                    "batch of a revoked assignment dropped"
+                    "batch of a revoked or re-read assignment dropped"
                 );
                 continue;
             }
@@ -82,6 +91,7 @@ impl Committer {
                         elapsed: batch.flushed_at.elapsed(),
                     }
                     .emit(&self.counters);
+                    fenced_in_a_row = 0;
                     self.advise_group(&batch);
                 }
                 CommitOutcome::Fenced {
@@ -96,6 +106,19 @@ impl Committer {
                         first,
                     }
                     .emit(&self.counters);
+                    fenced_generation = Some(batch.generation);
+                    fenced_in_a_row += 1;
+                    if fenced_in_a_row >= MAX_FENCED_IN_A_ROW {
+                        return Err(PipelineError::Setup(format!(
+                            "{MAX_FENCED_IN_A_ROW} batches in a row were already in table `{}` \
+                             ({app_id} stores offset {stored}, the batch starts at {first}). \
+                             If nothing else writes this table with app id `{}`, the topic was \
+                             probably recreated or truncated below the stored offset: ingest it \
+                             under a new app_id or into a new table",
+                            sink.name(),
+                            self.app_id
+                        )));
+                    }
                     self.resync.store(true, Ordering::Release);
                 }
             }

@@ -22,7 +22,7 @@ use deltalake::kernel::Add;
 use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Config, OffsetSpec};
 use crate::decode::JsonDecoder;
@@ -31,6 +31,9 @@ use crate::sink::DeltaSink;
 use crate::source::{create_consumer, to_rd_offset, TopicPartition};
 
 pub use route::Router;
+
+/// How long a stopping pipeline waits for the consumer to leave its group.
+const CONSUMER_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Errors that stop the pipeline, by whose fault they are.
 #[derive(Debug, thiserror::Error)]
@@ -254,7 +257,15 @@ impl Pipeline {
             resync,
             counters: counters.clone(),
         };
-        let commit_task = tokio::spawn(committer.run(commits_rx));
+        // A failed commit stage stops the whole pipeline, not just itself.
+        let stop = self.shutdown.clone();
+        let commit_task = tokio::spawn(async move {
+            let result = committer.run(commits_rx).await;
+            if result.is_err() {
+                stop.store(true, Ordering::Release);
+            }
+            result
+        });
         let buffered = buffer::run(writers, cfg.flush.clone(), events_rx, commits_tx).await;
         if buffered.is_err() {
             self.shutdown.store(true, Ordering::Release);
@@ -263,10 +274,22 @@ impl Pipeline {
             .await
             .map_err(|e| PipelineError::Internal(format!("commit task: {e}")))?;
         let _ = done_tx.send(());
-        let fetched = tokio::task::spawn_blocking(move || fetch_thread.join())
-            .await
-            .map_err(|e| PipelineError::Internal(format!("joining consumer thread: {e}")))?
-            .map_err(|_| PipelineError::Internal("consumer thread panicked".into()))?;
+        // Closing the consumer leaves the group; a broker that does not answer
+        // must not keep a finished (or failed) run from exiting. Everything
+        // is committed by now, and the group expires the member anyway.
+        let join = tokio::task::spawn_blocking(move || fetch_thread.join());
+        let fetched = match tokio::time::timeout(CONSUMER_CLOSE_TIMEOUT, join).await {
+            Ok(joined) => joined
+                .map_err(|e| PipelineError::Internal(format!("joining consumer thread: {e}")))?
+                .map_err(|_| PipelineError::Internal("consumer thread panicked".into()))?,
+            Err(_) => {
+                warn!(
+                    timeout_s = CONSUMER_CLOSE_TIMEOUT.as_secs(),
+                    "the consumer did not close in time; leaving it to the group's session timeout"
+                );
+                Ok(())
+            }
+        };
         committed?;
         buffered?;
         fetched?;
