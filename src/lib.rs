@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod status;
 
 pub use config::Config;
 pub use pipeline::{Mode, Pipeline, PipelineError, RunSummary};

@@ -40,6 +40,40 @@ enum Command {
         #[arg(long)]
         available_now: bool,
     },
+    /// Re-ingest a bounded range, idempotently, under the replay's own app id.
+    ///
+    /// Ranges are Spark's startingOffsets/endingOffsets JSON
+    /// (`{"events":{"0":100}}`, -2 = earliest, -1 = latest; the end is
+    /// exclusive) or a timestamp for every partition (epoch milliseconds or
+    /// RFC 3339). Running the same replay again writes nothing new.
+    Replay {
+        /// Configuration file.
+        #[arg(short, long, env = "INLET_CONFIG")]
+        config: PathBuf,
+        /// Start of the range.
+        #[arg(long)]
+        from: String,
+        /// End of the range, exclusive. Default: the high watermarks now.
+        #[arg(long, default_value = "{}")]
+        to: String,
+        /// Write into this table location instead of the configured one
+        /// (configs with one table only).
+        #[arg(long)]
+        table_uri: Option<String>,
+        /// The replay's app id. Default: derived from the app id and the range.
+        #[arg(long)]
+        replay_id: Option<String>,
+    },
+    /// Show stored offsets, high watermarks and lag per partition, and each
+    /// table's version, files and last commit.
+    Status {
+        /// Configuration file.
+        #[arg(short, long, env = "INLET_CONFIG")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the configuration file and exit.
     Check {
         /// Configuration file.
@@ -98,6 +132,45 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             println!("{}: ok", config.display());
             Ok(())
         }
+        Command::Status { config, json } => {
+            let cfg = inlet::config::load(&config)?;
+            let status = inlet::status::collect(&cfg).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(())
+        }
+        Command::Replay {
+            config,
+            from,
+            to,
+            table_uri,
+            replay_id,
+        } => {
+            let mut cfg = inlet::config::load(&config)?;
+            let from_bound: inlet::config::RangeBound =
+                from.parse().map_err(|e| format!("--from: {e}"))?;
+            let to_bound: inlet::config::RangeBound =
+                to.parse().map_err(|e| format!("--to: {e}"))?;
+            cfg.app_id = replay_id
+                .unwrap_or_else(|| inlet::pipeline::replay_app_id(&cfg.app_id, &from, &to));
+            if let Some(uri) = table_uri {
+                if cfg.tables.len() != 1 {
+                    return Err("--table-uri needs a config with exactly one table".into());
+                }
+                if let Some(t) = cfg.tables.values_mut().next() {
+                    t.uri = uri;
+                }
+            }
+            tracing::info!(app_id = %cfg.app_id, "replay");
+            let mode = inlet::Mode::Replay {
+                from: from_bound,
+                to: to_bound,
+            };
+            run_pipeline(inlet::Pipeline::new(cfg).with_mode(mode)).await
+        }
         Command::Run {
             config,
             available_now,
@@ -108,25 +181,24 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 inlet::Mode::Continuous
             };
-            let pipeline = inlet::Pipeline::new(cfg).with_mode(mode);
-            let shutdown = pipeline.shutdown_handle();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("signal received: committing what is buffered, then exiting");
-                shutdown.store(true, Ordering::Release);
-            });
-            let summary = pipeline.run().await?;
-            println!(
-                "consumed {} messages, wrote {} rows in {} commits, rejected {}, fenced {}",
-                summary.consumed,
-                summary.rows_written,
-                summary.commits,
-                summary.rejected,
-                summary.fenced
-            );
-            Ok(())
+            run_pipeline(inlet::Pipeline::new(cfg).with_mode(mode)).await
         }
     }
+}
+
+async fn run_pipeline(pipeline: inlet::Pipeline) -> Result<(), Box<dyn std::error::Error>> {
+    let shutdown = pipeline.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: committing what is buffered, then exiting");
+        shutdown.store(true, Ordering::Release);
+    });
+    let summary = pipeline.run().await?;
+    println!(
+        "consumed {} messages, wrote {} rows in {} commits, rejected {}, fenced {}",
+        summary.consumed, summary.rows_written, summary.commits, summary.rejected, summary.fenced
+    );
+    Ok(())
 }
 
 async fn wait_for_signal() {

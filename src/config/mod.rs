@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use load::{load, load_str};
-pub use offsets::{OffsetSpec, StartingOffsets};
+pub use offsets::{OffsetSpec, RangeBound, StartingOffsets};
 
 /// Errors found while loading or validating the configuration. Each names the
 /// key at fault and, where there is one, the fix.

@@ -125,3 +125,60 @@ mod tests {
         assert!(r#"{"events":{"0":-5}}"#.parse::<StartingOffsets>().is_err());
     }
 }
+
+/// One end of a replay range, as Spark writes it: per-partition offsets JSON
+/// (`startingOffsets` / `endingOffsets`) or one timestamp for every partition
+/// (`startingTimestamp` / `endingTimestamp`, milliseconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeBound {
+    /// Per topic and partition.
+    Offsets(BTreeMap<String, BTreeMap<i32, OffsetSpec>>),
+    /// The first offset whose timestamp is at or after this instant.
+    Timestamp(i64),
+}
+
+impl FromStr for RangeBound {
+    type Err = String;
+
+    /// Offsets JSON (`{"events":{"0":100}}`), or a timestamp: milliseconds
+    /// since the epoch or an RFC 3339 date-time.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.starts_with('{') {
+            return parse_offsets_json(t).map(RangeBound::Offsets);
+        }
+        if let Ok(ms) = t.parse::<i64>() {
+            return Ok(RangeBound::Timestamp(ms));
+        }
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(|d| RangeBound::Timestamp(d.timestamp_millis()))
+            .map_err(|_| {
+                format!(
+                    "`{t}` is neither offsets JSON like {{\"events\":{{\"0\":100}}}} nor a timestamp \
+                     (epoch milliseconds or RFC 3339, e.g. 2024-05-01T00:00:00Z)"
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    #[test]
+    fn parses_offsets_and_timestamps() {
+        let b: RangeBound = r#"{"events":{"0":100,"1":-1}}"#.parse().unwrap();
+        let RangeBound::Offsets(m) = b else { panic!() };
+        assert_eq!(m["events"][&0], OffsetSpec::Offset(100));
+        assert_eq!(m["events"][&1], OffsetSpec::Latest);
+        assert_eq!(
+            "1714521600000".parse::<RangeBound>().unwrap(),
+            RangeBound::Timestamp(1_714_521_600_000)
+        );
+        assert_eq!(
+            "2024-05-01T00:00:00Z".parse::<RangeBound>().unwrap(),
+            RangeBound::Timestamp(1_714_521_600_000)
+        );
+        assert!("yesterday".parse::<RangeBound>().is_err());
+    }
+}

@@ -30,7 +30,6 @@ pub type InletConsumer = BaseConsumer<InletContext<Arc<Rebalancer>>>;
 /// A chunk is decoded when its first message has waited this long (or it is full).
 const CHUNK_LINGER: Duration = Duration::from_millis(100);
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
-const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the consumer thread needs.
 pub struct FetchLoop {
@@ -52,6 +51,8 @@ pub struct FetchLoop {
     /// `flush.max_rows` so that a commit overshoots its row limit by less than
     /// one chunk.
     pub chunk_messages: usize,
+    /// Progress of a bounded run.
+    pub(super) progress: Option<super::progress::Progress>,
 }
 
 /// Messages of one table waiting to be decoded.
@@ -92,6 +93,9 @@ impl FetchLoop {
             let stop = self.shutdown.load(Ordering::Acquire)
                 || (self.targets.is_some() && done.values().all(|d| *d));
             if stop {
+                if let Some(p) = &mut self.progress {
+                    p.finish();
+                }
                 self.decode_and_send(&mut pending, generation)?;
                 let _ = self.events.blocking_send(FetchEvent::End);
                 return Ok(());
@@ -152,6 +156,9 @@ impl FetchLoop {
                         if msg.offset() + 1 >= target {
                             self.mark_done(&consumer, &mut done, tp);
                         }
+                    }
+                    if let Some(p) = &mut self.progress {
+                        p.advance(topic, msg.partition(), msg.offset());
                     }
                     self.counters.consumed.fetch_add(1, Ordering::Relaxed);
                     pending[table].messages.push(msg);
@@ -293,22 +300,4 @@ impl FetchLoop {
         }
         Ok(())
     }
-}
-
-/// `--available-now`: the partitions to read and their targets, snapshotted
-/// from the high watermarks before anything is consumed.
-pub fn snapshot_targets(
-    consumer: &InletConsumer,
-    reads: impl Fn(&str) -> bool,
-) -> Result<HashMap<TopicPartition, i64>, PipelineError> {
-    let parts = crate::source::list_partitions(consumer, reads, METADATA_TIMEOUT)
-        .map_err(|e| PipelineError::Kafka(format!("listing topics: {e}")))?;
-    let mut out = HashMap::new();
-    for (t, p) in parts {
-        let (_, high) = consumer
-            .fetch_watermarks(&t, p, METADATA_TIMEOUT)
-            .map_err(|e| PipelineError::Kafka(format!("watermarks of {t}/{p}: {e}")))?;
-        out.insert((t, p), high);
-    }
-    Ok(out)
 }

@@ -6,13 +6,15 @@
 //!     → commit stage (Delta commit with txn actions; advisory group commit)
 //! ```
 
+mod bounded;
 mod buffer;
 mod commit;
 mod fetch;
+mod progress;
 mod rebalance;
 mod route;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,15 +22,14 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use deltalake::kernel::Add;
 use rdkafka::consumer::Consumer;
-use rdkafka::topic_partition_list::TopicPartitionList;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::{Config, OffsetSpec};
+use crate::config::{Config, RangeBound};
 use crate::decode::JsonDecoder;
 use crate::observability::Counters;
 use crate::sink::DeltaSink;
-use crate::source::{create_consumer, to_rd_offset, TopicPartition};
+use crate::source::{create_consumer, TopicPartition};
 
 pub use route::Router;
 
@@ -104,12 +105,33 @@ pub struct PendingCommit {
 }
 
 /// How the pipeline runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     /// Join the group and ingest until SIGTERM/SIGINT.
     Continuous,
     /// Snapshot the high watermarks, ingest up to them, exit.
     AvailableNow,
+    /// Ingest exactly `from`..`to` (end exclusive), under the config's
+    /// `app_id` (set it with [`replay_app_id`]), then exit.
+    Replay {
+        /// Start of the range.
+        from: RangeBound,
+        /// End of the range (exclusive).
+        to: RangeBound,
+    },
+}
+
+/// The app id of a replay: derived from the pipeline's app id and the range
+/// as given, so that running the same replay again resumes it (and writes
+/// nothing twice) while the long-running ingest's offsets stay untouched.
+pub fn replay_app_id(app_id: &str, from: &str, to: &str) -> String {
+    // FNV-1a: stable across Rust versions, unlike the std hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in from.trim().bytes().chain([0u8]).chain(to.trim().bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{app_id}-replay-{h:016x}")
 }
 
 /// What a run did.
@@ -214,9 +236,10 @@ impl Pipeline {
             resync: resync.clone(),
             counters: counters.clone(),
             targets: None,
+            progress: None,
             chunk_messages: cfg.flush.max_rows.min(crate::decode::MAX_CHUNK),
         };
-        let mode = self.mode;
+        let mode = self.mode.clone();
         let subscription = router.subscription();
         let fetch_router = router.clone();
         let fetch_thread = std::thread::Builder::new()
@@ -231,7 +254,10 @@ impl Pipeline {
                             .subscribe(&topics)
                             .map_err(|e| PipelineError::Kafka(format!("subscribe: {e}")))
                     }
-                    Mode::AvailableNow => assign_available_now(&mut fetch, &fetch_router),
+                    Mode::AvailableNow => bounded::available_now(&mut fetch, &fetch_router),
+                    Mode::Replay { from, to } => {
+                        bounded::replay(&mut fetch, &fetch_router, &from, &to)
+                    }
                 };
                 let result = setup.and_then(|()| fetch.run());
                 if result.is_ok() {
@@ -304,49 +330,4 @@ impl Pipeline {
         info!(?summary, "pipeline stopped");
         Ok(summary)
     }
-}
-
-/// `--available-now`: snapshot the high watermarks, then assign every
-/// partition that has something to read, at its stored offset + 1. No group
-/// membership: a backfill neither waits for nor disturbs a running group.
-fn assign_available_now(fetch: &mut fetch::FetchLoop, router: &Router) -> Result<()> {
-    let targets = fetch::snapshot_targets(&fetch.consumer, |t| router.reads(t))?;
-    let mut parts: Vec<TopicPartition> = targets.keys().cloned().collect();
-    parts.sort();
-    let reb = fetch.consumer.context().handler().clone();
-    let starts = reb.start_offsets(&parts).map_err(PipelineError::Kafka)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining: HashMap<TopicPartition, i64> = HashMap::new();
-    for (tp, start) in parts.iter().zip(starts) {
-        let hw = targets[tp];
-        let nothing_to_do = match start {
-            OffsetSpec::Offset(o) => o >= hw,
-            OffsetSpec::Latest => true,
-            OffsetSpec::Earliest => false,
-        };
-        if nothing_to_do {
-            continue;
-        }
-        let (low, _) = fetch
-            .consumer
-            .fetch_watermarks(&tp.0, tp.1, std::time::Duration::from_secs(30))
-            .map_err(|e| PipelineError::Kafka(e.to_string()))?;
-        if low >= hw {
-            continue; // empty partition
-        }
-        tpl.add_partition_offset(&tp.0, tp.1, to_rd_offset(start))
-            .map_err(|e| PipelineError::Kafka(e.to_string()))?;
-        remaining.insert(tp.clone(), hw);
-    }
-    info!(
-        partitions = parts.len(),
-        to_read = remaining.len(),
-        "available-now: high watermarks snapshotted"
-    );
-    fetch
-        .consumer
-        .assign(&tpl)
-        .map_err(|e| PipelineError::Kafka(format!("assign: {e}")))?;
-    fetch.targets = Some(remaining);
-    Ok(())
 }
