@@ -11,7 +11,9 @@ use super::{Config, ConfigError, Result};
 const ENV_PREFIX: &str = "INLET_";
 /// Top-level sections: only `INLET_<SECTION>...` variables are configuration
 /// overrides, so that `INLET_LOG`, `INLET_CONFIG` and the like are not.
-const SECTIONS: &[&str] = &["app_id", "kafka", "sources", "tables", "flush", "commit"];
+const SECTIONS: &[&str] = &[
+    "app_id", "kafka", "sources", "tables", "flush", "commit", "metrics",
+];
 
 /// Loads `path`, applies `INLET_*` environment overrides and validates.
 pub fn load(path: &Path) -> Result<Config> {

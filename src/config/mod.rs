@@ -77,6 +77,20 @@ pub struct Config {
     /// Commit retry behaviour.
     #[serde(default)]
     pub commit: CommitConfig,
+    /// The HTTP endpoint for metrics and health checks.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: Prometheus `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve on, e.g. `"0.0.0.0:9898"`. Not served when unset.
+    /// Consumer lag comes from librdkafka's statistics, emitted every 5 s
+    /// while this is set (`kafka.properties."statistics.interval.ms"`
+    /// overrides).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 fn default_app_id() -> String {

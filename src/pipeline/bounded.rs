@@ -172,6 +172,10 @@ fn assign(
         .assign(&tpl)
         .map_err(|e| kafka(format!("assign: {e}")))?;
     fetch.progress = Some(Progress::new(what, starts, total.max(0) as u64));
+    fetch
+        .metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
     fetch.targets = Some(targets);
     Ok(())
 }

@@ -18,6 +18,7 @@ struct TableBuffer {
     bytes: usize,
     opened: Option<Instant>,
     progress: BTreeMap<TopicPartition, (i64, i64)>,
+    rows_by_topic: Vec<(String, u64)>,
 }
 
 impl TableBuffer {
@@ -31,6 +32,7 @@ impl TableBuffer {
         self.bytes = 0;
         self.opened = None;
         self.progress.clear();
+        self.rows_by_topic.clear();
     }
 }
 
@@ -49,6 +51,7 @@ pub async fn run(
             bytes: 0,
             opened: None,
             progress: BTreeMap::new(),
+            rows_by_topic: Vec::new(),
         })
         .collect();
     let mut generation = 0u64;
@@ -87,6 +90,12 @@ pub async fn run(
                         .write(chunk.batch)
                         .await
                         .map_err(|e| PipelineError::Delta(e.to_string()))?;
+                }
+                for (topic, rows) in chunk.rows_by_topic {
+                    match b.rows_by_topic.iter_mut().find(|(t, _)| *t == topic) {
+                        Some(e) => e.1 += rows,
+                        None => b.rows_by_topic.push((topic, rows)),
+                    }
                 }
                 for (tp, (first, last)) in chunk.progress {
                     let e = b.progress.entry(tp).or_insert((first, last));
@@ -139,6 +148,7 @@ async fn flush_table(
         adds,
         offsets,
         rows: b.rows as u64,
+        rows_by_topic: std::mem::take(&mut b.rows_by_topic),
         flushed_at,
     };
     b.rows = 0;

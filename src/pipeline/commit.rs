@@ -13,7 +13,8 @@ use super::fetch::InletConsumer;
 use super::rebalance::Gate;
 use super::{PendingCommit, PipelineError};
 use crate::config::CommitConfig;
-use crate::observability::{BatchCommitted, BatchFenced, Counters, InternalEvent};
+use crate::observability::events::{BatchCommitted, BatchFenced};
+use crate::observability::{InternalEvent, Metrics};
 use crate::sink::{txn_app_id, CommitOutcome, DeltaSink, PartitionProgress};
 
 /// Fenced batches in a row, with no commit between, before inlet stops: a
@@ -34,8 +35,8 @@ pub struct Committer {
     pub consumer: Arc<InletConsumer>,
     /// Raised when a batch was fenced.
     pub resync: Arc<AtomicBool>,
-    /// Run counters.
-    pub counters: Arc<Counters>,
+    /// Metrics and run totals.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Committer {
@@ -86,11 +87,11 @@ impl Committer {
                     BatchCommitted {
                         table: sink.name(),
                         version,
-                        rows: batch.rows,
+                        rows_by_topic: &batch.rows_by_topic,
                         partitions: progress.len(),
                         elapsed: batch.flushed_at.elapsed(),
                     }
-                    .emit(&self.counters);
+                    .emit(&self.metrics);
                     fenced_in_a_row = 0;
                     self.advise_group(&batch);
                 }
@@ -105,7 +106,7 @@ impl Committer {
                         stored,
                         first,
                     }
-                    .emit(&self.counters);
+                    .emit(&self.metrics);
                     fenced_generation = Some(batch.generation);
                     fenced_in_a_row += 1;
                     if fenced_in_a_row >= MAX_FENCED_IN_A_ROW {

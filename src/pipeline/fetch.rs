@@ -20,7 +20,8 @@ use super::rebalance::Rebalancer;
 use super::{Chunk, FetchEvent, PipelineError};
 use crate::config::OffsetSpec;
 use crate::decode::{assemble, JsonDecoder, KafkaRecord, Rejection};
-use crate::observability::{Counters, InternalEvent, MessageRejected};
+use crate::observability::events::{MessageRejected, MessagesConsumed};
+use crate::observability::{InternalEvent, Metrics};
 use crate::schema::TableLayout;
 use crate::source::{to_rd_offset, InletContext, TopicPartition};
 
@@ -43,8 +44,8 @@ pub struct FetchLoop {
     pub shutdown: Arc<AtomicBool>,
     /// Set by the committer when a batch was fenced: positions must be re-read.
     pub resync: Arc<AtomicBool>,
-    /// Run counters.
-    pub counters: Arc<Counters>,
+    /// Metrics and run totals.
+    pub metrics: Arc<Metrics>,
     /// `--available-now`: stop at these offsets (high watermarks at start).
     pub targets: Option<HashMap<TopicPartition, i64>>,
     /// Messages per chunk: at most [`crate::decode::MAX_CHUNK`], and at most
@@ -160,7 +161,6 @@ impl FetchLoop {
                     if let Some(p) = &mut self.progress {
                         p.advance(topic, msg.partition(), msg.offset());
                     }
-                    self.counters.consumed.fetch_add(1, Ordering::Relaxed);
                     pending[table].messages.push(msg);
                     count += 1;
                     chunk_started.get_or_insert_with(Instant::now);
@@ -276,8 +276,40 @@ impl FetchLoop {
                     stage: r.stage,
                     reason: &r.reason,
                 }
-                .emit(&self.counters);
+                .emit(&self.metrics);
             }
+            // Per topic: messages, value bytes, rows. Usually one topic per
+            // table, so a short vector beats a map.
+            let mut by_topic: Vec<(&str, u64, u64, u64)> = Vec::new();
+            let mut good_iter = good.iter().peekable();
+            for (i, m) in p.messages.iter().enumerate() {
+                let is_good = good_iter.peek() == Some(&&i);
+                if is_good {
+                    good_iter.next();
+                }
+                let bytes = KafkaRecord::value(m).map_or(0, |v| v.len() as u64);
+                let topic = KafkaRecord::topic(m);
+                match by_topic.iter_mut().find(|(t, ..)| *t == topic) {
+                    Some(e) => {
+                        e.1 += 1;
+                        e.2 += bytes;
+                        e.3 += u64::from(is_good);
+                    }
+                    None => by_topic.push((topic, 1, bytes, u64::from(is_good))),
+                }
+            }
+            for (topic, count, bytes, _) in &by_topic {
+                MessagesConsumed {
+                    topic,
+                    count: *count,
+                    bytes: *bytes,
+                }
+                .emit(&self.metrics);
+            }
+            let rows_by_topic = by_topic
+                .iter()
+                .map(|(t, _, _, rows)| (t.to_string(), *rows))
+                .collect();
             let mut progress: BTreeMap<TopicPartition, (i64, i64)> = BTreeMap::new();
             for m in &p.messages {
                 let e = progress
@@ -292,6 +324,7 @@ impl FetchLoop {
                 batch,
                 progress,
                 rejected: rejected.len(),
+                rows_by_topic,
             };
             p.messages.clear();
             if self.events.blocking_send(FetchEvent::Chunk(chunk)).is_err() {

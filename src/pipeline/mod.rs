@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, RangeBound};
 use crate::decode::JsonDecoder;
-use crate::observability::Counters;
+use crate::observability::Metrics;
 use crate::sink::DeltaSink;
 use crate::source::{create_consumer, TopicPartition};
 
@@ -85,6 +85,8 @@ pub struct Chunk {
     pub progress: BTreeMap<TopicPartition, (i64, i64)>,
     /// How many messages became no row.
     pub rejected: usize,
+    /// Rows per topic.
+    pub rows_by_topic: Vec<(String, u64)>,
 }
 
 /// A flushed batch waiting for its commit.
@@ -100,6 +102,8 @@ pub struct PendingCommit {
     pub offsets: BTreeMap<TopicPartition, (i64, i64)>,
     /// Rows in the files.
     pub rows: u64,
+    /// Rows per topic.
+    pub rows_by_topic: Vec<(String, u64)>,
     /// When the flush started.
     pub flushed_at: Instant,
 }
@@ -156,6 +160,7 @@ pub struct Pipeline {
     config: Config,
     mode: Mode,
     shutdown: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -165,7 +170,13 @@ impl Pipeline {
             config,
             mode: Mode::Continuous,
             shutdown: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The pipeline's metrics (also served on `[metrics] listen`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Sets the mode.
@@ -183,6 +194,18 @@ impl Pipeline {
     /// (available-now).
     pub async fn run(self) -> Result<RunSummary> {
         let cfg = self.config;
+        let server = match cfg.metrics.listen {
+            Some(addr) => Some(
+                crate::observability::http::serve(addr, self.metrics.clone())
+                    .await
+                    .map_err(|e| {
+                        PipelineError::Setup(format!(
+                            "metrics.listen: cannot serve on {addr}: {e}; pick a free address"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
         let router = Arc::new(Router::new(&cfg));
         let mut commit_sinks = Vec::new();
         let mut offset_sinks = Vec::new();
@@ -192,9 +215,22 @@ impl Pipeline {
                 sinks.push(
                     DeltaSink::open(name, tc)
                         .await
-                        .map_err(|e| PipelineError::Setup(e.to_string()))?,
+                        .map_err(|e| PipelineError::Setup(e.to_string()))?
+                        .with_metrics(self.metrics.clone()),
                 );
             }
+        }
+        for name in router.tables() {
+            // Counters exist from the start, at 0, so rates and alerts work.
+            let labels = crate::observability::TableLabels {
+                table: name.clone(),
+            };
+            self.metrics.batches.get_or_create(&labels).inc_by(0);
+            self.metrics.commit_retries.get_or_create(&labels).inc_by(0);
+            self.metrics
+                .commit_conflicts
+                .get_or_create(&labels)
+                .inc_by(0);
         }
         let mut tables = Vec::new();
         let mut writers = Vec::new();
@@ -209,7 +245,7 @@ impl Pipeline {
             );
         }
 
-        let counters = Arc::new(Counters::default());
+        let metrics = self.metrics.clone();
         let (events_tx, events_rx) = mpsc::channel(4);
         let (commits_tx, commits_rx) = mpsc::channel(1);
         let gate: rebalance::Gate = Arc::new(tokio::sync::Mutex::new(0));
@@ -220,6 +256,7 @@ impl Pipeline {
             offset_sinks,
             tokio::runtime::Handle::current(),
             events_tx.clone(),
+            metrics.clone(),
         ));
         let consumer = Arc::new(
             create_consumer(&cfg, rebalancer.clone())
@@ -234,7 +271,7 @@ impl Pipeline {
             events: events_tx,
             shutdown: self.shutdown.clone(),
             resync: resync.clone(),
-            counters: counters.clone(),
+            metrics: metrics.clone(),
             targets: None,
             progress: None,
             chunk_messages: cfg.flush.max_rows.min(crate::decode::MAX_CHUNK),
@@ -281,7 +318,7 @@ impl Pipeline {
             retry: cfg.commit.clone(),
             consumer,
             resync,
-            counters: counters.clone(),
+            metrics: metrics.clone(),
         };
         // A failed commit stage stops the whole pipeline, not just itself.
         let stop = self.shutdown.clone();
@@ -319,7 +356,11 @@ impl Pipeline {
         committed?;
         buffered?;
         fetched?;
-        let c = &counters;
+        metrics.ready.store(false, Ordering::Release);
+        if let Some(server) = server {
+            server.abort();
+        }
+        let c = &metrics.totals;
         let summary = RunSummary {
             consumed: c.consumed.load(Ordering::Relaxed),
             rows_written: c.rows_written.load(Ordering::Relaxed),

@@ -13,6 +13,8 @@ use tracing::{info, warn};
 use super::route::Router;
 use super::FetchEvent;
 use crate::config::OffsetSpec;
+use crate::observability::events::ConsumerLag;
+use crate::observability::{InternalEvent, Metrics};
 use crate::sink::{txn_app_id, DeltaSink};
 use crate::source::{RebalanceHandler, TopicPartition};
 
@@ -34,6 +36,7 @@ pub struct Rebalancer {
     runtime: Handle,
     events: mpsc::Sender<FetchEvent>,
     fatal: Mutex<Option<String>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Rebalancer {
@@ -54,6 +57,7 @@ impl Rebalancer {
         sinks: Vec<DeltaSink>,
         runtime: Handle,
         events: mpsc::Sender<FetchEvent>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Rebalancer {
             app_id,
@@ -64,6 +68,7 @@ impl Rebalancer {
             runtime,
             events,
             fatal: Mutex::new(None),
+            metrics,
         }
     }
 
@@ -172,11 +177,29 @@ impl RebalanceHandler for Arc<Rebalancer> {
         for ((t, p), s) in partitions.iter().zip(&starts) {
             info!(topic = %t, partition = p, start = ?s, "partition starts");
         }
+        self.metrics.ready.store(true, Ordering::Release);
         Ok(starts)
     }
 
     fn on_revoke(&self, _partitions: &[TopicPartition]) {
+        self.metrics.ready.store(false, Ordering::Release);
         self.bump();
+    }
+
+    fn on_stats(&self, stats: &rdkafka::statistics::Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's "internal" partition and unknown lags.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    ConsumerLag {
+                        topic,
+                        partition: *partition,
+                        lag: p.consumer_lag,
+                    }
+                    .emit(&self.metrics);
+                }
+            }
+        }
     }
 
     fn on_fatal(&self, message: String) {

@@ -12,10 +12,12 @@ use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::writer::RecordBatchWriter;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{Result, SinkError};
 use crate::config::{CommitConfig, Compression, TableConfig};
+use crate::observability::events::CommitRetried;
+use crate::observability::{InternalEvent, Metrics};
 use crate::schema::{table_schema, TableLayout};
 
 /// The table property that would expire stored offsets.
@@ -58,6 +60,7 @@ pub struct DeltaSink {
     table: DeltaTable,
     layout: TableLayout,
     writer_properties: WriterProperties,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -182,7 +185,14 @@ impl DeltaSink {
             table,
             layout,
             writer_properties: writer_properties(cfg.compression),
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Reports retries into `metrics` (by default into metrics of its own).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The table name from the config.
@@ -267,8 +277,13 @@ impl DeltaSink {
             match self.try_commit(&adds, progress, &app_ids, epoch).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(e) => {
-                    warn!(table = %self.name, attempt, error = %e, "commit attempt failed; retrying");
                     last_err = e.to_string();
+                    CommitRetried {
+                        table: &self.name,
+                        attempt,
+                        error: &last_err,
+                    }
+                    .emit(&self.metrics);
                 }
             }
             tokio::time::sleep(backoff).await;

@@ -29,6 +29,8 @@ pub trait RebalanceHandler: Send + Sync + 'static {
     fn on_revoke(&self, partitions: &[TopicPartition]);
     /// An unrecoverable error happened in the callback.
     fn on_fatal(&self, message: String);
+    /// librdkafka's periodic statistics (when `statistics.interval.ms` > 0).
+    fn on_stats(&self, _stats: &rdkafka::statistics::Statistics) {}
 }
 
 /// The consumer context: routes rebalances to the handler.
@@ -49,7 +51,11 @@ impl<H> InletContext<H> {
     }
 }
 
-impl<H: RebalanceHandler> ClientContext for InletContext<H> {}
+impl<H: RebalanceHandler> ClientContext for InletContext<H> {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.handler.on_stats(&statistics);
+    }
+}
 
 impl<H: RebalanceHandler> ConsumerContext for InletContext<H> {
     fn rebalance(
@@ -127,6 +133,10 @@ pub fn client_config(cfg: &Config) -> ClientConfig {
     c.set("auto.offset.reset", "earliest");
     c.set("session.timeout.ms", "30000");
     c.set("isolation.level", "read_committed");
+    if cfg.metrics.listen.is_some() {
+        // Per-partition consumer lag for /metrics.
+        c.set("statistics.interval.ms", "5000");
+    }
     for (k, v) in cfg.kafka_properties() {
         c.set(k, v);
     }

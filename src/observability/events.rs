@@ -1,0 +1,197 @@
+//! Internal events: one typed event per thing that happens, emitted in one
+//! place, from which both the logs and the metrics come.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::metrics::{Metrics, PartitionLabels, RejectLabels, TableLabels, TopicLabels};
+use crate::decode::Stage;
+
+/// Something that happened, with everything needed to log and count it.
+pub trait InternalEvent {
+    /// Logs the event and updates the metrics.
+    fn emit(self, metrics: &Metrics);
+}
+
+/// Messages of one topic were read (counted per chunk, not per message).
+#[derive(Debug)]
+pub struct MessagesConsumed<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Messages.
+    pub count: u64,
+    /// Value bytes.
+    pub bytes: u64,
+}
+
+impl InternalEvent for MessagesConsumed<'_> {
+    fn emit(self, m: &Metrics) {
+        let labels = TopicLabels {
+            topic: self.topic.to_string(),
+        };
+        m.consumed.get_or_create(&labels).inc_by(self.count);
+        m.consumed_bytes.get_or_create(&labels).inc_by(self.bytes);
+        m.totals.consumed.fetch_add(self.count, Ordering::Relaxed);
+    }
+}
+
+/// A message became no row.
+#[derive(Debug)]
+pub struct MessageRejected<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Stage that refused it.
+    pub stage: Stage,
+    /// Why.
+    pub reason: &'a str,
+}
+
+impl InternalEvent for MessageRejected<'_> {
+    fn emit(self, m: &Metrics) {
+        m.rejected
+            .get_or_create(&RejectLabels {
+                topic: self.topic.to_string(),
+                stage: self.stage.as_str().to_string(),
+            })
+            .inc();
+        m.totals.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            topic = self.topic,
+            partition = self.partition,
+            offset = self.offset,
+            stage = self.stage.as_str(),
+            reason = self.reason,
+            "message rejected"
+        );
+    }
+}
+
+/// A batch was committed to a table.
+#[derive(Debug)]
+pub struct BatchCommitted<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// New table version.
+    pub version: i64,
+    /// Rows per topic in the batch.
+    pub rows_by_topic: &'a [(String, u64)],
+    /// Partitions covered.
+    pub partitions: usize,
+    /// Time from flush to commit.
+    pub elapsed: Duration,
+}
+
+impl InternalEvent for BatchCommitted<'_> {
+    fn emit(self, m: &Metrics) {
+        let table = TableLabels {
+            table: self.table.to_string(),
+        };
+        m.batches.get_or_create(&table).inc();
+        m.commit_latency
+            .get_or_create(&table)
+            .observe(self.elapsed.as_secs_f64());
+        let mut rows = 0;
+        for (topic, n) in self.rows_by_topic {
+            rows += n;
+            m.written
+                .get_or_create(&TopicLabels {
+                    topic: topic.clone(),
+                })
+                .inc_by(*n);
+        }
+        m.totals.commits.fetch_add(1, Ordering::Relaxed);
+        m.totals.rows_written.fetch_add(rows, Ordering::Relaxed);
+        tracing::info!(
+            table = self.table,
+            version = self.version,
+            rows,
+            partitions = self.partitions,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "batch committed"
+        );
+    }
+}
+
+/// A batch was dropped because its offsets were already in the table.
+#[derive(Debug)]
+pub struct BatchFenced<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// The txn appId that overlapped.
+    pub app_id: &'a str,
+    /// Version found in the table.
+    pub stored: i64,
+    /// First offset of the batch for that partition.
+    pub first: i64,
+}
+
+impl InternalEvent for BatchFenced<'_> {
+    fn emit(self, m: &Metrics) {
+        m.commit_conflicts
+            .get_or_create(&TableLabels {
+                table: self.table.to_string(),
+            })
+            .inc();
+        m.totals.fenced.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            table = self.table,
+            app_id = self.app_id,
+            stored = self.stored,
+            first = self.first,
+            "batch dropped: another writer already committed these offsets; re-reading positions"
+        );
+    }
+}
+
+/// A commit attempt failed (store error or conflict) and will be retried.
+#[derive(Debug)]
+pub struct CommitRetried<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// Attempt that failed, from 1.
+    pub attempt: u32,
+    /// The error.
+    pub error: &'a str,
+}
+
+impl InternalEvent for CommitRetried<'_> {
+    fn emit(self, m: &Metrics) {
+        m.commit_retries
+            .get_or_create(&TableLabels {
+                table: self.table.to_string(),
+            })
+            .inc();
+        tracing::warn!(
+            table = self.table,
+            attempt = self.attempt,
+            error = self.error,
+            "commit attempt failed; retrying"
+        );
+    }
+}
+
+/// librdkafka reported a partition's consumer lag.
+#[derive(Debug)]
+pub struct ConsumerLag<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Lag in messages.
+    pub lag: i64,
+}
+
+impl InternalEvent for ConsumerLag<'_> {
+    fn emit(self, m: &Metrics) {
+        m.lag
+            .get_or_create(&PartitionLabels {
+                topic: self.topic.to_string(),
+                partition: self.partition.to_string(),
+            })
+            .set(self.lag);
+    }
+}

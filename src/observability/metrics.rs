@@ -1,0 +1,175 @@
+//! Prometheus metrics. Only internal events write to them (see
+//! [`super::events`]), so every log line and metric comes from one place.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of per-topic metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    /// Topic.
+    pub topic: String,
+}
+
+/// Labels of rejection metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// Topic.
+    pub topic: String,
+    /// Stage that refused the message.
+    pub stage: String,
+}
+
+/// Labels of per-table metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    /// Table name from the config.
+    pub table: String,
+}
+
+/// Labels of per-partition metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 ms … ~80 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 15,
+    ))
+}
+
+/// Everything inlet measures, plus the run counters of the exit summary.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Messages consumed, per topic.
+    pub consumed: Family<TopicLabels, Counter>,
+    /// Value bytes consumed, per topic.
+    pub consumed_bytes: Family<TopicLabels, Counter>,
+    /// Rows committed to tables, per topic.
+    pub written: Family<TopicLabels, Counter>,
+    /// Messages that became no row, per topic and stage.
+    pub rejected: Family<RejectLabels, Counter>,
+    /// Delta commits, per table.
+    pub batches: Family<TableLabels, Counter>,
+    /// Flush-to-commit latency, per table.
+    pub commit_latency: Family<TableLabels, Histogram, fn() -> Histogram>,
+    /// Commit attempts that failed and were retried, per table.
+    pub commit_retries: Family<TableLabels, Counter>,
+    /// Batches not written because another writer had committed their
+    /// offsets (zombie fencing), per table.
+    pub commit_conflicts: Family<TableLabels, Counter>,
+    /// Consumer lag per partition, from librdkafka's statistics.
+    pub lag: Family<PartitionLabels, Gauge>,
+    /// Run totals for the exit summary.
+    pub totals: Totals,
+    /// Set once partitions are assigned (or a bounded run has resolved its
+    /// range); cleared when the pipeline stops.
+    pub ready: AtomicBool,
+}
+
+/// Plain totals of one run.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Messages consumed.
+    pub consumed: AtomicU64,
+    /// Rows committed.
+    pub rows_written: AtomicU64,
+    /// Messages rejected.
+    pub rejected: AtomicU64,
+    /// Commits made.
+    pub commits: AtomicU64,
+    /// Batches fenced.
+    pub fenced: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("inlet");
+        let consumed = Family::<TopicLabels, Counter>::default();
+        let consumed_bytes = Family::<TopicLabels, Counter>::default();
+        let written = Family::<TopicLabels, Counter>::default();
+        let rejected = Family::<RejectLabels, Counter>::default();
+        let batches = Family::<TableLabels, Counter>::default();
+        let commit_latency =
+            Family::<TableLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let commit_retries = Family::<TableLabels, Counter>::default();
+        let commit_conflicts = Family::<TableLabels, Counter>::default();
+        let lag = Family::<PartitionLabels, Gauge>::default();
+        registry.register("records_consumed", "Messages consumed", consumed.clone());
+        registry.register(
+            "bytes_consumed",
+            "Message value bytes consumed",
+            consumed_bytes.clone(),
+        );
+        registry.register(
+            "records_written",
+            "Rows committed to tables",
+            written.clone(),
+        );
+        registry.register(
+            "records_rejected",
+            "Messages that could not become rows (poison pills)",
+            rejected.clone(),
+        );
+        registry.register("batches_committed", "Delta commits", batches.clone());
+        registry.register(
+            "commit_latency_seconds",
+            "Time from flush to Delta commit",
+            commit_latency.clone(),
+        );
+        registry.register(
+            "commit_retries",
+            "Commit attempts that failed and were retried",
+            commit_retries.clone(),
+        );
+        registry.register(
+            "commit_conflicts",
+            "Batches fenced because another writer had committed their offsets",
+            commit_conflicts.clone(),
+        );
+        registry.register("consumer_lag", "Consumer lag in messages", lag.clone());
+        Metrics {
+            registry,
+            consumed,
+            consumed_bytes,
+            written,
+            rejected,
+            batches,
+            commit_latency,
+            commit_retries,
+            commit_conflicts,
+            lag,
+            totals: Totals::default(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
