@@ -322,3 +322,59 @@ fn pattern_subscription_and_json_starting_offsets() {
     }
     assert_eq!(read_table(&ws.table()).coordinates.len(), expected.len());
 }
+
+/// Checkpoints are written every `checkpoint_interval` commits, and the
+/// stored offsets survive them (read back through the checkpoint by both
+/// readers).
+#[test]
+fn checkpoints_keep_the_offsets() {
+    let mut broker = MockBroker::start();
+    let topic = "ckpt";
+    broker.create_topic(topic, 2);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let config = ws.config(&spec(&bootstrap, topic, 100));
+    let toml = std::fs::read_to_string(&config).unwrap().replace(
+        "[tables.events.metadata_columns]",
+        "checkpoint_interval = 3\n\n[tables.events.metadata_columns]",
+    );
+    std::fs::write(&config, toml).unwrap();
+    let landed = produce(&bootstrap, topic, &(0..1000).map(event).collect::<Vec<_>>());
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log_dir = ws.table().join("_delta_log");
+    let checkpoints = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".checkpoint.parquet")
+        })
+        .count();
+    let t = read_table(&ws.table());
+    assert!(
+        t.version >= 9,
+        "expected at least 9 commits, got {}",
+        t.version
+    );
+    assert!(checkpoints >= 3, "{checkpoints} checkpoints");
+    assert!(log_dir.join("_last_checkpoint").exists());
+    assert_exactly_once(&t.coordinates, &landed);
+    let ids = app_ids(&landed, topic);
+    let txn = txn_versions(&ws.table(), &ids);
+    for (p, last) in last_offsets(&landed) {
+        assert_eq!(txn[&format!("test:{topic}:{p}")], Some(last));
+    }
+    if let Some(duck) = duckdb_read(&ws.table(), &ids, None) {
+        assert_eq!(duck["rows"], 1000);
+        for (p, last) in last_offsets(&landed) {
+            assert_eq!(duck["txn"][format!("test:{topic}:{p}")], last);
+        }
+    }
+}

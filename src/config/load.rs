@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use figment::providers::{Env, Format as _, Toml};
+use figment::providers::{Format as _, Serialized, Toml};
+use figment::value::Value;
 use figment::Figment;
 
 use super::{Config, ConfigError, Result};
@@ -32,14 +33,44 @@ pub fn load_str(toml: &str) -> Result<Config> {
 }
 
 fn extract(figment: Figment) -> Result<Config> {
-    let figment = figment.merge(
-        Env::prefixed(ENV_PREFIX)
-            .filter(|key| {
-                let first = key.as_str().split("__").next().unwrap_or_default();
-                SECTIONS.iter().any(|s| first.eq_ignore_ascii_case(s))
-            })
-            .split("__"),
-    );
+    extract_with_env(figment, std::env::vars())
+}
+
+/// Applies `INLET_*` overrides from `vars` (injected, so tests need not touch
+/// the process environment).
+fn extract_with_env(
+    mut figment: Figment,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<Config> {
+    for (name, raw) in vars {
+        let Some(rest) = name
+            .get(..ENV_PREFIX.len())
+            .filter(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+            .map(|_| &name[ENV_PREFIX.len()..])
+        else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if !SECTIONS.contains(&path[0].as_str()) || path.iter().any(String::is_empty) {
+            continue;
+        }
+        // Passthrough maps hold strings: keep the text as written, so that a
+        // password `007` stays `007` and `true` stays a string.
+        let verbatim = matches!(
+            path.iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            ["kafka", "properties", ..] | ["tables", _, "storage_options", ..]
+        );
+        let value: Value = if verbatim {
+            Value::from(raw)
+        } else {
+            // Parsed as figment's own Env provider does (numbers, bools, arrays).
+            raw.parse().unwrap_or_else(|_| Value::from(raw))
+        };
+        figment = figment.merge(Serialized::global(&path.join("."), value));
+    }
     let config: Config = figment.extract().map_err(|e| {
         // figment's error names the key path; keep every error it collected.
         let msgs: Vec<String> = e
@@ -281,6 +312,13 @@ fn validate(c: &Config) -> Result<()> {
                 "remove the property",
             ));
         }
+        if t.checkpoint_interval == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{key}.checkpoint_interval"),
+                "must be at least 1",
+                "set e.g. 100, or leave it out for Delta's default",
+            ));
+        }
         let mut cols: Vec<&str> = t.metadata_columns.iter().map(|(_, c)| c).collect();
         cols.sort_unstable();
         if cols.windows(2).any(|w| w[0] == w[1]) {
@@ -404,5 +442,72 @@ mod tests {
         );
         let err = load_str(&cfg).unwrap_err().to_string();
         assert!(err.contains("partition.assignment.strategy"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    const BASE: &str = r#"
+        [kafka]
+        bootstrap_servers = "127.0.0.1:9092"
+        group_id = "g"
+        [sources.events]
+        topics = ["events"]
+        table = "events"
+        [tables.events]
+        uri = "/tmp/x"
+        schema = "id BIGINT"
+    "#;
+
+    fn with_env(vars: &[(&str, &str)]) -> Result<Config> {
+        extract_with_env(
+            Figment::from(Toml::string(BASE)),
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn overrides_every_level_and_keeps_passthrough_text() {
+        let c = with_env(&[
+            ("INLET_KAFKA__BOOTSTRAP_SERVERS", "broker:9092"),
+            ("INLET_FLUSH__MAX_ROWS", "1000"),
+            ("INLET_FLUSH__MAX_AGE", "5s"),
+            ("INLET_TABLES__EVENTS__URI", "/data/events"),
+            ("INLET_KAFKA__PROPERTIES__SASL_PASSWORD", "007"),
+            (
+                "INLET_TABLES__EVENTS__STORAGE_OPTIONS__AWS_ALLOW_HTTP",
+                "true",
+            ),
+            (
+                "INLET_TABLES__EVENTS__STORAGE_OPTIONS__AWS_SECRET_ACCESS_KEY",
+                "12345",
+            ),
+            ("INLET_LOG", "debug"),
+            ("INLET_TEST_PYTHON", "/usr/bin/python3"),
+            ("OTHER", "x"),
+        ])
+        .unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "broker:9092");
+        assert_eq!(c.flush.max_rows, 1000);
+        assert_eq!(c.flush.max_age, std::time::Duration::from_secs(5));
+        assert_eq!(c.tables["events"].uri, "/data/events");
+        assert_eq!(c.kafka_properties()["sasl.password"], "007");
+        let so = &c.tables["events"].storage_options;
+        assert_eq!(so["aws_allow_http"], "true");
+        assert_eq!(so["aws_secret_access_key"], "12345");
+    }
+
+    #[test]
+    fn a_bad_override_names_its_key() {
+        let err = with_env(&[("INLET_FLUSH__MAX_ROWS", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("flush.max_rows"), "{err}");
+        let err = with_env(&[("INLET_KAFKA__GROUP_IDD", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("group_idd"), "{err}");
     }
 }

@@ -221,6 +221,12 @@ pub struct TableConfig {
     /// Parquet compression: `snappy` (default), `zstd`, `lz4`, `uncompressed`.
     #[serde(default)]
     pub compression: Compression,
+    /// Commits between Delta checkpoints, for a table inlet creates (the
+    /// `delta.checkpointInterval` property; Delta's default is 100). An
+    /// existing table keeps its own property. Log files older than
+    /// `delta.logRetentionDuration` are cleaned up after a checkpoint; data
+    /// files are never vacuumed by inlet.
+    pub checkpoint_interval: Option<u64>,
 }
 
 impl fmt::Debug for TableConfig {
@@ -240,6 +246,7 @@ impl fmt::Debug for TableConfig {
                 ),
             )
             .field("compression", &self.compression)
+            .field("checkpoint_interval", &self.checkpoint_interval)
             .finish()
     }
 }

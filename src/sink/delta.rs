@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
-use deltalake::kernel::transaction::{CommitBuilder, CommitConflictError, TransactionError};
+use deltalake::kernel::transaction::{
+    CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
+};
 use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::parquet::basic::{Compression as PqCompression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
@@ -22,6 +24,8 @@ use crate::schema::{table_schema, TableLayout};
 
 /// The table property that would expire stored offsets.
 const TXN_RETENTION: &str = "delta.setTransactionRetentionDuration";
+/// Commits between checkpoints.
+const CHECKPOINT_INTERVAL: &str = "delta.checkpointInterval";
 
 /// What a commit covers for one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,11 +124,7 @@ impl DeltaSink {
                     .with_table_name(name)
                     .with_columns(kernel.fields().cloned())
                     .with_partition_columns(cfg.partition_by.clone())
-                    .with_configuration(
-                        cfg.properties
-                            .iter()
-                            .map(|(k, v)| (k.clone(), Some(v.clone()))),
-                    )
+                    .with_configuration(table_properties(cfg))
                     .await;
                 table = match created {
                     Ok(t) => t,
@@ -339,7 +339,13 @@ impl DeltaSink {
                 .to_string(),
             epoch_id: epoch,
         };
-        let result = CommitBuilder::default()
+        // Checkpoints every `delta.checkpointInterval` commits, and cleans up
+        // expired log files after one if the table allows it (the Delta
+        // defaults). Data files are never vacuumed here.
+        let builder: CommitBuilder = CommitProperties::default()
+            .with_create_checkpoint(true)
+            .into();
+        let result = builder
             .with_actions(actions)
             .with_max_retries(15)
             .build(Some(snapshot), self.table.log_store(), op)
@@ -383,6 +389,22 @@ impl CommitAttemptError {
         }
         CommitAttemptError::Delta(e)
     }
+}
+
+/// Properties of a table inlet creates: the configured ones, plus the
+/// checkpoint interval when `checkpoint_interval` is set.
+fn table_properties(cfg: &TableConfig) -> Vec<(String, Option<String>)> {
+    let mut props: Vec<(String, Option<String>)> = cfg
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    if let Some(n) = cfg.checkpoint_interval {
+        if !cfg.properties.contains_key(CHECKPOINT_INTERVAL) {
+            props.push((CHECKPOINT_INTERVAL.to_string(), Some(n.to_string())));
+        }
+    }
+    props
 }
 
 fn writer_properties(c: Compression) -> WriterProperties {
