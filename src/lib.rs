@@ -26,6 +26,7 @@ pub mod config;
 pub mod decode;
 pub mod observability;
 pub mod pipeline;
+pub mod quarantine;
 pub mod schema;
 pub mod sink;
 pub mod source;

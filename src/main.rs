@@ -195,8 +195,13 @@ async fn run_pipeline(pipeline: inlet::Pipeline) -> Result<(), Box<dyn std::erro
     });
     let summary = pipeline.run().await?;
     println!(
-        "consumed {} messages, wrote {} rows in {} commits, rejected {}, fenced {}",
-        summary.consumed, summary.rows_written, summary.commits, summary.rejected, summary.fenced
+        "consumed {} messages, wrote {} rows in {} commits, rejected {} (quarantined {}), fenced {}",
+        summary.consumed,
+        summary.rows_written,
+        summary.commits,
+        summary.rejected,
+        summary.quarantined,
+        summary.fenced
     );
     Ok(())
 }

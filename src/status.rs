@@ -136,6 +136,9 @@ pub async fn collect(cfg: &Config) -> Result<Status, StatusError> {
                 .and_then(chrono::DateTime::from_timestamp_millis)
                 .map(|t| t.to_rfc3339());
         }
+        if let Some(q) = &tc.quarantine_uri {
+            status.quarantine_rows = Some(count_rows(name, q, tc).await?);
+        }
         for (topic, partition, low, high) in by_table.remove(&idx).unwrap_or_default() {
             let stored = if exists {
                 let snapshot = table.snapshot().map_err(err)?;
@@ -166,6 +169,36 @@ pub async fn collect(cfg: &Config) -> Result<Status, StatusError> {
         app_id: cfg.app_id.clone(),
         tables,
     })
+}
+
+/// Rows of the quarantine table at `uri`, from the file statistics in the log
+/// (0 while it does not exist).
+async fn count_rows(
+    name: &str,
+    uri: &str,
+    tc: &crate::config::TableConfig,
+) -> Result<u64, StatusError> {
+    let err = |e: DeltaTableError| StatusError::Table {
+        table: format!("{name} (quarantine)"),
+        message: e.to_string(),
+    };
+    let url = deltalake::ensure_table_uri(uri).map_err(err)?;
+    let mut table = DeltaTableBuilder::from_url(url)
+        .map_err(err)?
+        .with_storage_options(tc.storage_options.clone().into_iter().collect())
+        .build()
+        .map_err(err)?;
+    match table.load().await {
+        Ok(()) => {}
+        Err(DeltaTableError::NotATable(_)) => return Ok(0),
+        Err(e) => return Err(err(e)),
+    }
+    let snapshot = table.snapshot().map_err(err)?;
+    Ok(snapshot
+        .log_data()
+        .into_iter()
+        .map(|f| f.num_records().unwrap_or(0) as u64)
+        .sum())
 }
 
 /// (topic, partition, low, high) of every partition the config reads.

@@ -143,7 +143,7 @@ fn bad_messages_are_skipped_and_good_rows_land_once() {
     let mut good: Vec<i64> = t.ids.iter().copied().filter(|&i| i >= 1000).collect();
     good.sort_unstable();
     assert_eq!(good, expect_good, "good rows exactly once");
-    // Rejections are logged with their coordinates.
+    // Rejections are logged with their coordinates…
     let rejected = stderr
         .lines()
         .filter(|l| l.contains("message rejected"))
@@ -151,9 +151,36 @@ fn bad_messages_are_skipped_and_good_rows_land_once() {
     assert_eq!(
         rejected,
         6 * 8,
-        "six of the eight kinds are rejected, each inserted 8 times"
+        "six of the eight kinds are rejected, 8 times each"
     );
     assert!(stderr.contains("partition=") && stderr.contains("offset="));
+    // …and land in the quarantine table with their raw bytes, stage and
+    // reason: every offset is in exactly one of the two tables.
+    assert_exactly_once_in_either(&ws, &landed);
+    let q = read_quarantine(&ws.quarantine());
+    assert_eq!(q.len(), 6 * 8);
+    for row in &q {
+        let i = landed
+            .iter()
+            .position(|l| l.partition == row.partition && l.offset == row.offset)
+            .unwrap();
+        assert_eq!(
+            row.value.as_deref(),
+            Some(payloads[i].as_slice()),
+            "raw bytes kept"
+        );
+        assert_eq!(row.topic, topic);
+        assert!(!row.error.is_empty());
+        if payloads[i] == br#"{"id":"seven"}"# {
+            assert_eq!(row.stage, "schema", "{row:?}");
+        }
+        if payloads[i] == b"not json at all" {
+            assert_eq!(row.stage, "decode", "{row:?}");
+        }
+    }
+    if let Some(duck) = duckdb_read(&ws.quarantine(), &[], None) {
+        assert_eq!(duck["rows"], 6 * 8, "DuckDB reads the quarantine table");
+    }
     // The stored offsets cover the bad messages too.
     let ids = app_ids(&landed, topic);
     let txn = txn_versions(&ws.table(), &ids);

@@ -312,6 +312,13 @@ fn validate(c: &Config) -> Result<()> {
                 "remove the property",
             ));
         }
+        if t.quarantine_uri.as_deref().map(str::trim) == Some(t.uri.trim()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.quarantine_uri"),
+                "is the table itself",
+                "give the quarantine table a location of its own",
+            ));
+        }
         if t.checkpoint_interval == Some(0) {
             return Err(ConfigError::invalid(
                 format!("{key}.checkpoint_interval"),

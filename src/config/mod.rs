@@ -227,6 +227,11 @@ pub struct TableConfig {
     /// `delta.logRetentionDuration` are cleaned up after a checkpoint; data
     /// files are never vacuumed by inlet.
     pub checkpoint_interval: Option<u64>,
+    /// Location of this table's quarantine table: messages that cannot become
+    /// rows land there with topic, partition, offset, timestamp, key, raw
+    /// value, headers, stage and error, exactly once. Created when missing.
+    /// Unset: such messages are only logged and counted.
+    pub quarantine_uri: Option<String>,
 }
 
 impl fmt::Debug for TableConfig {
@@ -247,6 +252,7 @@ impl fmt::Debug for TableConfig {
             )
             .field("compression", &self.compression)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("quarantine_uri", &self.quarantine_uri)
             .finish()
     }
 }

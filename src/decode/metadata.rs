@@ -66,22 +66,25 @@ fn metadata_column<R: KafkaRecord>(kind: MetadataKind, records: &[R], good: &[us
             rows.for_each(|r| b.append_option(r.key()));
             Arc::new(b.finish())
         }
-        MetadataKind::Headers => {
-            let names = MapFieldNames {
-                entry: "key_value".into(),
-                key: "key".into(),
-                value: "value".into(),
-            };
-            let mut b = MapBuilder::new(Some(names), StringBuilder::new(), BinaryBuilder::new());
-            for r in rows {
-                r.for_each_header(&mut |k, v| {
-                    b.keys().append_value(k);
-                    b.values().append_option(v);
-                });
-                // Infallible: keys and values were appended in pairs.
-                b.append(true).expect("header keys and values are paired");
-            }
-            Arc::new(b.finish())
-        }
+        MetadataKind::Headers => headers_column(records, good),
     }
+}
+
+/// Headers of the messages at `indices`, as `MAP<STRING, BINARY>`.
+pub fn headers_column<R: KafkaRecord>(records: &[R], indices: &[usize]) -> ArrayRef {
+    let names = MapFieldNames {
+        entry: "key_value".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    let mut b = MapBuilder::new(Some(names), StringBuilder::new(), BinaryBuilder::new());
+    for &i in indices {
+        records[i].for_each_header(&mut |k, v| {
+            b.keys().append_value(k);
+            b.values().append_option(v);
+        });
+        // Infallible: keys and values were appended in pairs.
+        b.append(true).expect("header keys and values are paired");
+    }
+    Arc::new(b.finish())
 }

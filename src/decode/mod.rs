@@ -5,7 +5,7 @@ mod json;
 mod metadata;
 
 pub use json::{JsonDecoder, MAX_CHUNK};
-pub use metadata::assemble;
+pub use metadata::{assemble, headers_column};
 
 /// Where in the pipeline a message was found unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -195,3 +195,24 @@ impl InternalEvent for ConsumerLag<'_> {
             .set(self.lag);
     }
 }
+
+/// Rejected messages were committed to a quarantine table.
+#[derive(Debug)]
+pub struct QuarantineCommitted<'a> {
+    /// Quarantine table name.
+    pub table: &'a str,
+    /// Rows committed (after dropping those already stored).
+    pub rows: u64,
+}
+
+impl InternalEvent for QuarantineCommitted<'_> {
+    fn emit(self, m: &Metrics) {
+        m.quarantined
+            .get_or_create(&TableLabels {
+                table: self.table.to_string(),
+            })
+            .inc_by(self.rows);
+        m.totals.quarantined.fetch_add(self.rows, Ordering::Relaxed);
+        tracing::info!(table = self.table, rows = self.rows, "quarantine committed");
+    }
+}

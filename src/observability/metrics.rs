@@ -63,6 +63,8 @@ pub struct Metrics {
     pub rejected: Family<RejectLabels, Counter>,
     /// Delta commits, per table.
     pub batches: Family<TableLabels, Counter>,
+    /// Rows committed to quarantine tables, per quarantine table.
+    pub quarantined: Family<TableLabels, Counter>,
     /// Flush-to-commit latency, per table.
     pub commit_latency: Family<TableLabels, Histogram, fn() -> Histogram>,
     /// Commit attempts that failed and were retried, per table.
@@ -88,6 +90,8 @@ pub struct Totals {
     pub rows_written: AtomicU64,
     /// Messages rejected.
     pub rejected: AtomicU64,
+    /// Rows committed to quarantine tables.
+    pub quarantined: AtomicU64,
     /// Commits made.
     pub commits: AtomicU64,
     /// Batches fenced.
@@ -109,6 +113,7 @@ impl Metrics {
         let written = Family::<TopicLabels, Counter>::default();
         let rejected = Family::<RejectLabels, Counter>::default();
         let batches = Family::<TableLabels, Counter>::default();
+        let quarantined = Family::<TableLabels, Counter>::default();
         let commit_latency =
             Family::<TableLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram,
@@ -134,6 +139,11 @@ impl Metrics {
         );
         registry.register("batches_committed", "Delta commits", batches.clone());
         registry.register(
+            "records_quarantined",
+            "Rows committed to quarantine tables",
+            quarantined.clone(),
+        );
+        registry.register(
             "commit_latency_seconds",
             "Time from flush to Delta commit",
             commit_latency.clone(),
@@ -156,6 +166,7 @@ impl Metrics {
             written,
             rejected,
             batches,
+            quarantined,
             commit_latency,
             commit_retries,
             commit_conflicts,

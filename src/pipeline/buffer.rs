@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use arrow::array::RecordBatch;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -19,6 +20,7 @@ struct TableBuffer {
     opened: Option<Instant>,
     progress: BTreeMap<TopicPartition, (i64, i64)>,
     rows_by_topic: Vec<(String, u64)>,
+    quarantine: Vec<RecordBatch>,
 }
 
 impl TableBuffer {
@@ -33,6 +35,7 @@ impl TableBuffer {
         self.opened = None;
         self.progress.clear();
         self.rows_by_topic.clear();
+        self.quarantine.clear();
     }
 }
 
@@ -52,6 +55,7 @@ pub async fn run(
             opened: None,
             progress: BTreeMap::new(),
             rows_by_topic: Vec::new(),
+            quarantine: Vec::new(),
         })
         .collect();
     let mut generation = 0u64;
@@ -91,6 +95,7 @@ pub async fn run(
                         .await
                         .map_err(|e| PipelineError::Delta(e.to_string()))?;
                 }
+                b.quarantine.extend(chunk.quarantine);
                 for (topic, rows) in chunk.rows_by_topic {
                     match b.rows_by_topic.iter_mut().find(|(t, _)| *t == topic) {
                         Some(e) => e.1 += rows,
@@ -149,6 +154,7 @@ async fn flush_table(
         offsets,
         rows: b.rows as u64,
         rows_by_topic: std::mem::take(&mut b.rows_by_topic),
+        quarantine: std::mem::take(&mut b.quarantine),
         flushed_at,
     };
     b.rows = 0;

@@ -13,7 +13,7 @@ use super::fetch::InletConsumer;
 use super::rebalance::Gate;
 use super::{PendingCommit, PipelineError};
 use crate::config::CommitConfig;
-use crate::observability::events::{BatchCommitted, BatchFenced};
+use crate::observability::events::{BatchCommitted, BatchFenced, QuarantineCommitted};
 use crate::observability::{InternalEvent, Metrics};
 use crate::sink::{txn_app_id, CommitOutcome, DeltaSink, PartitionProgress};
 
@@ -27,6 +27,8 @@ pub struct Committer {
     pub app_id: String,
     /// One sink per table, in router order.
     pub sinks: Vec<DeltaSink>,
+    /// Each table's quarantine table, when configured.
+    pub quarantine: Vec<Option<DeltaSink>>,
     /// The generation gate shared with the rebalance callback.
     pub gate: Gate,
     /// Retry settings.
@@ -71,6 +73,32 @@ impl Committer {
                 })
                 .collect();
             epoch += 1;
+            // Quarantine first: a crash between the two commits re-reads the
+            // batch, and the quarantine rows already stored are dropped then.
+            if let Some(q) = self.quarantine[batch.table].as_mut() {
+                if !batch.quarantine.is_empty() {
+                    let partitions: Vec<(String, i32, i64)> = batch
+                        .offsets
+                        .iter()
+                        .map(|((t, p), (_, last))| (t.clone(), *p, *last))
+                        .collect();
+                    let rows = q
+                        .commit_quarantine(
+                            &batch.quarantine,
+                            &partitions,
+                            &self.app_id,
+                            epoch,
+                            &self.retry,
+                        )
+                        .await
+                        .map_err(|e| PipelineError::Delta(e.to_string()))?;
+                    QuarantineCommitted {
+                        table: q.name(),
+                        rows: rows as u64,
+                    }
+                    .emit(&self.metrics);
+                }
+            }
             let sink = &mut self.sinks[batch.table];
             let outcome = sink
                 .commit(

@@ -38,6 +38,8 @@ pub struct FetchLoop {
     pub consumer: Arc<InletConsumer>,
     /// Per table: layout and decoder, in router order.
     pub tables: Vec<(TableLayout, JsonDecoder)>,
+    /// Per table: whether rejected messages go to a quarantine table.
+    pub quarantine: Vec<bool>,
     /// Stage output.
     pub events: mpsc::Sender<FetchEvent>,
     /// Set on SIGTERM/SIGINT.
@@ -306,6 +308,14 @@ impl FetchLoop {
                 }
                 .emit(&self.metrics);
             }
+            let quarantine = if self.quarantine[table] && !rejected.is_empty() {
+                Some(
+                    crate::quarantine::rows(&p.messages, &rejected)
+                        .map_err(|e| PipelineError::Internal(format!("quarantine rows: {e}")))?,
+                )
+            } else {
+                None
+            };
             let rows_by_topic = by_topic
                 .iter()
                 .map(|(t, _, _, rows)| (t.to_string(), *rows))
@@ -325,6 +335,7 @@ impl FetchLoop {
                 progress,
                 rejected: rejected.len(),
                 rows_by_topic,
+                quarantine,
             };
             p.messages.clear();
             if self.events.blocking_send(FetchEvent::Chunk(chunk)).is_err() {

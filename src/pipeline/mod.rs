@@ -87,6 +87,8 @@ pub struct Chunk {
     pub rejected: usize,
     /// Rows per topic.
     pub rows_by_topic: Vec<(String, u64)>,
+    /// Quarantine rows of the rejected messages (when configured).
+    pub quarantine: Option<RecordBatch>,
 }
 
 /// A flushed batch waiting for its commit.
@@ -104,6 +106,8 @@ pub struct PendingCommit {
     pub rows: u64,
     /// Rows per topic.
     pub rows_by_topic: Vec<(String, u64)>,
+    /// Quarantine rows, committed before the data.
+    pub quarantine: Vec<RecordBatch>,
     /// When the flush started.
     pub flushed_at: Instant,
 }
@@ -147,6 +151,8 @@ pub struct RunSummary {
     pub rows_written: u64,
     /// Messages that became no row.
     pub rejected: u64,
+    /// Rows committed to quarantine tables.
+    pub quarantined: u64,
     /// Delta commits made.
     pub commits: u64,
     /// Batches dropped by fencing.
@@ -220,6 +226,22 @@ impl Pipeline {
                 );
             }
         }
+        let mut quarantine_sinks = Vec::new();
+        for name in router.tables() {
+            let tc = &cfg.tables[name];
+            quarantine_sinks.push(match &tc.quarantine_uri {
+                Some(uri) => Some(
+                    DeltaSink::open(
+                        &format!("{name}_quarantine"),
+                        &crate::quarantine::table_config(tc, uri),
+                    )
+                    .await
+                    .map_err(|e| PipelineError::Setup(e.to_string()))?
+                    .with_metrics(self.metrics.clone()),
+                ),
+                None => None,
+            });
+        }
         for name in router.tables() {
             // Counters exist from the start, at 0, so rates and alerts work.
             let labels = crate::observability::TableLabels {
@@ -274,6 +296,7 @@ impl Pipeline {
             metrics: metrics.clone(),
             targets: None,
             progress: None,
+            quarantine: quarantine_sinks.iter().map(Option::is_some).collect(),
             chunk_messages: cfg.flush.max_rows.min(crate::decode::MAX_CHUNK),
         };
         let mode = self.mode.clone();
@@ -314,6 +337,7 @@ impl Pipeline {
         let committer = commit::Committer {
             app_id: cfg.app_id.clone(),
             sinks: commit_sinks,
+            quarantine: quarantine_sinks,
             gate,
             retry: cfg.commit.clone(),
             consumer,
@@ -365,6 +389,7 @@ impl Pipeline {
             consumed: c.consumed.load(Ordering::Relaxed),
             rows_written: c.rows_written.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
+            quarantined: c.quarantined.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
             fenced: c.fenced.load(Ordering::Relaxed),
         };

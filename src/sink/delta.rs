@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{
@@ -12,7 +13,7 @@ use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::parquet::basic::{Compression as PqCompression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
-use deltalake::writer::RecordBatchWriter;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tracing::debug;
 
@@ -358,6 +359,120 @@ impl DeltaSink {
             }
             Err(e) => Err(CommitAttemptError::delta(e)),
         }
+    }
+}
+
+impl DeltaSink {
+    /// Commits quarantine rows with a txn action per partition (version =
+    /// the batch's last offset), first dropping rows whose offset the table
+    /// already stores: a retry after a crash or a fenced data batch then adds
+    /// each rejected message once. Returns the rows committed.
+    pub async fn commit_quarantine(
+        &mut self,
+        batches: &[RecordBatch],
+        partitions: &[(String, i32, i64)],
+        app_id: &str,
+        epoch: i64,
+        retry: &CommitConfig,
+    ) -> Result<usize> {
+        let mut backoff = retry.retry_backoff;
+        let mut last_err = String::new();
+        for attempt in 1..=retry.max_attempts {
+            match self
+                .try_commit_quarantine(batches, partitions, app_id, epoch)
+                .await
+            {
+                Ok(n) => return Ok(n),
+                Err(e) => {
+                    last_err = e.to_string();
+                    CommitRetried {
+                        table: &self.name,
+                        attempt,
+                        error: &last_err,
+                    }
+                    .emit(&self.metrics);
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(retry.max_backoff);
+        }
+        Err(SinkError::RetriesExhausted {
+            table: self.name.clone(),
+            attempts: retry.max_attempts,
+            last: last_err,
+        })
+    }
+
+    async fn try_commit_quarantine(
+        &mut self,
+        batches: &[RecordBatch],
+        partitions: &[(String, i32, i64)],
+        app_id: &str,
+        epoch: i64,
+    ) -> std::result::Result<usize, CommitAttemptError> {
+        self.refresh().await.map_err(CommitAttemptError::sink)?;
+        let ids: Vec<String> = partitions
+            .iter()
+            .map(|(t, p, _)| super::txn_app_id(app_id, t, *p))
+            .collect();
+        let stored = self
+            .read_versions(&ids)
+            .await
+            .map_err(CommitAttemptError::sink)?;
+        let stored_by_tp: HashMap<(String, i32), i64> = partitions
+            .iter()
+            .zip(&stored)
+            .filter_map(|((t, p, _), s)| s.map(|s| ((t.clone(), *p), s)))
+            .collect();
+        let mut writer = self.writer().map_err(CommitAttemptError::sink)?;
+        let mut rows = 0;
+        for b in batches {
+            let kept = crate::quarantine::trim(b, &stored_by_tp)
+                .map_err(|e| CommitAttemptError::Delta(DeltaTableError::Arrow { source: e }))?;
+            if kept.num_rows() > 0 {
+                rows += kept.num_rows();
+                writer
+                    .write(kept)
+                    .await
+                    .map_err(CommitAttemptError::delta)?;
+            }
+        }
+        let txns: Vec<Action> = partitions
+            .iter()
+            .zip(&ids)
+            .zip(&stored)
+            .filter(|(((_, _, last), _), s)| s.is_none_or(|s| *last > s))
+            .map(|(((_, _, last), id), _)| {
+                Action::Txn(Transaction::new_with_last_update(
+                    id,
+                    *last,
+                    Some(chrono::Utc::now().timestamp_millis()),
+                ))
+            })
+            .collect();
+        if rows == 0 && txns.is_empty() {
+            writer.reset();
+            return Ok(0);
+        }
+        let adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
+        let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        actions.extend(txns);
+        let snapshot = self.table.snapshot().map_err(CommitAttemptError::delta)?;
+        let op = DeltaOperation::StreamingUpdate {
+            output_mode: OutputMode::Append,
+            query_id: app_id.to_string(),
+            epoch_id: epoch,
+        };
+        let builder: CommitBuilder = CommitProperties::default()
+            .with_create_checkpoint(true)
+            .into();
+        builder
+            .with_actions(actions)
+            .with_max_retries(15)
+            .build(Some(snapshot), self.table.log_store(), op)
+            .await
+            .map_err(CommitAttemptError::delta)?;
+        Ok(rows)
     }
 }
 

@@ -302,6 +302,11 @@ impl Workspace {
         self.dir.path().join("events")
     }
 
+    /// The quarantine table directory.
+    pub fn quarantine(&self) -> PathBuf {
+        self.dir.path().join("events_quarantine")
+    }
+
     /// Writes `inlet.toml` and returns its path.
     pub fn config(&self, spec: &ConfigSpec<'_>) -> PathBuf {
         let path = self.dir.path().join("inlet.toml");
@@ -324,6 +329,7 @@ table = "events"
 
 [tables.events]
 uri = "{table}"
+quarantine_uri = "{quarantine}"
 schema = "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP"
 
 [tables.events.metadata_columns]
@@ -346,6 +352,7 @@ retry_backoff = "50ms"
             group = spec.group,
             topic = spec.topic,
             table = self.table().display(),
+            quarantine = self.quarantine().display(),
             max_rows = spec.max_rows,
             max_age = spec.max_age,
             extra = spec.extra,
@@ -462,6 +469,90 @@ fn collect(batch: &RecordBatch, out: &mut TableContents) {
             out.ids.push(id.value(i));
         }
     }
+}
+
+/// A quarantine row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineRow {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Raw value.
+    pub value: Option<Vec<u8>>,
+    /// Stage.
+    pub stage: String,
+    /// Error text.
+    pub error: String,
+}
+
+/// Reads a quarantine table with delta-rs and the parquet crate (empty when
+/// it does not exist).
+pub fn read_quarantine(path: &Path) -> Vec<QuarantineRow> {
+    if !path.join("_delta_log").exists() {
+        return Vec::new();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = url::Url::from_directory_path(path).unwrap();
+        let table = deltalake::open_table(url).await.expect("open quarantine");
+        let mut out = Vec::new();
+        for uri in table.get_file_uris().unwrap() {
+            let file_path = match url::Url::parse(&uri) {
+                Ok(u) => u.to_file_path().unwrap(),
+                Err(_) => PathBuf::from(&uri),
+            };
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(&file_path).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            for batch in reader {
+                let b = batch.unwrap();
+                let topic = b.column_by_name("topic").unwrap().as_string::<i32>();
+                let part = b
+                    .column_by_name("partition")
+                    .unwrap()
+                    .as_primitive::<Int32Type>();
+                let off = b
+                    .column_by_name("offset")
+                    .unwrap()
+                    .as_primitive::<Int64Type>();
+                let value = b.column_by_name("value").unwrap().as_binary::<i32>();
+                let stage = b.column_by_name("stage").unwrap().as_string::<i32>();
+                let error = b.column_by_name("error").unwrap().as_string::<i32>();
+                for i in 0..b.num_rows() {
+                    out.push(QuarantineRow {
+                        topic: topic.value(i).to_string(),
+                        partition: part.value(i),
+                        offset: off.value(i),
+                        value: (!value.is_null(i)).then(|| value.value(i).to_vec()),
+                        stage: stage.value(i).to_string(),
+                        error: error.value(i).to_string(),
+                    });
+                }
+            }
+        }
+        out
+    })
+}
+
+/// Asserts every coordinate in `expected` is in exactly one of the data rows
+/// and the quarantine rows, and nothing else is in either.
+pub fn assert_exactly_once_in_either(ws: &Workspace, expected: &[Landed]) {
+    let mut all = read_table(&ws.table()).coordinates;
+    all.extend(
+        read_quarantine(&ws.quarantine())
+            .into_iter()
+            .map(|q| (q.partition, q.offset)),
+    );
+    assert_exactly_once(&all, expected);
 }
 
 /// The txn versions stored in the table for `app_ids`, read with delta-rs.
