@@ -1,0 +1,262 @@
+//! End-to-end throughput, against the machine's own limits, in one run:
+//!
+//! 1. preload a topic on an in-process mock cluster (many partitions: the mock
+//!    keeps ~100k messages or ~5 MiB per partition) with ~200 B JSON events;
+//! 2. time a bare rdkafka consumer reading all of it (the consume limit);
+//! 3. time Parquet encoding alone of the same rows (the encode limit);
+//! 4. time `inlet run --available-now` into a local table, with its peak RSS;
+//!
+//! and print inlet's rate as a ratio of each limit, per run and as medians.
+//!
+//! `scripts/bench.sh [--messages N] [--runs R]` builds in release mode and
+//! runs it. Not part of the test suite.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+const TOPIC: &str = "bench";
+
+struct Args {
+    messages: u64,
+    partitions: i32,
+    runs: usize,
+    inlet: String,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        messages: 2_000_000,
+        partitions: 64,
+        runs: 3,
+        inlet: "target/release/inlet".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().expect("flag value");
+        match k.as_str() {
+            "--messages" => a.messages = v().parse().expect("--messages N"),
+            "--partitions" => a.partitions = v().parse().expect("--partitions N"),
+            "--runs" => a.runs = v().parse().expect("--runs N"),
+            "--inlet" => a.inlet = v(),
+            "--bench" => {}
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+fn payload(id: u64, out: &mut String) {
+    use std::fmt::Write;
+    out.clear();
+    let _ = write!(
+        out,
+        r#"{{"id":{id},"user":"user-{:05}","action":"{}","amount":{}.{:02},"event_time":"2024-05-01T12:{:02}:{:02}.{:03}Z","country":"{}","session":"s-{:08x}"}}"#,
+        id % 50_000,
+        ["view", "click", "purchase", "refund"][(id % 4) as usize],
+        id % 500,
+        id % 100,
+        id / 60 % 60,
+        id % 60,
+        id % 1000,
+        ["DE", "FR", "US", "JP", "BR"][(id % 5) as usize],
+        id.wrapping_mul(2_654_435_761) & 0xffff_ffff,
+    );
+}
+
+fn preload(bootstrap: &str, n: u64) -> u64 {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let mut buf = String::with_capacity(256);
+    let mut bytes = 0;
+    for id in 0..n {
+        payload(id, &mut buf);
+        bytes += buf.len() as u64;
+        let key = id.to_le_bytes();
+        loop {
+            match producer.send(BaseRecord::to(TOPIC).key(&key[..]).payload(&buf)) {
+                Ok(()) => break,
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    bytes
+}
+
+/// A bare consumer reading every message once: the consume limit.
+fn raw_consume(bootstrap: &str, partitions: i32, n: u64) -> Duration {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-raw")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let (mut seen, mut sum) = (0u64, 0usize);
+    while seen < n {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            sum += m.payload().map_or(0, <[u8]>::len);
+            seen += 1;
+        }
+    }
+    std::hint::black_box(sum);
+    start.elapsed()
+}
+
+/// The same rows as Arrow batches (decoded outside the timing).
+fn rows(n: u64) -> Vec<RecordBatch> {
+    let ddl = "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, \
+               country STRING, session STRING";
+    let schema = Arc::new(inlet::schema::parse_ddl(ddl).unwrap());
+    let mut decoder = inlet::decode::JsonDecoder::new(schema).unwrap();
+    let mut out = Vec::new();
+    let mut buf = String::new();
+    let mut chunk: Vec<Vec<u8>> = Vec::new();
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    for id in 0..n {
+        payload(id, &mut buf);
+        chunk.push(buf.clone().into_bytes());
+        if chunk.len() == inlet::decode::MAX_CHUNK || id + 1 == n {
+            let values: Vec<Option<&[u8]>> = chunk.iter().map(|v| Some(v.as_slice())).collect();
+            out.push(decoder.decode(&values, &mut good, &mut bad).unwrap());
+            chunk.clear();
+        }
+    }
+    out
+}
+
+/// Parquet encoding alone (snappy, as inlet's default): the encode limit.
+fn encode_only(batches: &[RecordBatch]) -> (Duration, usize) {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(64 << 20);
+    let mut w = ArrowWriter::try_new(&mut out, batches[0].schema(), Some(props)).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+    (start.elapsed(), out.len())
+}
+
+fn peak_child_rss_kib() -> i64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru.ru_maxrss
+    }
+}
+
+fn run_inlet(a: &Args, bootstrap: &str, dir: &std::path::Path) -> Duration {
+    let table = dir.join("events");
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+app_id = "bench"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "bench-inlet"
+[sources.bench]
+topics = ["{TOPIC}"]
+table = "events"
+[tables.events]
+uri = "{}"
+schema = "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, country STRING, session STRING"
+[tables.events.metadata_columns]
+partition = "_partition"
+offset = "_offset"
+"#,
+            table.display()
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let status = std::process::Command::new(&a.inlet)
+        .args(["run", "--available-now", "-c"])
+        .arg(&config)
+        .env("INLET_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run inlet");
+    let took = start.elapsed();
+    assert!(status.success(), "inlet failed");
+    took
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let a = args();
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, a.partitions, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    eprintln!(
+        "preloading {} messages over {} partitions…",
+        a.messages, a.partitions
+    );
+    let bytes = preload(&bootstrap, a.messages);
+    let mb = bytes as f64 / 1e6;
+    eprintln!(
+        "{mb:.0} MB of JSON ({:.0} B/message)",
+        bytes as f64 / a.messages as f64
+    );
+    let batches = rows(a.messages);
+    let n = a.messages as f64;
+    let (mut r_inlet, mut r_raw, mut r_enc) = (Vec::new(), Vec::new(), Vec::new());
+    println!("run  inlet msg/s  inlet MB/s  raw msg/s  encode rows/s  inlet/raw  inlet/encode");
+    for run in 1..=a.runs {
+        let raw = n / raw_consume(&bootstrap, a.partitions, a.messages).as_secs_f64();
+        let (enc_t, _) = encode_only(&batches);
+        let enc = n / enc_t.as_secs_f64();
+        let dir = tempfile::tempdir().unwrap();
+        let t = run_inlet(&a, &bootstrap, dir.path());
+        let inl = n / t.as_secs_f64();
+        println!(
+            "{run:>3}  {inl:>11.0}  {:>10.1}  {raw:>9.0}  {enc:>13.0}  {:>9.2}  {:>12.2}",
+            mb / t.as_secs_f64(),
+            inl / raw,
+            inl / enc
+        );
+        r_inlet.push(inl);
+        r_raw.push(raw);
+        r_enc.push(enc);
+    }
+    let (mi, mr, me) = (median(r_inlet), median(r_raw), median(r_enc));
+    println!(
+        "median  inlet {mi:.0} msg/s ({:.1} MB/s), raw consume {mr:.0} msg/s, encode-only {me:.0} rows/s; \
+         inlet/raw {:.2}, inlet/encode {:.2}; peak RSS of inlet {} MiB",
+        mb * mi / n,
+        mi / mr,
+        mi / me,
+        peak_child_rss_kib() / 1024
+    );
+}
