@@ -58,6 +58,20 @@ pub struct FetchLoop {
     pub(super) progress: Option<super::progress::Progress>,
 }
 
+/// (end offset, done) per topic and partition of a bounded run.
+type Ends = HashMap<String, HashMap<i32, (i64, bool)>>;
+
+/// Marks a partition of a bounded run done and pauses it.
+fn mark_done(consumer: &InletConsumer, state: &mut (i64, bool), topic: &str, partition: i32) {
+    if !state.1 {
+        state.1 = true;
+        info!(topic, partition, "partition reached its end offset");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let _ = consumer.pause(&tpl);
+    }
+}
+
 /// Messages of one table waiting to be decoded.
 struct Pending<'c> {
     messages: Vec<BorrowedMessage<'c>>,
@@ -79,9 +93,13 @@ impl FetchLoop {
         let mut count = 0usize;
         let mut chunk_started: Option<Instant> = None;
         let mut generation = self.rebalancer().generation();
-        let mut done: HashMap<TopicPartition, bool> = HashMap::new();
-        if let Some(targets) = &self.targets {
-            done = targets.keys().map(|tp| (tp.clone(), false)).collect();
+        // `--available-now`/replay: (end, done) per topic and partition,
+        // nested so that the per-message lookup borrows the topic name.
+        let mut ends: Ends = HashMap::new();
+        for ((topic, p), end) in self.targets.iter().flatten() {
+            ends.entry(topic.clone())
+                .or_default()
+                .insert(*p, (*end, false));
         }
         // Topic → table, cached here so the hot loop takes no lock.
         let mut routes: HashMap<String, Option<usize>> = HashMap::new();
@@ -94,7 +112,8 @@ impl FetchLoop {
                 self.resync_positions(&consumer)?;
             }
             let stop = self.shutdown.load(Ordering::Acquire)
-                || (self.targets.is_some() && done.values().all(|d| *d));
+                || (self.targets.is_some()
+                    && ends.values().all(|m| m.values().all(|(_, done)| *done)));
             if stop {
                 if let Some(p) = &mut self.progress {
                     p.finish();
@@ -123,7 +142,7 @@ impl FetchLoop {
                         chunk_started = None;
                     }
                     if self.targets.is_some() {
-                        self.check_positions(&consumer, &mut done);
+                        self.check_positions(&consumer, &mut ends);
                     }
                     continue;
                 }
@@ -146,18 +165,19 @@ impl FetchLoop {
                         debug!(topic, "message of a topic no source reads");
                         continue;
                     };
-                    if let Some(targets) = &self.targets {
-                        let tp = (topic.to_string(), msg.partition());
-                        let Some(&target) = targets.get(&tp) else {
+                    if self.targets.is_some() {
+                        let partition = msg.partition();
+                        let Some(state) = ends.get_mut(topic).and_then(|m| m.get_mut(&partition))
+                        else {
                             continue;
                         };
-                        if msg.offset() >= target {
-                            // Beyond the snapshot taken at start: the next run's.
-                            self.mark_done(&consumer, &mut done, tp);
+                        if msg.offset() >= state.0 {
+                            // Beyond the end of the range: the next run's.
+                            mark_done(&consumer, state, topic, partition);
                             continue;
                         }
-                        if msg.offset() + 1 >= target {
-                            self.mark_done(&consumer, &mut done, tp);
+                        if msg.offset() + 1 >= state.0 {
+                            mark_done(&consumer, state, topic, partition);
                         }
                     }
                     if let Some(p) = &mut self.progress {
@@ -178,37 +198,22 @@ impl FetchLoop {
         }
     }
 
-    fn mark_done(
-        &self,
-        consumer: &InletConsumer,
-        done: &mut HashMap<TopicPartition, bool>,
-        tp: TopicPartition,
-    ) {
-        if let Some(d) = done.get_mut(&tp) {
-            if !*d {
-                *d = true;
-                info!(topic = %tp.0, partition = tp.1, "partition reached its end offset");
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&tp.0, tp.1);
-                let _ = consumer.pause(&tpl);
-            }
-        }
-    }
-
     /// `--available-now`: a partition is done once its fetch position reaches
     /// the target (covers control records and compacted gaps at the end).
-    fn check_positions(&self, consumer: &InletConsumer, done: &mut HashMap<TopicPartition, bool>) {
-        let Some(targets) = &self.targets else {
-            return;
-        };
+    fn check_positions(&self, consumer: &InletConsumer, ends: &mut Ends) {
         let Ok(pos) = consumer.position() else {
             return;
         };
         for e in pos.elements() {
-            let tp = (e.topic().to_string(), e.partition());
-            if let (Offset::Offset(o), Some(&t)) = (e.offset(), targets.get(&tp)) {
-                if o >= t {
-                    self.mark_done(consumer, done, tp);
+            let Some(state) = ends
+                .get_mut(e.topic())
+                .and_then(|m| m.get_mut(&e.partition()))
+            else {
+                continue;
+            };
+            if let Offset::Offset(o) = e.offset() {
+                if o >= state.0 {
+                    mark_done(consumer, state, e.topic(), e.partition());
                 }
             }
         }
@@ -320,14 +325,18 @@ impl FetchLoop {
                 .iter()
                 .map(|(t, _, _, rows)| (t.to_string(), *rows))
                 .collect();
-            let mut progress: BTreeMap<TopicPartition, (i64, i64)> = BTreeMap::new();
+            // Keys borrow the topic names: no allocation per message.
+            let mut ranges: HashMap<(&str, i32), (i64, i64)> = HashMap::new();
             for m in &p.messages {
-                let e = progress
-                    .entry((m.topic().to_string(), m.partition()))
-                    .or_insert((m.offset(), m.offset()));
-                e.0 = e.0.min(m.offset());
-                e.1 = e.1.max(m.offset());
+                let o = m.offset();
+                let e = ranges.entry((m.topic(), m.partition())).or_insert((o, o));
+                e.0 = e.0.min(o);
+                e.1 = e.1.max(o);
             }
+            let progress: BTreeMap<TopicPartition, (i64, i64)> = ranges
+                .into_iter()
+                .map(|((t, p), r)| ((t.to_string(), p), r))
+                .collect();
             let chunk = Chunk {
                 table,
                 generation,

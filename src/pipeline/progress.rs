@@ -16,8 +16,9 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(super) struct Progress {
     what: String,
-    starts: HashMap<TopicPartition, i64>,
-    done_per_partition: HashMap<TopicPartition, u64>,
+    /// Start and offsets done, per topic and partition (nested so that the
+    /// per-message update borrows the topic name).
+    partitions: HashMap<String, HashMap<i32, (i64, u64)>>,
     done: u64,
     total: u64,
     bar: Option<ProgressBar>,
@@ -40,10 +41,13 @@ impl Progress {
             bar
         });
         let now = Instant::now();
+        let mut partitions: HashMap<String, HashMap<i32, (i64, u64)>> = HashMap::new();
+        for ((topic, p), start) in starts {
+            partitions.entry(topic).or_default().insert(p, (start, 0));
+        }
         Progress {
             what: what.to_string(),
-            starts,
-            done_per_partition: HashMap::new(),
+            partitions,
             done: 0,
             total,
             bar,
@@ -54,13 +58,16 @@ impl Progress {
 
     /// A message at `offset` of `tp` was read: everything before it is done.
     pub(super) fn advance(&mut self, topic: &str, partition: i32, offset: i64) {
-        let tp = (topic.to_string(), partition);
-        let Some(&start) = self.starts.get(&tp) else {
+        let Some((start, done)) = self
+            .partitions
+            .get_mut(topic)
+            .and_then(|m| m.get_mut(&partition))
+        else {
             return;
         };
-        let now_done = (offset + 1 - start).max(0) as u64;
-        let prev = self.done_per_partition.insert(tp, now_done).unwrap_or(0);
-        self.done += now_done.saturating_sub(prev);
+        let now_done = (offset + 1 - *start).max(0) as u64;
+        self.done += now_done.saturating_sub(*done);
+        *done = now_done.max(*done);
         self.report();
     }
 

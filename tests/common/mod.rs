@@ -420,8 +420,10 @@ pub struct TableContents {
     pub files: usize,
 }
 
-/// Reads the table at `path` with delta-rs.
-pub fn read_table(path: &Path) -> TableContents {
+/// The version, the number of active files, and the record batches of every
+/// active file of the table at `path` (file list from delta-rs, contents
+/// from the parquet crate).
+pub fn table_batches(path: &Path) -> (i64, usize, Vec<RecordBatch>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -429,16 +431,13 @@ pub fn read_table(path: &Path) -> TableContents {
     rt.block_on(async {
         let url = url::Url::from_directory_path(path).unwrap();
         let table = deltalake::open_table(url).await.expect("open table");
-        let mut out = TableContents {
-            version: table.version().map(|v| v as i64).unwrap_or(-1),
-            ..Default::default()
-        };
+        let version = table.version().map(|v| v as i64).unwrap_or(-1);
+        let mut batches = Vec::new();
         let uris: Vec<String> = table.get_file_uris().unwrap().collect();
-        out.files = uris.len();
-        for uri in uris {
-            let file_path = match url::Url::parse(&uri) {
+        for uri in &uris {
+            let file_path = match url::Url::parse(uri) {
                 Ok(u) => u.to_file_path().unwrap(),
-                Err(_) => PathBuf::from(&uri),
+                Err(_) => PathBuf::from(uri),
             };
             let file = std::fs::File::open(&file_path).unwrap();
             let reader =
@@ -446,12 +445,24 @@ pub fn read_table(path: &Path) -> TableContents {
                     .unwrap()
                     .build()
                     .unwrap();
-            for batch in reader {
-                collect(&batch.unwrap(), &mut out);
-            }
+            batches.extend(reader.map(Result::unwrap));
         }
-        out
+        (version, uris.len(), batches)
     })
+}
+
+/// Reads the table at `path` with delta-rs.
+pub fn read_table(path: &Path) -> TableContents {
+    let (version, files, batches) = table_batches(path);
+    let mut out = TableContents {
+        version,
+        files,
+        ..Default::default()
+    };
+    for b in &batches {
+        collect(b, &mut out);
+    }
+    out
 }
 
 fn collect(batch: &RecordBatch, out: &mut TableContents) {
@@ -494,53 +505,32 @@ pub fn read_quarantine(path: &Path) -> Vec<QuarantineRow> {
     if !path.join("_delta_log").exists() {
         return Vec::new();
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let url = url::Url::from_directory_path(path).unwrap();
-        let table = deltalake::open_table(url).await.expect("open quarantine");
-        let mut out = Vec::new();
-        for uri in table.get_file_uris().unwrap() {
-            let file_path = match url::Url::parse(&uri) {
-                Ok(u) => u.to_file_path().unwrap(),
-                Err(_) => PathBuf::from(&uri),
-            };
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                std::fs::File::open(&file_path).unwrap(),
-            )
+    let mut out = Vec::new();
+    for b in table_batches(path).2 {
+        let topic = b.column_by_name("topic").unwrap().as_string::<i32>();
+        let part = b
+            .column_by_name("partition")
             .unwrap()
-            .build()
-            .unwrap();
-            for batch in reader {
-                let b = batch.unwrap();
-                let topic = b.column_by_name("topic").unwrap().as_string::<i32>();
-                let part = b
-                    .column_by_name("partition")
-                    .unwrap()
-                    .as_primitive::<Int32Type>();
-                let off = b
-                    .column_by_name("offset")
-                    .unwrap()
-                    .as_primitive::<Int64Type>();
-                let value = b.column_by_name("value").unwrap().as_binary::<i32>();
-                let stage = b.column_by_name("stage").unwrap().as_string::<i32>();
-                let error = b.column_by_name("error").unwrap().as_string::<i32>();
-                for i in 0..b.num_rows() {
-                    out.push(QuarantineRow {
-                        topic: topic.value(i).to_string(),
-                        partition: part.value(i),
-                        offset: off.value(i),
-                        value: (!value.is_null(i)).then(|| value.value(i).to_vec()),
-                        stage: stage.value(i).to_string(),
-                        error: error.value(i).to_string(),
-                    });
-                }
-            }
+            .as_primitive::<Int32Type>();
+        let off = b
+            .column_by_name("offset")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let value = b.column_by_name("value").unwrap().as_binary::<i32>();
+        let stage = b.column_by_name("stage").unwrap().as_string::<i32>();
+        let error = b.column_by_name("error").unwrap().as_string::<i32>();
+        for i in 0..b.num_rows() {
+            out.push(QuarantineRow {
+                topic: topic.value(i).to_string(),
+                partition: part.value(i),
+                offset: off.value(i),
+                value: (!value.is_null(i)).then(|| value.value(i).to_vec()),
+                stage: stage.value(i).to_string(),
+                error: error.value(i).to_string(),
+            });
         }
-        out
-    })
+    }
+    out
 }
 
 /// Asserts every coordinate in `expected` is in exactly one of the data rows
