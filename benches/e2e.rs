@@ -1,7 +1,9 @@
 //! End-to-end throughput, against the machine's own limits, in one run:
 //!
 //! 1. preload a topic on an in-process mock cluster (many partitions: the mock
-//!    keeps ~100k messages or ~5 MiB per partition) with ~200 B JSON events;
+//!    keeps ~100k messages or ~5 MiB per partition and silently drops older
+//!    ones, so the rates use the messages it actually holds) with ~200 B
+//!    JSON events;
 //! 2. time a bare rdkafka consumer reading all of it (the consume limit);
 //! 3. time Parquet encoding alone of the same rows (the encode limit);
 //! 4. time `inlet run --available-now` into a local table, with its peak RSS;
@@ -37,7 +39,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         messages: 2_000_000,
-        partitions: 64,
+        partitions: 128,
         runs: 3,
         inlet: "target/release/inlet".into(),
     };
@@ -61,7 +63,7 @@ fn payload(id: u64, out: &mut String) {
     out.clear();
     let _ = write!(
         out,
-        r#"{{"id":{id},"user":"user-{:05}","action":"{}","amount":{}.{:02},"event_time":"2024-05-01T12:{:02}:{:02}.{:03}Z","country":"{}","session":"s-{:08x}"}}"#,
+        r#"{{"id":{id},"user":"user-{:05}","action":"{}","amount":{}.{:02},"event_time":"2024-05-01T12:{:02}:{:02}.{:03}Z","country":"{}","session":"s-{:08x}","page":"/catalog/item/{:06}?ref=campaign"}}"#,
         id % 50_000,
         ["view", "click", "purchase", "refund"][(id % 4) as usize],
         id % 500,
@@ -71,6 +73,7 @@ fn payload(id: u64, out: &mut String) {
         id % 1000,
         ["DE", "FR", "US", "JP", "BR"][(id % 5) as usize],
         id.wrapping_mul(2_654_435_761) & 0xffff_ffff,
+        id % 100_000,
     );
 }
 
@@ -97,6 +100,22 @@ fn preload(bootstrap: &str, n: u64) -> u64 {
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
     bytes
+}
+
+/// Messages the cluster holds (it may have dropped the oldest).
+fn held_messages(bootstrap: &str, partitions: i32) -> u64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+                .expect("watermarks");
+            (high - low) as u64
+        })
+        .sum()
 }
 
 /// A bare consumer reading every message once: the consume limit.
@@ -128,7 +147,7 @@ fn raw_consume(bootstrap: &str, partitions: i32, n: u64) -> Duration {
 /// The same rows as Arrow batches (decoded outside the timing).
 fn rows(n: u64) -> Vec<RecordBatch> {
     let ddl = "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, \
-               country STRING, session STRING";
+               country STRING, session STRING, page STRING";
     let schema = Arc::new(inlet::schema::parse_ddl(ddl).unwrap());
     let mut decoder = inlet::decode::JsonDecoder::new(schema).unwrap();
     let mut out = Vec::new();
@@ -187,7 +206,7 @@ topics = ["{TOPIC}"]
 table = "events"
 [tables.events]
 uri = "{}"
-schema = "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, country STRING, session STRING"
+schema = "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, country STRING, session STRING, page STRING"
 [tables.events.metadata_columns]
 partition = "_partition"
 offset = "_offset"
@@ -200,7 +219,7 @@ offset = "_offset"
     let status = std::process::Command::new(&a.inlet)
         .args(["run", "--available-now", "-c"])
         .arg(&config)
-        .env("INLET_LOG", "warn")
+        .env("INLET_LOG", "warn,buoyant_kernel=off")
         .stdout(std::process::Stdio::null())
         .status()
         .expect("run inlet");
@@ -224,17 +243,23 @@ fn main() {
         a.messages, a.partitions
     );
     let bytes = preload(&bootstrap, a.messages);
-    let mb = bytes as f64 / 1e6;
+    let held = held_messages(&bootstrap, a.partitions);
+    assert!(
+        held * 10 >= a.messages * 9,
+        "the mock cluster kept only {held} of {} messages: use more partitions",
+        a.messages
+    );
+    let mb = bytes as f64 / 1e6 * held as f64 / a.messages as f64;
     eprintln!(
-        "{mb:.0} MB of JSON ({:.0} B/message)",
+        "{held} messages held, {mb:.0} MB of JSON ({:.0} B/message)",
         bytes as f64 / a.messages as f64
     );
-    let batches = rows(a.messages);
-    let n = a.messages as f64;
+    let batches = rows(held);
+    let n = held as f64;
     let (mut r_inlet, mut r_raw, mut r_enc) = (Vec::new(), Vec::new(), Vec::new());
     println!("run  inlet msg/s  inlet MB/s  raw msg/s  encode rows/s  inlet/raw  inlet/encode");
     for run in 1..=a.runs {
-        let raw = n / raw_consume(&bootstrap, a.partitions, a.messages).as_secs_f64();
+        let raw = n / raw_consume(&bootstrap, a.partitions, held).as_secs_f64();
         let (enc_t, _) = encode_only(&batches);
         let enc = n / enc_t.as_secs_f64();
         let dir = tempfile::tempdir().unwrap();
