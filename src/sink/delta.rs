@@ -272,29 +272,13 @@ impl DeltaSink {
         retry: &CommitConfig,
     ) -> Result<CommitOutcome> {
         let app_ids: Vec<String> = progress.iter().map(|p| p.app_id.clone()).collect();
-        let mut backoff = retry.retry_backoff;
-        let mut last_err = String::new();
-        for attempt in 1..=retry.max_attempts {
+        let mut retrier = Retrier::new(self, retry);
+        loop {
             match self.try_commit(&adds, progress, &app_ids, epoch).await {
                 Ok(outcome) => return Ok(outcome),
-                Err(e) => {
-                    last_err = e.to_string();
-                    CommitRetried {
-                        table: &self.name,
-                        attempt,
-                        error: &last_err,
-                    }
-                    .emit(&self.metrics);
-                }
+                Err(e) => retrier.failed(e).await?,
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(retry.max_backoff);
         }
-        Err(SinkError::RetriesExhausted {
-            table: self.name.clone(),
-            attempts: retry.max_attempts,
-            last: last_err,
-        })
     }
 
     async fn try_commit(
@@ -375,32 +359,16 @@ impl DeltaSink {
         epoch: i64,
         retry: &CommitConfig,
     ) -> Result<usize> {
-        let mut backoff = retry.retry_backoff;
-        let mut last_err = String::new();
-        for attempt in 1..=retry.max_attempts {
+        let mut retrier = Retrier::new(self, retry);
+        loop {
             match self
                 .try_commit_quarantine(batches, partitions, app_id, epoch)
                 .await
             {
-                Ok(n) => return Ok(n),
-                Err(e) => {
-                    last_err = e.to_string();
-                    CommitRetried {
-                        table: &self.name,
-                        attempt,
-                        error: &last_err,
-                    }
-                    .emit(&self.metrics);
-                }
+                Ok(rows) => return Ok(rows),
+                Err(e) => retrier.failed(e).await?,
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(retry.max_backoff);
         }
-        Err(SinkError::RetriesExhausted {
-            table: self.name.clone(),
-            attempts: retry.max_attempts,
-            last: last_err,
-        })
     }
 
     async fn try_commit_quarantine(
@@ -473,6 +441,52 @@ impl DeltaSink {
             .await
             .map_err(CommitAttemptError::delta)?;
         Ok(rows)
+    }
+}
+
+/// Exponential backoff between commit attempts, reporting each failure.
+struct Retrier {
+    table: String,
+    metrics: Arc<Metrics>,
+    attempt: u32,
+    max_attempts: u32,
+    backoff: std::time::Duration,
+    max_backoff: std::time::Duration,
+}
+
+impl Retrier {
+    fn new(sink: &DeltaSink, retry: &CommitConfig) -> Self {
+        Retrier {
+            table: sink.name.clone(),
+            metrics: sink.metrics.clone(),
+            attempt: 0,
+            max_attempts: retry.max_attempts,
+            backoff: retry.retry_backoff,
+            max_backoff: retry.max_backoff,
+        }
+    }
+
+    /// Records a failed attempt, then waits before the next one; an error
+    /// once the attempts are used up.
+    async fn failed(&mut self, error: CommitAttemptError) -> Result<()> {
+        self.attempt += 1;
+        let error = error.to_string();
+        CommitRetried {
+            table: &self.table,
+            attempt: self.attempt,
+            error: &error,
+        }
+        .emit(&self.metrics);
+        if self.attempt >= self.max_attempts {
+            return Err(SinkError::RetriesExhausted {
+                table: self.table.clone(),
+                attempts: self.attempt,
+                last: error,
+            });
+        }
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(self.max_backoff);
+        Ok(())
     }
 }
 
