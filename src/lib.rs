@@ -23,7 +23,10 @@
 #![deny(clippy::dbg_macro, clippy::todo, clippy::unimplemented)]
 
 pub mod config;
+pub mod constraints;
 pub mod decode;
+pub mod maintenance;
+pub mod migrate;
 pub mod observability;
 pub mod pipeline;
 pub mod quarantine;
@@ -31,6 +34,7 @@ pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod storage;
 
 pub use config::Config;
 pub use pipeline::{Mode, Pipeline, PipelineError, RunSummary};

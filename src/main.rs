@@ -74,6 +74,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply the pending versioned table definitions of a migrations
+    /// directory (`<dir>/<table>/<version>_<what>.toml`), in order, each
+    /// exactly once; the applied version is recorded in the table.
+    Migrate {
+        /// Configuration file (table locations and storage options).
+        #[arg(short, long, env = "INLET_CONFIG")]
+        config: PathBuf,
+        /// Migrations directory.
+        #[arg(long, default_value = "migrations")]
+        dir: PathBuf,
+        /// Only this table (repeatable). Default: every table with a folder.
+        #[arg(long)]
+        table: Vec<String>,
+        /// Show what would be applied, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Compact small files of the configured tables once (for a scheduled
+    /// job); ingest may keep running.
+    Compact {
+        /// Configuration file.
+        #[arg(short, long, env = "INLET_CONFIG")]
+        config: PathBuf,
+        /// Only this table (repeatable). Default: every table.
+        #[arg(long)]
+        table: Vec<String>,
+        /// Compact even when fewer than `compaction.min_small_files` are small.
+        #[arg(long)]
+        force: bool,
+    },
     /// Validate the configuration file and exit.
     Check {
         /// Configuration file.
@@ -130,6 +160,75 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::Check { config } => {
             inlet::config::load(&config)?;
             println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Migrate {
+            config,
+            dir,
+            table,
+            dry_run,
+        } => {
+            let cfg = inlet::config::load(&config)?;
+            let reports = inlet::migrate::Migrator::new(cfg, dir)
+                .with_tables(table)
+                .with_dry_run(dry_run)
+                .run()
+                .await?;
+            for r in reports {
+                let verb = if dry_run { "would apply" } else { "applied" };
+                if r.applied.is_empty() {
+                    println!("{}: at version {}, nothing to apply", r.table, r.from);
+                } else {
+                    println!(
+                        "{}: version {} -> {}, {verb} {}",
+                        r.table,
+                        r.from,
+                        r.to,
+                        r.applied.join(", ")
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Compact {
+            config,
+            table,
+            force,
+        } => {
+            let cfg = inlet::config::load(&config)?;
+            for name in &table {
+                if !cfg.tables.contains_key(name) {
+                    return Err(
+                        format!("--table {name}: no [tables.{name}] in the configuration").into(),
+                    );
+                }
+            }
+            let mut failed = false;
+            for (name, tc) in &cfg.tables {
+                if !table.is_empty() && !table.contains(name) {
+                    continue;
+                }
+                let outcome = inlet::maintenance::compact(name, tc, force).await;
+                match &outcome {
+                    inlet::maintenance::CompactOutcome::Done {
+                        version,
+                        files_removed,
+                        files_added,
+                    } => println!(
+                        "{name}: compacted {files_removed} files into {files_added} (version {version})"
+                    ),
+                    inlet::maintenance::CompactOutcome::Skipped { reason } => {
+                        println!("{name}: skipped ({reason})")
+                    }
+                    inlet::maintenance::CompactOutcome::Failed { error } => {
+                        failed = true;
+                        eprintln!("{name}: failed: {error}")
+                    }
+                }
+            }
+            if failed {
+                return Err("compaction failed for some tables".into());
+            }
             Ok(())
         }
         Command::Status { config, json } => {

@@ -38,6 +38,8 @@ pub fn table_config(table: &TableConfig, uri: &str) -> TableConfig {
         compression: table.compression,
         checkpoint_interval: table.checkpoint_interval,
         quarantine_uri: None,
+        // Quarantine tables stay small; never compacted in the background.
+        compaction: Default::default(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use deltalake::{DeltaTableBuilder, DeltaTableError};
+use deltalake::DeltaTableError;
 use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
 use serde::Serialize;
 
@@ -100,12 +100,7 @@ pub async fn collect(cfg: &Config) -> Result<Status, StatusError> {
             table: name.clone(),
             message: e.to_string(),
         };
-        let url = deltalake::ensure_table_uri(&tc.uri).map_err(err)?;
-        let mut table = DeltaTableBuilder::from_url(url)
-            .map_err(err)?
-            .with_storage_options(tc.storage_options.clone().into_iter().collect())
-            .build()
-            .map_err(err)?;
+        let mut table = crate::storage::table(&tc.uri, &tc.storage_options).map_err(err)?;
         let exists = match table.load().await {
             Ok(()) => true,
             Err(DeltaTableError::NotATable(_)) => false,
@@ -182,12 +177,7 @@ async fn count_rows(
         table: format!("{name} (quarantine)"),
         message: e.to_string(),
     };
-    let url = deltalake::ensure_table_uri(uri).map_err(err)?;
-    let mut table = DeltaTableBuilder::from_url(url)
-        .map_err(err)?
-        .with_storage_options(tc.storage_options.clone().into_iter().collect())
-        .build()
-        .map_err(err)?;
+    let mut table = crate::storage::table(uri, &tc.storage_options).map_err(err)?;
     match table.load().await {
         Ok(()) => {}
         Err(DeltaTableError::NotATable(_)) => return Ok(0),

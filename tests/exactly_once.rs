@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::process::Running;
@@ -33,36 +32,6 @@ fn poisoned_event(id: u64) -> Vec<u8> {
     }
 }
 
-/// Produces `count` events in the background at about `rate` per second.
-fn background_producer(
-    bootstrap: String,
-    topic: &'static str,
-    count: u64,
-    rate: u64,
-) -> (
-    std::thread::JoinHandle<()>,
-    Arc<Mutex<Vec<Landed>>>,
-    Arc<AtomicBool>,
-) {
-    let landed = Arc::new(Mutex::new(Vec::new()));
-    let done = Arc::new(AtomicBool::new(false));
-    let (l, d) = (landed.clone(), done.clone());
-    let handle = std::thread::spawn(move || {
-        let per_batch = (rate / 10).max(1);
-        let mut id = 0;
-        while id < count {
-            let n = per_batch.min(count - id);
-            let payloads: Vec<Vec<u8>> = (id..id + n).map(poisoned_event).collect();
-            let got = produce(&bootstrap, topic, &payloads);
-            l.lock().unwrap().extend(got);
-            id += n;
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        d.store(true, Ordering::Release);
-    });
-    (handle, landed, done)
-}
-
 /// Start `inlet run` while a producer writes, SIGKILL it at a random moment,
 /// restart; `iterations` times. Then one last run drains the topic and stops
 /// with SIGTERM. Every produced offset lands exactly once.
@@ -90,7 +59,8 @@ fn crash_loop(
         ..spec(&bootstrap, topic, "300ms")
     });
     let total = 300 * iterations as u64;
-    let (producer, landed, _) = background_producer(bootstrap.clone(), topic, total, 400);
+    let (producer, landed, _) =
+        background_producer(bootstrap.clone(), topic, total, 400, poisoned_event);
     let mut rng = rand::rng();
     let mut kills_after_commit = 0;
     let group = |i: usize| format!("crash-{i}");
@@ -181,7 +151,8 @@ fn two_processes(broker: &mut dyn Broker) {
         "B got nothing: {:#?}",
         b.log()
     );
-    let (producer, landed, done) = background_producer(bootstrap.clone(), topic, 4000, 800);
+    let (producer, landed, done) =
+        background_producer(bootstrap.clone(), topic, 4000, 800, poisoned_event);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !(a.count("batch committed") > 0 && b.count("batch committed") > 0) {
         assert!(Instant::now() < deadline, "both processes should commit");

@@ -275,6 +275,20 @@ fn validate(c: &Config) -> Result<()> {
                 "set a local path or an object store URL",
             ));
         }
+        for (field, uri) in std::iter::once(("uri", Some(&t.uri))).chain(std::iter::once((
+            "quarantine_uri",
+            t.quarantine_uri.as_ref(),
+        ))) {
+            if let Some(uri) = uri {
+                crate::storage::check_uri(uri).map_err(|problem| {
+                    ConfigError::invalid(
+                        format!("{key}.{field}"),
+                        problem,
+                        "set a local path or an object store URL such as s3://bucket/path",
+                    )
+                })?;
+            }
+        }
         if let Some(ddl) = &t.schema {
             let schema = crate::schema::parse_ddl(ddl).map_err(|e| {
                 ConfigError::invalid(

@@ -232,6 +232,38 @@ pub struct TableConfig {
     /// value, headers, stage and error, exactly once. Created when missing.
     /// Unset: such messages are only logged and counted.
     pub quarantine_uri: Option<String>,
+    /// Background compaction of small files (`[tables.<name>.compaction]`).
+    #[serde(default)]
+    pub compaction: CompactionConfig,
+}
+
+/// `[tables.<name>.compaction]`: rewriting small files into large ones.
+///
+/// Compaction commits with `dataChange = false`, so it never conflicts with
+/// ingest appends and readers of the change feed see no new rows. Data files
+/// it replaces stay in storage until a VACUUM, which inlet never runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// How often `inlet run` compacts the table, e.g. `"1h"`. Unset (the
+    /// default): never in `run`; `inlet compact` does it on demand.
+    #[serde(with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Size of the files compaction writes. Default `"128MiB"`.
+    pub target_file_size: bytesize::ByteSize,
+    /// Compact only when at least this many files are smaller than half the
+    /// target. Default 8.
+    pub min_small_files: usize,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            interval: None,
+            target_file_size: bytesize::ByteSize::mib(128),
+            min_small_files: 8,
+        }
+    }
 }
 
 impl fmt::Debug for TableConfig {
@@ -253,6 +285,7 @@ impl fmt::Debug for TableConfig {
             .field("compression", &self.compression)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("quarantine_uri", &self.quarantine_uri)
+            .field("compaction", &self.compaction)
             .finish()
     }
 }

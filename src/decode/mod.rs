@@ -14,6 +14,10 @@ pub enum Stage {
     Decode,
     /// The value does not fit the table schema.
     Schema,
+    /// A transform failed on the row.
+    Transform,
+    /// The row violates a table constraint.
+    Constraint,
 }
 
 impl Stage {
@@ -22,6 +26,8 @@ impl Stage {
         match self {
             Stage::Decode => "decode",
             Stage::Schema => "schema",
+            Stage::Transform => "transform",
+            Stage::Constraint => "constraint",
         }
     }
 }

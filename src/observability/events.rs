@@ -4,7 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::metrics::{Metrics, PartitionLabels, RejectLabels, TableLabels, TopicLabels};
+use super::metrics::{
+    CompactionLabels, Metrics, PartitionLabels, RejectLabels, TableLabels, TopicLabels,
+};
 use crate::decode::Stage;
 
 /// Something that happened, with everything needed to log and count it.
@@ -214,5 +216,50 @@ impl InternalEvent for QuarantineCommitted<'_> {
             .inc_by(self.rows);
         m.totals.quarantined.fetch_add(self.rows, Ordering::Relaxed);
         tracing::info!(table = self.table, rows = self.rows, "quarantine committed");
+    }
+}
+
+/// A compaction of a table finished, was skipped, or failed.
+#[derive(Debug)]
+pub struct TableCompacted<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// What happened.
+    pub outcome: &'a crate::maintenance::CompactOutcome,
+}
+
+impl InternalEvent for TableCompacted<'_> {
+    fn emit(self, m: &Metrics) {
+        use crate::maintenance::CompactOutcome;
+        let outcome = match self.outcome {
+            CompactOutcome::Done { .. } => "done",
+            CompactOutcome::Skipped { .. } => "skipped",
+            CompactOutcome::Failed { .. } => "failed",
+        };
+        m.compactions
+            .get_or_create(&CompactionLabels {
+                table: self.table.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        match self.outcome {
+            CompactOutcome::Done {
+                version,
+                files_removed,
+                files_added,
+            } => tracing::info!(
+                table = self.table,
+                version,
+                files_removed,
+                files_added,
+                "table compacted"
+            ),
+            CompactOutcome::Skipped { reason } => {
+                tracing::debug!(table = self.table, reason = %reason, "compaction skipped")
+            }
+            CompactOutcome::Failed { error } => {
+                tracing::warn!(table = self.table, error = %error, "compaction failed; will try again at the next interval")
+            }
+        }
     }
 }

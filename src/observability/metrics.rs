@@ -33,6 +33,15 @@ pub struct TableLabels {
     pub table: String,
 }
 
+/// Labels of compaction metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CompactionLabels {
+    /// Table name.
+    pub table: String,
+    /// `done`, `skipped` or `failed`.
+    pub outcome: String,
+}
+
 /// Labels of per-partition metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -74,6 +83,8 @@ pub struct Metrics {
     pub commit_conflicts: Family<TableLabels, Counter>,
     /// Consumer lag per partition, from librdkafka's statistics.
     pub lag: Family<PartitionLabels, Gauge>,
+    /// Compactions per table and outcome (`done`, `skipped`, `failed`).
+    pub compactions: Family<CompactionLabels, Counter>,
     /// Run totals for the exit summary.
     pub totals: Totals,
     /// Set once partitions are assigned (or a bounded run has resolved its
@@ -121,6 +132,7 @@ impl Metrics {
         let commit_retries = Family::<TableLabels, Counter>::default();
         let commit_conflicts = Family::<TableLabels, Counter>::default();
         let lag = Family::<PartitionLabels, Gauge>::default();
+        let compactions = Family::<CompactionLabels, Counter>::default();
         registry.register("records_consumed", "Messages consumed", consumed.clone());
         registry.register(
             "bytes_consumed",
@@ -159,6 +171,11 @@ impl Metrics {
             commit_conflicts.clone(),
         );
         registry.register("consumer_lag", "Consumer lag in messages", lag.clone());
+        registry.register(
+            "compactions",
+            "Background compactions by outcome",
+            compactions.clone(),
+        );
         Metrics {
             registry,
             consumed,
@@ -171,6 +188,7 @@ impl Metrics {
             commit_retries,
             commit_conflicts,
             lag,
+            compactions,
             totals: Totals::default(),
             ready: AtomicBool::new(false),
         }

@@ -7,4 +7,6 @@ pub mod http;
 mod metrics;
 
 pub use events::InternalEvent;
-pub use metrics::{Metrics, PartitionLabels, RejectLabels, TableLabels, TopicLabels, Totals};
+pub use metrics::{
+    CompactionLabels, Metrics, PartitionLabels, RejectLabels, TableLabels, TopicLabels, Totals,
+};

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::array::{BooleanArray, RecordBatch};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -19,7 +20,8 @@ use tracing::{debug, info, warn};
 use super::rebalance::Rebalancer;
 use super::{Chunk, FetchEvent, PipelineError};
 use crate::config::OffsetSpec;
-use crate::decode::{assemble, JsonDecoder, KafkaRecord, Rejection};
+use crate::constraints::Constraints;
+use crate::decode::{assemble, JsonDecoder, KafkaRecord, Rejection, Stage};
 use crate::observability::events::{MessageRejected, MessagesConsumed};
 use crate::observability::{InternalEvent, Metrics};
 use crate::schema::TableLayout;
@@ -37,7 +39,7 @@ pub struct FetchLoop {
     /// The consumer, shared with the committer for advisory offset commits.
     pub consumer: Arc<InletConsumer>,
     /// Per table: layout and decoder, in router order.
-    pub tables: Vec<(TableLayout, JsonDecoder)>,
+    pub tables: Vec<(TableLayout, JsonDecoder, Constraints)>,
     /// Per table: whether rejected messages go to a quarantine table.
     pub quarantine: Vec<bool>,
     /// Stage output.
@@ -264,7 +266,7 @@ impl FetchLoop {
             if p.messages.is_empty() {
                 continue;
             }
-            let (layout, decoder) = &mut self.tables[table];
+            let (layout, decoder, constraints) = &mut self.tables[table];
             // One small vector per chunk, borrowing librdkafka's buffers.
             let values: Vec<Option<&[u8]>> =
                 p.messages.iter().map(|m| KafkaRecord::value(m)).collect();
@@ -272,8 +274,11 @@ impl FetchLoop {
             let decoded = decoder
                 .decode(&values, &mut good, &mut rejected)
                 .map_err(|e| PipelineError::Internal(format!("decoder: {e}")))?;
-            let batch = assemble(layout, &decoded, &p.messages, &good)
+            let mut batch = assemble(layout, &decoded, &p.messages, &good)
                 .map_err(|e| PipelineError::Internal(format!("assembling batch: {e}")))?;
+            if !constraints.is_empty() {
+                batch = check_constraints(constraints, batch, &mut good, &mut rejected)?;
+            }
             for r in &rejected {
                 let m = &p.messages[r.index];
                 MessageRejected {
@@ -353,4 +358,33 @@ impl FetchLoop {
         }
         Ok(())
     }
+}
+
+/// Moves the rows of `batch` that violate a constraint to `rejected` (as
+/// constraint-stage rejections of their messages) and returns the rest.
+fn check_constraints(
+    constraints: &Constraints,
+    batch: RecordBatch,
+    good: &mut Vec<usize>,
+    rejected: &mut Vec<Rejection>,
+) -> Result<RecordBatch, PipelineError> {
+    let violations = constraints
+        .violations(&batch)
+        .map_err(|e| PipelineError::Internal(e.to_string()))?;
+    if violations.is_empty() {
+        return Ok(batch);
+    }
+    let mut keep = vec![true; batch.num_rows()];
+    for v in violations {
+        keep[v.row] = false;
+        rejected.push(Rejection::new(good[v.row], Stage::Constraint, v.reason));
+    }
+    rejected.sort_by_key(|r| r.index);
+    let mut row = 0;
+    good.retain(|_| {
+        row += 1;
+        keep[row - 1]
+    });
+    arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep))
+        .map_err(|e| PipelineError::Internal(format!("filtering violations: {e}")))
 }

@@ -213,6 +213,21 @@ impl Pipeline {
             None => None,
         };
         let router = Arc::new(Router::new(&cfg));
+        // Background compaction only for long-running ingest; bounded runs
+        // leave it to `inlet compact`.
+        let compactions = if matches!(self.mode, Mode::Continuous) {
+            crate::maintenance::spawn_periodic(
+                router
+                    .tables()
+                    .iter()
+                    .map(|n| (n.clone(), cfg.tables[n].clone()))
+                    .collect(),
+                self.shutdown.clone(),
+                self.metrics.clone(),
+            )
+        } else {
+            Vec::new()
+        };
         let mut commit_sinks = Vec::new();
         let mut offset_sinks = Vec::new();
         for name in router.tables() {
@@ -260,7 +275,10 @@ impl Pipeline {
             let layout = s.layout().clone();
             let decoder = JsonDecoder::new(layout.value.clone())
                 .map_err(|e| PipelineError::Setup(format!("table `{}`: {e}", s.name())))?;
-            tables.push((layout, decoder));
+            let constraints = s
+                .constraints()
+                .map_err(|e| PipelineError::Setup(e.to_string()))?;
+            tables.push((layout, decoder, constraints));
             writers.push(
                 s.writer()
                     .map_err(|e| PipelineError::Setup(e.to_string()))?,
@@ -377,6 +395,11 @@ impl Pipeline {
                 Ok(())
             }
         };
+        // A compaction cut short leaves at most unreferenced files behind:
+        // its commit is all or nothing.
+        for c in compactions {
+            c.abort();
+        }
         committed?;
         buffered?;
         fetched?;

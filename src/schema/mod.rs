@@ -59,6 +59,15 @@ pub fn table_schema(ddl: &str, meta: &MetadataColumns) -> Result<Schema, DdlErro
     Ok(Schema::new(fields))
 }
 
+/// Spark DDL columns as a Delta schema (for creating and altering tables).
+pub fn ddl_to_delta(ddl: &str) -> Result<deltalake::kernel::StructType, String> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+    let schema = parse_ddl(ddl).map_err(|e| e.to_string())?;
+    (&schema)
+        .try_into_kernel()
+        .map_err(|e| format!("cannot be stored in Delta: {e}"))
+}
+
 /// How a table's columns are filled: decoded from the value, or from Kafka metadata.
 #[derive(Debug, Clone)]
 pub struct TableLayout {

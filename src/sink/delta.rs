@@ -14,7 +14,7 @@ use deltalake::parquet::basic::{Compression as PqCompression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableError};
 use tracing::debug;
 
 use super::{Result, SinkError};
@@ -77,10 +77,6 @@ impl std::fmt::Debug for DeltaSink {
     }
 }
 
-fn table_url(cfg: &TableConfig) -> std::result::Result<url::Url, DeltaTableError> {
-    deltalake::ensure_table_uri(&cfg.uri)
-}
-
 impl DeltaSink {
     /// Opens the table named `name`, creating it from `cfg.schema` if it does
     /// not exist yet.
@@ -89,17 +85,7 @@ impl DeltaSink {
             table: name.to_string(),
             source,
         };
-        let url = table_url(cfg).map_err(err)?;
-        let storage: HashMap<String, String> = cfg
-            .storage_options
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let mut table = DeltaTableBuilder::from_url(url)
-            .map_err(err)?
-            .with_storage_options(storage)
-            .build()
-            .map_err(err)?;
+        let mut table = crate::storage::table(&cfg.uri, &cfg.storage_options).map_err(err)?;
         match table.load().await {
             Ok(()) => {}
             Err(DeltaTableError::NotATable(_)) => {
@@ -209,6 +195,22 @@ impl DeltaSink {
     /// The table's Arrow schema.
     pub fn schema(&self) -> SchemaRef {
         self.layout.table.clone()
+    }
+
+    /// The table's CHECK constraints, compiled against its schema.
+    pub fn constraints(&self) -> Result<crate::constraints::Constraints> {
+        let snapshot = self.table.snapshot().map_err(|source| SinkError::Delta {
+            table: self.name.clone(),
+            source,
+        })?;
+        crate::constraints::Constraints::from_properties(
+            snapshot.metadata().configuration(),
+            &self.layout.table,
+        )
+        .map_err(|e| SinkError::Table {
+            table: self.name.clone(),
+            message: e.to_string(),
+        })
     }
 
     /// A streaming Parquet writer for this table.
@@ -536,7 +538,9 @@ fn table_properties(cfg: &TableConfig) -> Vec<(String, Option<String>)> {
     props
 }
 
-fn writer_properties(c: Compression) -> WriterProperties {
+/// Parquet writer settings for `c` (row groups of 128 Ki rows, with the
+/// default page statistics readers prune on).
+pub fn writer_properties(c: Compression) -> WriterProperties {
     let codec = match c {
         Compression::Snappy => PqCompression::SNAPPY,
         Compression::Zstd => PqCompression::ZSTD(ZstdLevel::default()),

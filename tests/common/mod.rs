@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -255,6 +257,39 @@ pub fn produce(bootstrap: &str, topic: &str, payloads: &[Vec<u8>]) -> Vec<Landed
     landed
 }
 
+/// Produces `count` payloads made by `make(id)` in the background at about
+/// `rate` per second. Returns the thread, where each landed (in order), and a
+/// flag set once all are produced.
+pub fn background_producer(
+    bootstrap: String,
+    topic: &'static str,
+    count: u64,
+    rate: u64,
+    make: fn(u64) -> Vec<u8>,
+) -> (
+    std::thread::JoinHandle<()>,
+    Arc<Mutex<Vec<Landed>>>,
+    Arc<AtomicBool>,
+) {
+    let landed = Arc::new(Mutex::new(Vec::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let (l, d) = (landed.clone(), done.clone());
+    let handle = std::thread::spawn(move || {
+        let per_batch = (rate / 10).max(1);
+        let mut id = 0;
+        while id < count {
+            let n = per_batch.min(count - id);
+            let payloads: Vec<Vec<u8>> = (id..id + n).map(make).collect();
+            let got = produce(&bootstrap, topic, &payloads);
+            l.lock().unwrap().extend(got);
+            id += n;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        d.store(true, Ordering::Release);
+    });
+    (handle, landed, done)
+}
+
 /// A JSON event with a unique id.
 pub fn event(id: u64) -> Vec<u8> {
     format!(
@@ -424,36 +459,80 @@ pub struct TableContents {
 /// active file of the table at `path` (file list from delta-rs, contents
 /// from the parquet crate).
 pub fn table_batches(path: &Path) -> (i64, usize, Vec<RecordBatch>) {
+    table_batches_at(&Location::local(path)).expect("a table")
+}
+
+/// Where a table is: a URI and its object store options.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// Table URI (local path or `s3://...`).
+    pub uri: String,
+    /// Object store options.
+    pub options: HashMap<String, String>,
+}
+
+impl Location {
+    /// A local table directory.
+    pub fn local(path: &Path) -> Self {
+        Location {
+            uri: path.display().to_string(),
+            options: HashMap::new(),
+        }
+    }
+}
+
+/// Like [`table_batches`], for any location, reading files through the
+/// table's object store; `None` when there is no table.
+pub fn table_batches_at(loc: &Location) -> Option<(i64, usize, Vec<RecordBatch>)> {
+    use deltalake::logstore::object_store::ObjectStoreExt as _;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let url = url::Url::from_directory_path(path).unwrap();
-        let table = deltalake::open_table(url).await.expect("open table");
-        let version = table.version().map(|v| v as i64).unwrap_or(-1);
+        let url = deltalake::ensure_table_uri(&loc.uri).unwrap();
+        let mut table = deltalake::DeltaTableBuilder::from_url(url)
+            .unwrap()
+            .with_storage_options(loc.options.clone())
+            .build()
+            .unwrap();
+        match table.load().await {
+            Ok(()) => {}
+            Err(deltalake::DeltaTableError::NotATable(_)) => return None,
+            Err(e) => panic!("open table {}: {e}", loc.uri),
+        }
+        let version = table.version().map_or(-1, |v| v as i64);
+        let store = table.log_store().object_store(None);
+        let paths: Vec<String> = table
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .into_iter()
+            .map(|f| f.path().to_string())
+            .collect();
         let mut batches = Vec::new();
-        let uris: Vec<String> = table.get_file_uris().unwrap().collect();
-        for uri in &uris {
-            let file_path = match url::Url::parse(uri) {
-                Ok(u) => u.to_file_path().unwrap(),
-                Err(_) => PathBuf::from(uri),
-            };
-            let file = std::fs::File::open(&file_path).unwrap();
+        for p in &paths {
+            let path = deltalake::Path::parse(p).unwrap();
+            let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
             let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
                     .unwrap()
                     .build()
                     .unwrap();
             batches.extend(reader.map(Result::unwrap));
         }
-        (version, uris.len(), batches)
+        Some((version, paths.len(), batches))
     })
 }
 
-/// Reads the table at `path` with delta-rs.
-pub fn read_table(path: &Path) -> TableContents {
-    let (version, files, batches) = table_batches(path);
+/// Reads the table at `loc` (empty when there is none).
+pub fn read_table_at(loc: &Location) -> TableContents {
+    let Some((version, files, batches)) = table_batches_at(loc) else {
+        return TableContents {
+            version: -1,
+            ..Default::default()
+        };
+    };
     let mut out = TableContents {
         version,
         files,
@@ -463,6 +542,11 @@ pub fn read_table(path: &Path) -> TableContents {
         collect(b, &mut out);
     }
     out
+}
+
+/// Reads the table at `path` with delta-rs.
+pub fn read_table(path: &Path) -> TableContents {
+    read_table_at(&Location::local(path))
 }
 
 fn collect(batch: &RecordBatch, out: &mut TableContents) {
@@ -502,11 +586,16 @@ pub struct QuarantineRow {
 /// Reads a quarantine table with delta-rs and the parquet crate (empty when
 /// it does not exist).
 pub fn read_quarantine(path: &Path) -> Vec<QuarantineRow> {
-    if !path.join("_delta_log").exists() {
+    read_quarantine_at(&Location::local(path))
+}
+
+/// Reads the quarantine table at `loc` (empty when there is none).
+pub fn read_quarantine_at(loc: &Location) -> Vec<QuarantineRow> {
+    let Some((_, _, batches)) = table_batches_at(loc) else {
         return Vec::new();
-    }
+    };
     let mut out = Vec::new();
-    for b in table_batches(path).2 {
+    for b in batches {
         let topic = b.column_by_name("topic").unwrap().as_string::<i32>();
         let part = b
             .column_by_name("partition")
