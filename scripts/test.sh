@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Run inlet's tests with the Python reader and Tansu broker located by install-test-deps.sh.
+# Run inlet's test suite: install what the tests need (idempotent, a few
+# seconds when already done), then run every test with cargo-nextest. The
+# tests find the DuckDB reader, the Tansu broker and SeaweedFS through the env
+# file the installer writes, and fail (rather than skip) if one is missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/install-test-deps.sh
 ENV_FILE="${INLET_VENV:-$HOME/.cache/inlet/venv}/inlet-test.env"
-[ -f "$ENV_FILE" ] || { echo "missing $ENV_FILE: run scripts/install-test-deps.sh first" >&2; exit 1; }
+[ -f "$ENV_FILE" ] || { echo "missing $ENV_FILE after install" >&2; exit 1; }
 # shellcheck source=/dev/null
 source "$ENV_FILE"
-export INLET_TEST_PYTHON INLET_TEST_TANSU
+export INLET_TEST_PYTHON INLET_TEST_TANSU INLET_TEST_WEED
+export INLET_TEST_REQUIRE_ALL=1
 exec cargo nextest run --workspace --profile ci "$@"

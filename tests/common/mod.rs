@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod s3;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -300,10 +301,18 @@ pub fn event(id: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A test workspace: config file and table directory.
+/// A test workspace: config file and table directory (or S3 bucket).
 pub struct Workspace {
     /// Temporary directory holding everything.
     pub dir: tempfile::TempDir,
+    /// Tables live in this S3 bucket instead of `dir`.
+    remote: Option<Remote>,
+}
+
+struct Remote {
+    bucket: String,
+    options: HashMap<String, String>,
+    toml: String,
 }
 
 /// What a config for the tests contains.
@@ -329,7 +338,41 @@ impl Workspace {
     pub fn new() -> Self {
         Workspace {
             dir: tempfile::tempdir().unwrap(),
+            remote: None,
         }
+    }
+
+    /// A workspace whose tables live in a new bucket of `server`.
+    pub fn on_s3(server: &s3::SeaweedS3, bucket: &str) -> Self {
+        server.create_bucket(bucket);
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+            remote: Some(Remote {
+                bucket: bucket.to_string(),
+                options: server.storage_options(),
+                toml: server.storage_options_toml(),
+            }),
+        }
+    }
+
+    fn location(&self, name: &str) -> Location {
+        match &self.remote {
+            None => Location::local(&self.dir.path().join(name)),
+            Some(r) => Location {
+                uri: format!("s3://{}/{name}", r.bucket),
+                options: r.options.clone(),
+            },
+        }
+    }
+
+    /// Where the table is.
+    pub fn table_location(&self) -> Location {
+        self.location("events")
+    }
+
+    /// Where the quarantine table is.
+    pub fn quarantine_location(&self) -> Location {
+        self.location("events_quarantine")
     }
 
     /// The table directory.
@@ -374,6 +417,7 @@ offset = "_offset"
 timestamp = "_ts"
 key = "_key"
 headers = "_headers"
+{storage}
 
 [flush]
 max_rows = {max_rows}
@@ -386,8 +430,12 @@ retry_backoff = "50ms"
             bootstrap = spec.bootstrap,
             group = spec.group,
             topic = spec.topic,
-            table = self.table().display(),
-            quarantine = self.quarantine().display(),
+            table = self.table_location().uri,
+            quarantine = self.quarantine_location().uri,
+            storage = match &self.remote {
+                None => String::new(),
+                Some(r) => format!("[tables.events.storage_options]\n{}\n", r.toml),
+            },
             max_rows = spec.max_rows,
             max_age = spec.max_age,
             extra = spec.extra,
@@ -625,9 +673,9 @@ pub fn read_quarantine_at(loc: &Location) -> Vec<QuarantineRow> {
 /// Asserts every coordinate in `expected` is in exactly one of the data rows
 /// and the quarantine rows, and nothing else is in either.
 pub fn assert_exactly_once_in_either(ws: &Workspace, expected: &[Landed]) {
-    let mut all = read_table(&ws.table()).coordinates;
+    let mut all = read_table_at(&ws.table_location()).coordinates;
     all.extend(
-        read_quarantine(&ws.quarantine())
+        read_quarantine_at(&ws.quarantine_location())
             .into_iter()
             .map(|q| (q.partition, q.offset)),
     );
@@ -720,7 +768,7 @@ pub fn required() -> bool {
 pub fn wait_rows(ws: &Workspace, writer: &process::Running, n: usize, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
-        let have = read_table(&ws.table()).coordinates.len();
+        let have = read_table_at(&ws.table_location()).coordinates.len();
         if have >= n {
             return;
         }
