@@ -65,8 +65,9 @@ pub(super) fn replay(
                 .map_err(|e| kafka(format!("listing topics: {e}")))?
         }
     };
-    let starts = resolve(&fetch.consumer, &parts, from, OffsetSpec::Earliest)?;
-    let ends = resolve(&fetch.consumer, &parts, to, OffsetSpec::Latest)?;
+    let lookup = |parts: &[TopicPartition], ts: i64| offsets_for_time(&fetch.consumer, parts, ts);
+    let starts = resolve(&lookup, &parts, from, OffsetSpec::Earliest)?;
+    let ends = resolve(&lookup, &parts, to, OffsetSpec::Latest)?;
     let reb = fetch.consumer.context().handler().clone();
     let stored = reb.stored_offsets(&parts).map_err(PipelineError::Kafka)?;
     let mut ranges = Vec::with_capacity(parts.len());
@@ -94,10 +95,44 @@ fn watermarks(consumer: &InletConsumer, (t, p): &TopicPartition) -> Result<(i64,
         .map_err(|e| kafka(format!("watermarks of {t}/{p}: {e}")))
 }
 
-/// One bound per partition: listed offsets (unlisted partitions get
-/// `default`), or the offsets of a timestamp.
-fn resolve(
+/// Offsets-for-times: per partition, the first offset at or after a timestamp.
+type TimeLookup<'a> = dyn Fn(&[TopicPartition], i64) -> Result<Vec<Option<i64>>> + 'a;
+
+/// The broker's answer to "first offset with a timestamp at or after `ts`",
+/// per partition; `None` where no message is that late.
+fn offsets_for_time(
     consumer: &InletConsumer,
+    parts: &[TopicPartition],
+    ts: i64,
+) -> Result<Vec<Option<i64>>> {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in parts {
+        tpl.add_partition_offset(t, *p, Offset::Offset(ts))
+            .map_err(kafka)?;
+    }
+    let found = consumer
+        .offsets_for_times(tpl, TIMEOUT)
+        .map_err(|e| kafka(format!("offsets for timestamp {ts}: {e}")))?;
+    parts
+        .iter()
+        .map(|(t, p)| {
+            let e = found
+                .find_partition(t, *p)
+                .ok_or_else(|| kafka(format!("no offset for {t}/{p} at {ts}")))?;
+            Ok(match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+/// One bound per partition: listed offsets (unlisted partitions get
+/// `default`), or the offsets of a timestamp (`lookup`, the broker's
+/// offsets-for-times); a partition with no message at or after the
+/// timestamp is bounded by its end.
+fn resolve(
+    lookup: &TimeLookup<'_>,
     parts: &[TopicPartition],
     bound: &RangeBound,
     default: OffsetSpec,
@@ -112,29 +147,10 @@ fn resolve(
                     .unwrap_or(default)
             })
             .collect()),
-        RangeBound::Timestamp(ts) => {
-            let mut tpl = TopicPartitionList::new();
-            for (t, p) in parts {
-                tpl.add_partition_offset(t, *p, Offset::Offset(*ts))
-                    .map_err(kafka)?;
-            }
-            let found = consumer
-                .offsets_for_times(tpl, TIMEOUT)
-                .map_err(|e| kafka(format!("offsets for timestamp {ts}: {e}")))?;
-            parts
-                .iter()
-                .map(|(t, p)| {
-                    let e = found
-                        .find_partition(t, *p)
-                        .ok_or_else(|| kafka(format!("no offset for {t}/{p} at {ts}")))?;
-                    Ok(match e.offset() {
-                        Offset::Offset(o) => OffsetSpec::Offset(o),
-                        // No message at or after the timestamp: the end.
-                        _ => OffsetSpec::Latest,
-                    })
-                })
-                .collect()
-        }
+        RangeBound::Timestamp(ts) => Ok(lookup(parts, *ts)?
+            .into_iter()
+            .map(|o| o.map_or(OffsetSpec::Latest, OffsetSpec::Offset))
+            .collect()),
     }
 }
 
@@ -178,4 +194,60 @@ fn assign(
         .store(true, std::sync::atomic::Ordering::Release);
     fetch.targets = Some(targets);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition log of (offset, timestamp), as a broker would search it.
+    fn log(p: i32) -> Vec<(i64, i64)> {
+        // Partition p: offsets 0..10 at 1000 + 100 * offset + p.
+        (0..10)
+            .map(|o| (o, 1000 + 100 * o + i64::from(p)))
+            .collect()
+    }
+
+    fn fake(parts: &[TopicPartition], ts: i64) -> Result<Vec<Option<i64>>> {
+        Ok(parts
+            .iter()
+            .map(|(_, p)| log(*p).into_iter().find(|(_, t)| *t >= ts).map(|(o, _)| o))
+            .collect())
+    }
+
+    #[test]
+    fn timestamps_resolve_per_partition() {
+        let parts = vec![("e".to_string(), 0), ("e".to_string(), 1)];
+        let from: RangeBound = "1250".parse().unwrap();
+        let to: RangeBound = "1601".parse().unwrap();
+        let starts = resolve(&fake, &parts, &from, OffsetSpec::Earliest).unwrap();
+        let ends = resolve(&fake, &parts, &to, OffsetSpec::Latest).unwrap();
+        // p0: 1300 is offset 3; p1: 1301 is offset 3. End (exclusive): the
+        // first offset at or after 1601: p0 offset 7 (1700), p1 offset 6 (1601).
+        assert_eq!(starts, [OffsetSpec::Offset(3), OffsetSpec::Offset(3)]);
+        assert_eq!(ends, [OffsetSpec::Offset(7), OffsetSpec::Offset(6)]);
+        // Later than every message: the end of the partition.
+        let late: RangeBound = "99999".parse().unwrap();
+        let ends = resolve(&fake, &parts, &late, OffsetSpec::Latest).unwrap();
+        assert_eq!(ends, [OffsetSpec::Latest, OffsetSpec::Latest]);
+        // RFC 3339 is the same instant as epoch milliseconds.
+        let rfc: RangeBound = "1970-01-01T00:00:01.250Z".parse().unwrap();
+        assert_eq!(
+            resolve(&fake, &parts, &rfc, OffsetSpec::Earliest).unwrap(),
+            [OffsetSpec::Offset(3), OffsetSpec::Offset(3)]
+        );
+    }
+
+    #[test]
+    fn listed_offsets_default_for_unlisted_partitions() {
+        let parts = vec![("e".to_string(), 0), ("e".to_string(), 1)];
+        let from: RangeBound = r#"{"e":{"1":5}}"#.parse().unwrap();
+        let never = |_: &[TopicPartition], _: i64| -> Result<Vec<Option<i64>>> {
+            panic!("no timestamp lookup for offsets")
+        };
+        assert_eq!(
+            resolve(&never, &parts, &from, OffsetSpec::Earliest).unwrap(),
+            [OffsetSpec::Earliest, OffsetSpec::Offset(5)]
+        );
+    }
 }
