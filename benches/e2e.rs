@@ -34,6 +34,9 @@ struct Args {
     partitions: i32,
     runs: usize,
     inlet: String,
+    /// Another inlet binary (e.g. the previous commit's) timed in the same
+    /// runs, for before/after ratios measured side by side.
+    baseline: Option<String>,
 }
 
 fn args() -> Args {
@@ -42,6 +45,7 @@ fn args() -> Args {
         partitions: 128,
         runs: 3,
         inlet: "target/release/inlet".into(),
+        baseline: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -51,6 +55,7 @@ fn args() -> Args {
             "--partitions" => a.partitions = v().parse().expect("--partitions N"),
             "--runs" => a.runs = v().parse().expect("--runs N"),
             "--inlet" => a.inlet = v(),
+            "--baseline" => a.baseline = Some(v()),
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -190,7 +195,7 @@ fn peak_child_rss_kib() -> i64 {
     }
 }
 
-fn run_inlet(a: &Args, bootstrap: &str, dir: &std::path::Path) -> Duration {
+fn run_inlet(binary: &str, bootstrap: &str, dir: &std::path::Path) -> Duration {
     let table = dir.join("events");
     let config = dir.join("bench.toml");
     std::fs::write(
@@ -216,7 +221,7 @@ offset = "_offset"
     )
     .unwrap();
     let start = Instant::now();
-    let status = std::process::Command::new(&a.inlet)
+    let status = std::process::Command::new(binary)
         .args(["run", "--available-now", "-c"])
         .arg(&config)
         .env("INLET_LOG", "warn,buoyant_kernel=off")
@@ -256,32 +261,51 @@ fn main() {
     );
     let batches = rows(held);
     let n = held as f64;
-    let (mut r_inlet, mut r_raw, mut r_enc) = (Vec::new(), Vec::new(), Vec::new());
-    println!("run  inlet msg/s  inlet MB/s  raw msg/s  encode rows/s  inlet/raw  inlet/encode");
+    let (mut r_inlet, mut r_raw, mut r_enc, mut r_base) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    println!(
+        "run  inlet msg/s  inlet MB/s  raw msg/s  encode rows/s  inlet/raw  inlet/encode{}",
+        if a.baseline.is_some() {
+            "  baseline msg/s  inlet/baseline"
+        } else {
+            ""
+        }
+    );
     for run in 1..=a.runs {
         let raw = n / raw_consume(&bootstrap, a.partitions, held).as_secs_f64();
         let (enc_t, _) = encode_only(&batches);
         let enc = n / enc_t.as_secs_f64();
         let dir = tempfile::tempdir().unwrap();
-        let t = run_inlet(&a, &bootstrap, dir.path());
+        let t = run_inlet(&a.inlet, &bootstrap, dir.path());
         let inl = n / t.as_secs_f64();
+        let base = a.baseline.as_ref().map(|b| {
+            let dir = tempfile::tempdir().unwrap();
+            n / run_inlet(b, &bootstrap, dir.path()).as_secs_f64()
+        });
         println!(
-            "{run:>3}  {inl:>11.0}  {:>10.1}  {raw:>9.0}  {enc:>13.0}  {:>9.2}  {:>12.2}",
+            "{run:>3}  {inl:>11.0}  {:>10.1}  {raw:>9.0}  {enc:>13.0}  {:>9.2}  {:>12.2}{}",
             mb / t.as_secs_f64(),
             inl / raw,
-            inl / enc
+            inl / enc,
+            base.map_or(String::new(), |b| format!("  {b:>14.0}  {:>14.2}", inl / b))
         );
         r_inlet.push(inl);
         r_raw.push(raw);
         r_enc.push(enc);
+        r_base.extend(base.map(|b| inl / b));
     }
     let (mi, mr, me) = (median(r_inlet), median(r_raw), median(r_enc));
     println!(
         "median  inlet {mi:.0} msg/s ({:.1} MB/s), raw consume {mr:.0} msg/s, encode-only {me:.0} rows/s; \
-         inlet/raw {:.2}, inlet/encode {:.2}; peak RSS of inlet {} MiB",
+         inlet/raw {:.2}, inlet/encode {:.2}{}; peak RSS of any inlet run {} MiB",
         mb * mi / n,
         mi / mr,
         mi / me,
+        if r_base.is_empty() {
+            String::new()
+        } else {
+            format!(", inlet/baseline {:.2}", median(r_base))
+        },
         peak_child_rss_kib() / 1024
     );
 }

@@ -1,9 +1,14 @@
-//! The consumer thread: polls librdkafka, decodes messages straight from its
-//! buffers into Arrow chunks per table, and hands them to the buffer stage.
+//! The consumer side: a poll thread and a decode thread.
 //!
-//! It is a plain thread, not a tokio task, because librdkafka serves the
-//! rebalance callback from `poll`, and that callback blocks on the Delta log
-//! to read stored offsets before any fetch starts.
+//! The poll thread polls librdkafka, routes messages to tables and cuts them
+//! into chunks; the decode thread decodes each chunk straight from
+//! librdkafka's buffers (the messages are borrowed, not copied) into an Arrow
+//! batch and hands it to the buffer stage. Polling and decoding overlap; the
+//! chunk queue between them is short, so memory stays bounded.
+//!
+//! The poll thread is a plain thread, not a tokio task, because librdkafka
+//! serves the rebalance callback from `poll`, and that callback blocks on the
+//! Delta log to read stored offsets before any fetch starts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,15 +84,91 @@ struct Pending<'c> {
     messages: Vec<BorrowedMessage<'c>>,
 }
 
+/// A chunk on its way from the poll thread to the decode thread.
+struct RawChunk<'c> {
+    table: usize,
+    generation: u64,
+    messages: Vec<BorrowedMessage<'c>>,
+}
+
+/// Chunks queued between polling and decoding: enough to keep both busy,
+/// few enough to bound the librdkafka buffers held.
+const RAW_QUEUE: usize = 2;
+
+/// How the poll loop ended.
+enum Stopped {
+    /// Shutdown or the end of a bounded run: the buffer stage gets `End`.
+    Done,
+}
+
+/// The decode thread's state: per table decoder, layout and constraints.
+struct DecodeStage {
+    tables: Vec<(TableLayout, JsonDecoder, Constraints)>,
+    quarantine: Vec<bool>,
+    events: mpsc::Sender<FetchEvent>,
+    metrics: Arc<Metrics>,
+}
+
 impl FetchLoop {
     fn rebalancer(&self) -> &Arc<Rebalancer> {
         self.consumer.context().handler()
     }
 
-    /// Polls until shutdown, the end of `--available-now`, or a fatal error.
+    /// Polls and decodes until shutdown, the end of `--available-now`, or a
+    /// fatal error.
     pub fn run(&mut self) -> Result<(), PipelineError> {
         let consumer = self.consumer.clone();
-        let mut pending: Vec<Pending<'_>> = (0..self.tables.len())
+        let mut stage = DecodeStage {
+            tables: std::mem::take(&mut self.tables),
+            quarantine: std::mem::take(&mut self.quarantine),
+            events: self.events.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let tables = stage.tables.len();
+        let (polled, decoded) = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<RawChunk<'_>>(RAW_QUEUE);
+            let decoder = std::thread::Builder::new()
+                .name("inlet-decode".into())
+                .spawn_scoped(scope, move || stage.run(rx));
+            let decoder = match decoder {
+                Ok(d) => d,
+                Err(e) => {
+                    return (
+                        Err(PipelineError::Internal(format!(
+                            "spawning decode thread: {e}"
+                        ))),
+                        Ok(()),
+                    )
+                }
+            };
+            let polled = self.poll_loop(&consumer, tables, &tx);
+            // Closing the queue lets the decode thread finish what it holds.
+            drop(tx);
+            let decoded = decoder
+                .join()
+                .unwrap_or_else(|_| Err(PipelineError::Internal("decode thread panicked".into())));
+            (polled, decoded)
+        });
+        // A decode failure is the cause when both failed (the poll loop
+        // only saw the queue close).
+        decoded?;
+        match polled? {
+            Stopped::Done => {
+                // Every chunk is with the buffer stage by now.
+                let _ = self.events.blocking_send(FetchEvent::End);
+                Ok(())
+            }
+        }
+    }
+
+    /// Polls, routes and cuts chunks for the decode thread.
+    fn poll_loop<'c>(
+        &mut self,
+        consumer: &'c InletConsumer,
+        tables: usize,
+        raw: &std::sync::mpsc::SyncSender<RawChunk<'c>>,
+    ) -> Result<Stopped, PipelineError> {
+        let mut pending: Vec<Pending<'c>> = (0..tables)
             .map(|_| Pending {
                 messages: Vec::with_capacity(self.chunk_messages),
             })
@@ -111,7 +192,7 @@ impl FetchLoop {
                 return Err(PipelineError::Kafka(msg));
             }
             if self.resync.swap(false, Ordering::AcqRel) {
-                self.resync_positions(&consumer)?;
+                self.resync_positions(consumer)?;
             }
             let stop = self.shutdown.load(Ordering::Acquire)
                 || (self.targets.is_some()
@@ -120,9 +201,8 @@ impl FetchLoop {
                 if let Some(p) = &mut self.progress {
                     p.finish();
                 }
-                self.decode_and_send(&mut pending, generation)?;
-                let _ = self.events.blocking_send(FetchEvent::End);
-                return Ok(());
+                self.send_raw(&mut pending, generation, raw)?;
+                return Ok(Stopped::Done);
             }
             let polled = consumer.poll(POLL_TIMEOUT);
             let now_gen = self.rebalancer().generation();
@@ -139,12 +219,12 @@ impl FetchLoop {
             match polled {
                 None => {
                     if count > 0 {
-                        self.decode_and_send(&mut pending, generation)?;
+                        self.send_raw(&mut pending, generation, raw)?;
                         count = 0;
                         chunk_started = None;
                     }
                     if self.targets.is_some() {
-                        self.check_positions(&consumer, &mut ends);
+                        self.check_positions(consumer, &mut ends);
                     }
                     continue;
                 }
@@ -175,11 +255,11 @@ impl FetchLoop {
                         };
                         if msg.offset() >= state.0 {
                             // Beyond the end of the range: the next run's.
-                            mark_done(&consumer, state, topic, partition);
+                            mark_done(consumer, state, topic, partition);
                             continue;
                         }
                         if msg.offset() + 1 >= state.0 {
-                            mark_done(&consumer, state, topic, partition);
+                            mark_done(consumer, state, topic, partition);
                         }
                     }
                     if let Some(p) = &mut self.progress {
@@ -193,11 +273,36 @@ impl FetchLoop {
             if count >= self.chunk_messages
                 || chunk_started.is_some_and(|t| t.elapsed() >= CHUNK_LINGER)
             {
-                self.decode_and_send(&mut pending, generation)?;
+                self.send_raw(&mut pending, generation, raw)?;
                 count = 0;
                 chunk_started = None;
             }
         }
+    }
+
+    /// Hands every table's pending messages to the decode thread.
+    fn send_raw<'c>(
+        &self,
+        pending: &mut [Pending<'c>],
+        generation: u64,
+        raw: &std::sync::mpsc::SyncSender<RawChunk<'c>>,
+    ) -> Result<(), PipelineError> {
+        for (table, p) in pending.iter_mut().enumerate() {
+            if p.messages.is_empty() {
+                continue;
+            }
+            let messages =
+                std::mem::replace(&mut p.messages, Vec::with_capacity(self.chunk_messages));
+            let chunk = RawChunk {
+                table,
+                generation,
+                messages,
+            };
+            if raw.send(chunk).is_err() {
+                return Err(PipelineError::Internal("decode thread stopped".into()));
+            }
+        }
+        Ok(())
     }
 
     /// `--available-now`: a partition is done once its fetch position reaches
@@ -253,19 +358,15 @@ impl FetchLoop {
             .assign(&tpl)
             .map_err(|e| PipelineError::Kafka(e.to_string()))
     }
+}
 
-    /// Decodes the pending messages of every table and sends the chunks.
-    fn decode_and_send(
-        &mut self,
-        pending: &mut [Pending<'_>],
-        generation: u64,
-    ) -> Result<(), PipelineError> {
+impl DecodeStage {
+    /// Decodes chunks until the poll thread closes the queue.
+    fn run(&mut self, raw: std::sync::mpsc::Receiver<RawChunk<'_>>) -> Result<(), PipelineError> {
         let mut good = Vec::new();
         let mut rejected: Vec<Rejection> = Vec::new();
-        for (table, p) in pending.iter_mut().enumerate() {
-            if p.messages.is_empty() {
-                continue;
-            }
+        for p in raw {
+            let (table, generation) = (p.table, p.generation);
             let (layout, decoder, constraints) = &mut self.tables[table];
             // One small vector per chunk, borrowing librdkafka's buffers.
             let values: Vec<Option<&[u8]>> =
@@ -351,7 +452,8 @@ impl FetchLoop {
                 rows_by_topic,
                 quarantine,
             };
-            p.messages.clear();
+            // Releases librdkafka's buffers before waiting on the buffer stage.
+            drop(p);
             if self.events.blocking_send(FetchEvent::Chunk(chunk)).is_err() {
                 return Err(PipelineError::Internal("buffer stage stopped".into()));
             }
