@@ -36,6 +36,7 @@ pub fn table_config(table: &TableConfig, uri: &str) -> TableConfig {
         metadata_columns: MetadataColumns::default(),
         storage_options: table.storage_options.clone(),
         compression: table.compression,
+        target_file_size: table.target_file_size,
         checkpoint_interval: table.checkpoint_interval,
         quarantine_uri: None,
         // Quarantine tables stay small; never compacted in the background.

@@ -160,3 +160,45 @@ fn background_compaction_beside_ingest_loses_and_duplicates_nothing() {
     let t = read_table(&ws.table());
     assert!(t.files < 30, "{} files after compaction", t.files);
 }
+
+/// One large commit is split into files of about `target_file_size`
+/// (compressed bytes), and still lands exactly once.
+#[test]
+fn large_commits_are_split_at_the_target_file_size() {
+    let mut broker = MockBroker::start();
+    broker.create_topic("large", 4);
+    let ws = Workspace::new();
+    let config = ws.config(&ConfigSpec {
+        max_rows: 1_000_000,
+        max_age: "30s",
+        ..spec(&broker.bootstrap(), "large", "")
+    });
+    // The harness config has no such key: add it to the table section.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[tables.events]\n",
+        "[tables.events]\ntarget_file_size = \"64KiB\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let payloads: Vec<Vec<u8>> = (0..6_000).map(event).collect();
+    let landed = produce(&broker.bootstrap(), "large", &payloads);
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once_in_either(&ws, &landed);
+    let mut sizes: Vec<u64> = last_commit(&ws.table())
+        .iter()
+        .filter_map(|a| a.get("add")?["size"].as_u64())
+        .collect();
+    assert!(sizes.len() >= 3, "one commit, several files: {sizes:?}");
+    // Every file but the remainder (the smallest) is about the target.
+    sizes.sort_unstable();
+    for s in &sizes[1..] {
+        assert!(
+            (32 * 1024..=192 * 1024).contains(s),
+            "file of {s} bytes for a 64 KiB target: {sizes:?}"
+        );
+    }
+}

@@ -333,6 +333,13 @@ fn validate(c: &Config) -> Result<()> {
                 "give the quarantine table a location of its own",
             ));
         }
+        if t.target_file_size.as_u64() < 1024 {
+            return Err(ConfigError::invalid(
+                format!("{key}.target_file_size"),
+                "is below 1 KiB",
+                "set a size such as \"128MiB\"",
+            ));
+        }
         if t.checkpoint_interval == Some(0) {
             return Err(ConfigError::invalid(
                 format!("{key}.checkpoint_interval"),

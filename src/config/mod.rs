@@ -221,6 +221,12 @@ pub struct TableConfig {
     /// Parquet compression: `snappy` (default), `zstd`, `lz4`, `uncompressed`.
     #[serde(default)]
     pub compression: Compression,
+    /// Size of the Parquet files ingest writes, in compressed bytes: a
+    /// commit larger than this is split into several files. Default
+    /// `"128MiB"`. (Commits smaller than this make smaller files; see
+    /// `[flush]` and compaction.)
+    #[serde(default = "default_target_file_size")]
+    pub target_file_size: bytesize::ByteSize,
     /// Commits between Delta checkpoints, for a table inlet creates (the
     /// `delta.checkpointInterval` property; Delta's default is 100). An
     /// existing table keeps its own property. Log files older than
@@ -235,6 +241,10 @@ pub struct TableConfig {
     /// Background compaction of small files (`[tables.<name>.compaction]`).
     #[serde(default)]
     pub compaction: CompactionConfig,
+}
+
+fn default_target_file_size() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(128)
 }
 
 /// `[tables.<name>.compaction]`: rewriting small files into large ones.
@@ -283,6 +293,7 @@ impl fmt::Debug for TableConfig {
                 ),
             )
             .field("compression", &self.compression)
+            .field("target_file_size", &self.target_file_size)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("quarantine_uri", &self.quarantine_uri)
             .field("compaction", &self.compaction)

@@ -65,6 +65,7 @@ pub struct DeltaSink {
     table: DeltaTable,
     layout: TableLayout,
     writer_properties: WriterProperties,
+    target_file_size: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -172,6 +173,7 @@ impl DeltaSink {
             table,
             layout,
             writer_properties: writer_properties(cfg.compression),
+            target_file_size: cfg.target_file_size.as_u64(),
             metrics: Arc::new(Metrics::new()),
         })
     }
@@ -220,7 +222,8 @@ impl DeltaSink {
                 table: self.name.clone(),
                 source,
             })?
-            .with_writer_properties(self.writer_properties.clone()))
+            .with_writer_properties(self.writer_properties.clone())
+            .with_target_file_size(self.target_file_size))
     }
 
     /// Refreshes the snapshot and returns the stored version of each appId.
