@@ -15,6 +15,9 @@ use inlet::decode::{assemble, JsonDecoder, KafkaRecord, Rejection};
 use inlet::schema::{table_schema, TableLayout};
 use parquet::arrow::ArrowWriter;
 
+mod support;
+use support::payload;
+
 const CHUNK: usize = 8192;
 const DDL: &str = "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, \
                    country STRING, session STRING, page STRING";
@@ -48,30 +51,16 @@ impl KafkaRecord for Rec {
     fn for_each_header(&self, _f: &mut dyn FnMut(&str, Option<&[u8]>)) {}
 }
 
-/// The end-to-end bench's event shape, about 190 bytes.
-fn payload(id: u64) -> Vec<u8> {
-    format!(
-        r#"{{"id":{id},"user":"user-{:05}","action":"{}","amount":{}.{:02},"event_time":"2024-05-01T12:{:02}:{:02}.{:03}Z","country":"{}","session":"s-{:08x}","page":"/catalog/item/{:06}?ref=campaign"}}"#,
-        id % 50_000,
-        ["view", "click", "purchase", "refund"][(id % 4) as usize],
-        id % 500,
-        id % 100,
-        id / 60 % 60,
-        id % 60,
-        id % 1000,
-        ["DE", "FR", "US", "JP", "BR"][(id % 5) as usize],
-        id.wrapping_mul(2_654_435_761) & 0xffff_ffff,
-        id % 100_000,
-    )
-    .into_bytes()
-}
-
 fn records() -> Vec<Rec> {
     (0..CHUNK as u64)
         .map(|i| Rec {
             offset: i as i64,
             key: format!("k{i}").into_bytes(),
-            value: payload(i),
+            value: {
+                let mut s = String::new();
+                payload(i, &mut s);
+                s.into_bytes()
+            },
         })
         .collect()
 }

@@ -3,33 +3,11 @@
 
 use std::sync::Arc;
 
-use inlet::config::{load_str, CommitConfig};
-use inlet::sink::{txn_app_id, CommitOutcome, DeltaSink, PartitionProgress};
+mod common;
 
-fn config(uri: &str) -> inlet::Config {
-    load_str(&format!(
-        r#"
-        [kafka]
-        bootstrap_servers = "127.0.0.1:1"
-        group_id = "g"
-        [sources.events]
-        topics = ["events"]
-        table = "events"
-        [tables.events]
-        uri = "{uri}"
-        schema = "id BIGINT"
-        "#
-    ))
-    .unwrap()
-}
-
-fn progress(partition: i32, first: i64, last: i64) -> PartitionProgress {
-    PartitionProgress {
-        app_id: txn_app_id("inlet", "events", partition),
-        first,
-        last,
-    }
-}
+use common::{progress, sink_config};
+use inlet::config::CommitConfig;
+use inlet::sink::{txn_app_id, CommitOutcome, DeltaSink};
 
 async fn stored(sink: &mut DeltaSink, partition: i32) -> Option<i64> {
     sink.stored_versions(&[txn_app_id("inlet", "events", partition)])
@@ -40,7 +18,7 @@ async fn stored(sink: &mut DeltaSink, partition: i32) -> Option<i64> {
 #[tokio::test]
 async fn overlapping_batch_is_fenced() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path().to_str().unwrap());
+    let cfg = sink_config(dir.path().to_str().unwrap(), "");
     let tc = &cfg.tables["events"];
     let retry = CommitConfig::default();
     let mut owner = DeltaSink::open("events", tc).await.unwrap();
@@ -91,7 +69,7 @@ async fn overlapping_batch_is_fenced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_writers_of_one_partition_commit_once() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Arc::new(config(dir.path().to_str().unwrap()));
+    let cfg = Arc::new(sink_config(dir.path().to_str().unwrap(), ""));
     let tc = &cfg.tables["events"];
     let mut sinks = Vec::new();
     for _ in 0..8 {
@@ -145,7 +123,7 @@ async fn table_with_txn_retention_is_refused() {
         )])
         .await
         .unwrap();
-    let cfg = config(dir.path().to_str().unwrap());
+    let cfg = sink_config(dir.path().to_str().unwrap(), "");
     let err = DeltaSink::open("events", &cfg.tables["events"])
         .await
         .unwrap_err()
@@ -193,7 +171,7 @@ impl inlet::decode::KafkaRecord for Msg {
 async fn quarantine_commit_keeps_each_row_once() {
     use inlet::decode::{Rejection, Stage};
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path().join("t").to_str().unwrap());
+    let cfg = sink_config(dir.path().join("t").to_str().unwrap(), "");
     let qcfg = inlet::quarantine::table_config(
         &cfg.tables["events"],
         dir.path().join("q").to_str().unwrap(),

@@ -15,8 +15,8 @@ use common::process::Running;
 use common::s3::SeaweedS3;
 use common::*;
 use deltalake::writer::DeltaWriter as _;
-use inlet::config::{load_str, CommitConfig};
-use inlet::sink::{txn_app_id, CommitOutcome, DeltaSink, PartitionProgress};
+use inlet::config::CommitConfig;
+use inlet::sink::{txn_app_id, CommitOutcome, DeltaSink};
 
 fn server() -> Option<SeaweedS3> {
     let s = SeaweedS3::start();
@@ -27,31 +27,13 @@ fn server() -> Option<SeaweedS3> {
 }
 
 fn config(uri: &str, s3: &SeaweedS3) -> inlet::Config {
-    load_str(&format!(
-        r#"
-        [kafka]
-        bootstrap_servers = "127.0.0.1:1"
-        group_id = "g"
-        [sources.events]
-        topics = ["events"]
-        table = "events"
-        [tables.events]
-        uri = "{uri}"
-        schema = "id BIGINT"
-        [tables.events.storage_options]
-        {}
-        "#,
-        s3.storage_options_toml()
-    ))
-    .unwrap()
-}
-
-fn progress(partition: i32, first: i64, last: i64) -> PartitionProgress {
-    PartitionProgress {
-        app_id: txn_app_id("inlet", "events", partition),
-        first,
-        last,
-    }
+    sink_config(
+        uri,
+        &format!(
+            "[tables.events.storage_options]\n{}",
+            s3.storage_options_toml()
+        ),
+    )
 }
 
 /// The harness reader blocks on a runtime of its own.

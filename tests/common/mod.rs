@@ -291,6 +291,35 @@ pub fn background_producer(
     (handle, landed, done)
 }
 
+/// A config with one table `events` (`id BIGINT`) at `uri`, for tests that
+/// drive the sink directly; `extra` is appended to the table section.
+pub fn sink_config(uri: &str, extra: &str) -> inlet::Config {
+    inlet::config::load_str(&format!(
+        r#"
+        [kafka]
+        bootstrap_servers = "127.0.0.1:1"
+        group_id = "g"
+        [sources.events]
+        topics = ["events"]
+        table = "events"
+        [tables.events]
+        uri = "{uri}"
+        schema = "id BIGINT"
+        {extra}
+        "#
+    ))
+    .unwrap()
+}
+
+/// The progress of one partition of topic `events` under app id `inlet`.
+pub fn progress(partition: i32, first: i64, last: i64) -> inlet::sink::PartitionProgress {
+    inlet::sink::PartitionProgress {
+        app_id: inlet::sink::txn_app_id("inlet", "events", partition),
+        first,
+        last,
+    }
+}
+
 /// A JSON event with a unique id.
 pub fn event(id: u64) -> Vec<u8> {
     format!(
