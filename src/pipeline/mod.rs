@@ -1,7 +1,8 @@
 //! The ingest loop and its modes. Data flows one way:
 //!
 //! ```text
-//! consumer thread (poll → decode → Arrow chunk)
+//! poll thread (poll → route → chunk of borrowed messages)
+//!   → decode thread (decode → Arrow chunk, constraints, quarantine rows)
 //!   → buffer stage (Parquet writer per table; flush on rows/bytes/age)
 //!     → commit stage (Delta commit with txn actions; advisory group commit)
 //! ```
