@@ -422,7 +422,8 @@ async fn create_table(
         .with_partition_columns(create.partition_by.clone())
         .with_configuration(config)
         .with_raise_if_key_not_exists(false)
-        .with_commit_properties(commit_properties(m))
+        // A lost race must fail, not stack a second create on the winner's.
+        .with_commit_properties(commit_properties(m).with_max_retries(0))
         .await?;
     Ok(())
 }

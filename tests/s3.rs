@@ -296,3 +296,40 @@ fn poisoned(id: u64) -> Vec<u8> {
         event(id)
     }
 }
+
+/// Writers starting at once on a table that does not exist yet: one creates
+/// it, the others lose the race (as a conflict or as an existing version)
+/// and use it. None fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_racing_to_create_a_table_all_start() {
+    let Some(s3) = server() else { return };
+    s3.create_bucket("create");
+    let cfg = Arc::new(config("s3://create/events", &s3));
+    for round in 0..3 {
+        let uri = format!("s3://create/events{round}");
+        let mut cfg = (*cfg).clone();
+        cfg.tables.get_mut("events").unwrap().uri = uri.clone();
+        let cfg = Arc::new(cfg);
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (cfg, barrier) = (cfg.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    DeltaSink::open("events", &cfg.tables["events"])
+                        .await
+                        .map(|_| ())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().expect("every writer opens the table");
+        }
+        let loc = Location {
+            uri,
+            options: s3.storage_options(),
+        };
+        let (version, _, _) = read_blocking(loc).await;
+        assert_eq!(version, 0, "one create commit");
+    }
+}

@@ -113,18 +113,23 @@ impl DeltaSink {
                     .with_columns(kernel.fields().cloned())
                     .with_partition_columns(cfg.partition_by.clone())
                     .with_configuration(table_properties(cfg))
+                    // A lost race must fail, not stack a second create
+                    // (with a new table id) on top of the winner's.
+                    .with_commit_properties(CommitProperties::default().with_max_retries(0))
                     .await;
                 table = match created {
                     Ok(t) => t,
-                    // Another process created it first: use theirs.
-                    Err(DeltaTableError::VersionAlreadyExists(_))
-                    | Err(DeltaTableError::Transaction {
-                        source: TransactionError::VersionAlreadyExists(_),
-                    }) => {
-                        table.load().await.map_err(err)?;
-                        table
-                    }
-                    Err(e) => return Err(err(e)),
+                    // Another process created it first: use theirs. Losing
+                    // that race shows as VersionAlreadyExists, or as a
+                    // conflict ("protocol changed") when delta-rs retried
+                    // the create on top of the winner's.
+                    Err(e) => match table.load().await {
+                        Ok(()) => {
+                            debug!(table = name, error = %e, "table created concurrently; using it");
+                            table
+                        }
+                        Err(_) => return Err(err(e)),
+                    },
                 };
             }
             Err(e) => return Err(err(e)),

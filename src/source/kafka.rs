@@ -133,6 +133,11 @@ pub fn client_config(cfg: &Config) -> ClientConfig {
     c.set("auto.offset.reset", "earliest");
     c.set("session.timeout.ms", "30000");
     c.set("isolation.level", "read_committed");
+    // librdkafka pauses fetching a partition for this long once its
+    // pre-fetch queue is full (default 1 s). inlet drains that queue more
+    // slowly than a bare consumer (it decodes), so with the default it
+    // idles in 1 s stalls: measured 0.19 → 0.6 of the raw consume rate.
+    c.set("fetch.queue.backoff.ms", "10");
     if cfg.metrics.listen.is_some() {
         // Per-partition consumer lag for /metrics.
         c.set("statistics.interval.ms", "5000");
