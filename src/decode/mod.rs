@@ -1,11 +1,15 @@
 //! Turning Kafka messages into Arrow rows of a table: value decoding and the
 //! Kafka metadata columns.
 
+mod avro;
 mod json;
 mod metadata;
+mod raw;
 
+pub use avro::AvroDecoder;
 pub use json::{JsonDecoder, MAX_CHUNK};
 pub use metadata::{assemble, headers_column};
+pub use raw::RawDecoder;
 
 /// Where in the pipeline a message was found unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
