@@ -287,7 +287,7 @@ fn stored_offset_past_the_end_stops_with_a_clear_error() {
             first: 0,
             last: 10_000,
         };
-        sink.commit(vec![], &[progress], 1, &cfg.commit)
+        sink.commit(vec![], &sink.schema(), &[progress], 1, &cfg.commit)
             .await
             .unwrap();
     });

@@ -25,7 +25,7 @@ async fn overlapping_batch_is_fenced() {
     let mut zombie = DeltaSink::open("events", tc).await.unwrap();
 
     let out = owner
-        .commit(vec![], &[progress(0, 0, 99)], 1, &retry)
+        .commit(vec![], &owner.schema(), &[progress(0, 0, 99)], 1, &retry)
         .await
         .unwrap();
     assert!(matches!(out, CommitOutcome::Committed { .. }));
@@ -34,6 +34,7 @@ async fn overlapping_batch_is_fenced() {
     let out = zombie
         .commit(
             vec![],
+            &zombie.schema(),
             &[progress(0, 50, 149), progress(1, 0, 10)],
             1,
             &retry,
@@ -56,7 +57,7 @@ async fn overlapping_batch_is_fenced() {
     );
     // The next batch in sequence does land.
     let out = owner
-        .commit(vec![], &[progress(0, 100, 120)], 2, &retry)
+        .commit(vec![], &owner.schema(), &[progress(0, 100, 120)], 2, &retry)
         .await
         .unwrap();
     assert!(matches!(out, CommitOutcome::Committed { .. }));
@@ -81,9 +82,15 @@ async fn racing_writers_of_one_partition_commit_once() {
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            sink.commit(vec![], &[progress(3, 0, 499)], 1, &CommitConfig::default())
-                .await
-                .unwrap()
+            sink.commit(
+                vec![],
+                &sink.schema(),
+                &[progress(3, 0, 499)],
+                1,
+                &CommitConfig::default(),
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut committed = 0;

@@ -83,7 +83,13 @@ async fn eight_concurrent_writers_lose_no_commit() {
                     .unwrap();
                 let adds = writer.flush().await.unwrap();
                 let out = sink
-                    .commit(adds, &[progress(w, b * 10, b * 10 + 9)], 1, &retry)
+                    .commit(
+                        adds,
+                        &sink.schema(),
+                        &[progress(w, b * 10, b * 10 + 9)],
+                        1,
+                        &retry,
+                    )
                     .await
                     .unwrap();
                 assert!(matches!(out, CommitOutcome::Committed { .. }), "{out:?}");
@@ -170,9 +176,15 @@ async fn racing_writers_of_one_partition_commit_once_on_s3() {
             writer.write(ids(0, 500)).await.unwrap();
             let adds = writer.flush().await.unwrap();
             barrier.wait().await;
-            sink.commit(adds, &[progress(3, 0, 499)], 1, &CommitConfig::default())
-                .await
-                .unwrap()
+            sink.commit(
+                adds,
+                &sink.schema(),
+                &[progress(3, 0, 499)],
+                1,
+                &CommitConfig::default(),
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut committed = 0;

@@ -236,7 +236,7 @@ mod tests {
         let mut d = AvroDecoder::new();
         d.add_schema(1, SCHEMA).unwrap();
         let good = record(1, 5, "ok");
-        let bad = vec![0u8, 0, 0, 0, 1, 0xff];
+        let bad = [0u8, 0, 0, 0, 1, 0xff];
         let msgs: Vec<(usize, &[u8])> = (0..MAX_CHUNK)
             .map(|i| (i, if i % 2 == 0 { &good[..] } else { &bad[..] }))
             .collect();

@@ -11,10 +11,12 @@ use tracing::debug;
 
 use super::{FetchEvent, PendingCommit, PipelineError};
 use crate::config::FlushConfig;
+use crate::sink::WriterFactory;
 use crate::source::TopicPartition;
 
 struct TableBuffer {
     writer: RecordBatchWriter,
+    factory: WriterFactory,
     rows: usize,
     bytes: usize,
     opened: Option<Instant>,
@@ -41,15 +43,16 @@ impl TableBuffer {
 
 /// Runs the buffer stage until the fetch side ends.
 pub async fn run(
-    writers: Vec<RecordBatchWriter>,
+    writers: Vec<(RecordBatchWriter, WriterFactory)>,
     flush: FlushConfig,
     mut events: mpsc::Receiver<FetchEvent>,
     commits: mpsc::Sender<PendingCommit>,
 ) -> Result<(), PipelineError> {
     let mut buffers: Vec<TableBuffer> = writers
         .into_iter()
-        .map(|writer| TableBuffer {
+        .map(|(writer, factory)| TableBuffer {
             writer,
+            factory,
             rows: 0,
             bytes: 0,
             opened: None,
@@ -87,6 +90,17 @@ pub async fn run(
                     continue;
                 }
                 let b = &mut buffers[chunk.table];
+                if chunk.batch.num_rows() > 0
+                    && chunk.batch.schema().fields() != b.writer.arrow_schema().fields()
+                {
+                    // Schema evolution: what is buffered is committed under
+                    // the old schema, the new columns come with the next commit.
+                    flush_table(chunk.table, b, generation, &commits).await?;
+                    b.writer = b
+                        .factory
+                        .writer(chunk.batch.schema())
+                        .map_err(|e| PipelineError::Delta(e.to_string()))?;
+                }
                 if chunk.batch.num_rows() > 0 {
                     b.rows += chunk.batch.num_rows();
                     b.bytes += chunk.batch.get_array_memory_size();
@@ -151,6 +165,7 @@ async fn flush_table(
         table,
         generation,
         adds,
+        schema: b.writer.arrow_schema(),
         offsets,
         rows: b.rows as u64,
         rows_by_topic: std::mem::take(&mut b.rows_by_topic),

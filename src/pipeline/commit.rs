@@ -103,6 +103,7 @@ impl Committer {
             let outcome = sink
                 .commit(
                     std::mem::take(&mut batch.adds),
+                    &batch.schema,
                     &progress,
                     epoch,
                     &self.retry,

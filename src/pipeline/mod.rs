@@ -101,6 +101,9 @@ pub struct PendingCommit {
     pub generation: u64,
     /// The Parquet files written.
     pub adds: Vec<Add>,
+    /// The schema they were written with (wider than the table's after
+    /// schema evolution).
+    pub schema: arrow::datatypes::SchemaRef,
     /// First and last offset per partition.
     pub offsets: BTreeMap<TopicPartition, (i64, i64)>,
     /// Rows in the files.
@@ -280,10 +283,12 @@ impl Pipeline {
                 .constraints()
                 .map_err(|e| PipelineError::Setup(e.to_string()))?;
             tables.push((layout, decoder, constraints));
-            writers.push(
+            writers.push((
                 s.writer()
                     .map_err(|e| PipelineError::Setup(e.to_string()))?,
-            );
+                s.writer_factory()
+                    .map_err(|e| PipelineError::Setup(e.to_string()))?,
+            ));
         }
 
         let metrics = self.metrics.clone();

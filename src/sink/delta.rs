@@ -9,13 +9,13 @@ use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{
     CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
 };
-use deltalake::kernel::{Action, Add, StructType, Transaction};
+use deltalake::kernel::{Action, Add, MetadataExt as _, StructType, Transaction};
 use deltalake::parquet::basic::{Compression as PqCompression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::{Result, SinkError};
 use crate::config::{CommitConfig, Compression, TableConfig};
@@ -37,6 +37,43 @@ pub struct PartitionProgress {
     pub first: i64,
     /// Last offset in the batch: the version stored.
     pub last: i64,
+}
+
+/// Makes Parquet writers of a table for a schema the table does not have
+/// yet: the rows carry new columns that their commit will add.
+#[derive(Clone)]
+pub struct WriterFactory {
+    uri: String,
+    options: HashMap<String, String>,
+    partition_columns: Vec<String>,
+    properties: WriterProperties,
+    target_file_size: u64,
+}
+
+impl std::fmt::Debug for WriterFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The options hold credentials.
+        f.debug_struct("WriterFactory")
+            .field("uri", &self.uri)
+            .finish()
+    }
+}
+
+impl WriterFactory {
+    /// A writer for rows of `schema`.
+    pub fn writer(
+        &self,
+        schema: SchemaRef,
+    ) -> std::result::Result<RecordBatchWriter, DeltaTableError> {
+        Ok(RecordBatchWriter::try_new(
+            &self.uri,
+            schema,
+            Some(self.partition_columns.clone()),
+            Some(self.options.clone()),
+        )?
+        .with_writer_properties(self.properties.clone())
+        .with_target_file_size(self.target_file_size))
+    }
 }
 
 /// The result of a commit attempt.
@@ -66,6 +103,7 @@ pub struct DeltaSink {
     layout: TableLayout,
     writer_properties: WriterProperties,
     target_file_size: u64,
+    storage_options: HashMap<String, String>,
     metrics: Arc<Metrics>,
 }
 
@@ -179,6 +217,7 @@ impl DeltaSink {
             layout,
             writer_properties: writer_properties(cfg.compression),
             target_file_size: cfg.target_file_size.as_u64(),
+            storage_options: cfg.storage_options.clone().into_iter().collect(),
             metrics: Arc::new(Metrics::new()),
         })
     }
@@ -231,6 +270,21 @@ impl DeltaSink {
             .with_target_file_size(self.target_file_size))
     }
 
+    /// Makes writers for this table with another schema (after evolution).
+    pub fn writer_factory(&self) -> Result<WriterFactory> {
+        let snapshot = self.table.snapshot().map_err(|source| SinkError::Delta {
+            table: self.name.clone(),
+            source,
+        })?;
+        Ok(WriterFactory {
+            uri: self.table.table_url().to_string(),
+            options: self.storage_options.clone(),
+            partition_columns: snapshot.metadata().partition_columns().to_vec(),
+            properties: self.writer_properties.clone(),
+            target_file_size: self.target_file_size,
+        })
+    }
+
     /// Refreshes the snapshot and returns the stored version of each appId.
     pub async fn stored_versions(&mut self, app_ids: &[String]) -> Result<Vec<Option<i64>>> {
         self.refresh().await?;
@@ -274,9 +328,15 @@ impl DeltaSink {
     /// A concurrent writer that commits the same appId between that check and
     /// the log write makes delta-rs fail with `ConcurrentTransaction` (the txn
     /// app ids of a commit count as read); the loop then re-checks.
+    ///
+    /// `schema` is the schema the files were written with. When it has
+    /// columns the table lacks (schema evolution), the same commit carries the
+    /// widened table schema; when another writer added them first, nothing is
+    /// changed.
     pub async fn commit(
         &mut self,
         adds: Vec<Add>,
+        schema: &Schema,
         progress: &[PartitionProgress],
         epoch: i64,
         retry: &CommitConfig,
@@ -284,16 +344,75 @@ impl DeltaSink {
         let app_ids: Vec<String> = progress.iter().map(|p| p.app_id.clone()).collect();
         let mut retrier = Retrier::new(self, retry);
         loop {
-            match self.try_commit(&adds, progress, &app_ids, epoch).await {
+            match self
+                .try_commit(&adds, schema, progress, &app_ids, epoch)
+                .await
+            {
                 Ok(outcome) => return Ok(outcome),
+                Err(CommitAttemptError::Fatal(e)) => return Err(*e),
                 Err(e) => retrier.failed(e).await?,
             }
+        }
+    }
+
+    /// The metadata action that widens the table to `schema`, if it lacks
+    /// any of its columns (nested struct fields included).
+    // The error is the same type every commit attempt returns; it is rare.
+    #[allow(clippy::result_large_err)]
+    fn evolution(
+        &self,
+        schema: &Schema,
+    ) -> std::result::Result<Option<Action>, CommitAttemptError> {
+        let fatal =
+            |message: String| CommitAttemptError::Fatal(Box::new(self.table_error(message)));
+        let snapshot = self.table.snapshot().map_err(CommitAttemptError::delta)?;
+        let current: Schema = snapshot
+            .schema()
+            .as_ref()
+            .try_into_arrow()
+            .map_err(|e| fatal(format!("table schema has no Arrow equivalent: {e}")))?;
+        let bare = |s: &Schema| Schema::new(s.fields().clone());
+        let merged = Schema::try_merge([bare(&current), bare(schema)]).map_err(|e| {
+            fatal(format!(
+                "the rows' schema does not fit the table's: {e}; the table was changed by another writer"
+            ))
+        })?;
+        let merged: StructType = (&merged)
+            .try_into_kernel()
+            .map_err(|e| fatal(format!("new columns cannot be stored in Delta: {e}")))?;
+        if &merged == snapshot.schema().as_ref() {
+            return Ok(None);
+        }
+        let added: Vec<String> = merged
+            .fields()
+            .filter(|f| {
+                snapshot
+                    .schema()
+                    .field(f.name())
+                    .is_none_or(|old| old != *f)
+            })
+            .map(|f| f.name().to_string())
+            .collect();
+        info!(table = %self.name, columns = ?added, "schema evolution: adding columns in this commit");
+        let metadata = snapshot
+            .metadata()
+            .clone()
+            .with_schema(&merged)
+            .map_err(|e| fatal(format!("new schema: {e}")))?;
+        Ok(Some(Action::Metadata(metadata)))
+    }
+
+    fn table_error(&self, message: String) -> SinkError {
+        SinkError::Table {
+            table: self.name.clone(),
+            message,
         }
     }
 
     async fn try_commit(
         &mut self,
         adds: &[Add],
+        schema: &Schema,
         progress: &[PartitionProgress],
         app_ids: &[String],
         epoch: i64,
@@ -315,7 +434,8 @@ impl DeltaSink {
             }
         }
         let now = chrono::Utc::now().timestamp_millis();
-        let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + progress.len());
+        let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + progress.len() + 1);
+        actions.extend(self.evolution(schema)?);
         actions.extend(adds.iter().cloned().map(Action::Add));
         actions.extend(progress.iter().map(|p| {
             Action::Txn(Transaction::new_with_last_update(
@@ -508,6 +628,9 @@ enum CommitAttemptError {
     Sink(SinkError),
     #[error("{0}")]
     Delta(DeltaTableError),
+    /// Retrying cannot help.
+    #[error("{0}")]
+    Fatal(Box<SinkError>),
 }
 
 impl CommitAttemptError {

@@ -3,7 +3,7 @@
 
 mod delta;
 
-pub use delta::{writer_properties, CommitOutcome, DeltaSink, PartitionProgress};
+pub use delta::{writer_properties, CommitOutcome, DeltaSink, PartitionProgress, WriterFactory};
 
 use deltalake::DeltaTableError;
 
