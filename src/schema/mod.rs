@@ -1,11 +1,13 @@
 //! Table schemas: Spark DDL parsing and the Kafka metadata columns.
 
+mod conform;
 mod ddl;
 
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
+pub use conform::{ConformError, Conformed, Conformer, EvolutionPolicy};
 pub use ddl::{parse_ddl, DdlError};
 
 use crate::config::{MetadataColumns, MetadataKind};
