@@ -1846,4 +1846,14 @@ mod tests {
         let out = conform(&input, &input.schema(), EvolutionPolicy::Fail);
         assert!(Arc::ptr_eq(out.batch.column(0), input.column(0)));
     }
+
+    #[test]
+    fn policy_config_names() {
+        let p = |s: &str| serde_json::from_str::<EvolutionPolicy>(s).unwrap();
+        assert_eq!(p("\"add_columns\""), EvolutionPolicy::AddColumns);
+        assert_eq!(p("\"fail\""), EvolutionPolicy::Fail);
+        assert_eq!(p("\"ignore\""), EvolutionPolicy::Ignore);
+        assert_eq!(EvolutionPolicy::default(), EvolutionPolicy::AddColumns);
+        assert!(serde_json::from_str::<EvolutionPolicy>("\"merge\"").is_err());
+    }
 }
