@@ -2,6 +2,7 @@
 
 mod conform;
 mod ddl;
+mod json_schema;
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 pub use conform::{ConformError, Conformed, Conformer, EvolutionPolicy};
 pub use ddl::{parse_ddl, DdlError};
+pub use json_schema::{json_schema_to_arrow, JsonSchemaError};
 
 use crate::config::{MetadataColumns, MetadataKind};
 
