@@ -1,12 +1,16 @@
 //! Table schemas: Spark DDL parsing and the Kafka metadata columns.
 
+mod conform;
 mod ddl;
+mod json_schema;
 
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
+pub use conform::{ConformError, Conformed, Conformer, EvolutionPolicy};
 pub use ddl::{parse_ddl, DdlError};
+pub use json_schema::{json_schema_to_arrow, JsonSchemaError};
 
 use crate::config::{MetadataColumns, MetadataKind};
 
