@@ -1,0 +1,303 @@
+//! The `[schema_registry]` section of the configuration.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{RegistryError, Result};
+
+/// `[schema_registry]`: where the Confluent-compatible Schema Registry is
+/// (Confluent, Karapace, Redpanda, Apicurio's Confluent API) and how to reach
+/// it. The Avro and JSON Schema decoders fetch the schema of each schema id
+/// they meet once, then keep it for the life of the process.
+///
+/// ```toml
+/// [schema_registry]
+/// url = "https://registry.example.com:8081"
+/// username = "ingest"
+/// # password from the environment: INLET_SCHEMA_REGISTRY__PASSWORD
+/// ca_location = "/etc/inlet/registry-ca.pem"
+/// timeout = "5s"
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Base URL of the registry, `http(s)://host:port[/path]`, e.g.
+    /// `"http://localhost:8081"`. Required. A path is kept as a prefix (for a
+    /// registry behind a reverse proxy). Credentials do not belong in the URL:
+    /// set `username` and `password`.
+    pub url: String,
+    /// User name for HTTP basic authentication (on Confluent Cloud: the API
+    /// key). Set together with `password`. Default: none, no authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for HTTP basic authentication (on Confluent Cloud: the API
+    /// secret). Prefer the environment (`INLET_SCHEMA_REGISTRY__PASSWORD`) to
+    /// the file. Never logged or printed. Default: none.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM file of CA certificates to trust for an `https://` registry, in
+    /// addition to the system's trusted roots, e.g.
+    /// `"/etc/inlet/registry-ca.pem"`. Default: the system's roots only.
+    #[serde(default)]
+    pub ca_location: Option<PathBuf>,
+    /// PEM file with the client certificate (and its chain) for mutual TLS.
+    /// Set together with `key_location`. Default: none.
+    #[serde(default)]
+    pub certificate_location: Option<PathBuf>,
+    /// PEM file with the unencrypted private key of `certificate_location`
+    /// (PKCS#8, PKCS#1 or SEC1). Default: none.
+    #[serde(default)]
+    pub key_location: Option<PathBuf>,
+    /// Longest time one request may take, connecting included, e.g. `"5s"`.
+    /// A request that takes longer counts as the registry being unavailable
+    /// (retried, never quarantined). Default `10s`.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// First delay before retrying while the registry is unavailable, doubled
+    /// at each attempt up to `max_backoff`. Default `500ms`.
+    #[serde(default = "default_retry_backoff", with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Longest delay between two retries. Default `30s`.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_retry_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_location", &self.ca_location)
+            .field("certificate_location", &self.certificate_location)
+            .field("key_location", &self.key_location)
+            .field("timeout", &self.timeout)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .finish()
+    }
+}
+
+/// `url` with any `user:password@` replaced (validation refuses it, but a
+/// config is printed before it is validated).
+fn redacted_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            return format!("{scheme}://<redacted>@{}", &rest[at + 1..]);
+        }
+    }
+    url.to_string()
+}
+
+impl RegistryConfig {
+    /// A configuration for `url` with every other key at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        RegistryConfig {
+            url: url.into(),
+            username: None,
+            password: None,
+            ca_location: None,
+            certificate_location: None,
+            key_location: None,
+            timeout: default_timeout(),
+            retry_backoff: default_retry_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+
+    /// Checks every key. `key_prefix` is the dotted path of this section
+    /// (`"schema_registry"`); errors are [`RegistryError::Config`] naming the
+    /// key (`schema_registry.url`), the problem and the fix, and never contain
+    /// the password.
+    pub fn validate(&self, key_prefix: &str) -> Result<()> {
+        let key = |name: &str| {
+            if key_prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{key_prefix}.{name}")
+            }
+        };
+        let invalid = |name: &str, problem: String, fix: String| {
+            Err(RegistryError::config(key(name), problem, fix))
+        };
+
+        let url = match url::Url::parse(&self.url) {
+            Ok(url) => url,
+            // The parse error does not repeat the input, which may hold a password.
+            Err(e) => {
+                return invalid(
+                    "url",
+                    format!("not a URL ({e})"),
+                    "write it as `http://host:port` or `https://host:port`".into(),
+                )
+            }
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return invalid(
+                "url",
+                "the URL contains credentials (`user:password@`)".into(),
+                format!(
+                    "remove them from the URL and set `{}` and `{}`",
+                    key("username"),
+                    key("password")
+                ),
+            );
+        }
+        if !matches!(url.scheme(), "http" | "https") {
+            return invalid(
+                "url",
+                format!("scheme `{}` is not supported", url.scheme()),
+                "use an `http://` or `https://` URL".into(),
+            );
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return invalid(
+                "url",
+                "the URL has no host".into(),
+                "write it as `http://host:port`".into(),
+            );
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return invalid(
+                "url",
+                "the URL has a query or fragment (`?...`, `#...`)".into(),
+                "remove it: the URL is the registry's base address".into(),
+            );
+        }
+        match (&self.username, &self.password) {
+            (Some(_), None) => {
+                return invalid(
+                    "password",
+                    format!("`{}` is set but the password is not", key("username")),
+                    format!(
+                        "set `{}` (e.g. from the environment), or remove `{}`",
+                        key("password"),
+                        key("username")
+                    ),
+                )
+            }
+            (None, Some(_)) => {
+                return invalid(
+                    "username",
+                    format!("`{}` is set but the user name is not", key("password")),
+                    format!("set `{}`, or remove `{}`", key("username"), key("password")),
+                )
+            }
+            (Some(user), Some(_)) if user.is_empty() || user.contains(':') => {
+                return invalid(
+                    "username",
+                    "the user name is empty or contains `:`".into(),
+                    "set the user name (or API key) without a colon".into(),
+                )
+            }
+            _ => {}
+        }
+        match (&self.certificate_location, &self.key_location) {
+            (Some(_), None) => {
+                return invalid(
+                    "key_location",
+                    format!(
+                        "`{}` is set but the key is not",
+                        key("certificate_location")
+                    ),
+                    format!(
+                        "set `{}` to the certificate's private key (PEM)",
+                        key("key_location")
+                    ),
+                )
+            }
+            (None, Some(_)) => {
+                return invalid(
+                    "certificate_location",
+                    format!(
+                        "`{}` is set but the certificate is not",
+                        key("key_location")
+                    ),
+                    format!(
+                        "set `{}` to the client certificate (PEM)",
+                        key("certificate_location")
+                    ),
+                )
+            }
+            _ => {}
+        }
+        for (name, path) in [
+            ("ca_location", &self.ca_location),
+            ("certificate_location", &self.certificate_location),
+            ("key_location", &self.key_location),
+        ] {
+            let Some(path) = path else { continue };
+            if url.scheme() != "https" {
+                return invalid(
+                    name,
+                    "TLS files are set but the URL is `http://`".into(),
+                    format!(
+                        "use an `https://` URL in `{}`, or remove `{}`",
+                        key("url"),
+                        key(name)
+                    ),
+                );
+            }
+            if !Path::new(path).is_file() {
+                return invalid(
+                    name,
+                    format!("`{}` is not a readable file", path.display()),
+                    "point it at a PEM file".into(),
+                );
+            }
+        }
+        if self.timeout.is_zero() {
+            return invalid(
+                "timeout",
+                "the timeout is 0".into(),
+                "set a duration such as \"10s\"".into(),
+            );
+        }
+        if self.retry_backoff.is_zero() {
+            return invalid(
+                "retry_backoff",
+                "the backoff is 0, which would retry in a busy loop".into(),
+                "set a duration such as \"500ms\"".into(),
+            );
+        }
+        if self.max_backoff < self.retry_backoff {
+            return invalid(
+                "max_backoff",
+                format!(
+                    "{:?} is shorter than `{}` ({:?})",
+                    self.max_backoff,
+                    key("retry_backoff"),
+                    self.retry_backoff
+                ),
+                format!("make it at least `{}`", key("retry_backoff")),
+            );
+        }
+        Ok(())
+    }
+
+    /// Delay before retry number `attempt` (0 for the first retry) after a
+    /// transient error: `retry_backoff` doubled per attempt, at most
+    /// `max_backoff`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.min(31));
+        self.retry_backoff
+            .checked_mul(factor)
+            .map_or(self.max_backoff, |d| d.min(self.max_backoff))
+    }
+}
