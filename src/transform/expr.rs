@@ -11,8 +11,10 @@ use arrow::array::{new_null_array, Array, ArrayRef, AsArray as _};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use arrow::record_batch::RecordBatch;
+use deltalake::datafusion::common::tree_node::TreeNode as _;
 use deltalake::datafusion::common::{DFSchema, DataFusionError, SchemaError};
 use deltalake::datafusion::execution::context::SessionState;
+use deltalake::datafusion::logical_expr::Expr;
 use deltalake::datafusion::physical_expr::expressions::Column;
 use deltalake::datafusion::physical_plan::PhysicalExpr;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
@@ -80,6 +82,7 @@ impl SqlCompiler {
                 df_schema,
             )
             .map_err(|e| df_error(&e, schema))?;
+        row_level(&logical)?;
         self.state
             .create_physical_expr(logical, df_schema)
             .map_err(|e| df_error(&e, schema))
@@ -93,6 +96,7 @@ impl SqlCompiler {
             .state
             .create_logical_expr(text, &df_schema)
             .map_err(|e| format!("`{text}`: {}", df_error(&e, schema)))?;
+        row_level(&logical).map_err(|e| format!("`{text}`: {e}"))?;
         let physical = self
             .state
             .create_physical_expr(logical, &df_schema)
@@ -334,6 +338,30 @@ fn last_part(n: &deltalake::datafusion::sql::sqlparser::ast::ObjectName) -> Stri
     match n.0.last() {
         Some(ObjectNamePart::Identifier(i)) => i.value.clone(),
         _ => n.to_string(),
+    }
+}
+
+/// Errors for what cannot be computed from one row alone.
+fn row_level(expr: &Expr) -> Result<(), String> {
+    let mut found = None;
+    let _ = expr.exists(|e| {
+        found = match e {
+            Expr::AggregateFunction(_) | Expr::GroupingSet(_) => Some("aggregate functions"),
+            Expr::WindowFunction(_) => Some("window functions (OVER)"),
+            Expr::ScalarSubquery(_)
+            | Expr::InSubquery(_)
+            | Expr::Exists(_)
+            | Expr::SetComparison(_) => Some("subqueries"),
+            Expr::Placeholder(_) => Some("placeholders ($1)"),
+            _ => None,
+        };
+        Ok(found.is_some())
+    });
+    match found {
+        None => Ok(()),
+        Some(what) => Err(format!(
+            "{what} are not supported: transforms compute each row from that row alone"
+        )),
     }
 }
 

@@ -1269,6 +1269,33 @@ fn sql_says_what_is_supported() {
         assert!(err.contains(what), "{query}: {err}");
         assert!(err.contains(supported), "{query}: {err}");
     }
+    for (query, what) in [
+        (
+            "SELECT count(*) AS n FROM input",
+            "aggregate functions are not supported",
+        ),
+        (
+            "SELECT row_number() OVER () AS n FROM input",
+            "window functions (OVER) are not supported",
+        ),
+        (
+            "SELECT * FROM input WHERE amount IN (SELECT 1)",
+            "subqueries are not supported",
+        ),
+    ] {
+        let err = compile_err(&[spec(json!({"op": "sql", "query": query}))], &input);
+        assert!(err.contains(what), "{query}: {err}");
+    }
+    let err = compile_err(
+        &[spec(
+            json!({"op": "derive", "column": "s", "expr": "sum(amount)"}),
+        )],
+        &input,
+    );
+    assert_eq!(
+        err,
+        "transforms[0] (derive): `sum(amount)`: aggregate functions are not supported: transforms compute each row from that row alone"
+    );
     let err = compile_err(
         &[spec(
             json!({"op": "sql", "query": "SELECT upper(name) FROM input"}),
