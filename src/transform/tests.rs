@@ -194,8 +194,10 @@ fn specs_parse_from_toml_with_defaults() {
         ]
     );
 
-    let unknown = serde_json::from_value::<TransformSpec>(json!({"op": "drop", "column": ["x"]}));
-    assert!(unknown.is_err());
+    let unknown = serde_json::from_value::<TransformSpec>(
+        json!({"op": "drop", "columns": ["x"], "colums": ["y"]}),
+    );
+    assert!(unknown.unwrap_err().to_string().contains("colums"));
     let bad_op = serde_json::from_value::<TransformSpec>(json!({"op": "explode", "columns": []}));
     assert!(bad_op.unwrap_err().to_string().contains("explode"));
     let epoch = spec(json!({"op": "timestamp", "column": "t", "from": "epoch_millis"}));
