@@ -36,6 +36,7 @@ pub mod sink;
 pub mod source;
 pub mod status;
 pub mod storage;
+pub mod transform;
 
 pub use config::Config;
 pub use pipeline::{Mode, Pipeline, PipelineError, RunSummary};
