@@ -32,6 +32,9 @@ pub fn table_config(table: &TableConfig, uri: &str) -> TableConfig {
         uri: uri.to_string(),
         schema: Some(QUARANTINE_DDL.to_string()),
         partition_by: Vec::new(),
+        input_schema: None,
+        max_value_bytes: table.max_value_bytes,
+        max_nesting_depth: table.max_nesting_depth,
         properties: Default::default(),
         metadata_columns: MetadataColumns::default(),
         storage_options: table.storage_options.clone(),
@@ -41,6 +44,8 @@ pub fn table_config(table: &TableConfig, uri: &str) -> TableConfig {
         quarantine_uri: None,
         // Quarantine tables stay small; never compacted in the background.
         compaction: Default::default(),
+        evolution: crate::schema::EvolutionPolicy::Fail,
+        transforms: Vec::new(),
     }
 }
 

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::process::Running;
 use common::*;
-use rand::Rng;
 
 fn spec<'a>(bootstrap: &'a str, topic: &'a str, max_age: &'a str) -> ConfigSpec<'a> {
     ConfigSpec {
@@ -32,96 +31,20 @@ fn poisoned_event(id: u64) -> Vec<u8> {
     }
 }
 
-/// Start `inlet run` while a producer writes, SIGKILL it at a random moment,
-/// restart; `iterations` times. Then one last run drains the topic and stops
-/// with SIGTERM. Every produced offset lands exactly once.
-///
-/// With `fresh_groups`, each restart joins a new consumer group. The mock
-/// cluster's group coordinator stalls for minutes once killed members are in
-/// a group (JoinGroup is not answered; Tansu and Kafka expire them after the
-/// session timeout), so on the mock each process is alone in its group, and
-/// its first join waits the mock's 3 s initial rebalance delay (a session
-/// timeout below that makes the mock expire the member while it joins). Progress lives in the table either way; group takeover is
-/// covered by the two-process test.
-fn crash_loop(
-    broker: &mut dyn Broker,
-    iterations: usize,
-    session_timeout_ms: u32,
-    kill_window_ms: std::ops::Range<u64>,
-    fresh_groups: bool,
-) {
-    let topic = "crash";
-    broker.create_topic(topic, 4);
-    let bootstrap = broker.bootstrap();
-    let ws = Workspace::new();
-    let config = ws.config(&ConfigSpec {
-        session_timeout_ms,
-        ..spec(&bootstrap, topic, "300ms")
-    });
-    let total = 300 * iterations as u64;
-    let (producer, landed, _) =
-        background_producer(bootstrap.clone(), topic, total, 400, poisoned_event);
-    let mut rng = rand::rng();
-    let mut kills_after_commit = 0;
-    let group = |i: usize| format!("crash-{i}");
-    let env = |g: &String| -> Vec<(&str, String)> {
-        if fresh_groups {
-            vec![("INLET_KAFKA__GROUP_ID", g.clone())]
-        } else {
-            vec![]
-        }
-    };
-    let start = |i: usize| {
-        let g = group(i);
-        let e = env(&g);
-        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Running::start_with_env(&config, &e)
-    };
-    for i in 0..iterations {
-        let mut inlet = start(i);
-        let wait = Duration::from_millis(rng.random_range(kill_window_ms.clone()));
-        std::thread::sleep(wait);
-        let commits = inlet.count("batch committed");
-        if commits > 0 {
-            kills_after_commit += 1;
-        }
-        inlet.kill();
-        eprintln!(
-            "{} iteration {i}: killed after {wait:?}, {commits} commits",
-            broker.kind()
-        );
-    }
-    producer.join().unwrap();
-    let landed = landed.lock().unwrap().clone();
-    let mut last = start(iterations);
-    wait_rows(
-        &ws,
-        &last,
-        landed.len() - landed.len() / 25,
-        Duration::from_secs(120),
-    );
-    last.signal("TERM");
-    assert_eq!(last.wait(Duration::from_secs(60)), Some(0));
-    // Poison pills are mixed in: every offset is in exactly one table.
-    assert_exactly_once_in_either(&ws, &landed);
-    let quarantined = read_quarantine(&ws.quarantine()).len();
-    assert_eq!(quarantined, landed.len() / 25, "one poison pill in 25");
-    if let Some(duck) = duckdb_read(&ws.table(), &[], None) {
-        assert_eq!(
-            duck["rows"],
-            landed.len() - quarantined,
-            "DuckDB sees the same rows"
-        );
-    }
-    assert!(
-        kills_after_commit >= iterations / 4,
-        "too few kills landed after a commit ({kills_after_commit}); the loop tests little"
-    );
-}
-
 #[test]
 fn crash_loop_loses_and_duplicates_nothing_mock() {
-    crash_loop(&mut MockBroker::start(), 20, 6000, 1000..6000, true);
+    crash_loop(
+        &mut MockBroker::start(),
+        &CrashLoop {
+            iterations: 20,
+            session_timeout_ms: 6000,
+            kill_window_ms: 1000..6000,
+            fresh_groups: true,
+            make: poisoned_event,
+            env: Vec::new(),
+            extra: String::new(),
+        },
+    );
 }
 
 #[test]
@@ -131,7 +54,18 @@ fn crash_loop_loses_and_duplicates_nothing_tansu() {
         return;
     };
     // Tansu lets a group join take about half the session timeout.
-    crash_loop(&mut broker, 10, 6000, 2000..8000, false);
+    crash_loop(
+        &mut broker,
+        &CrashLoop {
+            iterations: 10,
+            session_timeout_ms: 6000,
+            kill_window_ms: 2000..8000,
+            fresh_groups: false,
+            make: poisoned_event,
+            env: Vec::new(),
+            extra: String::new(),
+        },
+    );
 }
 
 /// Two processes in one group split the partitions; one is killed mid-stream,

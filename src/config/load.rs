@@ -347,6 +347,64 @@ fn validate(c: &Config) -> Result<()> {
                 "set e.g. 100, or leave it out for Delta's default",
             ));
         }
+        let feeding: Vec<(&String, &super::SourceConfig)> =
+            c.sources.iter().filter(|(_, s)| s.table == *name).collect();
+        if let Some((first, s0)) = feeding.first() {
+            if let Some((other, s1)) = feeding.iter().find(|(_, s)| s.format != s0.format) {
+                return Err(ConfigError::invalid(
+                    format!("sources.{other}.format"),
+                    format!(
+                        "sources `{first}` and `{other}` feed table `{name}` with different formats ({:?} and {:?})",
+                        s0.format, s1.format
+                    ),
+                    "write each format to a table of its own",
+                ));
+            }
+            let format = s0.format;
+            if format.uses_registry() && c.schema_registry.is_none() {
+                return Err(ConfigError::invalid(
+                    format!("sources.{first}.format"),
+                    "needs a Schema Registry, and `[schema_registry]` is not set",
+                    "add [schema_registry] with `url = \"http://registry:8081\"`",
+                ));
+            }
+            if let Some(ddl) = &t.input_schema {
+                if format != super::Format::Json {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.input_schema"),
+                        "only applies to the plain `json` format",
+                        "remove it: Avro and JSON Schema messages bring their schema",
+                    ));
+                }
+                crate::schema::parse_ddl(ddl).map_err(|e| {
+                    ConfigError::invalid(
+                        format!("{key}.input_schema"),
+                        e.to_string(),
+                        "write the message's fields as `name TYPE, ...` in Spark DDL",
+                    )
+                })?;
+            }
+            if let (Some(ddl), super::Format::Bytes | super::Format::String) = (&t.schema, format) {
+                let want = if format == super::Format::Bytes {
+                    "BINARY"
+                } else {
+                    "STRING"
+                };
+                let schema = crate::schema::parse_ddl(ddl).map_err(|e| {
+                    ConfigError::invalid(format!("{key}.schema"), e.to_string(), "fix the DDL")
+                })?;
+                let ok = matches!(schema.fields().as_ref(), [f] if
+                    (format == super::Format::Bytes && f.data_type() == &arrow::datatypes::DataType::Binary)
+                    || (format == super::Format::String && f.data_type() == &arrow::datatypes::DataType::Utf8));
+                if !ok {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.schema"),
+                        format!("the `{format:?}` format fills one {want} column; the schema has other columns"),
+                        format!("declare one column, e.g. `value {want}` (metadata columns go in metadata_columns)"),
+                    ));
+                }
+            }
+        }
         let mut cols: Vec<&str> = t.metadata_columns.iter().map(|(_, c)| c).collect();
         cols.sort_unstable();
         if cols.windows(2).any(|w| w[0] == w[1]) {

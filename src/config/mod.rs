@@ -80,6 +80,9 @@ pub struct Config {
     /// The HTTP endpoint for metrics and health checks.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The Confluent-compatible Schema Registry that `avro` and
+    /// `json_schema` sources fetch writer schemas from.
+    pub schema_registry: Option<crate::registry::RegistryConfig>,
 }
 
 /// `[metrics]`: Prometheus `/metrics`, `/healthz` and `/readyz`.
@@ -173,7 +176,9 @@ pub struct SourceConfig {
     pub pattern: Option<String>,
     /// Name of the table (a key of `[tables]`) these topics are written to.
     pub table: String,
-    /// Value format. `json`: one JSON object per message.
+    /// Value format: `json` (default), `avro` or `json_schema` (both
+    /// Confluent-framed, schemas from `[schema_registry]`), `bytes` or
+    /// `string`. Sources feeding one table must share a format.
     #[serde(default)]
     pub format: Format,
     /// Where a partition starts when the table holds no offset for it:
@@ -192,6 +197,24 @@ pub enum Format {
     /// One JSON object per message, decoded straight into Arrow columns.
     #[default]
     Json,
+    /// Confluent-framed Avro (magic byte 0, 4-byte schema id, Avro binary),
+    /// writer schemas fetched from `[schema_registry]`.
+    Avro,
+    /// Confluent-framed JSON Schema (magic byte 0, 4-byte schema id, JSON),
+    /// schemas fetched from `[schema_registry]`.
+    JsonSchema,
+    /// The value's bytes as they are, into the table's one BINARY value column.
+    Bytes,
+    /// The value as UTF-8 text, into the table's one STRING value column
+    /// (invalid UTF-8 is quarantined).
+    String,
+}
+
+impl Format {
+    /// Whether values carry a Schema Registry id.
+    pub fn uses_registry(self) -> bool {
+        matches!(self, Format::Avro | Format::JsonSchema)
+    }
 }
 
 /// `[tables.<name>]`: a Delta table.
@@ -205,9 +228,24 @@ pub struct TableConfig {
     /// Used to create the table when it does not exist; an existing table's
     /// own schema is used as it is.
     pub schema: Option<String>,
-    /// Partition columns for a table inlet creates.
+    /// Partition columns for a table inlet creates: table columns, plain or
+    /// derived by a transform (e.g. a date from the event time).
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// Values longer than this are quarantined undecoded (stage `decode`).
+    /// Default `"1MiB"`, Kafka's default message size limit; raise it when
+    /// the topics legitimately carry larger values.
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: bytesize::ByteSize,
+    /// JSON values nested deeper than this many objects/arrays are
+    /// quarantined (stage `decode`). Default 64.
+    #[serde(default = "default_max_nesting_depth")]
+    pub max_nesting_depth: usize,
+    /// The shape of plain JSON message values, in Spark DDL, when it differs
+    /// from the table's (the transforms then map it onto the table). Default:
+    /// the table's own value columns. Avro and JSON Schema topics take their
+    /// shape from the registry instead.
+    pub input_schema: Option<String>,
     /// Table properties for a table inlet creates (`delta.*` keys).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -241,6 +279,27 @@ pub struct TableConfig {
     /// Background compaction of small files (`[tables.<name>.compaction]`).
     #[serde(default)]
     pub compaction: CompactionConfig,
+    /// What happens when messages carry fields the table lacks (a new writer
+    /// schema version): `add_columns` (default) adds them as nullable
+    /// columns in the commit that first holds them, older rows read null;
+    /// `fail` stops inlet with the new fields named; `ignore` drops them. A
+    /// type change that is not a safe widening never truncates data: its
+    /// messages are quarantined (`fail`: inlet stops).
+    #[serde(default)]
+    pub evolution: crate::schema::EvolutionPolicy,
+    /// Normalising transforms applied in order to each decoded batch,
+    /// before it is conformed to the table (`[[tables.<name>.transforms]]`,
+    /// each with an `op`; see the transforms reference).
+    #[serde(default)]
+    pub transforms: Vec<crate::transform::TransformSpec>,
+}
+
+fn default_max_value_bytes() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(1)
+}
+
+fn default_max_nesting_depth() -> usize {
+    crate::decode::DEFAULT_MAX_DEPTH
 }
 
 fn default_target_file_size() -> bytesize::ByteSize {
@@ -282,6 +341,9 @@ impl fmt::Debug for TableConfig {
             .field("uri", &self.uri)
             .field("schema", &self.schema)
             .field("partition_by", &self.partition_by)
+            .field("input_schema", &self.input_schema)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field("max_nesting_depth", &self.max_nesting_depth)
             .field("properties", &self.properties)
             .field("metadata_columns", &self.metadata_columns)
             .field(
@@ -297,6 +359,8 @@ impl fmt::Debug for TableConfig {
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("quarantine_uri", &self.quarantine_uri)
             .field("compaction", &self.compaction)
+            .field("evolution", &self.evolution)
+            .field("transforms", &self.transforms)
             .finish()
     }
 }
@@ -458,6 +522,15 @@ impl Config {
         let mut out = BTreeMap::new();
         flatten_properties("", &self.kafka.properties, &mut out);
         out
+    }
+
+    /// The value format of the sources feeding table `table` (validated to
+    /// be one).
+    pub fn table_format(&self, table: &str) -> Format {
+        self.sources
+            .values()
+            .find(|s| s.table == table)
+            .map_or(Format::Json, |s| s.format)
     }
 
     /// The source feeding `topic`, by explicit list first, then by pattern.

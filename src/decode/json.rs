@@ -19,6 +19,7 @@ use super::{Rejection, Stage};
 pub struct JsonDecoder {
     schema: SchemaRef,
     decoder: Decoder,
+    max_depth: usize,
 }
 
 impl std::fmt::Debug for JsonDecoder {
@@ -27,6 +28,43 @@ impl std::fmt::Debug for JsonDecoder {
             .field("fields", &self.schema.fields().len())
             .finish()
     }
+}
+
+/// Default of `max_nesting_depth`.
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+/// Whether `v` nests objects/arrays deeper than `max`. Almost every value
+/// has fewer brackets than `max` in all: that count is a fast vectorised
+/// pass, and only values with more are scanned for their real depth.
+fn too_deep(v: &[u8], max: usize) -> bool {
+    let brackets = v.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    if brackets <= max {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in v {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Most messages decoded at once. The tape decoder sizes its buffers by this
@@ -44,7 +82,17 @@ impl JsonDecoder {
     /// A decoder producing batches of `schema` (unknown JSON fields are ignored).
     pub fn new(schema: SchemaRef) -> Result<Self, ArrowError> {
         let decoder = new_decoder(&schema)?;
-        Ok(JsonDecoder { schema, decoder })
+        Ok(JsonDecoder {
+            schema,
+            decoder,
+            max_depth: DEFAULT_MAX_DEPTH,
+        })
+    }
+
+    /// Rejects values nested deeper than `depth` objects and arrays.
+    pub fn with_max_depth(mut self, depth: usize) -> Self {
+        self.max_depth = depth;
+        self
     }
 
     /// The schema of the batches produced.
@@ -74,6 +122,17 @@ impl JsonDecoder {
                 rejected.push(Rejection::new(i, Stage::Decode, "null value (tombstone)"));
                 continue;
             };
+            if too_deep(v, self.max_depth) {
+                rejected.push(Rejection::new(
+                    i,
+                    Stage::Decode,
+                    format!(
+                        "JSON nested deeper than {} levels (tables.<name>.max_nesting_depth)",
+                        self.max_depth
+                    ),
+                ));
+                continue;
+            }
             match push_one(&mut self.decoder, v) {
                 Ok(()) => good.push(i),
                 Err(reason) => {
@@ -114,7 +173,15 @@ impl JsonDecoder {
             match result {
                 Ok(_) => fits.push(i),
                 Err(e) => {
-                    rejected.push(Rejection::new(i, Stage::Schema, e.to_string()));
+                    // The tape checks UTF-8 only when it is read: a decode
+                    // failure, though it shows up here.
+                    let reason = e.to_string();
+                    let stage = if reason.contains("non-UTF-8") {
+                        Stage::Decode
+                    } else {
+                        Stage::Schema
+                    };
+                    rejected.push(Rejection::new(i, stage, reason));
                     single = new_decoder(&self.schema)?;
                 }
             }
@@ -214,17 +281,36 @@ mod tests {
             Some(br#"{"id":8}"#),
         ];
         let (b, good, bad) = run(&v);
-        assert_eq!(good, vec![0, 2, 10, 11]);
-        assert_eq!(b.num_rows(), 4);
+        assert_eq!(good, vec![0, 2, 11]);
+        assert_eq!(b.num_rows(), 3);
         let ids: Vec<i64> = b
             .column(3)
             .as_primitive::<arrow::datatypes::Int64Type>()
             .values()
             .to_vec();
-        assert_eq!(ids, vec![1, 3, 7, 8]);
+        assert_eq!(ids, vec![1, 3, 8]);
         let bad_idx: Vec<usize> = bad.iter().map(|r| r.index).collect();
-        assert_eq!(bad_idx, vec![1, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(bad_idx, vec![1, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert!(bad[8].reason.contains("nested deeper than 64"), "{bad:?}");
+        let stage = |i: usize| bad.iter().find(|r| r.index == i).unwrap().stage;
+        assert_eq!(stage(9), Stage::Decode, "invalid UTF-8 is a decode failure");
+        assert_eq!(stage(5), Stage::Schema, "a wrong type is a schema failure");
         assert!(bad.iter().all(|r| !r.reason.is_empty()));
+    }
+
+    #[test]
+    fn depth_counts_brackets_outside_strings_only() {
+        let deep = "[".repeat(65) + &"]".repeat(65);
+        assert!(too_deep(deep.as_bytes(), 64));
+        let ok = "[".repeat(64) + &"]".repeat(64);
+        assert!(!too_deep(ok.as_bytes(), 64));
+        let in_string = format!(r#"{{"s":"{}"}}"#, "[".repeat(200));
+        assert!(!too_deep(in_string.as_bytes(), 64));
+        let escaped = format!(r#"{{"s":"\"{}"}}"#, "{".repeat(200));
+        assert!(!too_deep(escaped.as_bytes(), 64));
+        // Many siblings are not depth.
+        let wide = format!("[{}]", vec!["[]"; 500].join(","));
+        assert!(!too_deep(wide.as_bytes(), 64));
     }
 
     #[test]

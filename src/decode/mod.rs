@@ -2,14 +2,30 @@
 //! Kafka metadata columns.
 
 mod avro;
+mod framed;
 mod json;
 mod metadata;
 mod raw;
+mod value;
 
 pub use avro::AvroDecoder;
-pub use json::{JsonDecoder, MAX_CHUNK};
+pub use framed::{FramedDecoder, FramedError, FramedKind};
+pub use json::{JsonDecoder, DEFAULT_MAX_DEPTH, MAX_CHUNK};
 pub use metadata::{assemble, headers_column};
 pub use raw::RawDecoder;
+pub use value::ValueDecoder;
+
+/// Decoded rows of one input schema (one writer schema id of a framed
+/// format; id 0 for fixed-schema formats).
+#[derive(Debug)]
+pub struct Part {
+    /// Schema Registry id, or 0.
+    pub schema_id: u32,
+    /// The rows, in that schema's Arrow form.
+    pub batch: arrow::array::RecordBatch,
+    /// The message index of each row, ascending.
+    pub rows: Vec<usize>,
+}
 
 /// Where in the pipeline a message was found unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

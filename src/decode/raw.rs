@@ -38,6 +38,11 @@ impl RawDecoder {
         Ok(RawDecoder { schema, utf8 })
     }
 
+    /// The one-column schema of the batches.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
     /// Decodes `values`; tombstones and (for STRING) invalid UTF-8 are rejected.
     pub fn decode(
         &self,

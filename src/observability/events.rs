@@ -263,3 +263,67 @@ impl InternalEvent for TableCompacted<'_> {
         }
     }
 }
+
+/// A writer schema was fetched from the Schema Registry.
+#[derive(Debug)]
+pub struct SchemaFetched {
+    /// Schema id.
+    pub id: u32,
+}
+
+impl InternalEvent for SchemaFetched {
+    fn emit(self, m: &Metrics) {
+        m.schemas_fetched.inc();
+        tracing::info!(
+            schema_id = self.id,
+            "writer schema fetched from the registry"
+        );
+    }
+}
+
+/// The Schema Registry could not be reached; the chunk waits and retries.
+#[derive(Debug)]
+pub struct RegistryUnavailable<'a> {
+    /// Schema id being fetched.
+    pub id: u32,
+    /// The failure (never holds credentials).
+    pub error: &'a str,
+    /// Wait before the next attempt.
+    pub retry_in: Duration,
+}
+
+impl InternalEvent for RegistryUnavailable<'_> {
+    fn emit(self, m: &Metrics) {
+        m.registry_retries.inc();
+        tracing::warn!(
+            schema_id = self.id,
+            error = self.error,
+            retry_in_ms = self.retry_in.as_millis() as u64,
+            "schema registry unavailable; retrying (nothing is quarantined meanwhile)"
+        );
+    }
+}
+
+/// Rows with new columns arrived and the table's schema grows with them.
+#[derive(Debug)]
+pub struct SchemaEvolved<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// The new columns (nested ones as `a.b`).
+    pub columns: &'a [String],
+}
+
+impl InternalEvent for SchemaEvolved<'_> {
+    fn emit(self, m: &Metrics) {
+        m.schema_evolutions
+            .get_or_create(&TableLabels {
+                table: self.table.to_string(),
+            })
+            .inc();
+        tracing::info!(
+            table = self.table,
+            columns = ?self.columns,
+            "new columns: the table schema evolves with the next commit"
+        );
+    }
+}

@@ -85,6 +85,12 @@ pub struct Metrics {
     pub lag: Family<PartitionLabels, Gauge>,
     /// Compactions per table and outcome (`done`, `skipped`, `failed`).
     pub compactions: Family<CompactionLabels, Counter>,
+    /// Schemas fetched from the Schema Registry.
+    pub schemas_fetched: Counter,
+    /// Schema Registry requests that failed transiently and were retried.
+    pub registry_retries: Counter,
+    /// Schema changes that added columns to a table, per table.
+    pub schema_evolutions: Family<TableLabels, Counter>,
     /// Run totals for the exit summary.
     pub totals: Totals,
     /// Set once partitions are assigned (or a bounded run has resolved its
@@ -133,6 +139,9 @@ impl Metrics {
         let commit_conflicts = Family::<TableLabels, Counter>::default();
         let lag = Family::<PartitionLabels, Gauge>::default();
         let compactions = Family::<CompactionLabels, Counter>::default();
+        let schemas_fetched = Counter::default();
+        let registry_retries = Counter::default();
+        let schema_evolutions = Family::<TableLabels, Counter>::default();
         registry.register("records_consumed", "Messages consumed", consumed.clone());
         registry.register(
             "bytes_consumed",
@@ -176,6 +185,21 @@ impl Metrics {
             "Background compactions by outcome",
             compactions.clone(),
         );
+        registry.register(
+            "registry_schemas_fetched",
+            "Writer schemas fetched from the Schema Registry (each id once)",
+            schemas_fetched.clone(),
+        );
+        registry.register(
+            "registry_retries",
+            "Schema Registry requests retried after a transient failure",
+            registry_retries.clone(),
+        );
+        registry.register(
+            "schema_evolutions",
+            "Schema changes that added columns to a table",
+            schema_evolutions.clone(),
+        );
         Metrics {
             registry,
             consumed,
@@ -189,6 +213,9 @@ impl Metrics {
             commit_conflicts,
             lag,
             compactions,
+            schemas_fetched,
+            registry_retries,
+            schema_evolutions,
             totals: Totals::default(),
             ready: AtomicBool::new(false),
         }

@@ -22,12 +22,13 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::normalize::{NormalizeError, Normalizer};
 use super::rebalance::Rebalancer;
 use super::{Chunk, FetchEvent, PipelineError};
-use crate::config::OffsetSpec;
+use crate::config::{MetadataColumns, OffsetSpec};
 use crate::constraints::Constraints;
-use crate::decode::{assemble, JsonDecoder, KafkaRecord, Rejection, Stage};
-use crate::observability::events::{MessageRejected, MessagesConsumed};
+use crate::decode::{assemble, FramedError, KafkaRecord, Rejection, Stage, ValueDecoder};
+use crate::observability::events::{MessageRejected, MessagesConsumed, SchemaEvolved};
 use crate::observability::{InternalEvent, Metrics};
 use crate::schema::TableLayout;
 use crate::source::{to_rd_offset, InletContext, TopicPartition};
@@ -43,8 +44,8 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 pub struct FetchLoop {
     /// The consumer, shared with the committer for advisory offset commits.
     pub consumer: Arc<InletConsumer>,
-    /// Per table: layout and decoder, in router order.
-    pub tables: Vec<(TableLayout, JsonDecoder, Constraints)>,
+    /// Per table, in router order: how its messages become rows.
+    pub tables: Vec<TableDecode>,
     /// Per table: whether rejected messages go to a quarantine table.
     pub quarantine: Vec<bool>,
     /// Stage output.
@@ -101,9 +102,47 @@ enum Stopped {
     Done,
 }
 
-/// The decode thread's state: per table decoder, layout and constraints.
+/// How messages of one table become its rows.
+#[derive(Debug)]
+pub struct TableDecode {
+    /// Table name.
+    pub name: String,
+    /// Value vs metadata columns (wider after schema evolution).
+    pub layout: TableLayout,
+    /// The table's metadata columns.
+    pub meta: MetadataColumns,
+    /// Value bytes into Arrow.
+    pub decoder: ValueDecoder,
+    /// Transforms and conforming to the table.
+    pub normalizer: Normalizer,
+    /// CHECK constraints.
+    pub constraints: Constraints,
+    /// Table properties, to compile the constraints again after evolution.
+    pub properties: HashMap<String, String>,
+    /// Longer values are rejected undecoded.
+    pub max_value_bytes: usize,
+}
+
+impl TableDecode {
+    /// The table gained columns: lay them out and recompile the constraints.
+    fn evolve(&mut self, added: &[String], metrics: &Metrics) -> Result<(), PipelineError> {
+        self.layout = self
+            .layout
+            .with_value(self.normalizer.value_schema(), &self.meta);
+        self.constraints = Constraints::from_properties(&self.properties, &self.layout.table)
+            .map_err(|e| PipelineError::Internal(e.to_string()))?;
+        SchemaEvolved {
+            table: &self.name,
+            columns: added,
+        }
+        .emit(metrics);
+        Ok(())
+    }
+}
+
+/// The decode thread's state.
 struct DecodeStage {
-    tables: Vec<(TableLayout, JsonDecoder, Constraints)>,
+    tables: Vec<TableDecode>,
     quarantine: Vec<bool>,
     events: mpsc::Sender<FetchEvent>,
     metrics: Arc<Metrics>,
@@ -299,6 +338,10 @@ impl FetchLoop {
                 messages,
             };
             if raw.send(chunk).is_err() {
+                // The decode thread stops early only when told to stop.
+                if self.shutdown.load(Ordering::Acquire) {
+                    return Ok(());
+                }
                 return Err(PipelineError::Internal("decode thread stopped".into()));
             }
         }
@@ -363,22 +406,46 @@ impl FetchLoop {
 impl DecodeStage {
     /// Decodes chunks until the poll thread closes the queue.
     fn run(&mut self, raw: std::sync::mpsc::Receiver<RawChunk<'_>>) -> Result<(), PipelineError> {
-        let mut good = Vec::new();
         let mut rejected: Vec<Rejection> = Vec::new();
+        let mut parts = Vec::new();
         for p in raw {
             let (table, generation) = (p.table, p.generation);
-            let (layout, decoder, constraints) = &mut self.tables[table];
+            let t = &mut self.tables[table];
             // One small vector per chunk, borrowing librdkafka's buffers.
             let values: Vec<Option<&[u8]>> =
                 p.messages.iter().map(|m| KafkaRecord::value(m)).collect();
             rejected.clear();
-            let decoded = decoder
-                .decode(&values, &mut good, &mut rejected)
-                .map_err(|e| PipelineError::Internal(format!("decoder: {e}")))?;
-            let mut batch = assemble(layout, &decoded, &p.messages, &good)
+            match t
+                .decoder
+                .decode(&values, t.max_value_bytes, &mut parts, &mut rejected)
+            {
+                Ok(()) => {}
+                // Stopping while the registry is down: this chunk and those
+                // behind it are not committed, and are read again next time.
+                Err(FramedError::Shutdown) => return Ok(()),
+                Err(FramedError::Registry(e)) => {
+                    return Err(PipelineError::Setup(format!(
+                        "table `{}`: schema registry: {e}",
+                        t.name
+                    )))
+                }
+                Err(e) => return Err(PipelineError::Internal(e.to_string())),
+            }
+            let normalized = t
+                .normalizer
+                .normalize(std::mem::take(&mut parts), &mut rejected)
+                .map_err(|e| match e {
+                    NormalizeError::Internal { .. } => PipelineError::Internal(e.to_string()),
+                    _ => PipelineError::Setup(e.to_string()),
+                })?;
+            if !normalized.added.is_empty() {
+                t.evolve(&normalized.added, &self.metrics)?;
+            }
+            let mut good = normalized.rows;
+            let mut batch = assemble(&t.layout, &normalized.batch, &p.messages, &good)
                 .map_err(|e| PipelineError::Internal(format!("assembling batch: {e}")))?;
-            if !constraints.is_empty() {
-                batch = check_constraints(constraints, batch, &mut good, &mut rejected)?;
+            if !t.constraints.is_empty() {
+                batch = check_constraints(&t.constraints, batch, &mut good, &mut rejected)?;
             }
             for r in &rejected {
                 let m = &p.messages[r.index];

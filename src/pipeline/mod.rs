@@ -11,6 +11,7 @@ mod bounded;
 mod buffer;
 mod commit;
 mod fetch;
+mod normalize;
 mod progress;
 mod rebalance;
 mod route;
@@ -26,13 +27,116 @@ use rdkafka::consumer::Consumer;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::{Config, RangeBound};
-use crate::decode::JsonDecoder;
+use crate::config::{Config, Format, RangeBound};
+use crate::decode::{FramedDecoder, FramedKind, JsonDecoder, RawDecoder, ValueDecoder};
 use crate::observability::Metrics;
 use crate::sink::DeltaSink;
 use crate::source::{create_consumer, TopicPartition};
+use normalize::Normalizer;
 
 pub use route::Router;
+
+/// How messages of the table of `sink` become its rows: decoder by format,
+/// transforms and evolution policy, constraints.
+fn table_decode(
+    sink: &DeltaSink,
+    cfg: &Config,
+    registry: Option<&(
+        crate::registry::SchemaRegistry,
+        (std::time::Duration, std::time::Duration),
+    )>,
+    shutdown: &Arc<AtomicBool>,
+    metrics: &Arc<Metrics>,
+) -> Result<fetch::TableDecode> {
+    let name = sink.name();
+    let tc = &cfg.tables[name];
+    let setup = |e: &dyn std::fmt::Display| PipelineError::Setup(format!("table `{name}`: {e}"));
+    let mut layout = sink.layout().clone();
+    // Decoded nullable: a null in a NOT NULL column is then a constraint
+    // violation of that row, found when conforming, not a decode failure.
+    let input = match &tc.input_schema {
+        Some(ddl) => crate::schema::parse_ddl(ddl).map_err(|e| setup(&e))?,
+        None => (*layout.value).clone(),
+    };
+    let input = Arc::new(arrow::datatypes::Schema::new(
+        input
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let format = cfg.table_format(name);
+    let framed = |kind| -> Result<ValueDecoder> {
+        let (registry, backoff) =
+            registry.ok_or_else(|| setup(&"the format needs [schema_registry]"))?;
+        Ok(ValueDecoder::Framed(Box::new(
+            FramedDecoder::new(
+                kind,
+                registry.clone(),
+                tokio::runtime::Handle::current(),
+                *backoff,
+                shutdown.clone(),
+                metrics.clone(),
+            )
+            .with_max_depth(tc.max_nesting_depth),
+        )))
+    };
+    let decoder = match format {
+        Format::Json => ValueDecoder::Json(
+            JsonDecoder::new(input)
+                .map_err(|e| setup(&e))?
+                .with_max_depth(tc.max_nesting_depth),
+        ),
+        Format::Bytes | Format::String => {
+            let want = if format == Format::Bytes {
+                arrow::datatypes::DataType::Binary
+            } else {
+                arrow::datatypes::DataType::Utf8
+            };
+            if !matches!(input.fields().as_ref(), [f] if f.data_type() == &want) {
+                return Err(setup(&format!(
+                    "the {format:?} format fills one {want} value column; the table's value columns are {:?}",
+                    input.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>()
+                )));
+            }
+            ValueDecoder::Raw(RawDecoder::new(input).map_err(|e| setup(&e))?)
+        }
+        Format::Avro => framed(FramedKind::Avro)?,
+        Format::JsonSchema => framed(FramedKind::JsonSchema)?,
+    };
+    let mut normalizer = Normalizer::new(
+        name,
+        tc.transforms.clone(),
+        tc.evolution,
+        layout.value.clone(),
+    );
+    if let Some(fixed) = decoder.fixed_schema() {
+        let added = normalizer
+            .prepare(fixed)
+            .map_err(|e| PipelineError::Setup(e.to_string()))?;
+        if !added.is_empty() {
+            layout = layout.with_value(normalizer.value_schema(), &tc.metadata_columns);
+        }
+    }
+    let properties = sink
+        .properties()
+        .map_err(|e| PipelineError::Setup(e.to_string()))?;
+    let constraints = crate::constraints::Constraints::from_properties(&properties, &layout.table)
+        .map_err(|e| setup(&e))?;
+    Ok(fetch::TableDecode {
+        name: name.to_string(),
+        layout,
+        meta: tc.metadata_columns.clone(),
+        decoder,
+        normalizer,
+        constraints,
+        properties,
+        max_value_bytes: usize::try_from(tc.max_value_bytes.as_u64()).unwrap_or(usize::MAX),
+    })
+}
+
+/// What the buffer stage hears when the consumer thread failed.
+const CONSUMER_STOPPED: &str = "consumer stopped";
 
 /// How long a stopping pipeline waits for the consumer to leave its group.
 const CONSUMER_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -273,16 +377,24 @@ impl Pipeline {
                 .get_or_create(&labels)
                 .inc_by(0);
         }
+        let registry = match &cfg.schema_registry {
+            Some(r) => Some((
+                crate::registry::SchemaRegistry::new(r)
+                    .map_err(|e| PipelineError::Setup(format!("schema_registry: {e}")))?,
+                (r.retry_backoff, r.max_backoff),
+            )),
+            None => None,
+        };
         let mut tables = Vec::new();
         let mut writers = Vec::new();
         for s in &commit_sinks {
-            let layout = s.layout().clone();
-            let decoder = JsonDecoder::new(layout.value.clone())
-                .map_err(|e| PipelineError::Setup(format!("table `{}`: {e}", s.name())))?;
-            let constraints = s
-                .constraints()
-                .map_err(|e| PipelineError::Setup(e.to_string()))?;
-            tables.push((layout, decoder, constraints));
+            tables.push(table_decode(
+                s,
+                &cfg,
+                registry.as_ref(),
+                &self.shutdown,
+                &self.metrics,
+            )?);
             writers.push((
                 s.writer()
                     .map_err(|e| PipelineError::Setup(e.to_string()))?,
@@ -351,7 +463,7 @@ impl Pipeline {
                 } else {
                     let _ = fetch
                         .events
-                        .try_send(FetchEvent::Fatal("consumer stopped".into()));
+                        .try_send(FetchEvent::Fatal(CONSUMER_STOPPED.into()));
                 }
                 drop(fetch);
                 result
@@ -406,6 +518,13 @@ impl Pipeline {
         for c in compactions {
             c.abort();
         }
+        // The consumer's own error is the cause when the other stages only
+        // saw it stop.
+        let consumer_failed = matches!(
+            (&buffered, &fetched),
+            (Err(PipelineError::Kafka(m)), Err(_)) if m == CONSUMER_STOPPED
+        );
+        let buffered = if consumer_failed { Ok(()) } else { buffered };
         committed?;
         buffered?;
         fetched?;

@@ -106,4 +106,29 @@ impl TableLayout {
             sources,
         }
     }
+
+    /// The layout after schema evolution gave the value columns `value`
+    /// (the old ones, possibly with wider structs, then new ones): value
+    /// columns are replaced by name, new ones go at the end of the table.
+    pub fn with_value(&self, value: &SchemaRef, meta: &MetadataColumns) -> Self {
+        let mut fields: Vec<arrow::datatypes::FieldRef> = self
+            .table
+            .fields()
+            .iter()
+            .zip(&self.sources)
+            .map(|(f, source)| match source {
+                Some(_) => f.clone(),
+                None => value
+                    .field_with_name(f.name())
+                    .map(|v| Arc::new(v.clone()))
+                    .unwrap_or_else(|_| f.clone()),
+            })
+            .collect();
+        for v in value.fields() {
+            if self.table.field_with_name(v.name()).is_err() {
+                fields.push(v.clone());
+            }
+        }
+        TableLayout::new(Arc::new(Schema::new(fields)), meta)
+    }
 }

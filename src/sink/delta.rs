@@ -243,6 +243,15 @@ impl DeltaSink {
         self.layout.table.clone()
     }
 
+    /// The table's properties (its metadata configuration).
+    pub fn properties(&self) -> Result<HashMap<String, String>> {
+        let snapshot = self.table.snapshot().map_err(|source| SinkError::Delta {
+            table: self.name.clone(),
+            source,
+        })?;
+        Ok(snapshot.metadata().configuration().clone())
+    }
+
     /// The table's CHECK constraints, compiled against its schema.
     pub fn constraints(&self) -> Result<crate::constraints::Constraints> {
         let snapshot = self.table.snapshot().map_err(|source| SinkError::Delta {

@@ -3,7 +3,9 @@
 //! binary, and two independent table readers (delta-rs and DuckDB).
 #![allow(dead_code)]
 
+pub mod avro;
 pub mod process;
+pub mod registry;
 pub mod s3;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
+use rand::Rng;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -225,10 +228,17 @@ pub struct Landed {
 /// Produces `payloads` (keys spread them over the partitions) and returns
 /// where each landed, in order.
 pub fn produce(bootstrap: &str, topic: &str, payloads: &[Vec<u8>]) -> Vec<Landed> {
+    let values: Vec<Option<&[u8]>> = payloads.iter().map(|p| Some(p.as_slice())).collect();
+    produce_values(bootstrap, topic, &values)
+}
+
+/// Like [`produce`], with tombstones (`None`) and values up to 16 MB.
+pub fn produce_values(bootstrap: &str, topic: &str, values: &[Option<&[u8]>]) -> Vec<Landed> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
+        .set("message.max.bytes", "16000000")
         .create()
         .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -236,13 +246,14 @@ pub fn produce(bootstrap: &str, topic: &str, payloads: &[Vec<u8>]) -> Vec<Landed
         .build()
         .unwrap();
     let landed = rt.block_on(async {
-        let keys: Vec<String> = (0..payloads.len()).map(|i| format!("k{i}")).collect();
-        let mut futs = Vec::with_capacity(payloads.len());
-        for (key, p) in keys.iter().zip(payloads) {
-            futs.push(producer.send(
-                FutureRecord::to(topic).key(key).payload(p),
-                Duration::from_secs(30),
-            ));
+        let keys: Vec<String> = (0..values.len()).map(|i| format!("k{i}")).collect();
+        let mut futs = Vec::with_capacity(values.len());
+        for (key, v) in keys.iter().zip(values) {
+            let mut record = FutureRecord::<String, [u8]>::to(topic).key(key);
+            if let Some(v) = v {
+                record = record.payload(v);
+            }
+            futs.push(producer.send(record, Duration::from_secs(30)));
         }
         let mut out = Vec::with_capacity(futs.len());
         for f in futs {
@@ -816,4 +827,113 @@ pub fn app_ids(landed: &[Landed], topic: &str) -> Vec<String> {
         .keys()
         .map(|p| format!("test:{topic}:{p}"))
         .collect()
+}
+
+/// A crash loop: how many kills, when, and what is produced.
+pub struct CrashLoop {
+    /// Kill-and-restart rounds.
+    pub iterations: usize,
+    /// `session.timeout.ms`.
+    pub session_timeout_ms: u32,
+    /// A kill comes this many milliseconds after a start.
+    pub kill_window_ms: std::ops::Range<u64>,
+    /// Each restart joins a new consumer group (see below).
+    pub fresh_groups: bool,
+    /// Message `id`: every 25th must be a poison pill, the rest events.
+    pub make: fn(u64) -> Vec<u8>,
+    /// Environment overrides for every process.
+    pub env: Vec<(String, String)>,
+    /// TOML appended to the config.
+    pub extra: String,
+}
+
+/// Start `inlet run` while a producer writes, SIGKILL it at a random moment,
+/// restart; `iterations` times. Then one last run drains the topic and stops
+/// with SIGTERM. Every produced offset lands exactly once.
+///
+/// With `fresh_groups`, each restart joins a new consumer group. The mock
+/// cluster's group coordinator stalls for minutes once killed members are in
+/// a group (JoinGroup is not answered; Tansu and Kafka expire them after the
+/// session timeout), so on the mock each process is alone in its group, and
+/// its first join waits the mock's 3 s initial rebalance delay (a session
+/// timeout below that makes the mock expire the member while it joins). Progress lives in the table either way; group takeover is
+/// covered by the two-process test.
+pub fn crash_loop(broker: &mut dyn Broker, run: &CrashLoop) {
+    let iterations = run.iterations;
+    let fresh_groups = run.fresh_groups;
+    let topic = "crash";
+    broker.create_topic(topic, 4);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let config = ws.config(&ConfigSpec {
+        bootstrap: &bootstrap,
+        topic,
+        group: "inlet-eo",
+        max_rows: 400,
+        max_age: "300ms",
+        extra: &run.extra,
+        session_timeout_ms: run.session_timeout_ms,
+    });
+    let total = 300 * iterations as u64;
+    let (producer, landed, _) = background_producer(bootstrap.clone(), topic, total, 400, run.make);
+    let mut rng = rand::rng();
+    let mut kills_after_commit = 0;
+    let group = |i: usize| format!("crash-{i}");
+    let env = |g: &String| -> Vec<(&str, String)> {
+        let mut env: Vec<(&str, String)> = run
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        if fresh_groups {
+            env.push(("INLET_KAFKA__GROUP_ID", g.clone()));
+        }
+        env
+    };
+    let start = |i: usize| {
+        let g = group(i);
+        let e = env(&g);
+        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        process::Running::start_with_env(&config, &e)
+    };
+    for i in 0..iterations {
+        let mut inlet = start(i);
+        let wait = Duration::from_millis(rng.random_range(run.kill_window_ms.clone()));
+        std::thread::sleep(wait);
+        let commits = inlet.count("batch committed");
+        if commits > 0 {
+            kills_after_commit += 1;
+        }
+        inlet.kill();
+        eprintln!(
+            "{} iteration {i}: killed after {wait:?}, {commits} commits",
+            broker.kind()
+        );
+    }
+    producer.join().unwrap();
+    let landed = landed.lock().unwrap().clone();
+    let mut last = start(iterations);
+    wait_rows(
+        &ws,
+        &last,
+        landed.len() - landed.len() / 25,
+        Duration::from_secs(120),
+    );
+    last.signal("TERM");
+    assert_eq!(last.wait(Duration::from_secs(60)), Some(0));
+    // Poison pills are mixed in: every offset is in exactly one table.
+    assert_exactly_once_in_either(&ws, &landed);
+    let quarantined = read_quarantine(&ws.quarantine()).len();
+    assert_eq!(quarantined, landed.len() / 25, "one poison pill in 25");
+    if let Some(duck) = duckdb_read(&ws.table(), &[], None) {
+        assert_eq!(
+            duck["rows"],
+            landed.len() - quarantined,
+            "DuckDB sees the same rows"
+        );
+    }
+    assert!(
+        kills_after_commit >= iterations / 4,
+        "too few kills landed after a commit ({kills_after_commit}); the loop tests little"
+    );
 }

@@ -1,0 +1,380 @@
+//! Poison pills and registry outages: every bad message lands in quarantine
+//! with its stage while the good ones land exactly once; a registry outage
+//! quarantines nothing; the crash loop with Avro poison pills.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::avro::{framed_json, Datum};
+use common::process::Running;
+use common::registry::{MockRegistry, Outage};
+use common::*;
+
+const PILL_SCHEMA: &str = r#"{"type":"record","name":"Pill","fields":[
+  {"name":"id","type":"long"},
+  {"name":"user","type":["null","string"],"default":null},
+  {"name":"amount","type":"double"}]}"#;
+
+/// `amount` as a string: not a type the table's DOUBLE can take.
+const PILL_SCHEMA_WRONG_TYPE: &str = r#"{"type":"record","name":"Pill","fields":[
+  {"name":"id","type":"long"},
+  {"name":"user","type":["null","string"],"default":null},
+  {"name":"amount","type":"string"}]}"#;
+
+fn pill(id: i64, user: Option<&str>, schema: u32) -> Vec<u8> {
+    Datum::Record(vec![
+        Datum::Long(id),
+        match user {
+            Some(u) => Datum::Union(1, Box::new(Datum::Str(u.into()))),
+            None => Datum::Union(0, Box::new(Datum::Null)),
+        },
+        Datum::Double(id as f64),
+    ])
+    .framed(schema)
+}
+
+fn config(dir: &Path, bootstrap: &str, registry: &str) -> std::path::PathBuf {
+    let table = |name: &str| dir.join(name).display().to_string();
+    let toml = format!(
+        r#"
+app_id = "test"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "pills"
+
+[schema_registry]
+url = "{registry}"
+retry_backoff = "100ms"
+max_backoff = "1s"
+timeout = "1s"
+
+[sources.avro]
+topics = ["pills-avro", "pills-avro-big"]
+table = "avro_events"
+format = "avro"
+
+[sources.json]
+topics = ["pills-json", "pills-json-big"]
+table = "json_events"
+
+[tables.avro_events]
+uri = "{a}"
+quarantine_uri = "{aq}"
+schema = "id BIGINT NOT NULL, user STRING NOT NULL, amount DOUBLE"
+[tables.avro_events.metadata_columns]
+topic = "_topic"
+partition = "_partition"
+offset = "_offset"
+
+[tables.json_events]
+uri = "{j}"
+quarantine_uri = "{jq}"
+schema = "id BIGINT NOT NULL, user STRING, amount DOUBLE"
+[tables.json_events.metadata_columns]
+topic = "_topic"
+partition = "_partition"
+offset = "_offset"
+
+[flush]
+max_age = "300ms"
+"#,
+        a = table("avro_events"),
+        aq = table("avro_quarantine"),
+        j = table("json_events"),
+        jq = table("json_quarantine"),
+    );
+    let path = dir.join("inlet.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// Checks that the messages of each `(topic, landed, expected stages)` split
+/// into table rows and quarantine rows as expected (None = a row), each
+/// exactly once.
+fn check(table: &Path, quarantine: &Path, topics: &[(&str, &[Landed], Vec<Option<&str>>)]) {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Int32Type, Int64Type};
+    let mut rows: Vec<(String, i32, i64)> = Vec::new();
+    let (_, _, batches) = table_batches(table);
+    for b in &batches {
+        let t = b.column_by_name("_topic").unwrap().as_string::<i32>();
+        let p = b
+            .column_by_name("_partition")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        let o = b
+            .column_by_name("_offset")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            rows.push((t.value(i).to_string(), p.value(i), o.value(i)));
+        }
+    }
+    let q = read_quarantine(quarantine);
+    let mut seen: Vec<(String, i32, i64)> = rows.clone();
+    seen.extend(q.iter().map(|q| (q.topic.clone(), q.partition, q.offset)));
+    seen.sort();
+    let mut expected_all: Vec<(String, i32, i64)> = Vec::new();
+    for (topic, landed, stages) in topics {
+        for (l, want) in landed.iter().zip(stages) {
+            let key = (topic.to_string(), l.partition, l.offset);
+            expected_all.push(key.clone());
+            let got = q.iter().find(|q| {
+                (q.topic.as_str(), q.partition, q.offset) == (*topic, l.partition, l.offset)
+            });
+            match (want, got) {
+                (None, None) => assert!(rows.contains(&key), "{key:?} is in neither table"),
+                (Some(stage), Some(row)) => {
+                    assert_eq!(&row.stage, stage, "{key:?}: {}", row.error);
+                    assert!(!row.error.is_empty());
+                }
+                (want, got) => panic!("{key:?}: expected {want:?}, got {got:?}"),
+            }
+        }
+    }
+    expected_all.sort();
+    assert_eq!(
+        seen, expected_all,
+        "every offset exactly once in one of the tables"
+    );
+    if let Some(d) = duckdb_read(table, &[], None) {
+        assert_eq!(d["rows"], rows.len(), "DuckDB sees the same rows");
+    } else {
+        assert!(!required(), "DuckDB is required in CI");
+    }
+}
+
+#[test]
+fn the_poison_pill_catalogue_lands_in_quarantine_with_its_stage() {
+    let mut broker = MockBroker::start();
+    broker.create_topic("pills-avro", 1);
+    broker.create_topic("pills-json", 1);
+    let registry = MockRegistry::start();
+    let good = registry.register("pills-avro-value", "AVRO", PILL_SCHEMA, &[]);
+    let wrong = registry.register("pills-avro-value", "AVRO", PILL_SCHEMA_WRONG_TYPE, &[]);
+    // The mock broker keeps about 5 MiB per partition: each 5 MB message
+    // gets a topic of its own, so that it pushes nothing else out.
+    broker.create_topic("pills-avro-big", 1);
+    broker.create_topic("pills-json-big", 1);
+    let big_text = "x".repeat(5_000_000);
+
+    // Avro topic: (value, expected stage).
+    let mut truncated = pill(2, Some("b"), good);
+    truncated.truncate(truncated.len() - 3);
+    let mut wrong_magic = pill(3, Some("c"), good);
+    wrong_magic[0] = 1;
+    let wrong_type = Datum::Record(vec![
+        Datum::Long(6),
+        Datum::Union(0, Box::new(Datum::Null)),
+        Datum::Str("lots".into()),
+    ])
+    .framed(wrong);
+    let huge = Datum::Record(vec![
+        Datum::Long(8),
+        Datum::Union(1, Box::new(Datum::Str(big_text.clone()))),
+        Datum::Double(8.0),
+    ])
+    .framed(good);
+    let avro: Vec<(Option<Vec<u8>>, Option<&str>)> = vec![
+        (Some(pill(1, Some("a"), good)), None),
+        (Some(truncated), Some("decode")),
+        (Some(wrong_magic), Some("decode")),
+        (Some(pill(4, Some("d"), 999)), Some("schema")), // unknown schema id
+        (Some(pill(5, None, good)), Some("constraint")), // null in NOT NULL
+        (Some(wrong_type), Some("schema")),
+        (None, Some("decode")),             // tombstone
+        (Some(vec![0, 0]), Some("decode")), // shorter than the header
+        (Some(pill(9, Some("i"), good)), None),
+    ];
+    let deep = format!(
+        r#"{{"id":10,"nested":{}{}}}"#,
+        "[".repeat(1000),
+        "]".repeat(1000)
+    );
+    let big_json = format!(r#"{{"id":11,"user":"{big_text}"}}"#);
+    let json: Vec<(Option<Vec<u8>>, Option<&str>)> = vec![
+        (Some(br#"{"id":1,"user":"a","amount":1.5}"#.to_vec()), None),
+        (
+            Some(b"{\"id\":2,\"user\":\"\xff\xfe\"}".to_vec()),
+            Some("decode"),
+        ), // invalid UTF-8
+        (Some(br#"{"id":"three"}"#.to_vec()), Some("schema")), // wrong type
+        (Some(br#"{"user":"no id"}"#.to_vec()), Some("constraint")), // null in NOT NULL
+        (Some(deep.into_bytes()), Some("decode")),
+        (None, Some("decode")),
+        (Some(b"{\"id\":5".to_vec()), Some("decode")), // truncated
+        (Some(framed_json(good, r#"{"id":6}"#)), Some("decode")), // framed, but the topic is plain JSON
+        (Some(br#"{"id":7}"#.to_vec()), None),
+    ];
+    let bootstrap = broker.bootstrap();
+    let send = |topic: &str, items: &[(Option<Vec<u8>>, Option<&str>)]| {
+        let values: Vec<Option<&[u8]>> = items.iter().map(|(v, _)| v.as_deref()).collect();
+        produce_values(&bootstrap, topic, &values)
+    };
+    let avro_landed = send("pills-avro", &avro);
+    let json_landed = send("pills-json", &json);
+    let big: Vec<(Option<Vec<u8>>, Option<&str>)> = vec![(Some(huge), Some("decode"))];
+    let avro_big = send("pills-avro-big", &big);
+    let big_json: Vec<(Option<Vec<u8>>, Option<&str>)> =
+        vec![(Some(big_json.into_bytes()), Some("decode"))];
+    let json_big = send("pills-json-big", &big_json);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &bootstrap, &registry.url());
+    let out = run_available_now(&cfg);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    // Shown when an assertion below fails.
+    eprintln!("{log}");
+    let stages = |items: &[(Option<Vec<u8>>, Option<&'static str>)]| -> Vec<Option<&'static str>> {
+        items.iter().map(|(_, s)| *s).collect()
+    };
+    check(
+        &dir.path().join("avro_events"),
+        &dir.path().join("avro_quarantine"),
+        &[
+            ("pills-avro", &avro_landed, stages(&avro)),
+            ("pills-avro-big", &avro_big, stages(&big)),
+        ],
+    );
+    check(
+        &dir.path().join("json_events"),
+        &dir.path().join("json_quarantine"),
+        &[
+            ("pills-json", &json_landed, stages(&json)),
+            ("pills-json-big", &json_big, stages(&big_json)),
+        ],
+    );
+    // The raw value is kept: the 5 MB message can be replayed from quarantine.
+    let q = read_quarantine(&dir.path().join("json_quarantine"));
+    assert!(q
+        .iter()
+        .any(|r| r.value.as_ref().is_some_and(|v| v.len() >= 5_000_000)));
+    assert!(
+        q.iter().any(|r| r.value.is_none()),
+        "the tombstone has no value"
+    );
+}
+
+/// The registry is down (5xx, then refusing connections) when the first
+/// message of a new schema id arrives: nothing is quarantined, and ingest
+/// resumes when it comes back.
+#[test]
+fn a_registry_outage_quarantines_nothing_and_ingest_resumes() {
+    let mut broker = MockBroker::start();
+    broker.create_topic("pills-avro", 2);
+    broker.create_topic("pills-json", 1);
+    let registry = MockRegistry::start();
+    let id = registry.register("pills-avro-value", "AVRO", PILL_SCHEMA, &[]);
+    registry.go_down(Outage::ServerError);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &broker.bootstrap(), &registry.url());
+    let mut inlet = Running::start(&cfg);
+    assert!(inlet.wait_for("partitions assigned", 1, Duration::from_secs(60)));
+    let values: Vec<Vec<u8>> = (0..50).map(|i| pill(i, Some("u"), id)).collect();
+    let mut landed = produce(&broker.bootstrap(), "pills-avro", &values);
+    assert!(
+        inlet.wait_for("schema registry unavailable", 2, Duration::from_secs(30)),
+        "{:#?}",
+        inlet.log()
+    );
+    registry.come_back();
+    registry.go_down(Outage::Refuse);
+    let seen = inlet.count("schema registry unavailable");
+    assert!(inlet.wait_for(
+        "schema registry unavailable",
+        seen + 2,
+        Duration::from_secs(30)
+    ));
+    registry.come_back();
+    registry.go_down(Outage::Hang);
+    let seen = inlet.count("schema registry unavailable");
+    assert!(inlet.wait_for(
+        "schema registry unavailable",
+        seen + 1,
+        Duration::from_secs(30)
+    ));
+    let table = dir.path().join("avro_events");
+    let quarantine = dir.path().join("avro_quarantine");
+    assert!(
+        read_quarantine(&quarantine).is_empty(),
+        "nothing quarantined"
+    );
+    assert!(
+        read_table(&table).coordinates.is_empty(),
+        "nothing decoded yet"
+    );
+    registry.come_back();
+    let more: Vec<Vec<u8>> = (50..80).map(|i| pill(i, Some("u"), id)).collect();
+    landed.extend(produce(&broker.bootstrap(), "pills-avro", &more));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_table(&table).coordinates.len() < landed.len() {
+        assert!(
+            Instant::now() < deadline,
+            "ingest did not resume: {:#?}",
+            inlet.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    inlet.signal("TERM");
+    assert_eq!(inlet.wait(Duration::from_secs(60)), Some(0));
+    assert_exactly_once(&read_table(&table).coordinates, &landed);
+    assert!(read_quarantine(&quarantine).is_empty());
+    let log = inlet.log().join("\n");
+    assert!(!log.contains("message rejected"), "{log}");
+}
+
+/// The schema every crash-loop message is written with: registered first in
+/// a fresh registry, so its id is 1.
+const CRASH_SCHEMA: &str = r#"{"type":"record","name":"E","fields":[
+  {"name":"id","type":"long"},{"name":"user","type":"string"},
+  {"name":"action","type":"string"},{"name":"amount","type":"double"},
+  {"name":"event_time","type":{"type":"long","logicalType":"timestamp-micros"}}]}"#;
+
+/// An Avro event, or every 25th time an Avro poison pill of one of four kinds.
+fn avro_poisoned_event(id: u64) -> Vec<u8> {
+    let event = Datum::Record(vec![
+        Datum::Long(id as i64),
+        Datum::Str(format!("user{}", id % 10)),
+        Datum::Str("click".into()),
+        Datum::Double(id as f64),
+        Datum::Long(1_700_000_000_000_000 + id as i64),
+    ]);
+    match (id % 25, id / 25 % 4) {
+        (0, 0) => {
+            let mut v = event.framed(1);
+            v.truncate(v.len() - 4);
+            v
+        }
+        (0, 1) => event.framed(77), // unknown schema id
+        (0, 2) => {
+            let mut v = event.framed(1);
+            v[0] = 0x7f;
+            v
+        }
+        (0, _) => vec![0, 0, 0, 0, 1, 0xff, 0xff],
+        _ => event.framed(1),
+    }
+}
+
+#[test]
+fn crash_loop_with_avro_poison_pills_mock() {
+    let registry = MockRegistry::start();
+    assert_eq!(
+        registry.register("crash-value", "AVRO", CRASH_SCHEMA, &[]),
+        1
+    );
+    crash_loop(
+        &mut MockBroker::start(),
+        &CrashLoop {
+            iterations: 12,
+            session_timeout_ms: 6000,
+            kill_window_ms: 1000..6000,
+            fresh_groups: true,
+            make: avro_poisoned_event,
+            env: vec![("INLET_SOURCES__EVENTS__FORMAT".into(), "avro".into())],
+            extra: format!("[schema_registry]\nurl = \"{}\"\n", registry.url()),
+        },
+    );
+}
