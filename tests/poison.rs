@@ -90,10 +90,14 @@ max_age = "300ms"
     path
 }
 
+/// A topic, where its messages landed, and the stage expected of each (None:
+/// a row).
+type TopicPills<'a> = (&'a str, &'a [Landed], Vec<Option<&'a str>>);
+
 /// Checks that the messages of each `(topic, landed, expected stages)` split
 /// into table rows and quarantine rows as expected (None = a row), each
 /// exactly once.
-fn check(table: &Path, quarantine: &Path, topics: &[(&str, &[Landed], Vec<Option<&str>>)]) {
+fn check(table: &Path, quarantine: &Path, topics: &[TopicPills<'_>]) {
     use arrow::array::AsArray;
     use arrow::datatypes::{Int32Type, Int64Type};
     let mut rows: Vec<(String, i32, i64)> = Vec::new();
