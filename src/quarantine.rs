@@ -33,6 +33,8 @@ pub fn table_config(table: &TableConfig, uri: &str) -> TableConfig {
         schema: Some(QUARANTINE_DDL.to_string()),
         partition_by: Vec::new(),
         input_schema: None,
+        key_format: Default::default(),
+        key_schema: None,
         max_value_bytes: table.max_value_bytes,
         max_nesting_depth: table.max_nesting_depth,
         properties: Default::default(),

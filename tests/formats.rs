@@ -51,6 +51,7 @@ schema = "{schema}"
 [tables.events.metadata_columns]
 partition = "_partition"
 offset = "_offset"
+key = "_key"
 
 [flush]
 max_rows = 100000
@@ -399,9 +400,9 @@ fn bytes_and_string_formats_keep_the_value_as_it_is() {
         Some(b""),
     ];
     let landed = produce_values(&broker.bootstrap(), topic, &values);
-    for (format, ddl, rows, quarantined) in [
-        ("bytes", "value BINARY", 3, 1),
-        ("string", "value STRING", 2, 2),
+    for (format, ddl, rows, quarantined, key_format) in [
+        ("bytes", "value BINARY", 3, 1, ""),
+        ("string", "value STRING", 2, 2, "key_format = \"string\""),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(
@@ -412,7 +413,7 @@ fn bytes_and_string_formats_keep_the_value_as_it_is() {
                 topic,
                 format,
                 schema: ddl,
-                table_extra: "",
+                table_extra: key_format,
                 tail: "",
             },
         );
@@ -444,6 +445,15 @@ fn bytes_and_string_formats_keep_the_value_as_it_is() {
                 assert_eq!(hex, vec!["706C61696E2074657874", "FF00FE", ""]);
             } else {
                 assert_eq!(hex, vec!["706C61696E2074657874", ""]);
+                let keys = duck(
+                    &dir.path().join("events"),
+                    "SELECT _key FROM t ORDER BY _offset",
+                )
+                .unwrap();
+                assert_eq!(
+                    keys,
+                    vec![vec![serde_json::json!("k0")], vec![serde_json::json!("k3")]]
+                );
             }
         }
     }
@@ -571,4 +581,71 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn keys_are_decoded_into_string_and_struct_columns() {
+    let mut broker = MockBroker::start();
+    let registry = MockRegistry::start();
+    let topic = "keyed";
+    broker.create_topic(topic, 2);
+    let key_schema = r#"{"type":"record","name":"Key","fields":[
+        {"name":"tenant","type":"string"},{"name":"n","type":"int"}]}"#;
+    let key_id = registry.register(&format!("{topic}-key"), "AVRO", key_schema, &[]);
+    let value_id = registry.register(&format!("{topic}-value"), "AVRO", AVRO_V1, &[]);
+    let keys: Vec<Option<Vec<u8>>> = (0..20i64)
+        .map(|i| match i {
+            5 => None,                       // no key: a null key
+            7 => Some(vec![0, 0, 0, 0, 99]), // a key of an unknown schema: quarantined
+            _ => Some(
+                Datum::Record(vec![
+                    Datum::Str(format!("t{}", i % 3)),
+                    Datum::Int(i as i32),
+                ])
+                .framed(key_id),
+            ),
+        })
+        .collect();
+    let values: Vec<Vec<u8>> = (0..20)
+        .map(|i| Datum::Record(v1_datum(i)).framed(value_id))
+        .collect();
+    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| (k.as_deref(), Some(v.as_slice())))
+        .collect();
+    let landed = produce_records(&broker.bootstrap(), topic, &records);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &Setup {
+            bootstrap: &broker.bootstrap(),
+            registry: Some(&registry.url()),
+            topic,
+            format: "avro",
+            schema: AVRO_TABLE,
+            table_extra: r#"key_format = "avro"
+key_schema = "tenant STRING, n INT""#,
+            tail: "",
+        },
+    );
+    run_ok(&config);
+    let table = read_table(&dir.path().join("events"));
+    let quarantine = read_quarantine(&dir.path().join("events_quarantine"));
+    let mut all = table.coordinates.clone();
+    all.extend(quarantine.iter().map(|q| (q.partition, q.offset)));
+    assert_exactly_once(&all, &landed);
+    assert_eq!(quarantine.len(), 1, "{quarantine:?}");
+    assert!(quarantine[0].error.starts_with("key: "), "{quarantine:?}");
+    let Some(rows) = require_duck(duck(
+        &dir.path().join("events"),
+        "SELECT id, _key.tenant, _key.n FROM t ORDER BY id",
+    )) else {
+        return;
+    };
+    assert_eq!(rows.len(), 19);
+    let row = |i: usize| serde_json::Value::Array(rows[i].clone());
+    assert_eq!(row(0), serde_json::json!([0, "t0", 0]));
+    assert_eq!(row(4), serde_json::json!([4, "t1", 4]));
+    assert_eq!(row(5), serde_json::json!([5, null, null]), "no key: null");
 }

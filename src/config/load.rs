@@ -405,6 +405,48 @@ fn validate(c: &Config) -> Result<()> {
                 }
             }
         }
+        if t.key_format != super::KeyFormat::Bytes && t.metadata_columns.key.is_none() {
+            return Err(ConfigError::invalid(
+                format!("{key}.key_format"),
+                "decodes keys, but no column holds them",
+                format!("name the key column: [tables.{name}.metadata_columns] key = \"key\""),
+            ));
+        }
+        if t.key_format.is_structured() {
+            match &t.key_schema {
+                None if t.schema.is_some() => {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.key_schema"),
+                        format!(
+                            "is needed to create the table with `key_format = {:?}`",
+                            t.key_format
+                        ),
+                        "give the key's fields in Spark DDL, e.g. `key_schema = \"id BIGINT\"`",
+                    ))
+                }
+                Some(ddl) => {
+                    crate::schema::parse_ddl(ddl).map_err(|e| {
+                        ConfigError::invalid(
+                            format!("{key}.key_schema"),
+                            e.to_string(),
+                            "write the key's fields as `name TYPE, ...` in Spark DDL",
+                        )
+                    })?;
+                }
+                None => {}
+            }
+        }
+        if matches!(
+            t.key_format,
+            super::KeyFormat::Avro | super::KeyFormat::JsonSchema
+        ) && c.schema_registry.is_none()
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.key_format"),
+                "needs a Schema Registry, and `[schema_registry]` is not set",
+                "add [schema_registry] with `url = \"http://registry:8081\"`",
+            ));
+        }
         let mut cols: Vec<&str> = t.metadata_columns.iter().map(|(_, c)| c).collect();
         cols.sort_unstable();
         if cols.windows(2).any(|w| w[0] == w[1]) {

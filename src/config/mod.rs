@@ -217,6 +217,33 @@ impl Format {
     }
 }
 
+/// Message key formats (`tables.<name>.key_format`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFormat {
+    /// The key's bytes, as BINARY.
+    #[default]
+    Bytes,
+    /// The key as UTF-8 text, as STRING.
+    String,
+    /// A JSON object, as a STRUCT.
+    Json,
+    /// Confluent-framed Avro, as a STRUCT.
+    Avro,
+    /// Confluent-framed JSON Schema, as a STRUCT.
+    JsonSchema,
+}
+
+impl KeyFormat {
+    /// Whether keys decode into a STRUCT.
+    pub fn is_structured(self) -> bool {
+        matches!(
+            self,
+            KeyFormat::Json | KeyFormat::Avro | KeyFormat::JsonSchema
+        )
+    }
+}
+
 /// `[tables.<name>]`: a Delta table.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +259,19 @@ pub struct TableConfig {
     /// derived by a transform (e.g. a date from the event time).
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// How message keys fill the `metadata_columns.key` column: `bytes`
+    /// (default: BINARY, as they are), `string` (STRING; invalid UTF-8 is
+    /// quarantined), or `json`, `avro`, `json_schema` (decoded into a STRUCT
+    /// of the `key_schema` fields; Avro and JSON Schema keys use
+    /// `[schema_registry]`). A message without a key gets a null key; a key
+    /// that cannot be decoded quarantines its message.
+    #[serde(default)]
+    pub key_format: KeyFormat,
+    /// The decoded key's fields in Spark DDL, e.g. `"id BIGINT, region
+    /// STRING"`, for the `json`, `avro` and `json_schema` key formats: the
+    /// key column of a table inlet creates is a STRUCT of them. An existing
+    /// table's key column type is used as it is.
+    pub key_schema: Option<String>,
     /// Values longer than this are quarantined undecoded (stage `decode`).
     /// Default `"1MiB"`, Kafka's default message size limit; raise it when
     /// the topics legitimately carry larger values.
@@ -342,6 +382,8 @@ impl fmt::Debug for TableConfig {
             .field("schema", &self.schema)
             .field("partition_by", &self.partition_by)
             .field("input_schema", &self.input_schema)
+            .field("key_format", &self.key_format)
+            .field("key_schema", &self.key_schema)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("max_nesting_depth", &self.max_nesting_depth)
             .field("properties", &self.properties)

@@ -21,6 +21,18 @@ pub fn assemble<R: KafkaRecord>(
     records: &[R],
     good: &[usize],
 ) -> Result<RecordBatch, ArrowError> {
+    assemble_with_key(layout, values, records, good, None)
+}
+
+/// [`assemble`], with the key column already decoded (`key_format` other
+/// than `bytes`).
+pub fn assemble_with_key<R: KafkaRecord>(
+    layout: &TableLayout,
+    values: &RecordBatch,
+    records: &[R],
+    good: &[usize],
+    key: Option<&ArrayRef>,
+) -> Result<RecordBatch, ArrowError> {
     debug_assert_eq!(values.num_rows(), good.len());
     let mut value_cols = values.columns().iter();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(layout.sources.len());
@@ -30,6 +42,9 @@ pub fn assemble<R: KafkaRecord>(
                 .next()
                 .cloned()
                 .ok_or_else(|| ArrowError::SchemaError("value column missing".into()))?,
+            Some(MetadataKind::Key) if key.is_some() => key
+                .cloned()
+                .unwrap_or_else(|| metadata_column(MetadataKind::Key, records, good)),
             Some(kind) => metadata_column(*kind, records, good),
         };
         columns.push(col);

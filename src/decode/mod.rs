@@ -11,7 +11,7 @@ mod value;
 pub use avro::AvroDecoder;
 pub use framed::{FramedDecoder, FramedError, FramedKind};
 pub use json::{JsonDecoder, DEFAULT_MAX_DEPTH, MAX_CHUNK};
-pub use metadata::{assemble, headers_column};
+pub use metadata::{assemble, assemble_with_key, headers_column};
 pub use raw::RawDecoder;
 pub use value::ValueDecoder;
 

@@ -15,19 +15,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{BooleanArray, RecordBatch};
+use arrow::array::{BooleanArray, RecordBatch, UInt32Array};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::key::{KeyDecoder, KeyError};
 use super::normalize::{NormalizeError, Normalizer};
 use super::rebalance::Rebalancer;
 use super::{Chunk, FetchEvent, PipelineError};
 use crate::config::{MetadataColumns, OffsetSpec};
 use crate::constraints::Constraints;
-use crate::decode::{assemble, FramedError, KafkaRecord, Rejection, Stage, ValueDecoder};
+use crate::decode::{assemble_with_key, FramedError, KafkaRecord, Rejection, Stage, ValueDecoder};
 use crate::observability::events::{MessageRejected, MessagesConsumed, SchemaEvolved};
 use crate::observability::{InternalEvent, Metrics};
 use crate::schema::TableLayout;
@@ -121,6 +122,8 @@ pub struct TableDecode {
     pub properties: HashMap<String, String>,
     /// Longer values are rejected undecoded.
     pub max_value_bytes: usize,
+    /// Decodes keys into the key column (`key_format` other than `bytes`).
+    pub key: Option<KeyDecoder>,
 }
 
 impl TableDecode {
@@ -442,8 +445,50 @@ impl DecodeStage {
                 t.evolve(&normalized.added, &self.metrics)?;
             }
             let mut good = normalized.rows;
-            let mut batch = assemble(&t.layout, &normalized.batch, &p.messages, &good)
-                .map_err(|e| PipelineError::Internal(format!("assembling batch: {e}")))?;
+            let mut values_batch = normalized.batch;
+            let mut key_column = None;
+            if let Some(kd) = &mut t.key {
+                let keys: Vec<Option<&[u8]>> = good
+                    .iter()
+                    .map(|&i| KafkaRecord::key(&p.messages[i]))
+                    .collect();
+                let mut local = Vec::new();
+                let (column, kept) = match kd.decode(&keys, &mut local) {
+                    Ok(k) => k,
+                    Err(KeyError::Framed(FramedError::Shutdown)) => return Ok(()),
+                    Err(KeyError::Framed(FramedError::Registry(e))) => {
+                        return Err(PipelineError::Setup(format!(
+                            "table `{}`: schema registry: {e}",
+                            t.name
+                        )))
+                    }
+                    Err(KeyError::Normalize(e @ NormalizeError::Policy { .. })) => {
+                        return Err(PipelineError::Setup(e.to_string()))
+                    }
+                    Err(e) => return Err(PipelineError::Internal(e.to_string())),
+                };
+                if kept.len() != good.len() {
+                    rejected.extend(
+                        local
+                            .into_iter()
+                            .map(|r| Rejection::new(good[r.index], r.stage, r.reason)),
+                    );
+                    rejected.sort_by_key(|r| r.index);
+                    let take = UInt32Array::from_iter_values(kept.iter().map(|&k| k as u32));
+                    values_batch = arrow::compute::take_record_batch(&values_batch, &take)
+                        .map_err(|e| PipelineError::Internal(format!("dropping bad keys: {e}")))?;
+                    good = kept.iter().map(|&k| good[k]).collect();
+                }
+                key_column = Some(column);
+            }
+            let mut batch = assemble_with_key(
+                &t.layout,
+                &values_batch,
+                &p.messages,
+                &good,
+                key_column.as_ref(),
+            )
+            .map_err(|e| PipelineError::Internal(format!("assembling batch: {e}")))?;
             if !t.constraints.is_empty() {
                 batch = check_constraints(&t.constraints, batch, &mut good, &mut rejected)?;
             }

@@ -11,6 +11,7 @@ mod bounded;
 mod buffer;
 mod commit;
 mod fetch;
+mod key;
 mod normalize;
 mod progress;
 mod rebalance;
@@ -27,7 +28,7 @@ use rdkafka::consumer::Consumer;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::{Config, Format, RangeBound};
+use crate::config::{Config, Format, KeyFormat, RangeBound};
 use crate::decode::{FramedDecoder, FramedKind, JsonDecoder, RawDecoder, ValueDecoder};
 use crate::observability::Metrics;
 use crate::sink::DeltaSink;
@@ -118,6 +119,47 @@ fn table_decode(
             layout = layout.with_value(normalizer.value_schema(), &tc.metadata_columns);
         }
     }
+    let key = match tc.key_format {
+        KeyFormat::Bytes => None,
+        KeyFormat::String => Some(key::KeyDecoder::Utf8),
+        format => {
+            let column = tc.metadata_columns.key.as_deref().unwrap_or_default();
+            let fields = layout
+                .table
+                .field_with_name(column)
+                .ok()
+                .and_then(|f| key::struct_fields(f.data_type()).cloned())
+                .ok_or_else(|| setup(&format!("key column `{column}` is not a STRUCT")))?;
+            let schema = Arc::new(arrow::datatypes::Schema::new(fields.clone()));
+            let decoder = match format {
+                KeyFormat::Avro => framed(FramedKind::Avro)?,
+                KeyFormat::JsonSchema => framed(FramedKind::JsonSchema)?,
+                _ => ValueDecoder::Json(
+                    JsonDecoder::new(schema.clone())
+                        .map_err(|e| setup(&e))?
+                        .with_max_depth(tc.max_nesting_depth),
+                ),
+            };
+            // Keys keep the column's fields: new ones are ignored.
+            let mut normalizer = Normalizer::new(
+                &format!("{name} (key)"),
+                Vec::new(),
+                crate::schema::EvolutionPolicy::Ignore,
+                schema,
+            );
+            if let Some(fixed) = decoder.fixed_schema() {
+                normalizer
+                    .prepare(fixed)
+                    .map_err(|e| PipelineError::Setup(e.to_string()))?;
+            }
+            Some(key::KeyDecoder::Structured {
+                decoder: Box::new(decoder),
+                normalizer: Box::new(normalizer),
+                fields,
+                max_bytes: usize::try_from(tc.max_value_bytes.as_u64()).unwrap_or(usize::MAX),
+            })
+        }
+    };
     let properties = sink
         .properties()
         .map_err(|e| PipelineError::Setup(e.to_string()))?;
@@ -132,6 +174,7 @@ fn table_decode(
         constraints,
         properties,
         max_value_bytes: usize::try_from(tc.max_value_bytes.as_u64()).unwrap_or(usize::MAX),
+        key,
     })
 }
 

@@ -12,7 +12,7 @@ pub use conform::{ConformError, Conformed, Conformer, EvolutionPolicy};
 pub use ddl::{parse_ddl, DdlError};
 pub use json_schema::{json_schema_to_arrow, JsonSchemaError};
 
-use crate::config::{MetadataColumns, MetadataKind};
+use crate::config::{KeyFormat, MetadataColumns, MetadataKind};
 
 /// The Arrow type a metadata column has in the table.
 pub fn metadata_type(kind: MetadataKind) -> DataType {
@@ -49,18 +49,57 @@ fn metadata_nullable(kind: MetadataKind) -> bool {
     )
 }
 
-/// The schema of a table inlet creates: the DDL columns, then the metadata columns.
+/// The schema of a table inlet creates: the DDL columns, then the metadata
+/// columns (keys as BINARY).
 pub fn table_schema(ddl: &str, meta: &MetadataColumns) -> Result<Schema, DdlError> {
+    table_schema_with_key(ddl, meta, &KeyFormat::Bytes, None)
+}
+
+/// [`table_schema`], with the key column typed by the key format.
+pub fn table_schema_with_key(
+    ddl: &str,
+    meta: &MetadataColumns,
+    key: &KeyFormat,
+    key_schema: Option<&str>,
+) -> Result<Schema, DdlError> {
     let base = parse_ddl(ddl)?;
     let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
     for (kind, name) in meta.iter() {
-        fields.push(Field::new(
-            name,
-            metadata_type(kind),
-            metadata_nullable(kind),
-        ));
+        let ty = match kind {
+            MetadataKind::Key => key_type(*key, key_schema)?,
+            other => metadata_type(other),
+        };
+        fields.push(Field::new(name, ty, metadata_nullable(kind)));
     }
     Ok(Schema::new(fields))
+}
+
+/// The key column's type for a key format: BINARY, STRING, or a STRUCT of
+/// the `key_schema` fields (all nullable: keys vary).
+pub fn key_type(format: KeyFormat, key_schema: Option<&str>) -> Result<DataType, DdlError> {
+    Ok(match format {
+        KeyFormat::Bytes => DataType::Binary,
+        KeyFormat::String => DataType::Utf8,
+        _ => {
+            let fields = parse_ddl(key_schema.unwrap_or_default())?;
+            DataType::Struct(
+                fields
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect(),
+            )
+        }
+    })
+}
+
+/// Whether an existing key column of type `ty` can hold keys of `format`.
+pub fn key_type_fits(format: KeyFormat, ty: &DataType) -> bool {
+    match format {
+        KeyFormat::Bytes => ty == &DataType::Binary,
+        KeyFormat::String => ty == &DataType::Utf8,
+        _ => matches!(ty, DataType::Struct(_)),
+    }
 }
 
 /// Spark DDL columns as a Delta schema (for creating and altering tables).

@@ -18,10 +18,10 @@ use deltalake::{DeltaTable, DeltaTableError};
 use tracing::{debug, info};
 
 use super::{Result, SinkError};
-use crate::config::{CommitConfig, Compression, TableConfig};
+use crate::config::{CommitConfig, Compression, MetadataKind, TableConfig};
 use crate::observability::events::CommitRetried;
 use crate::observability::{InternalEvent, Metrics};
-use crate::schema::{table_schema, TableLayout};
+use crate::schema::{table_schema_with_key, TableLayout};
 
 /// The table property that would expire stored offsets.
 const TXN_RETENTION: &str = "delta.setTransactionRetentionDuration";
@@ -135,11 +135,16 @@ impl DeltaSink {
                         cfg.uri
                     ),
                 })?;
-                let schema =
-                    table_schema(ddl, &cfg.metadata_columns).map_err(|e| SinkError::Table {
-                        table: name.to_string(),
-                        message: e.to_string(),
-                    })?;
+                let schema = table_schema_with_key(
+                    ddl,
+                    &cfg.metadata_columns,
+                    &cfg.key_format,
+                    cfg.key_schema.as_deref(),
+                )
+                .map_err(|e| SinkError::Table {
+                    table: name.to_string(),
+                    message: e.to_string(),
+                })?;
                 let kernel: StructType =
                     (&schema).try_into_kernel().map_err(|e| SinkError::Table {
                         table: name.to_string(),
@@ -197,10 +202,10 @@ impl DeltaSink {
                 })?;
         let layout = TableLayout::new(Arc::new(arrow), &cfg.metadata_columns);
         for (kind, col) in cfg.metadata_columns.iter() {
-            let ok = layout
-                .table
-                .field_with_name(col)
-                .is_ok_and(|f| f.data_type() == &crate::schema::metadata_type(kind));
+            let ok = layout.table.field_with_name(col).is_ok_and(|f| match kind {
+                MetadataKind::Key => crate::schema::key_type_fits(cfg.key_format, f.data_type()),
+                _ => f.data_type() == &crate::schema::metadata_type(kind),
+            });
             if !ok {
                 return Err(SinkError::Table {
                     table: name.to_string(),

@@ -234,6 +234,23 @@ pub fn produce(bootstrap: &str, topic: &str, payloads: &[Vec<u8>]) -> Vec<Landed
 
 /// Like [`produce`], with tombstones (`None`) and values up to 16 MB.
 pub fn produce_values(bootstrap: &str, topic: &str, values: &[Option<&[u8]>]) -> Vec<Landed> {
+    let keys: Vec<Vec<u8>> = (0..values.len())
+        .map(|i| format!("k{i}").into_bytes())
+        .collect();
+    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = keys
+        .iter()
+        .zip(values)
+        .map(|(k, v)| (Some(k.as_slice()), *v))
+        .collect();
+    produce_records(bootstrap, topic, &records)
+}
+
+/// Produces (key, value) records; `None` leaves the key or value out.
+pub fn produce_records(
+    bootstrap: &str,
+    topic: &str,
+    records: &[(Option<&[u8]>, Option<&[u8]>)],
+) -> Vec<Landed> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
@@ -246,12 +263,14 @@ pub fn produce_values(bootstrap: &str, topic: &str, values: &[Option<&[u8]>]) ->
         .build()
         .unwrap();
     let landed = rt.block_on(async {
-        let keys: Vec<String> = (0..values.len()).map(|i| format!("k{i}")).collect();
-        let mut futs = Vec::with_capacity(values.len());
-        for (key, v) in keys.iter().zip(values) {
-            let mut record = FutureRecord::<String, [u8]>::to(topic).key(key);
+        let mut futs = Vec::with_capacity(records.len());
+        for (k, v) in records {
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic);
+            if let Some(k) = k {
+                record = record.key(*k);
+            }
             if let Some(v) = v {
-                record = record.payload(v);
+                record = record.payload(*v);
             }
             futs.push(producer.send(record, Duration::from_secs(30)));
         }
