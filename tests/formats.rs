@@ -609,7 +609,7 @@ fn keys_are_decoded_into_string_and_struct_columns() {
     let values: Vec<Vec<u8>> = (0..20)
         .map(|i| Datum::Record(v1_datum(i)).framed(value_id))
         .collect();
-    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = keys
+    let records: Vec<Record<'_>> = keys
         .iter()
         .zip(&values)
         .map(|(k, v)| (k.as_deref(), Some(v.as_slice())))

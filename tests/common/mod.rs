@@ -237,7 +237,7 @@ pub fn produce_values(bootstrap: &str, topic: &str, values: &[Option<&[u8]>]) ->
     let keys: Vec<Vec<u8>> = (0..values.len())
         .map(|i| format!("k{i}").into_bytes())
         .collect();
-    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = keys
+    let records: Vec<Record<'_>> = keys
         .iter()
         .zip(values)
         .map(|(k, v)| (Some(k.as_slice()), *v))
@@ -245,12 +245,11 @@ pub fn produce_values(bootstrap: &str, topic: &str, values: &[Option<&[u8]>]) ->
     produce_records(bootstrap, topic, &records)
 }
 
+/// A record to produce: key and value, `None` to leave one out.
+pub type Record<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Produces (key, value) records; `None` leaves the key or value out.
-pub fn produce_records(
-    bootstrap: &str,
-    topic: &str,
-    records: &[(Option<&[u8]>, Option<&[u8]>)],
-) -> Vec<Landed> {
+pub fn produce_records(bootstrap: &str, topic: &str, records: &[Record<'_>]) -> Vec<Landed> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
