@@ -45,7 +45,7 @@ format = "{format}"
 [tables.events]
 uri = "{table}"
 quarantine_uri = "{quarantine}"
-schema = "{schema}"
+{schema}
 {table_extra}
 
 [tables.events.metadata_columns]
@@ -63,7 +63,11 @@ max_age = "300ms"
         format = s.format,
         table = dir.join("events").display(),
         quarantine = dir.join("events_quarantine").display(),
-        schema = s.schema,
+        schema = if s.schema.is_empty() {
+            String::new()
+        } else {
+            format!("schema = \"{}\"", s.schema)
+        },
         table_extra = s.table_extra,
         tail = s.tail,
     );
@@ -648,4 +652,84 @@ key_schema = "tenant STRING, n INT""#,
     assert_eq!(row(0), serde_json::json!([0, "t0", 0]));
     assert_eq!(row(4), serde_json::json!([4, "t1", 4]));
     assert_eq!(row(5), serde_json::json!([5, null, null]), "no key: null");
+}
+
+const ADDRESS: &str = r#"{"type":"record","name":"Address","namespace":"inlet.test","fields":[
+  {"name":"city","type":"string"},{"name":"zip","type":["null","string"],"default":null}]}"#;
+
+const CUSTOMER: &str = r#"{"type":"record","name":"Customer","namespace":"inlet.test","fields":[
+  {"name":"id","type":"long"},
+  {"name":"home","type":"inlet.test.Address"},
+  {"name":"work","type":["null","inlet.test.Address"],"default":null},
+  {"name":"since","type":{"type":"long","logicalType":"timestamp-micros"}}]}"#;
+
+#[test]
+fn a_table_without_schema_is_created_from_the_registry_resolving_references() {
+    let mut broker = MockBroker::start();
+    let registry = MockRegistry::start();
+    let topic = "customers";
+    broker.create_topic(topic, 1);
+    registry.register("address", "AVRO", ADDRESS, &[]);
+    let id = registry.register(
+        &format!("{topic}-value"),
+        "AVRO",
+        CUSTOMER,
+        &[("inlet.test.Address", "address", 1)],
+    );
+    let address = |city: &str| {
+        Datum::Record(vec![
+            Datum::Str(city.into()),
+            Datum::Union(0, Box::new(Datum::Null)),
+        ])
+    };
+    let values: Vec<Vec<u8>> = (0..10i64)
+        .map(|i| {
+            Datum::Record(vec![
+                Datum::Long(i),
+                address(&format!("home{i}")),
+                if i % 2 == 0 {
+                    Datum::Union(1, Box::new(address("office")))
+                } else {
+                    Datum::Union(0, Box::new(Datum::Null))
+                },
+                Datum::Long(1_700_000_000_000_000),
+            ])
+            .framed(id)
+        })
+        .collect();
+    let landed = produce(&broker.bootstrap(), topic, &values);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &Setup {
+            bootstrap: &broker.bootstrap(),
+            registry: Some(&registry.url()),
+            topic,
+            format: "avro",
+            schema: "",
+            table_extra: "",
+            tail: "",
+        },
+    );
+    let log = run_ok(&config);
+    assert!(
+        log.contains("creating the table from the registry"),
+        "{log}"
+    );
+    assert_exactly_once(&read_table(&dir.path().join("events")).coordinates, &landed);
+    let Some(rows) = require_duck(duck(
+        &dir.path().join("events"),
+        "SELECT id, home.city, work.city, CAST(since AS VARCHAR) FROM t ORDER BY id",
+    )) else {
+        return;
+    };
+    assert_eq!(rows.len(), 10);
+    let row = |i: usize| serde_json::Value::Array(rows[i].clone());
+    assert_eq!(row(0)[1], "home0");
+    assert_eq!(row(0)[2], "office");
+    assert!(row(1)[2].is_null());
+    assert!(row(0)[3]
+        .as_str()
+        .unwrap()
+        .starts_with("2023-11-14 22:13:20"));
 }

@@ -37,6 +37,82 @@ use normalize::Normalizer;
 
 pub use route::Router;
 
+/// The value columns of a new table whose topics carry registry schemas:
+/// the latest schema of `<topic>-value` (the default subject naming), through
+/// the table's transforms, in Delta-storable types.
+async fn schema_from_registry(cfg: &Config, name: &str) -> Result<arrow::datatypes::Schema> {
+    let setup = |e: &dyn std::fmt::Display| {
+        PipelineError::Setup(format!(
+            "table `{name}` does not exist and has no `schema`; creating it from the registry: {e}; \
+             fix: set tables.{name}.schema"
+        ))
+    };
+    let topic = cfg
+        .sources
+        .values()
+        .filter(|s| s.table == name)
+        .find_map(|s| s.topics.first())
+        .ok_or_else(|| setup(&"its sources name topics by pattern only"))?;
+    let registry_cfg = cfg
+        .schema_registry
+        .as_ref()
+        .ok_or_else(|| setup(&"no [schema_registry]"))?;
+    let registry = crate::registry::SchemaRegistry::new(registry_cfg).map_err(|e| setup(&e))?;
+    let subject = format!("{topic}-value");
+    let mut attempt = 0;
+    let latest = loop {
+        match registry.latest(&subject).await {
+            Ok(s) => break s,
+            Err(e) if e.is_transient() && attempt < 5 => {
+                warn!(subject, error = %e, "schema registry unavailable; retrying");
+                tokio::time::sleep(registry_cfg.backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(setup(&e)),
+        }
+    };
+    let input: arrow::datatypes::SchemaRef = match latest.kind {
+        crate::registry::SchemaKind::Avro => {
+            let text = latest.avro_self_contained().map_err(|e| setup(&e))?;
+            crate::decode::AvroDecoder::new()
+                .add_schema(latest.id, &text)
+                .map_err(|e| setup(&e))?
+        }
+        crate::registry::SchemaKind::Json => {
+            let doc: serde_json::Value =
+                serde_json::from_str(&latest.schema).map_err(|e| setup(&e))?;
+            let resolve = |r: &str| {
+                latest
+                    .json_reference(r)
+                    .and_then(|x| serde_json::from_str(&x.schema).ok())
+            };
+            Arc::new(crate::schema::json_schema_to_arrow(&doc, &resolve).map_err(|e| setup(&e))?)
+        }
+        other => return Err(setup(&format!("{other} schemas are not supported"))),
+    };
+    let tc = &cfg.tables[name];
+    let shaped = if tc.transforms.is_empty() {
+        input
+    } else {
+        crate::transform::TransformPlan::compile(&tc.transforms, input)
+            .map_err(|e| setup(&e))?
+            .output_schema()
+            .clone()
+    };
+    // Conforming to an empty table: every field is new, in a type Delta stores.
+    let empty = arrow::datatypes::Schema::empty();
+    let conformer =
+        crate::schema::Conformer::new(&shaped, &empty, crate::schema::EvolutionPolicy::AddColumns)
+            .map_err(|e| setup(&e))?;
+    info!(
+        table = name,
+        subject,
+        schema_id = latest.id,
+        "creating the table from the registry's latest schema"
+    );
+    Ok(conformer.output_schema().as_ref().clone())
+}
+
 /// How messages of the table of `sink` become its rows: decoder by format,
 /// transforms and evolution policy, constraints.
 fn table_decode(
@@ -383,9 +459,19 @@ impl Pipeline {
         let mut offset_sinks = Vec::new();
         for name in router.tables() {
             let tc = &cfg.tables[name];
+            let derived = if tc.schema.is_none()
+                && cfg.table_format(name).uses_registry()
+                && !DeltaSink::exists(name, tc)
+                    .await
+                    .map_err(|e| PipelineError::Setup(e.to_string()))?
+            {
+                Some(schema_from_registry(&cfg, name).await?)
+            } else {
+                None
+            };
             for sinks in [&mut commit_sinks, &mut offset_sinks] {
                 sinks.push(
-                    DeltaSink::open(name, tc)
+                    DeltaSink::open_or_create(name, tc, derived.as_ref())
                         .await
                         .map_err(|e| PipelineError::Setup(e.to_string()))?
                         .with_metrics(self.metrics.clone()),

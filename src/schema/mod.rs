@@ -62,7 +62,16 @@ pub fn table_schema_with_key(
     key: &KeyFormat,
     key_schema: Option<&str>,
 ) -> Result<Schema, DdlError> {
-    let base = parse_ddl(ddl)?;
+    table_schema_from(parse_ddl(ddl)?, meta, key, key_schema)
+}
+
+/// [`table_schema_with_key`] with the value columns given as a schema.
+pub fn table_schema_from(
+    base: Schema,
+    meta: &MetadataColumns,
+    key: &KeyFormat,
+    key_schema: Option<&str>,
+) -> Result<Schema, DdlError> {
     let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
     for (kind, name) in meta.iter() {
         let ty = match kind {

@@ -21,7 +21,7 @@ use super::{Result, SinkError};
 use crate::config::{CommitConfig, Compression, MetadataKind, TableConfig};
 use crate::observability::events::CommitRetried;
 use crate::observability::{InternalEvent, Metrics};
-use crate::schema::{table_schema_with_key, TableLayout};
+use crate::schema::{table_schema_from, TableLayout};
 
 /// The table property that would expire stored offsets.
 const TXN_RETENTION: &str = "delta.setTransactionRetentionDuration";
@@ -120,6 +120,36 @@ impl DeltaSink {
     /// Opens the table named `name`, creating it from `cfg.schema` if it does
     /// not exist yet.
     pub async fn open(name: &str, cfg: &TableConfig) -> Result<Self> {
+        Self::open_or_create(name, cfg, None).await
+    }
+
+    /// Whether the table exists (without creating it).
+    pub async fn exists(name: &str, cfg: &TableConfig) -> Result<bool> {
+        let mut table =
+            crate::storage::table(&cfg.uri, &cfg.storage_options).map_err(|source| {
+                SinkError::Delta {
+                    table: name.to_string(),
+                    source,
+                }
+            })?;
+        match table.load().await {
+            Ok(()) => Ok(true),
+            Err(DeltaTableError::NotATable(_)) => Ok(false),
+            Err(source) => Err(SinkError::Delta {
+                table: name.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Like [`DeltaSink::open`]; a missing table without `cfg.schema` is
+    /// created with `value` as its value columns (e.g. from the latest
+    /// schema in the registry), then the metadata columns.
+    pub async fn open_or_create(
+        name: &str,
+        cfg: &TableConfig,
+        value: Option<&Schema>,
+    ) -> Result<Self> {
         let err = |source| SinkError::Delta {
             table: name.to_string(),
             source,
@@ -128,15 +158,24 @@ impl DeltaSink {
         match table.load().await {
             Ok(()) => {}
             Err(DeltaTableError::NotATable(_)) => {
-                let ddl = cfg.schema.as_deref().ok_or_else(|| SinkError::Table {
-                    table: name.to_string(),
-                    message: format!(
-                        "no Delta table at `{}` and no `schema` to create one; set tables.{name}.schema",
-                        cfg.uri
-                    ),
-                })?;
-                let schema = table_schema_with_key(
-                    ddl,
+                let base = match (cfg.schema.as_deref(), value) {
+                    (Some(ddl), _) => crate::schema::parse_ddl(ddl).map_err(|e| SinkError::Table {
+                        table: name.to_string(),
+                        message: e.to_string(),
+                    })?,
+                    (None, Some(v)) => v.clone(),
+                    (None, None) => {
+                        return Err(SinkError::Table {
+                            table: name.to_string(),
+                            message: format!(
+                                "no Delta table at `{}` and no `schema` to create one; set tables.{name}.schema",
+                                cfg.uri
+                            ),
+                        })
+                    }
+                };
+                let schema = table_schema_from(
+                    base,
                     &cfg.metadata_columns,
                     &cfg.key_format,
                     cfg.key_schema.as_deref(),
