@@ -733,3 +733,76 @@ fn a_table_without_schema_is_created_from_the_registry_resolving_references() {
         .unwrap()
         .starts_with("2023-11-14 22:13:20"));
 }
+
+#[test]
+fn registry_credentials_are_used_and_never_shown() {
+    let mut broker = MockBroker::start();
+    let password = "s3cr3t-Registry-pw";
+    let registry = MockRegistry::start_with_basic_auth("inlet", password);
+    let topic = "authed";
+    broker.create_topic(topic, 1);
+    let id = registry.register(&format!("{topic}-value"), "AVRO", AVRO_V1, &[]);
+    let values: Vec<Vec<u8>> = (0..5)
+        .map(|i| Datum::Record(v1_datum(i)).framed(id))
+        .collect();
+    let landed = produce(&broker.bootstrap(), topic, &values);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &Setup {
+            bootstrap: &broker.bootstrap(),
+            registry: Some(&registry.url()),
+            topic,
+            format: "avro",
+            schema: AVRO_TABLE,
+            table_extra: "",
+            tail: "",
+        },
+    );
+    // Credentials from the environment, as a deployment would pass them.
+    let run = |pw: &str, args: &[&str]| {
+        let child = inlet()
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .env("INLET_SCHEMA_REGISTRY__USERNAME", "inlet")
+            .env("INLET_SCHEMA_REGISTRY__PASSWORD", pw)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_output(child, std::time::Duration::from_secs(120));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let wrong = "wr0ng-Password";
+    let (code, text) = run(wrong, &["run", "--available-now"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("username") && text.contains("password"),
+        "the fix is named: {text}"
+    );
+    assert!(!text.contains(wrong), "{text}");
+    assert!(
+        read_quarantine(&dir.path().join("events_quarantine")).is_empty(),
+        "not the messages' fault"
+    );
+
+    let (code, text) = run(password, &["run", "--available-now"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_exactly_once(&read_table(&dir.path().join("events")).coordinates, &landed);
+    for args in [&["status"][..], &["status", "--json"], &["check"]] {
+        let (code, text) = run(password, args);
+        assert_eq!(code, Some(0), "{args:?}: {text}");
+        assert!(
+            !text.contains(password),
+            "{args:?} shows the password: {text}"
+        );
+    }
+    let (_, text) = run(password, &["run", "--available-now"]);
+    assert!(!text.contains(password), "{text}");
+}

@@ -13,7 +13,14 @@ const ENV_PREFIX: &str = "INLET_";
 /// Top-level sections: only `INLET_<SECTION>...` variables are configuration
 /// overrides, so that `INLET_LOG`, `INLET_CONFIG` and the like are not.
 const SECTIONS: &[&str] = &[
-    "app_id", "kafka", "sources", "tables", "flush", "commit", "metrics",
+    "app_id",
+    "kafka",
+    "sources",
+    "tables",
+    "flush",
+    "commit",
+    "metrics",
+    "schema_registry",
 ];
 
 /// Loads `path`, applies `INLET_*` environment overrides and validates.
@@ -61,7 +68,9 @@ fn extract_with_env(
                 .map(String::as_str)
                 .collect::<Vec<_>>()
                 .as_slice(),
-            ["kafka", "properties", ..] | ["tables", _, "storage_options", ..]
+            ["kafka", "properties", ..]
+                | ["tables", _, "storage_options", ..]
+                | ["schema_registry", ..]
         );
         let value: Value = if verbatim {
             Value::from(raw)
@@ -612,6 +621,8 @@ mod env_tests {
                 "INLET_TABLES__EVENTS__STORAGE_OPTIONS__AWS_SECRET_ACCESS_KEY",
                 "12345",
             ),
+            ("INLET_SCHEMA_REGISTRY__URL", "http://registry:8081"),
+            ("INLET_SCHEMA_REGISTRY__PASSWORD", "0042"),
             ("INLET_LOG", "debug"),
             ("INLET_TEST_PYTHON", "/usr/bin/python3"),
             ("OTHER", "x"),
@@ -625,6 +636,9 @@ mod env_tests {
         let so = &c.tables["events"].storage_options;
         assert_eq!(so["aws_allow_http"], "true");
         assert_eq!(so["aws_secret_access_key"], "12345");
+        let r = c.schema_registry.as_ref().expect("the section comes from the environment");
+        assert_eq!(r.url, "http://registry:8081");
+        assert_eq!(r.password.as_deref(), Some("0042"), "kept as written");
     }
 
     #[test]
