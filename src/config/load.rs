@@ -520,6 +520,20 @@ mod tests {
     "#;
 
     #[test]
+    fn the_shipped_example_configs_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "configs/ holds the examples");
+    }
+
+    #[test]
     fn loads_and_flattens_properties() {
         let c = load_str(BASE).unwrap();
         let p = c.kafka_properties();
@@ -636,7 +650,10 @@ mod env_tests {
         let so = &c.tables["events"].storage_options;
         assert_eq!(so["aws_allow_http"], "true");
         assert_eq!(so["aws_secret_access_key"], "12345");
-        let r = c.schema_registry.as_ref().expect("the section comes from the environment");
+        let r = c
+            .schema_registry
+            .as_ref()
+            .expect("the section comes from the environment");
         assert_eq!(r.url, "http://registry:8081");
         assert_eq!(r.password.as_deref(), Some("0042"), "kept as written");
     }
