@@ -24,6 +24,39 @@ struct Setup<'a> {
     tail: &'a str,
 }
 
+impl<'a> Setup<'a> {
+    /// An Avro source into [`AVRO_TABLE`].
+    fn new(bootstrap: &'a str, registry: Option<&'a str>, topic: &'a str) -> Self {
+        Setup {
+            bootstrap,
+            registry,
+            topic,
+            format: "avro",
+            schema: AVRO_TABLE,
+            table_extra: "",
+            tail: "",
+        }
+    }
+}
+
+/// A fresh directory with the config of `s` in it.
+fn configure(s: &Setup<'_>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), s);
+    (dir, config)
+}
+
+/// The table's and the quarantine's contents, after checking that every
+/// offset in `landed` is in exactly one of them.
+fn split(dir: &Path, landed: &[Landed]) -> (TableContents, Vec<QuarantineRow>) {
+    let table = read_table(&dir.join("events"));
+    let quarantine = read_quarantine(&dir.join("events_quarantine"));
+    let mut all = table.coordinates.clone();
+    all.extend(quarantine.iter().map(|q| (q.partition, q.offset)));
+    assert_exactly_once(&all, landed);
+    (table, quarantine)
+}
+
 fn write_config(dir: &Path, s: &Setup<'_>) -> PathBuf {
     let registry = s.registry.map_or(String::new(), |url| {
         format!("[schema_registry]\nurl = \"{url}\"\nretry_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\n")
@@ -186,25 +219,12 @@ fn avro_writer_versions_map_onto_one_table_and_a_new_field_adds_a_column() {
         values.push(bytes);
     }
     let landed = produce(&broker.bootstrap(), topic, &values);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &Setup {
-            bootstrap: &broker.bootstrap(),
-            registry: Some(&registry.url()),
-            topic,
-            format: "avro",
-            schema: AVRO_TABLE,
-            table_extra: "",
-            tail: "",
-        },
-    );
+    let bootstrap = broker.bootstrap();
+    let (dir, config) = configure(&Setup {
+        ..Setup::new(&bootstrap, Some(&registry.url()), topic)
+    });
     let log = run_ok(&config);
-    let table = read_table(&dir.path().join("events"));
-    let quarantine = read_quarantine(&dir.path().join("events_quarantine"));
-    let mut all = table.coordinates.clone();
-    all.extend(quarantine.iter().map(|q| (q.partition, q.offset)));
-    assert_exactly_once(&all, &landed);
+    let (table, quarantine) = split(dir.path(), &landed);
     assert_eq!(table.coordinates.len(), 60, "v1 and v2 rows land");
     assert_eq!(quarantine.len(), 30, "v3 rows are quarantined");
     assert!(
@@ -290,25 +310,14 @@ fn json_schema_versions_and_an_added_array_column() {
     // A body that is not JSON, under a known id.
     values.push(framed_json(v1, "{not json"));
     let landed = produce(&broker.bootstrap(), topic, &values);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &Setup {
-            bootstrap: &broker.bootstrap(),
-            registry: Some(&registry.url()),
-            topic,
-            format: "json_schema",
-            schema: "id BIGINT, user STRING, ts TIMESTAMP",
-            table_extra: "",
-            tail: "",
-        },
-    );
+    let bootstrap = broker.bootstrap();
+    let (dir, config) = configure(&Setup {
+        format: "json_schema",
+        schema: "id BIGINT, user STRING, ts TIMESTAMP",
+        ..Setup::new(&bootstrap, Some(&registry.url()), topic)
+    });
     run_ok(&config);
-    let table = read_table(&dir.path().join("events"));
-    let quarantine = read_quarantine(&dir.path().join("events_quarantine"));
-    let mut all = table.coordinates.clone();
-    all.extend(quarantine.iter().map(|q| (q.partition, q.offset)));
-    assert_exactly_once(&all, &landed);
+    let (_, quarantine) = split(dir.path(), &landed);
     assert_eq!(quarantine.len(), 1);
     assert_eq!(quarantine[0].stage, "decode");
     let Some(rows) = require_duck(duck(
@@ -345,19 +354,11 @@ fn evolution_run(policy: &str) -> (std::process::Output, tempfile::TempDir, Vec<
         });
     }
     let landed = produce(&broker.bootstrap(), topic, &values);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &Setup {
-            bootstrap: &broker.bootstrap(),
-            registry: Some(&registry.url()),
-            topic,
-            format: "avro",
-            schema: AVRO_TABLE,
-            table_extra: &format!("evolution = \"{policy}\""),
-            tail: "",
-        },
-    );
+    let bootstrap = broker.bootstrap();
+    let (dir, config) = configure(&Setup {
+        table_extra: &format!("evolution = \"{policy}\""),
+        ..Setup::new(&bootstrap, Some(&registry.url()), topic)
+    });
     (run_available_now(&config), dir, landed)
 }
 
@@ -408,19 +409,13 @@ fn bytes_and_string_formats_keep_the_value_as_it_is() {
         ("bytes", "value BINARY", 3, 1, ""),
         ("string", "value STRING", 2, 2, "key_format = \"string\""),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let config = write_config(
-            dir.path(),
-            &Setup {
-                bootstrap: &broker.bootstrap(),
-                registry: None,
-                topic,
-                format,
-                schema: ddl,
-                table_extra: key_format,
-                tail: "",
-            },
-        );
+        let bootstrap = broker.bootstrap();
+        let (dir, config) = configure(&Setup {
+            format,
+            schema: ddl,
+            table_extra: key_format,
+            ..Setup::new(&bootstrap, None, topic)
+        });
         run_ok(&config);
         let (_, _, batches) = table_batches(&dir.path().join("events"));
         let n: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -484,13 +479,8 @@ fn transforms_normalise_json_into_a_table_partitioned_by_a_derived_date() {
             .to_vec(),
     );
     let landed = produce(&broker.bootstrap(), topic, &values);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &Setup {
-            bootstrap: &broker.bootstrap(),
-            registry: None,
-            topic,
+    let bootstrap = broker.bootstrap();
+    let (dir, config) = configure(&Setup {
             format: "json",
             schema: "id BIGINT, user_name STRING, first_name STRING, event_time TIMESTAMP, \
                      amount_cents BIGINT, email STRING, action STRING, action_upper STRING, event_date DATE",
@@ -519,8 +509,8 @@ op = "hash"
 columns = ["email"]
 salt = "pepper"
 "#,
-        },
-    );
+            ..Setup::new(&bootstrap, None, topic)
+        });
     run_ok(&config);
     let table = read_table(&dir.path().join("events"));
     let quarantine = read_quarantine(&dir.path().join("events_quarantine"));
@@ -619,26 +609,14 @@ fn keys_are_decoded_into_string_and_struct_columns() {
         .map(|(k, v)| (k.as_deref(), Some(v.as_slice())))
         .collect();
     let landed = produce_records(&broker.bootstrap(), topic, &records);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &Setup {
-            bootstrap: &broker.bootstrap(),
-            registry: Some(&registry.url()),
-            topic,
-            format: "avro",
-            schema: AVRO_TABLE,
-            table_extra: r#"key_format = "avro"
+    let bootstrap = broker.bootstrap();
+    let (dir, config) = configure(&Setup {
+        table_extra: r#"key_format = "avro"
 key_schema = "tenant STRING, n INT""#,
-            tail: "",
-        },
-    );
+        ..Setup::new(&bootstrap, Some(&registry.url()), topic)
+    });
     run_ok(&config);
-    let table = read_table(&dir.path().join("events"));
-    let quarantine = read_quarantine(&dir.path().join("events_quarantine"));
-    let mut all = table.coordinates.clone();
-    all.extend(quarantine.iter().map(|q| (q.partition, q.offset)));
-    assert_exactly_once(&all, &landed);
+    let (_, quarantine) = split(dir.path(), &landed);
     assert_eq!(quarantine.len(), 1, "{quarantine:?}");
     assert!(quarantine[0].error.starts_with("key: "), "{quarantine:?}");
     let Some(rows) = require_duck(duck(
@@ -698,19 +676,11 @@ fn a_table_without_schema_is_created_from_the_registry_resolving_references() {
         })
         .collect();
     let landed = produce(&broker.bootstrap(), topic, &values);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &Setup {
-            bootstrap: &broker.bootstrap(),
-            registry: Some(&registry.url()),
-            topic,
-            format: "avro",
-            schema: "",
-            table_extra: "",
-            tail: "",
-        },
-    );
+    let bootstrap = broker.bootstrap();
+    let (dir, config) = configure(&Setup {
+        schema: "",
+        ..Setup::new(&bootstrap, Some(&registry.url()), topic)
+    });
     let log = run_ok(&config);
     assert!(
         log.contains("creating the table from the registry"),
@@ -746,19 +716,10 @@ fn registry_credentials_are_used_and_never_shown() {
         .map(|i| Datum::Record(v1_datum(i)).framed(id))
         .collect();
     let landed = produce(&broker.bootstrap(), topic, &values);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &Setup {
-            bootstrap: &broker.bootstrap(),
-            registry: Some(&registry.url()),
-            topic,
-            format: "avro",
-            schema: AVRO_TABLE,
-            table_extra: "",
-            tail: "",
-        },
-    );
+    let bootstrap = broker.bootstrap();
+    let (dir, config) = configure(&Setup {
+        ..Setup::new(&bootstrap, Some(&registry.url()), topic)
+    });
     // Credentials from the environment, as a deployment would pass them.
     let run = |pw: &str, args: &[&str]| {
         let child = inlet()
