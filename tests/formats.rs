@@ -767,3 +767,44 @@ fn registry_credentials_are_used_and_never_shown() {
     let (_, text) = run(password, &["run", "--available-now"]);
     assert!(!text.contains(password), "{text}");
 }
+
+#[test]
+fn registry_over_https_with_a_private_ca() {
+    let mut broker = MockBroker::start();
+    let registry = MockRegistry::start_tls();
+    let topic = "tls";
+    broker.create_topic(topic, 1);
+    let id = registry.register(&format!("{topic}-value"), "AVRO", AVRO_V1, &[]);
+    let values: Vec<Vec<u8>> = (0..5)
+        .map(|i| Datum::Record(v1_datum(i)).framed(id))
+        .collect();
+    let landed = produce(&broker.bootstrap(), topic, &values);
+    let bootstrap = broker.bootstrap();
+    let url = registry.url();
+    let (dir, config) = configure(&Setup::new(&bootstrap, Some(&url), topic));
+    let child = inlet()
+        .args(["run", "--available-now", "-c"])
+        .arg(&config)
+        .env(
+            "INLET_SCHEMA_REGISTRY__CA_LOCATION",
+            common::registry::test_ca(),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, std::time::Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(&read_table(&dir.path().join("events")).coordinates, &landed);
+    // Without the CA: stops, naming the key to set, and quarantines nothing.
+    let (dir, config) = configure(&Setup::new(&bootstrap, Some(&url), topic));
+    let out = run_available_now(&config);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("schema_registry.ca_location"), "{log}");
+    assert!(read_quarantine(&dir.path().join("events_quarantine")).is_empty());
+}

@@ -424,6 +424,18 @@ impl SchemaRegistry {
             } else {
                 error_chain(&e.without_url())
             };
+            // An untrusted certificate does not heal by waiting: the
+            // operator must name the CA.
+            if detail.contains("certificate") {
+                return RegistryError::Config {
+                    key: format!("{SECTION}.ca_location"),
+                    problem: format!(
+                        "{request_name}: the registry's TLS certificate is not trusted: {detail}"
+                    ),
+                    fix: "set it to the PEM file of the CA that signed the registry's certificate"
+                        .into(),
+                };
+            }
             RegistryError::Unavailable {
                 message: format!("{request_name}: {detail}"),
             }

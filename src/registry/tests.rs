@@ -984,3 +984,23 @@ async fn mock_speaks_confluent() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 405);
 }
+
+#[tokio::test]
+async fn https_with_the_registrys_ca_works_and_an_untrusted_certificate_is_the_operators_to_fix() {
+    let mock = MockRegistry::start_tls();
+    assert!(mock.url().starts_with("https://"));
+    let id = mock.register("t-value", "AVRO", r#""string""#, &[]);
+    let trusted = client_with(&mock, |c| c.ca_location = Some(super::mock::test_ca()));
+    let schema = trusted
+        .schema(id)
+        .await
+        .expect("TLS handshake with the test CA");
+    assert_eq!(schema.schema, r#""string""#);
+    let untrusted = client(&mock);
+    let e = untrusted.schema(id).await.unwrap_err();
+    assert!(!e.is_transient(), "waiting does not fix a certificate: {e}");
+    assert!(
+        matches!(e, RegistryError::Config { ref key, .. } if key == "schema_registry.ca_location"),
+        "{e}"
+    );
+}

@@ -3,8 +3,10 @@
 //! HTTP on a 127.0.0.1 port chosen by the OS.
 //!
 //! Self-contained on purpose (std, tokio, hyper, hyper-util, http-body-util,
-//! serde_json): the integration tests include it from `tests/common`, and the
-//! registry client's unit tests include it with `#[path]`.
+//! serde_json, tokio-rustls): the integration tests include it from
+//! `tests/common`, and the registry client's unit tests include it with
+//! `#[path]`. [`MockRegistry::start_tls`] serves HTTPS with the test
+//! certificate in `tests/support/tls` (signed by `ca.pem` there).
 //!
 //! Faithful to Confluent in what a client can observe:
 //! - ids are global and start at 1; the same schema (text, type and
@@ -80,6 +82,34 @@ struct Shared {
     state: Mutex<State>,
     /// `Basic <base64(user:password)>` when basic auth is on.
     authorization: Option<String>,
+    /// HTTPS instead of HTTP.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// The test CA that signed the mock's HTTPS certificate.
+pub fn test_ca() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls/ca.pem")
+}
+
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("test certificate")
+        .collect::<Result<_, _>>()
+        .expect("test certificate");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("test key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("test certificate and key");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 enum Command {
@@ -109,17 +139,23 @@ impl std::fmt::Debug for MockRegistry {
 impl MockRegistry {
     /// Starts a registry that needs no credentials.
     pub fn start() -> Self {
-        Self::start_inner(None)
+        Self::start_inner(None, false)
+    }
+
+    /// Starts a registry serving HTTPS (`https://127.0.0.1:<port>`) with a
+    /// certificate signed by [`test_ca`].
+    pub fn start_tls() -> Self {
+        Self::start_inner(None, true)
     }
 
     /// Starts a registry that answers 401 unless a request carries these
     /// basic-auth credentials.
     pub fn start_with_basic_auth(user: &str, password: &str) -> Self {
         let token = base64(format!("{user}:{password}").as_bytes());
-        Self::start_inner(Some(format!("Basic {token}")))
+        Self::start_inner(Some(format!("Basic {token}")), false)
     }
 
-    fn start_inner(authorization: Option<String>) -> Self {
+    fn start_inner(authorization: Option<String>, tls: bool) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the mock registry");
         listener
             .set_nonblocking(true)
@@ -128,6 +164,7 @@ impl MockRegistry {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             authorization,
+            tls: tls.then(tls_acceptor),
         });
         let (commands, rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
@@ -151,9 +188,14 @@ impl MockRegistry {
         }
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Registers a schema without HTTP, with the semantics of `POST
@@ -267,10 +309,23 @@ async fn serve(
                 let Ok((stream, _)) = accepted else { continue };
                 let shared = shared.clone();
                 connections.spawn(async move {
+                    let tls = shared.tls.clone();
                     let service = service_fn(move |req| respond(shared.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    match tls {
+                        None => {
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            // A client that does not trust the certificate
+                            // fails the handshake: nothing to serve.
+                            let Ok(stream) = acceptor.accept(stream).await else { return };
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
