@@ -391,6 +391,9 @@ fn evolution_ignore_drops_the_new_fields() {
     assert!(batches
         .iter()
         .all(|b| b.schema().field_with_name("country").is_err()));
+    if let Some(rows) = require_duck(duck(&dir.path().join("events"), "SELECT count(*) FROM t")) {
+        assert_eq!(rows[0][0], landed.len());
+    }
 }
 
 #[test]
