@@ -393,6 +393,11 @@ fn validate(c: &Config) -> Result<()> {
                     )
                 })?;
             }
+            if let (Some(ddl), super::Format::Json, false) =
+                (&t.schema, format, t.transforms.is_empty())
+            {
+                check_transforms(&key, ddl, t)?;
+            }
             if let (Some(ddl), super::Format::Bytes | super::Format::String) = (&t.schema, format) {
                 let want = if format == super::Format::Bytes {
                     "BINARY"
@@ -498,6 +503,38 @@ fn validate(c: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Plain JSON with a table DDL: the transforms must compile against the
+/// input and produce what fits the table, checked before anything runs.
+fn check_transforms(key: &str, ddl: &str, t: &super::TableConfig) -> Result<()> {
+    use std::sync::Arc;
+    let parse = |ddl: &str, field: &str| {
+        crate::schema::parse_ddl(ddl).map_err(|e| {
+            ConfigError::invalid(format!("{key}.{field}"), e.to_string(), "fix the DDL")
+        })
+    };
+    let table = parse(ddl, "schema")?;
+    let input = match &t.input_schema {
+        Some(i) => parse(i, "input_schema")?,
+        None => table.clone(),
+    };
+    let plan =
+        crate::transform::TransformPlan::compile(&t.transforms, Arc::new(input)).map_err(|e| {
+            ConfigError::invalid(
+                format!("{key}.transforms"),
+                e.to_string(),
+                "fix that transform (the README's transforms reference lists the ops and keys)",
+            )
+        })?;
+    crate::schema::Conformer::new(plan.output_schema(), &table, t.evolution).map_err(|e| {
+        ConfigError::invalid(
+            format!("{key}.transforms"),
+            format!("the transforms' output does not fit the table: {e}"),
+            "make the transforms produce the table's columns, or change `schema`",
+        )
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,6 +568,38 @@ mod tests {
             }
         }
         assert!(n >= 4, "configs/ holds the examples");
+    }
+
+    #[test]
+    fn a_transform_that_does_not_fit_stops_at_load_naming_it() {
+        let cfg = |transforms: &str| {
+            format!(
+                r#"
+                [kafka]
+                bootstrap_servers = "b:9092"
+                group_id = "g"
+                [sources.s]
+                topics = ["t"]
+                table = "t"
+                [tables.t]
+                uri = "/tmp/t"
+                schema = "user_name STRING, n BIGINT"
+                input_schema = "userName STRING, n BIGINT"
+                {transforms}
+                "#
+            )
+        };
+        let ok = cfg("[[tables.t.transforms]]\nop = \"snake_case\"");
+        load_str(&ok).unwrap();
+        let missing = cfg("[[tables.t.transforms]]\nop = \"drop\"\ncolumns = [\"nope\"]");
+        let e = load_str(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("tables.t.transforms") && e.contains("nope"),
+            "{e}"
+        );
+        let unfit = cfg("[[tables.t.transforms]]\nop = \"cast\"\ncolumns = { n = \"STRING\" }");
+        let e = load_str(&unfit).unwrap_err().to_string();
+        assert!(e.contains("does not fit the table"), "{e}");
     }
 
     #[test]
