@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 mod common;
 
-use common::{progress, sink_config};
+use common::{progress, race_one_partition, sink_config};
 use inlet::config::CommitConfig;
 use inlet::sink::{txn_app_id, CommitOutcome, DeltaSink};
 
@@ -72,33 +72,7 @@ async fn racing_writers_of_one_partition_commit_once() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Arc::new(sink_config(dir.path().to_str().unwrap(), ""));
     let tc = &cfg.tables["events"];
-    let mut sinks = Vec::new();
-    for _ in 0..8 {
-        sinks.push(DeltaSink::open("events", tc).await.unwrap());
-    }
-    let barrier = Arc::new(tokio::sync::Barrier::new(8));
-    let mut tasks = Vec::new();
-    for mut sink in sinks {
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            sink.commit(
-                vec![],
-                &sink.schema(),
-                &[progress(3, 0, 499)],
-                1,
-                &CommitConfig::default(),
-            )
-            .await
-            .unwrap()
-        }));
-    }
-    let mut committed = 0;
-    for t in tasks {
-        if matches!(t.await.unwrap(), CommitOutcome::Committed { .. }) {
-            committed += 1;
-        }
-    }
+    let committed = race_one_partition(tc).await;
     assert_eq!(committed, 1);
     let mut check = DeltaSink::open("events", tc).await.unwrap();
     assert_eq!(stored(&mut check, 3).await, Some(499));

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema};
 use common::process::Running;
 use common::s3::SeaweedS3;
 use common::*;
@@ -41,15 +40,6 @@ async fn read_blocking(loc: Location) -> (i64, usize, Vec<RecordBatch>) {
     tokio::task::spawn_blocking(move || table_batches_at(&loc).expect("a table"))
         .await
         .unwrap()
-}
-
-fn ids(from: i64, n: i64) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
-    RecordBatch::try_new(
-        schema,
-        vec![Arc::new(Int64Array::from_iter_values(from..from + n))],
-    )
-    .unwrap()
 }
 
 /// Eight writers, each with partitions of its own, append ten batches each
@@ -163,36 +153,7 @@ async fn racing_writers_of_one_partition_commit_once_on_s3() {
     s3.create_bucket("race");
     let cfg = Arc::new(config("s3://race/events", &s3));
     let tc = &cfg.tables["events"];
-    let mut sinks = Vec::new();
-    for _ in 0..8 {
-        sinks.push(DeltaSink::open("events", tc).await.unwrap());
-    }
-    let barrier = Arc::new(tokio::sync::Barrier::new(8));
-    let mut tasks = Vec::new();
-    for mut sink in sinks {
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut writer = sink.writer().unwrap();
-            writer.write(ids(0, 500)).await.unwrap();
-            let adds = writer.flush().await.unwrap();
-            barrier.wait().await;
-            sink.commit(
-                adds,
-                &sink.schema(),
-                &[progress(3, 0, 499)],
-                1,
-                &CommitConfig::default(),
-            )
-            .await
-            .unwrap()
-        }));
-    }
-    let mut committed = 0;
-    for t in tasks {
-        if matches!(t.await.unwrap(), CommitOutcome::Committed { .. }) {
-            committed += 1;
-        }
-    }
+    let committed = race_one_partition(tc).await;
     assert_eq!(committed, 1);
     let loc = Location {
         uri: "s3://race/events".into(),
