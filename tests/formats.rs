@@ -39,6 +39,13 @@ impl<'a> Setup<'a> {
     }
 }
 
+/// A mock broker with `topic` (of `partitions`), beside `registry`.
+fn servers(topic: &str, partitions: i32, registry: MockRegistry) -> (MockBroker, MockRegistry) {
+    let mut broker = MockBroker::start();
+    broker.create_topic(topic, partitions);
+    (broker, registry)
+}
+
 /// A fresh directory with the config of `s` in it.
 fn configure(s: &Setup<'_>) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -193,10 +200,8 @@ fn v1_datum(id: i64) -> Vec<Datum> {
 
 #[test]
 fn avro_writer_versions_map_onto_one_table_and_a_new_field_adds_a_column() {
-    let mut broker = MockBroker::start();
-    let registry = MockRegistry::start();
     let topic = "avro-events";
-    broker.create_topic(topic, 2);
+    let (broker, registry) = servers(topic, 2, MockRegistry::start());
     let subject = format!("{topic}-value");
     let v1 = registry.register(&subject, "AVRO", AVRO_V1, &[]);
     let v2 = registry.register(&subject, "AVRO", &avro_v2(), &[]);
@@ -284,10 +289,8 @@ const JSON_V2: &str = r#"{"type":"object","properties":{
 
 #[test]
 fn json_schema_versions_and_an_added_array_column() {
-    let mut broker = MockBroker::start();
-    let registry = MockRegistry::start();
     let topic = "js-events";
-    broker.create_topic(topic, 1);
+    let (broker, registry) = servers(topic, 1, MockRegistry::start());
     let subject = format!("{topic}-value");
     let v1 = registry.register(&subject, "JSON", JSON_V1, &[]);
     let v2 = registry.register(&subject, "JSON", JSON_V2, &[]);
@@ -336,10 +339,8 @@ fn json_schema_versions_and_an_added_array_column() {
 }
 
 fn evolution_run(policy: &str) -> (std::process::Output, tempfile::TempDir, Vec<Landed>) {
-    let mut broker = MockBroker::start();
-    let registry = MockRegistry::start();
     let topic = "evolving";
-    broker.create_topic(topic, 1);
+    let (broker, registry) = servers(topic, 1, MockRegistry::start());
     let subject = format!("{topic}-value");
     let v1 = registry.register(&subject, "AVRO", AVRO_V1, &[]);
     let v2 = registry.register(&subject, "AVRO", &avro_v2(), &[]);
@@ -582,10 +583,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn keys_are_decoded_into_string_and_struct_columns() {
-    let mut broker = MockBroker::start();
-    let registry = MockRegistry::start();
     let topic = "keyed";
-    broker.create_topic(topic, 2);
+    let (broker, registry) = servers(topic, 2, MockRegistry::start());
     let key_schema = r#"{"type":"record","name":"Key","fields":[
         {"name":"tenant","type":"string"},{"name":"n","type":"int"}]}"#;
     let key_id = registry.register(&format!("{topic}-key"), "AVRO", key_schema, &[]);
@@ -646,10 +645,8 @@ const CUSTOMER: &str = r#"{"type":"record","name":"Customer","namespace":"inlet.
 
 #[test]
 fn a_table_without_schema_is_created_from_the_registry_resolving_references() {
-    let mut broker = MockBroker::start();
-    let registry = MockRegistry::start();
     let topic = "customers";
-    broker.create_topic(topic, 1);
+    let (broker, registry) = servers(topic, 1, MockRegistry::start());
     registry.register("address", "AVRO", ADDRESS, &[]);
     let id = registry.register(
         &format!("{topic}-value"),
