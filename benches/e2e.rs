@@ -10,16 +10,19 @@
 //!
 //! and print inlet's rate as a ratio of each limit, per run and as medians.
 //!
-//! `scripts/bench.sh [--messages N] [--runs R]` builds in release mode and
-//! runs it. Not part of the test suite.
+//! `scripts/bench.sh [--messages N] [--partitions P] [--runs R]
+//! [--baseline BIN] [--config TOML] [--no-limits]` builds in release mode and
+//! runs it. `--config` appends a line to inlet's config (e.g.
+//! `--config '[flush]' --config 'max_rows = 100000'`); `--no-limits` skips
+//! the raw-consume and encode-only runs (for the 10M-message RSS check:
+//! `--messages 10000000 --partitions 512 --no-limits`). Not part of the test
+//! suite.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -40,6 +43,10 @@ struct Args {
     /// Another inlet binary (e.g. the previous commit's) timed in the same
     /// runs, for before/after ratios measured side by side.
     baseline: Option<String>,
+    /// Extra TOML appended to the bench config (e.g. `[flush]` limits).
+    extra: String,
+    /// Skip the raw-consume and encode-only limits (RSS runs at 10M).
+    no_limits: bool,
 }
 
 fn args() -> Args {
@@ -49,6 +56,8 @@ fn args() -> Args {
         runs: 3,
         inlet: "target/release/inlet".into(),
         baseline: None,
+        extra: String::new(),
+        no_limits: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -59,6 +68,8 @@ fn args() -> Args {
             "--runs" => a.runs = v().parse().expect("--runs N"),
             "--inlet" => a.inlet = v(),
             "--baseline" => a.baseline = Some(v()),
+            "--config" => a.extra.push_str(&format!("{}\n", v())),
+            "--no-limits" => a.no_limits = true,
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -155,11 +166,10 @@ fn rows(n: u64) -> Vec<RecordBatch> {
     out
 }
 
-/// Parquet encoding alone (snappy, as inlet's default): the encode limit.
+/// Parquet encoding alone, with inlet's writer settings (snappy, its
+/// default): the encode limit.
 fn encode_only(batches: &[RecordBatch]) -> (Duration, usize) {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
+    let props = inlet::sink::writer_properties(inlet::config::Compression::Snappy);
     let start = Instant::now();
     let mut out = Vec::with_capacity(64 << 20);
     let mut w = ArrowWriter::try_new(&mut out, batches[0].schema(), Some(props)).unwrap();
@@ -170,16 +180,14 @@ fn encode_only(batches: &[RecordBatch]) -> (Duration, usize) {
     (start.elapsed(), out.len())
 }
 
-fn peak_child_rss_kib() -> i64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
-        ru.ru_maxrss
-    }
+/// What one `inlet run --available-now` took.
+struct InletRun {
+    took: Duration,
+    /// Peak resident set size of that process alone (VmHWM).
+    rss_mib: f64,
 }
 
-fn run_inlet(binary: &str, bootstrap: &str, dir: &std::path::Path) -> Duration {
+fn run_inlet(binary: &str, bootstrap: &str, dir: &std::path::Path, extra: &str) -> InletRun {
     let table = dir.join("events");
     let config = dir.join("bench.toml");
     std::fs::write(
@@ -199,26 +207,48 @@ schema = "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMES
 [tables.events.metadata_columns]
 partition = "_partition"
 offset = "_offset"
+{extra}
 "#,
             table.display()
         ),
     )
     .unwrap();
     let start = Instant::now();
-    let status = std::process::Command::new(binary)
+    let mut child = std::process::Command::new(binary)
         .args(["run", "--available-now", "-c"])
         .arg(&config)
         .env("INLET_LOG", "warn,buoyant_kernel=off")
         .stdout(std::process::Stdio::null())
-        .status()
+        .spawn()
         .expect("run inlet");
+    // Not getrusage/wait4: a child spawned by this (large) process inherits
+    // its peak RSS through exec. VmHWM is the high-water mark of the child's
+    // own address space; sampled until it exits.
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut hwm_kib = 0u64;
+    let status = loop {
+        if let Some(hwm) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        }) {
+            hwm_kib = hwm_kib.max(hwm);
+        }
+        if let Some(status) = child.try_wait().expect("wait inlet") {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let took = start.elapsed();
-    assert!(status.success(), "inlet failed");
-    took
+    assert!(status.success(), "inlet failed: {status}");
+    InletRun {
+        took,
+        rss_mib: hwm_kib as f64 / 1024.0,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
@@ -243,45 +273,61 @@ fn main() {
         "{held} messages held, {mb:.0} MB of JSON ({:.0} B/message)",
         bytes as f64 / a.messages as f64
     );
-    let batches = rows(held);
+    let batches = if a.no_limits { Vec::new() } else { rows(held) };
     let n = held as f64;
     let (mut r_inlet, mut r_raw, mut r_enc, mut r_base) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rss, mut rss_base) = (Vec::new(), Vec::new());
     println!(
-        "run  inlet msg/s  inlet MB/s  raw msg/s  encode rows/s  inlet/raw  inlet/encode{}",
+        "run  inlet msg/s  inlet MB/s  RSS MiB  raw msg/s  encode rows/s  inlet/raw  inlet/encode{}",
         if a.baseline.is_some() {
-            "  baseline msg/s  inlet/baseline"
+            "  baseline msg/s  RSS MiB  inlet/baseline"
         } else {
             ""
         }
     );
     for run in 1..=a.runs {
-        let raw = n / raw_consume(&bootstrap, a.partitions, held).as_secs_f64();
-        let (enc_t, _) = encode_only(&batches);
-        let enc = n / enc_t.as_secs_f64();
+        let (raw, enc) = if a.no_limits {
+            (f64::NAN, f64::NAN)
+        } else {
+            let raw = n / raw_consume(&bootstrap, a.partitions, held).as_secs_f64();
+            let (enc_t, _) = encode_only(&batches);
+            (raw, n / enc_t.as_secs_f64())
+        };
         let dir = tempfile::tempdir().unwrap();
-        let t = run_inlet(&a.inlet, &bootstrap, dir.path());
-        let inl = n / t.as_secs_f64();
+        let r = run_inlet(&a.inlet, &bootstrap, dir.path(), &a.extra);
+        drop(dir);
+        let inl = n / r.took.as_secs_f64();
         let base = a.baseline.as_ref().map(|b| {
             let dir = tempfile::tempdir().unwrap();
-            n / run_inlet(b, &bootstrap, dir.path()).as_secs_f64()
+            let r = run_inlet(b, &bootstrap, dir.path(), &a.extra);
+            (n / r.took.as_secs_f64(), r.rss_mib)
         });
         println!(
-            "{run:>3}  {inl:>11.0}  {:>10.1}  {raw:>9.0}  {enc:>13.0}  {:>9.2}  {:>12.2}{}",
-            mb / t.as_secs_f64(),
+            "{run:>3}  {inl:>11.0}  {:>10.1}  {:>7.0}  {raw:>9.0}  {enc:>13.0}  {:>9.2}  {:>12.2}{}",
+            mb / r.took.as_secs_f64(),
+            r.rss_mib,
             inl / raw,
             inl / enc,
-            base.map_or(String::new(), |b| format!("  {b:>14.0}  {:>14.2}", inl / b))
+            base.map_or(String::new(), |(b, m)| format!(
+                "  {b:>14.0}  {m:>7.0}  {:>14.2}",
+                inl / b
+            ))
         );
         r_inlet.push(inl);
         r_raw.push(raw);
         r_enc.push(enc);
-        r_base.extend(base.map(|b| inl / b));
+        rss.push(r.rss_mib);
+        if let Some((b, m)) = base {
+            r_base.push(inl / b);
+            rss_base.push(m);
+        }
     }
+    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
     let (mi, mr, me) = (median(r_inlet), median(r_raw), median(r_enc));
     println!(
         "median  inlet {mi:.0} msg/s ({:.1} MB/s), raw consume {mr:.0} msg/s, encode-only {me:.0} rows/s; \
-         inlet/raw {:.2}, inlet/encode {:.2}{}; peak RSS of any inlet run {} MiB",
+         inlet/raw {:.2}, inlet/encode {:.2}{}; peak RSS of inlet {:.0} MiB (max of {} runs){}",
         mb * mi / n,
         mi / mr,
         mi / me,
@@ -290,6 +336,12 @@ fn main() {
         } else {
             format!(", inlet/baseline {:.2}", median(r_base))
         },
-        peak_child_rss_kib() / 1024
+        max(&rss),
+        rss.len(),
+        if rss_base.is_empty() {
+            String::new()
+        } else {
+            format!(", of the baseline {:.0} MiB", max(&rss_base))
+        },
     );
 }

@@ -1,4 +1,6 @@
-//! What the benches share: the event they feed inlet.
+//! What the benches share: the events they feed inlet.
+// Each bench uses part of this module.
+#![allow(dead_code)]
 
 /// Writes the benches' JSON event `id` (about 190 bytes) into `out`.
 pub fn payload(id: u64, out: &mut String) {
@@ -18,4 +20,78 @@ pub fn payload(id: u64, out: &mut String) {
         id.wrapping_mul(2_654_435_761) & 0xffff_ffff,
         id % 100_000,
     );
+}
+
+/// The writer schema of [`avro_payload`]: the JSON event's fields plus a
+/// user agent and a referrer, so that a record is about 200 bytes of Avro.
+pub const AVRO_SCHEMA: &str = r#"{"type":"record","name":"Event","namespace":"bench","fields":[
+  {"name":"id","type":"long"},
+  {"name":"user","type":"string"},
+  {"name":"action","type":"string"},
+  {"name":"amount","type":"double"},
+  {"name":"event_time","type":{"type":"long","logicalType":"timestamp-micros"}},
+  {"name":"country","type":["null","string"],"default":null},
+  {"name":"session","type":"string"},
+  {"name":"page","type":"string"},
+  {"name":"user_agent","type":"string"},
+  {"name":"referrer","type":["null","string"],"default":null}
+]}"#;
+
+/// Avro `long`/`int`: zigzag, then a little-endian base-128 varint.
+fn avro_long(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        let b = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn avro_str(out: &mut Vec<u8>, s: &str) {
+    avro_long(out, s.len() as i64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Writes event `id` under [`AVRO_SCHEMA`] in the Confluent wire format
+/// (magic 0, the 4-byte big-endian schema id, the Avro binary) into `out`;
+/// about 200 bytes.
+pub fn avro_payload(id: u64, schema_id: u32, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(0);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    avro_long(out, id as i64);
+    avro_str(out, &format!("user-{:05}", id % 50_000));
+    avro_str(
+        out,
+        ["view", "click", "purchase", "refund"][(id % 4) as usize],
+    );
+    out.extend_from_slice(&((id % 500) as f64 + (id % 100) as f64 / 100.0).to_le_bytes());
+    avro_long(out, 1_714_564_800_000_000 + (id as i64 % 3_600_000) * 1000);
+    avro_long(out, 1); // union branch 1: string
+    avro_str(out, ["DE", "FR", "US", "JP", "BR"][(id % 5) as usize]);
+    avro_str(
+        out,
+        &format!("s-{:08x}", id.wrapping_mul(2_654_435_761) & 0xffff_ffff),
+    );
+    avro_str(
+        out,
+        &format!("/catalog/item/{:06}?ref=campaign", id % 100_000),
+    );
+    avro_str(
+        out,
+        [
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15",
+        ][(id % 2) as usize],
+    );
+    if id % 3 == 0 {
+        avro_long(out, 0); // null
+    } else {
+        avro_long(out, 1);
+        avro_str(out, "https://www.example.com/search?q=shoes");
+    }
 }

@@ -37,8 +37,7 @@ pub const DEFAULT_MAX_DEPTH: usize = 64;
 /// has fewer brackets than `max` in all: that count is a fast vectorised
 /// pass, and only values with more are scanned for their real depth.
 fn too_deep(v: &[u8], max: usize) -> bool {
-    let brackets = v.iter().filter(|&&b| b == b'{' || b == b'[').count();
-    if brackets <= max {
+    if opening_brackets(v) <= max {
         return false;
     }
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
@@ -65,6 +64,21 @@ fn too_deep(v: &[u8], max: usize) -> bool {
         }
     }
     false
+}
+
+/// The number of `{` and `[` bytes in `v`. Counted in u8 lanes over blocks
+/// of 255 bytes, which vectorises 16–32 bytes a step; a plain
+/// `filter(..).count()` widens every byte to a u64 and was ~15% of JSON
+/// decoding (benches/hot_path.rs, json_decode).
+fn opening_brackets(v: &[u8]) -> usize {
+    v.chunks(255)
+        .map(|block| {
+            // `{` is 0x7b and `[` is 0x5b: they differ only in bit 0x20.
+            block
+                .iter()
+                .fold(0u8, |n, &b| n.wrapping_add(u8::from(b | 0x20 == b'{'))) as usize
+        })
+        .sum()
 }
 
 /// Most messages decoded at once. The tape decoder sizes its buffers by this
@@ -296,6 +310,20 @@ mod tests {
         assert_eq!(stage(9), Stage::Decode, "invalid UTF-8 is a decode failure");
         assert_eq!(stage(5), Stage::Schema, "a wrong type is a schema failure");
         assert!(bad.iter().all(|r| !r.reason.is_empty()));
+    }
+
+    #[test]
+    fn counts_opening_brackets() {
+        assert_eq!(opening_brackets(b""), 0);
+        assert_eq!(opening_brackets(b"{[}]{{ ; [ { \x7b \x5b"), 8);
+        // Neither the bytes one bit away nor the closing ones.
+        assert_eq!(opening_brackets(b"}]\x3b\x1b\xfb\xdb\x7a\x5a"), 0);
+        // Across the 255-byte blocks, with more than 255 in one block.
+        let many = "[".repeat(1000) + &"x".repeat(333) + &"{".repeat(700);
+        assert_eq!(opening_brackets(many.as_bytes()), 1700);
+        let all: Vec<u8> = (0..=255u8).cycle().take(256 * 10).collect();
+        let naive = all.iter().filter(|&&b| b == b'{' || b == b'[').count();
+        assert_eq!(opening_brackets(&all), naive);
     }
 
     #[test]
