@@ -3,7 +3,9 @@
 //! 1. preload a topic on an in-process mock cluster (many partitions: the mock
 //!    keeps ~100k messages or ~5 MiB per partition and silently drops older
 //!    ones, so the rates use the messages it actually holds) with ~200 B
-//!    JSON events;
+//!    JSON events, or with `--format avro` ~200 B Confluent-framed Avro
+//!    records whose schema is in a Schema Registry (the tests' mock, in this
+//!    process);
 //! 2. time a bare rdkafka consumer reading all of it (the consume limit);
 //! 3. time Parquet encoding alone of the same rows (the encode limit);
 //! 4. time `inlet run --available-now` into a local table, with its peak RSS;
@@ -30,8 +32,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+#[path = "../tests/common/registry.rs"]
+mod registry;
 mod support;
-use support::payload;
+use support::{avro_payload, payload, AVRO_SCHEMA};
 
 const TOPIC: &str = "bench";
 
@@ -47,6 +51,9 @@ struct Args {
     extra: String,
     /// Skip the raw-consume and encode-only limits (RSS runs at 10M).
     no_limits: bool,
+    /// `--format avro`: Confluent-framed Avro from a Schema Registry (the
+    /// tests' mock, in this process) instead of JSON.
+    avro: bool,
 }
 
 fn args() -> Args {
@@ -58,6 +65,7 @@ fn args() -> Args {
         baseline: None,
         extra: String::new(),
         no_limits: false,
+        avro: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -70,6 +78,11 @@ fn args() -> Args {
             "--baseline" => a.baseline = Some(v()),
             "--config" => a.extra.push_str(&format!("{}\n", v())),
             "--no-limits" => a.no_limits = true,
+            "--format" => match v().as_str() {
+                "json" => a.avro = false,
+                "avro" => a.avro = true,
+                other => panic!("--format json|avro, not {other}"),
+            },
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -77,7 +90,19 @@ fn args() -> Args {
     a
 }
 
-fn preload(bootstrap: &str, n: u64) -> u64 {
+/// Message `id` as the bench sends it: JSON, or Avro under `schema_id`.
+fn message(id: u64, avro: Option<u32>, json: &mut String, bytes: &mut Vec<u8>) {
+    match avro {
+        Some(schema_id) => avro_payload(id, schema_id, bytes),
+        None => {
+            payload(id, json);
+            bytes.clear();
+            bytes.extend_from_slice(json.as_bytes());
+        }
+    }
+}
+
+fn preload(bootstrap: &str, n: u64, avro: Option<u32>) -> u64 {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
@@ -85,10 +110,10 @@ fn preload(bootstrap: &str, n: u64) -> u64 {
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .expect("producer");
-    let mut buf = String::with_capacity(256);
+    let (mut json, mut buf) = (String::with_capacity(256), Vec::with_capacity(256));
     let mut bytes = 0;
     for id in 0..n {
-        payload(id, &mut buf);
+        message(id, avro, &mut json, &mut buf);
         bytes += buf.len() as u64;
         let key = id.to_le_bytes();
         loop {
@@ -145,7 +170,30 @@ fn raw_consume(bootstrap: &str, partitions: i32, n: u64) -> Duration {
 }
 
 /// The same rows as Arrow batches (decoded outside the timing).
-fn rows(n: u64) -> Vec<RecordBatch> {
+fn rows(n: u64, avro: Option<u32>) -> Vec<RecordBatch> {
+    if let Some(id) = avro {
+        let mut decoder = inlet::decode::AvroDecoder::new();
+        decoder.add_schema(id, AVRO_SCHEMA).unwrap();
+        let mut out = Vec::new();
+        let (mut json, mut buf) = (String::new(), Vec::new());
+        let mut chunk: Vec<Vec<u8>> = Vec::new();
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            message(i, avro, &mut json, &mut buf);
+            chunk.push(buf.clone());
+            if chunk.len() == inlet::decode::MAX_CHUNK || i + 1 == n {
+                let framed: Vec<(usize, &[u8])> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i, v.as_slice()))
+                    .collect();
+                good.clear();
+                out.push(decoder.decode(id, &framed, &mut good, &mut bad).unwrap());
+                chunk.clear();
+            }
+        }
+        return out;
+    }
     let ddl = "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, \
                country STRING, session STRING, page STRING";
     let schema = Arc::new(inlet::schema::parse_ddl(ddl).unwrap());
@@ -187,7 +235,13 @@ struct InletRun {
     rss_mib: f64,
 }
 
-fn run_inlet(binary: &str, bootstrap: &str, dir: &std::path::Path, extra: &str) -> InletRun {
+fn run_inlet(
+    binary: &str,
+    bootstrap: &str,
+    dir: &std::path::Path,
+    extra: &str,
+    registry: Option<&str>,
+) -> InletRun {
     let table = dir.join("events");
     let config = dir.join("bench.toml");
     std::fs::write(
@@ -198,18 +252,27 @@ app_id = "bench"
 [kafka]
 bootstrap_servers = "{bootstrap}"
 group_id = "bench-inlet"
+{}
 [sources.bench]
 topics = ["{TOPIC}"]
 table = "events"
+format = "{}"
 [tables.events]
 uri = "{}"
-schema = "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, country STRING, session STRING, page STRING"
+{}
 [tables.events.metadata_columns]
 partition = "_partition"
 offset = "_offset"
 {extra}
 "#,
-            table.display()
+            registry.map_or(String::new(), |url| format!("[schema_registry]\nurl = \"{url}\"")),
+            if registry.is_some() { "avro" } else { "json" },
+            table.display(),
+            if registry.is_some() {
+                "schema = \"id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, country STRING, session STRING, page STRING, user_agent STRING, referrer STRING\""
+            } else {
+                "schema = \"id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, country STRING, session STRING, page STRING\""
+            },
         ),
     )
     .unwrap();
@@ -257,11 +320,18 @@ fn main() {
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster.create_topic(TOPIC, a.partitions, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
+    let registry = a.avro.then(registry::MockRegistry::start);
+    let schema_id = registry
+        .as_ref()
+        .map(|r| r.register(&format!("{TOPIC}-value"), "AVRO", AVRO_SCHEMA, &[]));
+    let registry_url = registry.as_ref().map(registry::MockRegistry::url);
     eprintln!(
-        "preloading {} messages over {} partitions…",
-        a.messages, a.partitions
+        "preloading {} {} messages over {} partitions…",
+        a.messages,
+        if a.avro { "Avro" } else { "JSON" },
+        a.partitions
     );
-    let bytes = preload(&bootstrap, a.messages);
+    let bytes = preload(&bootstrap, a.messages, schema_id);
     let held = held_messages(&bootstrap, a.partitions);
     assert!(
         held * 10 >= a.messages * 9,
@@ -270,10 +340,14 @@ fn main() {
     );
     let mb = bytes as f64 / 1e6 * held as f64 / a.messages as f64;
     eprintln!(
-        "{held} messages held, {mb:.0} MB of JSON ({:.0} B/message)",
+        "{held} messages held, {mb:.0} MB ({:.0} B/message)",
         bytes as f64 / a.messages as f64
     );
-    let batches = if a.no_limits { Vec::new() } else { rows(held) };
+    let batches = if a.no_limits {
+        Vec::new()
+    } else {
+        rows(held, schema_id)
+    };
     let n = held as f64;
     let (mut r_inlet, mut r_raw, mut r_enc, mut r_base) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -295,12 +369,18 @@ fn main() {
             (raw, n / enc_t.as_secs_f64())
         };
         let dir = tempfile::tempdir().unwrap();
-        let r = run_inlet(&a.inlet, &bootstrap, dir.path(), &a.extra);
+        let r = run_inlet(
+            &a.inlet,
+            &bootstrap,
+            dir.path(),
+            &a.extra,
+            registry_url.as_deref(),
+        );
         drop(dir);
         let inl = n / r.took.as_secs_f64();
         let base = a.baseline.as_ref().map(|b| {
             let dir = tempfile::tempdir().unwrap();
-            let r = run_inlet(b, &bootstrap, dir.path(), &a.extra);
+            let r = run_inlet(b, &bootstrap, dir.path(), &a.extra, registry_url.as_deref());
             (n / r.took.as_secs_f64(), r.rss_mib)
         });
         println!(

@@ -2,7 +2,7 @@
 # Benchmarks (not part of the test suite), release build.
 #
 #   scripts/bench.sh [--messages N] [--partitions N] [--runs N] [--baseline BIN]
-#                    [--config TOML_LINE]... [--no-limits]
+#                    [--config TOML_LINE]... [--no-limits] [--format json|avro]
 #     End-to-end: preloads a topic on an in-process mock cluster, then per run
 #     times a bare rdkafka consumer, Parquet encoding alone, and
 #     `inlet run --available-now` (and, with --baseline, another inlet binary,
