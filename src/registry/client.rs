@@ -426,13 +426,23 @@ impl SchemaRegistry {
             };
             // An untrusted certificate does not heal by waiting: the
             // operator must name the CA.
-            if detail.contains("certificate") {
+            if detail.contains("invalid peer certificate") {
                 return RegistryError::Config {
                     key: format!("{SECTION}.ca_location"),
                     problem: format!(
                         "{request_name}: the registry's TLS certificate is not trusted: {detail}"
                     ),
                     fix: "set it to the PEM file of the CA that signed the registry's certificate"
+                        .into(),
+                };
+            }
+            if detail.contains("Certificate") || detail.contains("certificate") {
+                return RegistryError::Config {
+                    key: format!("{SECTION}.certificate_location"),
+                    problem: format!(
+                        "{request_name}: the registry refused the TLS client certificate: {detail}"
+                    ),
+                    fix: "set certificate_location and key_location to a client certificate the registry accepts"
                         .into(),
                 };
             }

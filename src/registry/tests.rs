@@ -1004,3 +1004,27 @@ async fn https_with_the_registrys_ca_works_and_an_untrusted_certificate_is_the_o
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn mutual_tls_needs_the_client_certificate() {
+    let mock = MockRegistry::start_mtls();
+    let id = mock.register("t-value", "AVRO", r#""string""#, &[]);
+    let (cert, key) = super::mock::test_client_identity();
+    let with_cert = client_with(&mock, |c| {
+        c.ca_location = Some(super::mock::test_ca());
+        c.certificate_location = Some(cert);
+        c.key_location = Some(key);
+    });
+    let schema = with_cert
+        .schema(id)
+        .await
+        .expect("handshake with a client certificate");
+    assert_eq!(schema.schema, r#""string""#);
+    let without = client_with(&mock, |c| c.ca_location = Some(super::mock::test_ca()));
+    let e = without.schema(id).await.unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    assert!(
+        matches!(e, RegistryError::Config { ref key, .. } if key == "schema_registry.certificate_location"),
+        "{e}"
+    );
+}

@@ -86,12 +86,19 @@ struct Shared {
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
+/// The test client certificate and key files that [`MockRegistry::start_mtls`]
+/// accepts.
+pub fn test_client_identity() -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls");
+    (dir.join("client.pem"), dir.join("client.key"))
+}
+
 /// The test CA that signed the mock's HTTPS certificate.
 pub fn test_ca() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls/ca.pem")
 }
 
-fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+fn tls_acceptor(client_auth: bool) -> tokio_rustls::TlsAcceptor {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -101,14 +108,27 @@ fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
         .collect::<Result<_, _>>()
         .expect("test certificate");
     let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("test key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("test certificate and key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions");
+    let builder = if client_auth {
+        // Clients must show a certificate signed by the test client CA.
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_file_iter(dir.join("client-ca.pem")).expect("client CA") {
+            roots.add(ca.expect("client CA")).expect("client CA");
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("client verifier");
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .expect("test certificate and key");
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
@@ -139,23 +159,30 @@ impl std::fmt::Debug for MockRegistry {
 impl MockRegistry {
     /// Starts a registry that needs no credentials.
     pub fn start() -> Self {
-        Self::start_inner(None, false)
+        Self::start_inner(None, None)
     }
 
     /// Starts a registry serving HTTPS (`https://127.0.0.1:<port>`) with a
     /// certificate signed by [`test_ca`].
     pub fn start_tls() -> Self {
-        Self::start_inner(None, true)
+        Self::start_inner(None, Some(false))
+    }
+
+    /// Like [`MockRegistry::start_tls`], and clients must present the test
+    /// client certificate ([`test_client_identity`]).
+    pub fn start_mtls() -> Self {
+        Self::start_inner(None, Some(true))
     }
 
     /// Starts a registry that answers 401 unless a request carries these
     /// basic-auth credentials.
     pub fn start_with_basic_auth(user: &str, password: &str) -> Self {
         let token = base64(format!("{user}:{password}").as_bytes());
-        Self::start_inner(Some(format!("Basic {token}")), false)
+        Self::start_inner(Some(format!("Basic {token}")), None)
     }
 
-    fn start_inner(authorization: Option<String>, tls: bool) -> Self {
+    /// `tls`: None for HTTP, Some(true) when client certificates are required.
+    fn start_inner(authorization: Option<String>, tls: Option<bool>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the mock registry");
         listener
             .set_nonblocking(true)
@@ -164,7 +191,7 @@ impl MockRegistry {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             authorization,
-            tls: tls.then(tls_acceptor),
+            tls: tls.map(tls_acceptor),
         });
         let (commands, rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
