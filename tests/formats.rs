@@ -244,6 +244,31 @@ fn avro_writer_versions_map_onto_one_table_and_a_new_field_adds_a_column() {
     // Each writer schema was fetched once, however many messages carried it.
     assert_eq!(registry.requests("/schemas/ids/"), 3, "{log}");
     assert!(log.contains("new columns"), "{log}");
+    // The column came in the commit that first held rows carrying it: one
+    // commit has both the widened schema and data files, and no commit
+    // changes the schema alone.
+    let mut widening = Vec::new();
+    for e in std::fs::read_dir(dir.path().join("events/_delta_log")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let actions: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let widens = actions.iter().any(|a| {
+            a.get("metaData")
+                .is_some_and(|m| m["schemaString"].as_str().unwrap_or("").contains("country"))
+        });
+        let is_create = actions.iter().any(|a| a.get("protocol").is_some());
+        if widens && !is_create {
+            widening.push(actions.iter().filter(|a| a.get("add").is_some()).count());
+        }
+    }
+    assert_eq!(widening.len(), 1, "one commit widens the schema");
+    assert!(widening[0] > 0, "and it carries data files");
 
     let Some(rows) = require_duck(duck(
         &dir.path().join("events"),
