@@ -1,11 +1,11 @@
 //! Configuration errors stop inlet at start, naming the key and the fix;
 //! secrets are never echoed.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 
 const GOOD: &str = r#"
 [kafka]

@@ -2,12 +2,12 @@
 //! exactly once, the Kafka offsets in the log are untouched, and it runs
 //! beside ingest without conflicting with it.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::process::Running;
-use common::*;
+use crate::common::process::Running;
+use crate::common::*;
 
 fn spec<'a>(bootstrap: &'a str, topic: &'a str, extra: &'a str) -> ConfigSpec<'a> {
     ConfigSpec {

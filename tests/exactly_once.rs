@@ -1,12 +1,12 @@
 //! Exactly-once under crashes, rebalances and zombies.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::process::Running;
-use common::*;
+use crate::common::process::Running;
+use crate::common::*;
 
 fn spec<'a>(bootstrap: &'a str, topic: &'a str, max_age: &'a str) -> ConfigSpec<'a> {
     ConfigSpec {

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-mod common;
+use crate::common;
 
-use common::{progress, race_one_partition, sink_config};
+use crate::common::{progress, race_one_partition, sink_config};
 use inlet::config::CommitConfig;
 use inlet::sink::{txn_app_id, CommitOutcome, DeltaSink};
 

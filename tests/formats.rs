@@ -3,13 +3,13 @@
 //! string formats, and transforms into a partitioned table. Every table is
 //! also read with DuckDB.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::avro::{framed_json, Datum};
-use common::registry::MockRegistry;
-use common::*;
+use crate::common::avro::{framed_json, Datum};
+use crate::common::registry::MockRegistry;
+use crate::common::*;
 
 /// A config with one source `events` of `format` feeding table `events`.
 struct Setup<'a> {

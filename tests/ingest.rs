@@ -1,12 +1,12 @@
 //! End-to-end ingest against real brokers: backfill and re-run, bad messages,
 //! graceful shutdown, empty partitions.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::process::Running;
-use common::*;
+use crate::common::process::Running;
+use crate::common::*;
 
 fn spec<'a>(bootstrap: &'a str, topic: &'a str, max_rows: usize) -> ConfigSpec<'a> {
     ConfigSpec {

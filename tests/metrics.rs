@@ -1,12 +1,12 @@
 //! `inlet run` serves Prometheus metrics, `/healthz` and `/readyz`.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::process::Running;
-use common::*;
+use crate::common::process::Running;
+use crate::common::*;
 
 /// A plain HTTP/1.1 GET: (status code, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {

@@ -2,13 +2,13 @@
 //! once, with the version recorded in the table; CHECK constraints it creates
 //! are enforced by ingest (violating rows go to quarantine).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const CREATE: &str = r#"
 [create]

@@ -2,15 +2,15 @@
 //! with its stage while the good ones land exactly once; a registry outage
 //! quarantines nothing; the crash loop with Avro poison pills.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::avro::{framed_json, Datum};
-use common::process::Running;
-use common::registry::{MockRegistry, Outage};
-use common::*;
+use crate::common::avro::{framed_json, Datum};
+use crate::common::process::Running;
+use crate::common::registry::{MockRegistry, Outage};
+use crate::common::*;
 
 const PILL_SCHEMA: &str = r#"{"type":"record","name":"Pill","fields":[
   {"name":"id","type":"long"},

@@ -1,10 +1,10 @@
 //! `inlet replay` (bounded, idempotent, own app id) and `inlet status`.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 
 fn spec<'a>(bootstrap: &'a str, topic: &'a str) -> ConfigSpec<'a> {
     ConfigSpec {

@@ -3,16 +3,16 @@
 //! commit once, and three `inlet run` processes in one group, one killed and
 //! restarted mid-stream, land every offset exactly once.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::process::Running;
+use crate::common::s3::SeaweedS3;
+use crate::common::*;
 use arrow::array::{Int64Array, RecordBatch};
-use common::process::Running;
-use common::s3::SeaweedS3;
-use common::*;
 use deltalake::writer::DeltaWriter as _;
 use inlet::config::CommitConfig;
 use inlet::sink::{txn_app_id, CommitOutcome, DeltaSink};

@@ -5,13 +5,13 @@
 //! its end. inlet is not bent to suit that: `--available-now` stops at the
 //! watermark the broker reports, and the test below pins exactly that.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::process::Running;
-use common::*;
+use crate::common::process::Running;
+use crate::common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 fn tansu() -> Option<TansuBroker> {

@@ -1,0 +1,18 @@
+//! inlet's integration tests, one module per concern, built as one test
+//! binary: each of these links DataFusion, delta-rs and librdkafka, so a
+//! binary per file cost gigabytes of disk and a link step each.
+
+mod common;
+
+mod cli;
+mod compaction;
+mod exactly_once;
+mod fencing;
+mod formats;
+mod ingest;
+mod metrics;
+mod migrate;
+mod poison;
+mod replay_status;
+mod s3;
+mod tansu;
