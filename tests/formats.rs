@@ -6,8 +6,10 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::common::avro::{framed_json, Datum};
+use crate::common::process::Running;
 use crate::common::registry::MockRegistry;
 use crate::common::*;
 
@@ -361,6 +363,88 @@ fn json_schema_versions_and_an_added_array_column() {
         .unwrap()
         .starts_with("2024-05-01 10:00:00"));
     assert_eq!(rows[25][2], serde_json::json!(["a", "t25"]));
+}
+
+/// Two `inlet run` processes of one group, one partition each, meet the
+/// same new field at about the same time: both widen the table, and the
+/// table ends with the column once, every offset once, and the new field's
+/// values in its rows.
+#[test]
+fn two_processes_evolving_one_table_concurrently_lose_nothing() {
+    let topic = "evolving-two";
+    let (broker, registry) = servers(topic, 2, MockRegistry::start());
+    let subject = format!("{topic}-value");
+    let v1 = registry.register(&subject, "AVRO", AVRO_V1, &[]);
+    let v2 = registry.register(&subject, "AVRO", &avro_v2(), &[]);
+    let bootstrap = broker.bootstrap();
+    let (dir, config) = configure(&Setup::new(&bootstrap, Some(&registry.url()), topic));
+    let mut a = Running::start(&config);
+    assert!(a.wait_for("partitions assigned", 1, Duration::from_secs(60)));
+    let mut b = Running::start(&config);
+    assert!(
+        b.wait_for("partitions assigned", 1, Duration::from_secs(60)),
+        "{:#?}",
+        b.log()
+    );
+    assert!(a.wait_for("partitions assigned", 2, Duration::from_secs(60)));
+    let values: Vec<Vec<u8>> = (0..40i64)
+        .map(|id| {
+            let mut fields = v1_datum(id);
+            if id < 10 {
+                Datum::Record(fields).framed(v1)
+            } else {
+                fields.push(Datum::Union(1, Box::new(Datum::Str(format!("C{id}")))));
+                Datum::Record(fields).framed(v2)
+            }
+        })
+        .collect();
+    let landed = produce(&bootstrap, topic, &values);
+    let partitions: std::collections::BTreeSet<i32> = landed.iter().map(|l| l.partition).collect();
+    assert_eq!(partitions.len(), 2, "both processes get rows");
+    let table = dir.path().join("events");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while read_table(&table).coordinates.len() < landed.len() {
+        assert!(Instant::now() < deadline, "{:#?}\n{:#?}", a.log(), b.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for p in [&mut a, &mut b] {
+        p.signal("TERM");
+        assert_eq!(p.wait(Duration::from_secs(60)), Some(0), "{:#?}", p.log());
+    }
+    for p in [&a, &b] {
+        assert!(
+            p.log().iter().any(|l| l.contains("country")),
+            "each process met the new field: {:#?}",
+            p.log()
+        );
+    }
+    let (_, quarantine) = split(dir.path(), &landed);
+    assert!(quarantine.is_empty(), "{quarantine:?}");
+    let (_, _, batches) = table_batches(&table);
+    let mut seen = 0;
+    for batch in &batches {
+        let ids = batch["id"]
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        let country = batch["country"]
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        for i in 0..batch.num_rows() {
+            let id = ids.value(i);
+            if id < 10 {
+                assert!(arrow::array::Array::is_null(country, i), "v1 row {id}");
+            } else {
+                assert_eq!(country.value(i), format!("C{id}"), "v2 row {id}");
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, landed.len());
+    if let Some(rows) = require_duck(duck(&table, "SELECT count(country) FROM t")) {
+        assert_eq!(rows[0][0], 30);
+    }
 }
 
 fn evolution_run(policy: &str) -> (std::process::Output, tempfile::TempDir, Vec<Landed>) {
