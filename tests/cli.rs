@@ -1,8 +1,6 @@
 //! Configuration errors stop inlet at start, naming the key and the fix;
 //! secrets are never echoed.
 
-use crate::common;
-
 use std::process::Output;
 
 use crate::common::*;

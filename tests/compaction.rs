@@ -2,8 +2,6 @@
 //! exactly once, the Kafka offsets in the log are untouched, and it runs
 //! beside ingest without conflicting with it.
 
-use crate::common;
-
 use std::time::{Duration, Instant};
 
 use crate::common::process::Running;

@@ -1,7 +1,5 @@
 //! Exactly-once under crashes, rebalances and zombies.
 
-use crate::common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use crate::common;
-
 use crate::common::{progress, race_one_partition, sink_config};
 use inlet::config::CommitConfig;
 use inlet::sink::{txn_app_id, CommitOutcome, DeltaSink};

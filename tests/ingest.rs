@@ -1,8 +1,6 @@
 //! End-to-end ingest against real brokers: backfill and re-run, bad messages,
 //! graceful shutdown, empty partitions.
 
-use crate::common;
-
 use std::time::Duration;
 
 use crate::common::process::Running;

@@ -1,7 +1,5 @@
 //! `inlet run` serves Prometheus metrics, `/healthz` and `/readyz`.
 
-use crate::common;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 

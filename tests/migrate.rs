@@ -2,8 +2,6 @@
 //! once, with the version recorded in the table; CHECK constraints it creates
 //! are enforced by ingest (violating rows go to quarantine).
 
-use crate::common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;

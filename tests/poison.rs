@@ -2,8 +2,6 @@
 //! with its stage while the good ones land exactly once; a registry outage
 //! quarantines nothing; the crash loop with Avro poison pills.
 
-use crate::common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -339,6 +337,72 @@ fn a_registry_outage_quarantines_nothing_and_ingest_resumes() {
     assert!(read_quarantine(&quarantine).is_empty());
     let log = inlet.log().join("\n");
     assert!(!log.contains("message rejected"), "{log}");
+}
+
+#[test]
+fn a_stalled_pipeline_pauses_the_consumer_which_keeps_its_group() {
+    let mut broker = MockBroker::start();
+    broker.create_topic("pills-avro", 2);
+    broker.create_topic("pills-json", 1);
+    let registry = MockRegistry::start();
+    let id = registry.register("pills-avro-value", "AVRO", PILL_SCHEMA, &[]);
+    registry.go_down(Outage::ServerError);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &broker.bootstrap(), &registry.url());
+    // A short max.poll.interval.ms (the poll thread pauses after a third of
+    // it, 2 s): without the pause, a 12 s stall throws the consumer out.
+    let mut toml = std::fs::read_to_string(&cfg).unwrap();
+    toml.push_str(
+        r#"
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+"max.poll.interval.ms" = "6000"
+"#,
+    );
+    std::fs::write(&cfg, toml).unwrap();
+    let mut inlet = Running::start(&cfg);
+    assert!(inlet.wait_for("partitions assigned", 1, Duration::from_secs(60)));
+    // Rounds further apart than the chunk linger are chunks of their own:
+    // the decode thread holds the first, the queue two more, and the poll
+    // thread waits to hand over the fourth.
+    let mut landed = Vec::new();
+    for round in 0..8 {
+        let values: Vec<Vec<u8>> = (0..10)
+            .map(|i| pill(round * 10 + i, Some("u"), id))
+            .collect();
+        landed.extend(produce(&broker.bootstrap(), "pills-avro", &values));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The queue is full once the last round is polled: 2 s later the
+    // consumer pauses; the stall lasts twice max.poll.interval.ms.
+    std::thread::sleep(Duration::from_secs(12));
+    registry.come_back();
+    let more: Vec<Vec<u8>> = (80..100).map(|i| pill(i, Some("u"), id)).collect();
+    landed.extend(produce(&broker.bootstrap(), "pills-avro", &more));
+    let table = dir.path().join("avro_events");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_table(&table).coordinates.len() < landed.len() {
+        assert!(
+            Instant::now() < deadline,
+            "ingest did not resume: {:#?}",
+            inlet.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // One assignment, never revoked: the consumer kept its group.
+    let revoked = inlet.count("partitions revoked");
+    inlet.signal("TERM");
+    assert_eq!(inlet.wait(Duration::from_secs(60)), Some(0));
+    assert_exactly_once(&read_table(&table).coordinates, &landed);
+    assert!(read_quarantine(&dir.path().join("avro_quarantine")).is_empty());
+    let log = inlet.log().join("\n");
+    assert_eq!(revoked, 0, "{log}");
+    assert_eq!(inlet.count("partitions assigned"), 1, "{log}");
+    let paused = inlet.count("consumer paused");
+    assert!(paused >= 1, "{log}");
+    assert_eq!(inlet.count("consumer resumed"), paused, "{log}");
+    assert!(!log.contains("max.poll.interval.ms"), "{log}");
 }
 
 /// The schema every crash-loop message is written with: registered first in

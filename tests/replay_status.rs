@@ -1,7 +1,5 @@
 //! `inlet replay` (bounded, idempotent, own app id) and `inlet status`.
 
-use crate::common;
-
 use std::process::Output;
 
 use crate::common::*;

@@ -5,8 +5,6 @@
 //! its end. inlet is not bent to suit that: `--available-now` stops at the
 //! watermark the broker reports, and the test below pins exactly that.
 
-use crate::common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -327,3 +327,45 @@ impl InternalEvent for SchemaEvolved<'_> {
         );
     }
 }
+
+/// The stages behind the consumer (decode waiting for the registry, a commit
+/// retrying against the object store) stalled: its partitions are paused and
+/// it keeps polling, so that it stays in its group past
+/// `max.poll.interval.ms`.
+#[derive(Debug)]
+pub struct ConsumerPaused {
+    /// Partitions paused.
+    pub partitions: usize,
+    /// How long the consumer had waited for the decode thread.
+    pub waited: Duration,
+}
+
+impl InternalEvent for ConsumerPaused {
+    fn emit(self, m: &Metrics) {
+        m.consumer_pauses.inc();
+        tracing::warn!(
+            partitions = self.partitions,
+            waited_ms = self.waited.as_millis() as u64,
+            "pipeline stalled; consumer paused (it keeps polling to stay in its group)"
+        );
+    }
+}
+
+/// The stall ended and the paused partitions fetch again.
+#[derive(Debug)]
+pub struct ConsumerResumed {
+    /// Partitions resumed.
+    pub partitions: usize,
+    /// How long they were paused.
+    pub paused_for: Duration,
+}
+
+impl InternalEvent for ConsumerResumed {
+    fn emit(self, _m: &Metrics) {
+        tracing::info!(
+            partitions = self.partitions,
+            paused_ms = self.paused_for.as_millis() as u64,
+            "pipeline moving again; consumer resumed"
+        );
+    }
+}

@@ -91,6 +91,9 @@ pub struct Metrics {
     pub registry_retries: Counter,
     /// Schema changes that added columns to a table, per table.
     pub schema_evolutions: Family<TableLabels, Counter>,
+    /// Times the consumer paused its partitions because the stages behind it
+    /// were stalled (it keeps polling to stay in its group).
+    pub consumer_pauses: Counter,
     /// Run totals for the exit summary.
     pub totals: Totals,
     /// Set once partitions are assigned (or a bounded run has resolved its
@@ -142,6 +145,7 @@ impl Metrics {
         let schemas_fetched = Counter::default();
         let registry_retries = Counter::default();
         let schema_evolutions = Family::<TableLabels, Counter>::default();
+        let consumer_pauses = Counter::default();
         registry.register("records_consumed", "Messages consumed", consumed.clone());
         registry.register(
             "bytes_consumed",
@@ -200,6 +204,11 @@ impl Metrics {
             "Schema changes that added columns to a table",
             schema_evolutions.clone(),
         );
+        registry.register(
+            "consumer_pauses",
+            "Times the consumer paused its partitions while the stages behind it were stalled",
+            consumer_pauses.clone(),
+        );
         Metrics {
             registry,
             consumed,
@@ -216,6 +225,7 @@ impl Metrics {
             schemas_fetched,
             registry_retries,
             schema_evolutions,
+            consumer_pauses,
             totals: Totals::default(),
             ready: AtomicBool::new(false),
         }

@@ -10,12 +10,13 @@
 //! serves the rebalance callback from `poll`, and that callback blocks on the
 //! Delta log to read stored offsets before any fetch starts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{BooleanArray, RecordBatch, UInt32Array};
+use crossbeam_channel::SendTimeoutError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -29,7 +30,9 @@ use super::{Chunk, FetchEvent, PipelineError};
 use crate::config::{MetadataColumns, OffsetSpec};
 use crate::constraints::Constraints;
 use crate::decode::{assemble_with_key, FramedError, KafkaRecord, Rejection, Stage, ValueDecoder};
-use crate::observability::events::{MessageRejected, MessagesConsumed, SchemaEvolved};
+use crate::observability::events::{
+    ConsumerPaused, ConsumerResumed, MessageRejected, MessagesConsumed, SchemaEvolved,
+};
 use crate::observability::{InternalEvent, Metrics};
 use crate::schema::TableLayout;
 use crate::source::{to_rd_offset, InletContext, TopicPartition};
@@ -65,6 +68,20 @@ pub struct FetchLoop {
     pub chunk_messages: usize,
     /// Progress of a bounded run.
     pub(super) progress: Option<super::progress::Progress>,
+    /// The poll thread pauses its partitions once the decode thread has
+    /// taken nothing for this long (see [`pause_after`]).
+    pub pause_after: Duration,
+}
+
+/// How long the poll thread waits on a stalled pipeline before it pauses its
+/// partitions: well inside `max.poll.interval.ms` (librdkafka's default 300 s)
+/// and long enough that a slow commit under load does not pause.
+pub fn pause_after(kafka: &std::collections::BTreeMap<String, String>) -> Duration {
+    let max_poll = kafka
+        .get("max.poll.interval.ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(300_000);
+    Duration::from_millis((max_poll / 3).clamp(100, 5_000))
 }
 
 /// (end offset, done) per topic and partition of a bounded run.
@@ -132,6 +149,33 @@ struct RawChunk<'c> {
 /// Chunks queued between polling and decoding: enough to keep both busy,
 /// few enough to bound the librdkafka buffers held.
 const RAW_QUEUE: usize = 2;
+
+/// The poll thread's end of the queue to the decode thread.
+struct Outbox<'c> {
+    raw: crossbeam_channel::Sender<RawChunk<'c>>,
+    consumer: &'c InletConsumer,
+    /// Messages polled while the consumer was paused, taken before new polls.
+    held: VecDeque<BorrowedMessage<'c>>,
+}
+
+/// The assigned partitions a stall may pause: all but those a bounded run
+/// has finished, which stay paused.
+fn pausable(consumer: &InletConsumer, ends: &Ends) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    let Ok(assignment) = consumer.assignment() else {
+        return tpl;
+    };
+    for e in assignment.elements() {
+        let done = ends
+            .get(e.topic())
+            .and_then(|m| m.get(&e.partition()))
+            .is_some_and(|(_, done)| *done);
+        if !done {
+            tpl.add_partition(e.topic(), e.partition());
+        }
+    }
+    tpl
+}
 
 /// How the poll loop ended.
 enum Stopped {
@@ -204,7 +248,7 @@ impl FetchLoop {
         };
         let tables = stage.tables.len();
         let (polled, decoded) = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<RawChunk<'_>>(RAW_QUEUE);
+            let (tx, rx) = crossbeam_channel::bounded::<RawChunk<'_>>(RAW_QUEUE);
             let decoder = std::thread::Builder::new()
                 .name("inlet-decode".into())
                 .spawn_scoped(scope, move || stage.run(rx));
@@ -219,9 +263,14 @@ impl FetchLoop {
                     )
                 }
             };
-            let polled = self.poll_loop(&consumer, tables, &tx);
+            let mut out = Outbox {
+                raw: tx,
+                consumer: &consumer,
+                held: VecDeque::new(),
+            };
+            let polled = self.poll_loop(&consumer, tables, &mut out);
             // Closing the queue lets the decode thread finish what it holds.
-            drop(tx);
+            drop(out);
             let decoded = decoder
                 .join()
                 .unwrap_or_else(|_| Err(PipelineError::Internal("decode thread panicked".into())));
@@ -252,7 +301,7 @@ impl FetchLoop {
         &mut self,
         consumer: &'c InletConsumer,
         tables: usize,
-        raw: &std::sync::mpsc::SyncSender<RawChunk<'c>>,
+        out: &mut Outbox<'c>,
     ) -> Result<Stopped, PipelineError> {
         let mut pending: Vec<Pending<'c>> = (0..tables)
             .map(|_| Pending {
@@ -294,16 +343,20 @@ impl FetchLoop {
                     if let Some(p) = &mut self.progress {
                         p.finish();
                     }
-                    self.send_raw(&mut pending, generation, raw)?;
+                    self.send_raw(&mut pending, generation, out, &ends)?;
                     return Ok(Stopped::Done);
                 }
                 if chunk_started.is_some_and(|t| t.elapsed() >= CHUNK_LINGER) {
-                    self.send_raw(&mut pending, generation, raw)?;
+                    self.send_raw(&mut pending, generation, out, &ends)?;
                     count = 0;
                     chunk_started = None;
                 }
             }
-            let polled = consumer.poll(POLL_TIMEOUT);
+            // Messages polled while paused come first, in their order.
+            let polled = match out.held.pop_front() {
+                Some(m) => Some(Ok(m)),
+                None => consumer.poll(POLL_TIMEOUT),
+            };
             let now_gen = self.rebalancer().generation();
             if now_gen != generation {
                 // Messages polled before the rebalance belong to the old
@@ -321,7 +374,7 @@ impl FetchLoop {
                     since_check = CHECK_EVERY;
                     self.end_run(run.take(), &names);
                     if count > 0 {
-                        self.send_raw(&mut pending, generation, raw)?;
+                        self.send_raw(&mut pending, generation, out, &ends)?;
                         count = 0;
                         chunk_started = None;
                     }
@@ -405,7 +458,7 @@ impl FetchLoop {
                 chunk_started = Some(Instant::now());
             }
             if count >= self.chunk_messages {
-                self.send_raw(&mut pending, generation, raw)?;
+                self.send_raw(&mut pending, generation, out, &ends)?;
                 count = 0;
                 chunk_started = None;
             }
@@ -421,12 +474,15 @@ impl FetchLoop {
         }
     }
 
-    /// Hands every table's pending messages to the decode thread.
+    /// Hands every table's pending messages to the decode thread, pausing
+    /// the consumer while the decode thread takes nothing for longer than
+    /// `pause_after`.
     fn send_raw<'c>(
         &self,
         pending: &mut [Pending<'c>],
         generation: u64,
-        raw: &std::sync::mpsc::SyncSender<RawChunk<'c>>,
+        out: &mut Outbox<'c>,
+        ends: &Ends,
     ) -> Result<(), PipelineError> {
         for (table, p) in pending.iter_mut().enumerate() {
             if p.messages.is_empty() {
@@ -439,15 +495,85 @@ impl FetchLoop {
                 generation,
                 messages,
             };
-            if raw.send(chunk).is_err() {
-                // The decode thread stops early only when told to stop.
-                if self.shutdown.load(Ordering::Acquire) {
-                    return Ok(());
-                }
-                return Err(PipelineError::Internal("decode thread stopped".into()));
+            let chunk = match out.raw.send_timeout(chunk, self.pause_after) {
+                Ok(()) => continue,
+                Err(SendTimeoutError::Disconnected(_)) => return self.decode_stopped(),
+                Err(SendTimeoutError::Timeout(chunk)) => chunk,
+            };
+            if !self.send_paused(chunk, out, ends)? {
+                // A rebalance or shutdown: what is still pending is stale.
+                return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// The decode thread stopped taking chunks; it stops early only when
+    /// told to stop.
+    fn decode_stopped(&self) -> Result<(), PipelineError> {
+        if self.shutdown.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(PipelineError::Internal("decode thread stopped".into()))
+    }
+
+    /// The stages behind the poll thread are stalled (the decode thread
+    /// waits for the registry, a commit retries against the object store):
+    /// pauses the assignment and keeps polling until `chunk` is taken, so
+    /// that the consumer is not thrown out of its group for exceeding
+    /// `max.poll.interval.ms`. Messages polled meanwhile are kept, in order,
+    /// for the poll loop: they were handed out, so dropping them would skip
+    /// them. Returns false, dropping the chunk, when a rebalance or shutdown
+    /// made it stale.
+    fn send_paused<'c>(
+        &self,
+        mut chunk: RawChunk<'c>,
+        out: &mut Outbox<'c>,
+        ends: &Ends,
+    ) -> Result<bool, PipelineError> {
+        let consumer = out.consumer;
+        let paused = pausable(consumer, ends);
+        if let Err(e) = consumer.pause(&paused) {
+            warn!(error = %e, "pausing partitions failed");
+        }
+        ConsumerPaused {
+            partitions: paused.count(),
+            waited: self.pause_after,
+        }
+        .emit(&self.metrics);
+        let started = Instant::now();
+        let sent = loop {
+            match consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => out.held.push_back(m),
+                Some(Err(e)) => warn!(error = %e, "consumer error"),
+                None => {}
+            }
+            if self.rebalancer().generation() != chunk.generation {
+                out.held.clear();
+                break false;
+            }
+            if self.shutdown.load(Ordering::Acquire) {
+                break false;
+            }
+            match out.raw.send_timeout(chunk, POLL_TIMEOUT) {
+                Ok(()) => break true,
+                Err(SendTimeoutError::Timeout(c)) => chunk = c,
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    self.decode_stopped()?;
+                    break false;
+                }
+            }
+        };
+        // Also after a rebalance: a partition assigned again must fetch.
+        if let Err(e) = consumer.resume(&paused) {
+            warn!(error = %e, "resuming partitions failed");
+        }
+        ConsumerResumed {
+            partitions: paused.count(),
+            paused_for: started.elapsed(),
+        }
+        .emit(&self.metrics);
+        Ok(sent)
     }
 
     /// `--available-now`: a partition is done once its fetch position reaches
@@ -510,7 +636,7 @@ impl FetchLoop {
 
 impl DecodeStage {
     /// Decodes chunks until the poll thread closes the queue.
-    fn run(&mut self, raw: std::sync::mpsc::Receiver<RawChunk<'_>>) -> Result<(), PipelineError> {
+    fn run(&mut self, raw: crossbeam_channel::Receiver<RawChunk<'_>>) -> Result<(), PipelineError> {
         let mut rejected: Vec<Rejection> = Vec::new();
         let mut parts = Vec::new();
         for p in raw {

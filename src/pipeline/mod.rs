@@ -563,6 +563,7 @@ impl Pipeline {
             progress: None,
             quarantine: quarantine_sinks.iter().map(Option::is_some).collect(),
             chunk_messages: cfg.flush.max_rows.min(crate::decode::MAX_CHUNK),
+            pause_after: fetch::pause_after(&cfg.kafka_properties()),
         };
         let mode = self.mode.clone();
         let subscription = router.subscription();
