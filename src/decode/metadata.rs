@@ -58,7 +58,20 @@ fn metadata_column<R: KafkaRecord>(kind: MetadataKind, records: &[R], good: &[us
     match kind {
         MetadataKind::Topic => {
             let mut b = StringBuilder::with_capacity(n, n * 16);
-            rows.for_each(|r| b.append_value(r.topic()));
+            // A chunk's rows come in runs of one topic: the name (a strlen
+            // and a UTF-8 check in librdkafka's binding) is read once per run.
+            let mut last: Option<(usize, &str)> = None;
+            for r in rows {
+                let name = match (last, r.topic_handle()) {
+                    (Some((h, name)), Some(now)) if h == now => name,
+                    (_, handle) => {
+                        let name = r.topic();
+                        last = handle.map(|h| (h, name));
+                        name
+                    }
+                };
+                b.append_value(name);
+            }
             Arc::new(b.finish())
         }
         MetadataKind::Partition => {
@@ -102,4 +115,62 @@ pub fn headers_column<R: KafkaRecord>(records: &[R], indices: &[usize]) -> Array
         b.append(true).expect("header keys and values are paired");
     }
     Arc::new(b.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, StringArray};
+
+    use super::*;
+
+    /// A record whose topic has a handle, as librdkafka's messages do.
+    struct Rec {
+        topic: &'static str,
+        handle: Option<usize>,
+    }
+
+    impl KafkaRecord for Rec {
+        fn topic(&self) -> &str {
+            self.topic
+        }
+        fn topic_handle(&self) -> Option<usize> {
+            self.handle
+        }
+        fn partition(&self) -> i32 {
+            0
+        }
+        fn offset(&self) -> i64 {
+            0
+        }
+        fn timestamp_ms(&self) -> Option<i64> {
+            None
+        }
+        fn key(&self) -> Option<&[u8]> {
+            None
+        }
+        fn value(&self) -> Option<&[u8]> {
+            None
+        }
+        fn for_each_header(&self, _: &mut dyn FnMut(&str, Option<&[u8]>)) {}
+    }
+
+    #[test]
+    fn topic_column_follows_runs_of_topics_and_records_without_handles() {
+        let rec = |topic, handle| Rec { topic, handle };
+        let records = [
+            rec("a", Some(1)),
+            rec("a", Some(1)),
+            rec("b", Some(2)),
+            rec("skipped", Some(3)),
+            rec("a", Some(1)),
+            rec("c", None),
+            rec("d", None),
+            rec("b", Some(2)),
+        ];
+        let good = [0, 1, 2, 4, 5, 6, 7];
+        let col = metadata_column(MetadataKind::Topic, &records, &good);
+        let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+        let names: Vec<&str> = (0..col.len()).map(|i| col.value(i)).collect();
+        assert_eq!(names, ["a", "a", "b", "a", "c", "d", "b"]);
+    }
 }

@@ -80,6 +80,12 @@ impl Rejection {
 pub trait KafkaRecord {
     /// Topic name.
     fn topic(&self) -> &str;
+    /// An identity of the topic that is cheaper to compare than its name
+    /// (librdkafka's topic handle), or `None` where there is none. Two
+    /// records with the same `Some` handle have the same topic.
+    fn topic_handle(&self) -> Option<usize> {
+        None
+    }
     /// Partition.
     fn partition(&self) -> i32;
     /// Offset.

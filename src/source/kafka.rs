@@ -191,6 +191,11 @@ impl KafkaRecord for BorrowedMessage<'_> {
         Message::topic(self)
     }
 
+    fn topic_handle(&self) -> Option<usize> {
+        // Compared, never dereferenced.
+        Some(self.topic_ptr() as usize)
+    }
+
     fn partition(&self) -> i32 {
         Message::partition(self)
     }
