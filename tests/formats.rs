@@ -6,7 +6,7 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::avro::{framed_json, Datum};
 use crate::common::process::Running;
@@ -402,11 +402,12 @@ fn two_processes_evolving_one_table_concurrently_lose_nothing() {
     let partitions: std::collections::BTreeSet<i32> = landed.iter().map(|l| l.partition).collect();
     assert_eq!(partitions.len(), 2, "both processes get rows");
     let table = dir.path().join("events");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while read_table(&table).coordinates.len() < landed.len() {
-        assert!(Instant::now() < deadline, "{:#?}\n{:#?}", a.log(), b.log());
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_rows_at(
+        &Location::local(&table),
+        &[&a, &b],
+        landed.len(),
+        Duration::from_secs(90),
+    );
     for p in [&mut a, &mut b] {
         p.signal("TERM");
         assert_eq!(p.wait(Duration::from_secs(60)), Some(0), "{:#?}", p.log());

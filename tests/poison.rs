@@ -3,7 +3,7 @@
 //! quarantines nothing; the crash loop with Avro poison pills.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::avro::{framed_json, Datum};
 use crate::common::process::Running;
@@ -271,88 +271,112 @@ fn the_poison_pill_catalogue_lands_in_quarantine_with_its_stage() {
     }
 }
 
+/// A broker with the pill topics, a registry that is down (5xx) with the
+/// pill schema registered, and `inlet run` on them (`extra` TOML appended to
+/// the config) with its partitions assigned.
+struct DownRegistry {
+    broker: MockBroker,
+    registry: MockRegistry,
+    dir: tempfile::TempDir,
+    inlet: Running,
+    /// The pill schema's id.
+    id: u32,
+}
+
+impl DownRegistry {
+    fn start(extra: &str) -> Self {
+        let mut broker = MockBroker::start();
+        broker.create_topic("pills-avro", 2);
+        broker.create_topic("pills-json", 1);
+        let registry = MockRegistry::start();
+        let id = registry.register("pills-avro-value", "AVRO", PILL_SCHEMA, &[]);
+        registry.go_down(Outage::ServerError);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), &broker.bootstrap(), &registry.url());
+        let mut toml = std::fs::read_to_string(&cfg).unwrap();
+        toml.push_str(extra);
+        std::fs::write(&cfg, toml).unwrap();
+        let inlet = Running::start(&cfg);
+        assert!(inlet.wait_for("partitions assigned", 1, Duration::from_secs(60)));
+        DownRegistry {
+            broker,
+            registry,
+            dir,
+            inlet,
+            id,
+        }
+    }
+
+    /// Produces pills `ids` to `pills-avro`.
+    fn produce(&self, ids: std::ops::Range<i64>) -> Vec<Landed> {
+        let values: Vec<Vec<u8>> = ids.map(|i| pill(i, Some("u"), self.id)).collect();
+        produce(&self.broker.bootstrap(), "pills-avro", &values)
+    }
+
+    /// Once the registry is back: waits for `landed` to be in the table,
+    /// stops inlet and checks every offset is there once, none quarantined.
+    fn finish(&mut self, landed: &[Landed]) {
+        let table = self.dir.path().join("avro_events");
+        wait_rows_at(
+            &Location::local(&table),
+            &[&self.inlet],
+            landed.len(),
+            Duration::from_secs(60),
+        );
+        self.inlet.signal("TERM");
+        assert_eq!(self.inlet.wait(Duration::from_secs(60)), Some(0));
+        assert_exactly_once(&read_table(&table).coordinates, landed);
+        assert!(read_quarantine(&self.dir.path().join("avro_quarantine")).is_empty());
+    }
+}
+
 /// The registry is down (5xx, then refusing connections) when the first
 /// message of a new schema id arrives: nothing is quarantined, and ingest
 /// resumes when it comes back.
 #[test]
 fn a_registry_outage_quarantines_nothing_and_ingest_resumes() {
-    let mut broker = MockBroker::start();
-    broker.create_topic("pills-avro", 2);
-    broker.create_topic("pills-json", 1);
-    let registry = MockRegistry::start();
-    let id = registry.register("pills-avro-value", "AVRO", PILL_SCHEMA, &[]);
-    registry.go_down(Outage::ServerError);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &broker.bootstrap(), &registry.url());
-    let mut inlet = Running::start(&cfg);
-    assert!(inlet.wait_for("partitions assigned", 1, Duration::from_secs(60)));
-    let values: Vec<Vec<u8>> = (0..50).map(|i| pill(i, Some("u"), id)).collect();
-    let mut landed = produce(&broker.bootstrap(), "pills-avro", &values);
+    let mut t = DownRegistry::start("");
+    let mut landed = t.produce(0..50);
+    let (inlet, registry) = (&t.inlet, &t.registry);
     assert!(
         inlet.wait_for("schema registry unavailable", 2, Duration::from_secs(30)),
         "{:#?}",
         inlet.log()
     );
-    registry.come_back();
-    registry.go_down(Outage::Refuse);
-    let seen = inlet.count("schema registry unavailable");
-    assert!(inlet.wait_for(
-        "schema registry unavailable",
-        seen + 2,
-        Duration::from_secs(30)
-    ));
-    registry.come_back();
-    registry.go_down(Outage::Hang);
-    let seen = inlet.count("schema registry unavailable");
-    assert!(inlet.wait_for(
-        "schema registry unavailable",
-        seen + 1,
-        Duration::from_secs(30)
-    ));
-    let table = dir.path().join("avro_events");
-    let quarantine = dir.path().join("avro_quarantine");
+    for outage in [Outage::Refuse, Outage::Hang] {
+        registry.come_back();
+        registry.go_down(outage);
+        let seen = inlet.count("schema registry unavailable");
+        assert!(inlet.wait_for(
+            "schema registry unavailable",
+            seen + 1,
+            Duration::from_secs(30)
+        ));
+    }
     assert!(
-        read_quarantine(&quarantine).is_empty(),
+        read_quarantine(&t.dir.path().join("avro_quarantine")).is_empty(),
         "nothing quarantined"
     );
     assert!(
-        read_table(&table).coordinates.is_empty(),
+        read_table(&t.dir.path().join("avro_events"))
+            .coordinates
+            .is_empty(),
         "nothing decoded yet"
     );
     registry.come_back();
-    let more: Vec<Vec<u8>> = (50..80).map(|i| pill(i, Some("u"), id)).collect();
-    landed.extend(produce(&broker.bootstrap(), "pills-avro", &more));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while read_table(&table).coordinates.len() < landed.len() {
-        assert!(
-            Instant::now() < deadline,
-            "ingest did not resume: {:#?}",
-            inlet.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    inlet.signal("TERM");
-    assert_eq!(inlet.wait(Duration::from_secs(60)), Some(0));
-    assert_exactly_once(&read_table(&table).coordinates, &landed);
-    assert!(read_quarantine(&quarantine).is_empty());
-    let log = inlet.log().join("\n");
+    landed.extend(t.produce(50..80));
+    t.finish(&landed);
+    let log = t.inlet.log().join("\n");
     assert!(!log.contains("message rejected"), "{log}");
 }
 
+/// A stall twice as long as `max.poll.interval.ms` (the registry is down
+/// while the chunk queue is full): the consumer pauses and keeps polling, so
+/// it is never thrown out of its group, and resumes when the registry is back.
 #[test]
 fn a_stalled_pipeline_pauses_the_consumer_which_keeps_its_group() {
-    let mut broker = MockBroker::start();
-    broker.create_topic("pills-avro", 2);
-    broker.create_topic("pills-json", 1);
-    let registry = MockRegistry::start();
-    let id = registry.register("pills-avro-value", "AVRO", PILL_SCHEMA, &[]);
-    registry.go_down(Outage::ServerError);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &broker.bootstrap(), &registry.url());
-    // A short max.poll.interval.ms (the poll thread pauses after a third of
-    // it, 2 s): without the pause, a 12 s stall throws the consumer out.
-    let mut toml = std::fs::read_to_string(&cfg).unwrap();
-    toml.push_str(
+    // The poll thread pauses after a third of max.poll.interval.ms, 2 s.
+    let mut t = DownRegistry::start(
         r#"
 [kafka.properties]
 "session.timeout.ms" = "6000"
@@ -360,42 +384,30 @@ fn a_stalled_pipeline_pauses_the_consumer_which_keeps_its_group() {
 "max.poll.interval.ms" = "6000"
 "#,
     );
-    std::fs::write(&cfg, toml).unwrap();
-    let mut inlet = Running::start(&cfg);
-    assert!(inlet.wait_for("partitions assigned", 1, Duration::from_secs(60)));
     // Rounds further apart than the chunk linger are chunks of their own:
     // the decode thread holds the first, the queue two more, and the poll
     // thread waits to hand over the fourth.
     let mut landed = Vec::new();
     for round in 0..8 {
-        let values: Vec<Vec<u8>> = (0..10)
-            .map(|i| pill(round * 10 + i, Some("u"), id))
-            .collect();
-        landed.extend(produce(&broker.bootstrap(), "pills-avro", &values));
+        landed.extend(t.produce(round * 10..round * 10 + 10));
         std::thread::sleep(Duration::from_millis(300));
     }
     // The queue is full once the last round is polled: 2 s later the
     // consumer pauses; the stall lasts twice max.poll.interval.ms.
     std::thread::sleep(Duration::from_secs(12));
-    registry.come_back();
-    let more: Vec<Vec<u8>> = (80..100).map(|i| pill(i, Some("u"), id)).collect();
-    landed.extend(produce(&broker.bootstrap(), "pills-avro", &more));
-    let table = dir.path().join("avro_events");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while read_table(&table).coordinates.len() < landed.len() {
-        assert!(
-            Instant::now() < deadline,
-            "ingest did not resume: {:#?}",
-            inlet.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    t.registry.come_back();
+    landed.extend(t.produce(80..100));
+    let table = t.dir.path().join("avro_events");
+    wait_rows_at(
+        &Location::local(&table),
+        &[&t.inlet],
+        landed.len(),
+        Duration::from_secs(60),
+    );
     // One assignment, never revoked: the consumer kept its group.
-    let revoked = inlet.count("partitions revoked");
-    inlet.signal("TERM");
-    assert_eq!(inlet.wait(Duration::from_secs(60)), Some(0));
-    assert_exactly_once(&read_table(&table).coordinates, &landed);
-    assert!(read_quarantine(&dir.path().join("avro_quarantine")).is_empty());
+    let revoked = t.inlet.count("partitions revoked");
+    t.finish(&landed);
+    let inlet = &t.inlet;
     let log = inlet.log().join("\n");
     assert_eq!(revoked, 0, "{log}");
     assert_eq!(inlet.count("partitions assigned"), 1, "{log}");

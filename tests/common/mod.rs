@@ -824,16 +824,23 @@ pub fn required() -> bool {
 /// Waits until the table holds at least `n` rows; on time-out, fails with the
 /// log of the process that should have written them.
 pub fn wait_rows(ws: &Workspace, writer: &process::Running, n: usize, limit: Duration) {
+    wait_rows_at(&ws.table_location(), &[writer], n, limit);
+}
+
+/// Waits until the table at `loc` holds at least `n` rows; on time-out, fails
+/// with the logs of the processes that should have written them.
+pub fn wait_rows_at(loc: &Location, writers: &[&process::Running], n: usize, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
-        let have = read_table_at(&ws.table_location()).coordinates.len();
+        let have = read_table_at(loc).coordinates.len();
         if have >= n {
             return;
         }
+        let logs: Vec<String> = writers.iter().map(|w| w.log().join("\n")).collect();
         assert!(
             Instant::now() < deadline,
-            "only {have} of {n} rows landed; log:\n{}",
-            writer.log().join("\n")
+            "only {have} of {n} rows landed; logs:\n{}",
+            logs.join("\n----\n")
         );
         std::thread::sleep(Duration::from_millis(300));
     }
