@@ -116,6 +116,8 @@ impl FramedDecoder {
         parts: &mut Vec<Part>,
         rejected: &mut Vec<Rejection>,
     ) -> Result<(), FramedError> {
+        // Only what this call adds is sorted below.
+        let first_rejected = rejected.len();
         // Usually one id per chunk: a short vector beats a map.
         let mut groups: Vec<Group<'_>> = Vec::new();
         for (i, v) in values.iter().enumerate() {
@@ -158,7 +160,7 @@ impl FramedDecoder {
                 }
             }
         }
-        rejected.sort_by_key(|r| r.index);
+        rejected[first_rejected..].sort_by_key(|r| r.index);
         Ok(())
     }
 

@@ -56,16 +56,22 @@ impl ValueDecoder {
             }
         }
         let subset: Vec<Option<&[u8]>> = kept.iter().map(|&i| values[i]).collect();
-        let (first_part, first_rejected) = (parts.len(), rejected.len());
-        self.decode_all(&subset, parts, rejected)?;
+        let first_part = parts.len();
+        // The subset's rejections are collected apart: they are indices into
+        // the subset, and a decoder may reorder what it is handed (a shared
+        // vector once mixed the two index spaces, and an oversized message
+        // took another message's coordinates).
+        let mut local = Vec::new();
+        self.decode_all(&subset, parts, &mut local)?;
         for p in &mut parts[first_part..] {
             for r in &mut p.rows {
                 *r = kept[*r];
             }
         }
-        for r in &mut rejected[first_rejected..] {
+        rejected.extend(local.into_iter().map(|mut r| {
             r.index = kept[r.index];
-        }
+            r
+        }));
         rejected.sort_by_key(|r| r.index);
         Ok(())
     }
@@ -89,5 +95,70 @@ impl ValueDecoder {
             rows,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::decode::{FramedDecoder, FramedKind};
+    use crate::observability::Metrics;
+    use crate::registry::mock::MockRegistry;
+    use crate::registry::{frame, RegistryConfig, SchemaRegistry};
+
+    /// An oversized value among messages the framed decoder rejects (and
+    /// sorts) keeps its own index, and so do they.
+    #[test]
+    fn oversized_values_keep_their_index_beside_other_rejections() {
+        let mock = MockRegistry::start();
+        let schema = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#;
+        let id = mock.register("t-value", "AVRO", schema, &[]);
+        // The decoder blocks on the handle: a runtime with its own worker.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let registry = SchemaRegistry::new(&RegistryConfig::new(mock.url())).unwrap();
+        let framed = FramedDecoder::new(
+            FramedKind::Avro,
+            registry,
+            runtime.handle().clone(),
+            (Duration::from_millis(10), Duration::from_millis(10)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Metrics::new()),
+        );
+        let mut decoder = ValueDecoder::Framed(Box::new(framed));
+        let good = frame(id, &[2]);
+        let big = frame(id, &[0; 64]);
+        let bad_magic = [1u8, 0, 0, 0, 1, 2];
+        let values = [
+            Some(&good[..]),
+            None,
+            Some(&big[..]),
+            Some(&bad_magic[..]),
+            Some(&good[..]),
+        ];
+        let (mut parts, mut rejected) = (Vec::new(), Vec::new());
+        decoder
+            .decode(&values, 16, &mut parts, &mut rejected)
+            .unwrap();
+        let got: Vec<(usize, &str)> = rejected
+            .iter()
+            .map(|r| (r.index, r.reason.as_str()))
+            .collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0].0, 1);
+        assert!(got[0].1.contains("tombstone"), "{got:?}");
+        assert_eq!(got[1].0, 2);
+        assert!(got[1].1.contains("max_value_bytes"), "{got:?}");
+        assert_eq!(got[2].0, 3);
+        assert!(got[2].1.contains("magic"), "{got:?}");
+        let rows: Vec<usize> = parts.iter().flat_map(|p| p.rows.clone()).collect();
+        assert_eq!(rows, [0, 4]);
     }
 }

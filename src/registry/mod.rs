@@ -281,7 +281,7 @@ pub fn frame(id: u32, payload: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 #[path = "../../tests/common/registry.rs"]
-mod mock;
+pub(crate) mod mock;
 
 #[cfg(test)]
 mod tests;
