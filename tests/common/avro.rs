@@ -34,7 +34,9 @@ pub enum Datum {
     Fixed(Vec<u8>),
 }
 
-fn long(out: &mut Vec<u8>, v: i64) {
+/// Avro `long`/`int`: zigzag, then a little-endian base-128 varint (also
+/// used by the benches' payload writer).
+pub fn long(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     loop {
         let b = (z & 0x7f) as u8;
