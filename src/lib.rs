@@ -25,6 +25,7 @@
 pub mod config;
 pub mod constraints;
 pub mod decode;
+pub mod fault;
 pub mod maintenance;
 pub mod migrate;
 pub mod observability;

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -290,7 +289,7 @@ async fn run_pipeline(pipeline: inlet::Pipeline) -> Result<(), Box<dyn std::erro
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received: committing what is buffered, then exiting");
-        shutdown.store(true, Ordering::Release);
+        shutdown.trigger();
     });
     let summary = pipeline.run().await?;
     println!(

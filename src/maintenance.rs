@@ -7,15 +7,14 @@
 //! racing on the same files conflict; the loser gives up until its next turn.
 
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::DeltaTableError;
 
 use crate::config::TableConfig;
+use crate::fault::Shutdown;
 use crate::observability::events::TableCompacted;
 use crate::observability::{InternalEvent, Metrics};
 
@@ -113,7 +112,7 @@ async fn try_compact(cfg: &TableConfig, force: bool) -> Result<CompactOutcome, D
 /// process does not compact straight away.
 pub fn spawn_periodic(
     tables: Vec<(String, TableConfig)>,
-    shutdown: Arc<AtomicBool>,
+    shutdown: Shutdown,
     metrics: Arc<Metrics>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     tables
@@ -124,7 +123,7 @@ pub fn spawn_periodic(
             let metrics = metrics.clone();
             Some(tokio::spawn(async move {
                 loop {
-                    if !sleep_unless_shutdown(interval, &shutdown).await {
+                    if !shutdown.sleep(interval).await {
                         return;
                     }
                     let outcome = compact(&name, &cfg, false).await;
@@ -139,17 +138,3 @@ pub fn spawn_periodic(
         .collect()
 }
 
-/// Sleeps `total`, waking early (and returning false) on shutdown.
-async fn sleep_unless_shutdown(total: Duration, shutdown: &AtomicBool) -> bool {
-    let step = Duration::from_millis(250);
-    let mut left = total;
-    while !left.is_zero() {
-        if shutdown.load(Ordering::Acquire) {
-            return false;
-        }
-        let d = left.min(step);
-        tokio::time::sleep(d).await;
-        left -= d;
-    }
-    !shutdown.load(Ordering::Acquire)
-}

@@ -9,13 +9,13 @@
 //! it: they are rejected at the schema stage.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
 
 use super::{AvroDecoder, JsonDecoder, Part, Rejection, Stage};
+use crate::fault::{Backoff, Shutdown};
 use crate::observability::events::{RegistryUnavailable, SchemaFetched};
 use crate::observability::{InternalEvent, Metrics};
 use crate::registry::{split_frame, RegistryError, ResolvedSchema, SchemaKind, SchemaRegistry};
@@ -60,7 +60,7 @@ pub struct FramedDecoder {
     registry: SchemaRegistry,
     runtime: tokio::runtime::Handle,
     backoff: (Duration, Duration),
-    shutdown: Arc<AtomicBool>,
+    shutdown: Shutdown,
     metrics: Arc<Metrics>,
     known: HashMap<u32, Known>,
     avro: AvroDecoder,
@@ -85,7 +85,7 @@ impl FramedDecoder {
         registry: SchemaRegistry,
         runtime: tokio::runtime::Handle,
         backoff: (Duration, Duration),
-        shutdown: Arc<AtomicBool>,
+        shutdown: Shutdown,
         metrics: Arc<Metrics>,
     ) -> Self {
         FramedDecoder {
@@ -203,9 +203,9 @@ impl FramedDecoder {
 
     /// Fetches schema `id`, waiting out transient registry failures.
     fn fetch(&mut self, id: u32) -> Result<Known, FramedError> {
-        let mut wait = self.backoff.0;
+        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
         loop {
-            if self.shutdown.load(Ordering::Acquire) {
+            if self.shutdown.is_triggered() {
                 return Err(FramedError::Shutdown);
             }
             match self.runtime.block_on(self.registry.schema(id)) {
@@ -214,21 +214,18 @@ impl FramedDecoder {
                     return Ok(self.compile(id, &schema));
                 }
                 Err(e) if e.is_transient() => {
+                    let Some(wait) = backoff.next_delay() else {
+                        unreachable!("an unbounded backoff always has a next wait")
+                    };
                     RegistryUnavailable {
                         id,
                         error: &e.to_string(),
                         retry_in: wait,
                     }
                     .emit(&self.metrics);
-                    // Sleep in short steps so that shutdown is not held up.
-                    let until = std::time::Instant::now() + wait;
-                    while std::time::Instant::now() < until {
-                        if self.shutdown.load(Ordering::Acquire) {
-                            return Err(FramedError::Shutdown);
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
+                    if !self.shutdown.sleep_blocking(wait) {
+                        return Err(FramedError::Shutdown);
                     }
-                    wait = (wait * 2).min(self.backoff.1);
                 }
                 // Our credentials or settings: no message is at fault.
                 Err(

@@ -100,7 +100,6 @@ impl ValueDecoder {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -129,7 +128,7 @@ mod tests {
             registry,
             runtime.handle().clone(),
             (Duration::from_millis(10), Duration::from_millis(10)),
-            Arc::new(AtomicBool::new(false)),
+            crate::fault::Shutdown::new(),
             Arc::new(Metrics::new()),
         );
         let mut decoder = ValueDecoder::Framed(Box::new(framed));

@@ -33,6 +33,7 @@ use crate::decode::{assemble_with_key, FramedError, KafkaRecord, Rejection, Stag
 use crate::observability::events::{
     ConsumerPaused, ConsumerResumed, MessageRejected, MessagesConsumed, SchemaEvolved,
 };
+use crate::fault::Shutdown;
 use crate::observability::{InternalEvent, Metrics};
 use crate::schema::TableLayout;
 use crate::source::{to_rd_offset, InletContext, TopicPartition};
@@ -55,7 +56,7 @@ pub struct FetchLoop {
     /// Stage output.
     pub events: mpsc::Sender<FetchEvent>,
     /// Set on SIGTERM/SIGINT.
-    pub shutdown: Arc<AtomicBool>,
+    pub shutdown: Shutdown,
     /// Set by the committer when a batch was fenced: positions must be re-read.
     pub resync: Arc<AtomicBool>,
     /// Metrics and run totals.
@@ -337,7 +338,7 @@ impl FetchLoop {
                     run = None;
                 }
                 let stop =
-                    self.shutdown.load(Ordering::Acquire) || (self.targets.is_some() && open == 0);
+                    self.shutdown.is_triggered() || (self.targets.is_some() && open == 0);
                 if stop {
                     self.end_run(run.take(), &names);
                     if let Some(p) = &mut self.progress {
@@ -511,7 +512,7 @@ impl FetchLoop {
     /// The decode thread stopped taking chunks; it stops early only when
     /// told to stop.
     fn decode_stopped(&self) -> Result<(), PipelineError> {
-        if self.shutdown.load(Ordering::Acquire) {
+        if self.shutdown.is_triggered() {
             return Ok(());
         }
         Err(PipelineError::Internal("decode thread stopped".into()))
@@ -552,7 +553,7 @@ impl FetchLoop {
                 out.held.clear();
                 break false;
             }
-            if self.shutdown.load(Ordering::Acquire) {
+            if self.shutdown.is_triggered() {
                 break false;
             }
             match out.raw.send_timeout(chunk, POLL_TIMEOUT) {

@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Format, KeyFormat, RangeBound};
 use crate::decode::{FramedDecoder, FramedKind, JsonDecoder, RawDecoder, ValueDecoder};
+use crate::fault::Shutdown;
 use crate::observability::Metrics;
 use crate::sink::DeltaSink;
 use crate::source::{create_consumer, TopicPartition};
@@ -122,7 +123,7 @@ fn table_decode(
         crate::registry::SchemaRegistry,
         (std::time::Duration, std::time::Duration),
     )>,
-    shutdown: &Arc<AtomicBool>,
+    shutdown: &Shutdown,
     metrics: &Arc<Metrics>,
 ) -> Result<fetch::TableDecode> {
     let name = sink.name();
@@ -392,7 +393,7 @@ pub struct RunSummary {
 pub struct Pipeline {
     config: Config,
     mode: Mode,
-    shutdown: Arc<AtomicBool>,
+    shutdown: Shutdown,
     metrics: Arc<Metrics>,
 }
 
@@ -402,7 +403,7 @@ impl Pipeline {
         Pipeline {
             config,
             mode: Mode::Continuous,
-            shutdown: Arc::new(AtomicBool::new(false)),
+            shutdown: Shutdown::new(),
             metrics: Arc::new(Metrics::new()),
         }
     }
@@ -419,7 +420,7 @@ impl Pipeline {
     }
 
     /// A flag that, once set, makes the pipeline commit what it holds and stop.
-    pub fn shutdown_handle(&self) -> Arc<AtomicBool> {
+    pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
     }
 
@@ -615,13 +616,13 @@ impl Pipeline {
         let commit_task = tokio::spawn(async move {
             let result = committer.run(commits_rx).await;
             if result.is_err() {
-                stop.store(true, Ordering::Release);
+                stop.trigger();
             }
             result
         });
         let buffered = buffer::run(writers, cfg.flush.clone(), events_rx, commits_tx).await;
         if buffered.is_err() {
-            self.shutdown.store(true, Ordering::Release);
+            self.shutdown.trigger();
         }
         let committed = commit_task
             .await
