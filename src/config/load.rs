@@ -137,6 +137,13 @@ fn validate(c: &Config) -> Result<()> {
             "use letters, digits, `.`, `_` and `-` only (it is part of the Delta txn appId)",
         ));
     }
+    if c.shutdown_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            "shutdown_timeout",
+            "is 0: a stop could never commit what it holds",
+            "set a duration below the orchestrator's grace period, e.g. \"25s\"",
+        ));
+    }
     if c.kafka.bootstrap_servers.trim().is_empty() {
         return Err(ConfigError::invalid(
             "kafka.bootstrap_servers",

@@ -176,6 +176,37 @@ impl InternalEvent for CommitRetried<'_> {
     }
 }
 
+/// Writing a table's Parquet files failed in the object store: the buffered
+/// rows are dropped and read again from the table's offsets.
+#[derive(Debug)]
+pub struct WriteFailed<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// Failures in a row, from 1.
+    pub attempt: u32,
+    /// The error.
+    pub error: &'a str,
+    /// Wait before reading again.
+    pub retry_in: std::time::Duration,
+}
+
+impl InternalEvent for WriteFailed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.write_retries
+            .get_or_create(&TableLabels {
+                table: self.table.to_string(),
+            })
+            .inc();
+        tracing::warn!(
+            table = self.table,
+            attempt = self.attempt,
+            error = self.error,
+            retry_in_ms = self.retry_in.as_millis() as u64,
+            "writing Parquet failed; dropping the buffered rows to read them again from the table's offsets"
+        );
+    }
+}
+
 /// librdkafka reported a partition's consumer lag.
 #[derive(Debug)]
 pub struct ConsumerLag<'a> {

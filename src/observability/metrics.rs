@@ -78,6 +78,9 @@ pub struct Metrics {
     pub commit_latency: Family<TableLabels, Histogram, fn() -> Histogram>,
     /// Commit attempts that failed and were retried, per table.
     pub commit_retries: Family<TableLabels, Counter>,
+    /// Parquet writes that failed in the object store; their rows were read
+    /// again from the table's offsets, per table.
+    pub write_retries: Family<TableLabels, Counter>,
     /// Batches not written because another writer had committed their
     /// offsets (zombie fencing), per table.
     pub commit_conflicts: Family<TableLabels, Counter>,
@@ -139,6 +142,7 @@ impl Metrics {
                 latency_histogram,
             );
         let commit_retries = Family::<TableLabels, Counter>::default();
+        let write_retries = Family::<TableLabels, Counter>::default();
         let commit_conflicts = Family::<TableLabels, Counter>::default();
         let lag = Family::<PartitionLabels, Gauge>::default();
         let compactions = Family::<CompactionLabels, Counter>::default();
@@ -177,6 +181,11 @@ impl Metrics {
             "commit_retries",
             "Commit attempts that failed and were retried",
             commit_retries.clone(),
+        );
+        registry.register(
+            "write_retries",
+            "Parquet writes that failed in the object store and were read again from the table's offsets",
+            write_retries.clone(),
         );
         registry.register(
             "commit_conflicts",
@@ -219,6 +228,7 @@ impl Metrics {
             quarantined,
             commit_latency,
             commit_retries,
+            write_retries,
             commit_conflicts,
             lag,
             compactions,

@@ -276,6 +276,35 @@ pub enum PipelineError {
     /// A bug in inlet.
     #[error("internal error (a bug, please report it): {0}")]
     Internal(String),
+    /// The final commit did not finish within `shutdown_timeout`.
+    #[error(
+        "shutdown took longer than shutdown_timeout ({0:?}): exited without committing the rest; \
+         nothing is lost, a restart resumes from the table's offsets"
+    )]
+    ShutdownTimeout(std::time::Duration),
+}
+
+impl crate::fault::Classify for PipelineError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            PipelineError::Setup(_) => Fault::Operator,
+            PipelineError::Kafka(_)
+            | PipelineError::Delta(_)
+            | PipelineError::ShutdownTimeout(_) => Fault::Environment,
+            PipelineError::Internal(_) => Fault::Internal,
+        }
+    }
+}
+
+/// A spawned task cancelled when its handle is dropped, so a run cut short
+/// by the shutdown timeout leaves no stage running behind it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Result alias for the pipeline.
@@ -425,8 +454,33 @@ impl Pipeline {
     }
 
     /// Runs until shutdown (continuous) or until the targets are reached
-    /// (available-now).
+    /// (available-now). Once shutdown is triggered, the run has
+    /// `shutdown_timeout` to commit what it holds; past it, it stops without
+    /// committing the rest ([`PipelineError::ShutdownTimeout`]): each Delta
+    /// commit is all or nothing, so nothing is half written, and a restart
+    /// reads the rest again from the table's offsets.
     pub async fn run(self) -> Result<RunSummary> {
+        let shutdown = self.shutdown.clone();
+        let limit = self.config.shutdown_timeout;
+        let stages = self.run_stages();
+        tokio::pin!(stages);
+        tokio::select! {
+            done = &mut stages => done,
+            () = async {
+                shutdown.triggered().await;
+                tokio::time::sleep(limit).await;
+            } => {
+                warn!(
+                    timeout_s = limit.as_secs_f64(),
+                    "shutdown timed out: stopping without committing the rest; \
+                     a restart resumes from the table's offsets"
+                );
+                Err(PipelineError::ShutdownTimeout(limit))
+            }
+        }
+    }
+
+    async fn run_stages(self) -> Result<RunSummary> {
         let cfg = self.config;
         let server = match cfg.metrics.listen {
             Some(addr) => Some(
@@ -526,6 +580,7 @@ impl Pipeline {
                 &self.metrics,
             )?);
             writers.push((
+                s.name().to_string(),
                 s.writer()
                     .map_err(|e| PipelineError::Setup(e.to_string()))?,
                 s.writer_factory()
@@ -608,23 +663,30 @@ impl Pipeline {
             gate,
             retry: cfg.commit.clone(),
             consumer,
-            resync,
+            resync: resync.clone(),
             metrics: metrics.clone(),
         };
         // A failed commit stage stops the whole pipeline, not just itself.
         let stop = self.shutdown.clone();
-        let commit_task = tokio::spawn(async move {
+        let mut commit_task = AbortOnDrop(tokio::spawn(async move {
             let result = committer.run(commits_rx).await;
             if result.is_err() {
                 stop.trigger();
             }
             result
-        });
-        let buffered = buffer::run(writers, cfg.flush.clone(), events_rx, commits_tx).await;
+        }));
+        let recovery = buffer::Recovery {
+            resync: resync.clone(),
+            retry: cfg.commit.clone(),
+            shutdown: self.shutdown.clone(),
+            metrics: metrics.clone(),
+        };
+        let buffered =
+            buffer::run(writers, cfg.flush.clone(), events_rx, commits_tx, recovery).await;
         if buffered.is_err() {
             self.shutdown.trigger();
         }
-        let committed = commit_task
+        let committed = (&mut commit_task.0)
             .await
             .map_err(|e| PipelineError::Internal(format!("commit task: {e}")))?;
         let _ = done_tx.send(());

@@ -5,6 +5,7 @@
 
 pub mod avro;
 pub mod process;
+pub mod proxy;
 pub mod registry;
 pub mod s3;
 
