@@ -127,3 +127,35 @@ fn secrets_are_not_echoed_in_errors() {
     let e = stderr(&out);
     assert!(!e.contains("s3cr3t"), "{e}");
 }
+
+#[test]
+fn a_transform_that_cannot_run_fails_check_naming_it() {
+    // DataFusion plans `digest` with a per-row algorithm but cannot execute
+    // it: `check` tries every transform on a batch of nulls.
+    let toml = GOOD.replace(
+        "schema = \"id BIGINT\"",
+        "schema = \"id BIGINT, algo STRING, h BINARY\"\n\
+         [[tables.events.transforms]]\n\
+         op = \"derive\"\n\
+         column = \"h\"\n\
+         expr = \"digest(CAST(id AS STRING), algo)\"",
+    );
+    let out = check(&toml, &[]);
+    let e = stderr(&out);
+    assert!(!out.status.success(), "{e}");
+    assert!(
+        e.contains("tables.events.transforms") && e.contains("transforms[0] (derive)"),
+        "{e}"
+    );
+    // coalesce, which needs DataFusion's simplifier, checks ok.
+    let toml = GOOD.replace(
+        "schema = \"id BIGINT\"",
+        "schema = \"id BIGINT, other BIGINT\"\n\
+         [[tables.events.transforms]]\n\
+         op = \"derive\"\n\
+         column = \"id\"\n\
+         expr = \"coalesce(other, id)\"",
+    );
+    let out = check(&toml, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

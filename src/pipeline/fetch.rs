@@ -665,8 +665,8 @@ impl DecodeStage {
             let normalized = t
                 .normalizer
                 .normalize(std::mem::take(&mut parts), &mut rejected)
-                .map_err(|e| match e {
-                    NormalizeError::Internal { .. } => PipelineError::Internal(e.to_string()),
+                .map_err(|e| match crate::fault::Classify::fault(&e) {
+                    crate::fault::Fault::Internal => PipelineError::Internal(e.to_string()),
                     _ => PipelineError::Setup(e.to_string()),
                 })?;
             if !normalized.added.is_empty() {
