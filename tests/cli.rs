@@ -139,7 +139,11 @@ fn a_bad_schema_registry_section_fails_the_check_naming_the_key() {
             "schema_registry.url",
             "http",
         ),
-        ("url = \"ftp://registry:8081\"", "schema_registry.url", "http"),
+        (
+            "url = \"ftp://registry:8081\"",
+            "schema_registry.url",
+            "http",
+        ),
         (
             "url = \"http://registry:8081\"\nretry_backoff = \"0s\"",
             "schema_registry.retry_backoff",

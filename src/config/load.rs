@@ -510,12 +510,10 @@ fn validate(c: &Config) -> Result<()> {
 /// (so `inlet check` and `run` cannot disagree).
 fn validate_registry(registry: &crate::registry::RegistryConfig) -> Result<()> {
     use crate::registry::RegistryError;
-    registry
-        .validate("schema_registry")
-        .map_err(|e| match e {
-            RegistryError::Config { key, problem, fix } => ConfigError::Invalid { key, problem, fix },
-            other => ConfigError::invalid("schema_registry", other.to_string(), "fix the section"),
-        })
+    registry.validate("schema_registry").map_err(|e| match e {
+        RegistryError::Config { key, problem, fix } => ConfigError::Invalid { key, problem, fix },
+        other => ConfigError::invalid("schema_registry", other.to_string(), "fix the section"),
+    })
 }
 
 /// Plain JSON with a table DDL: the transforms must compile against the

@@ -247,7 +247,9 @@ impl FramedDecoder {
                 left,
             }
             .emit(metrics),
-            Lookup::FoundAfterWait { waited } => SchemaIdFoundAfterWait { id, waited }.emit(metrics),
+            Lookup::FoundAfterWait { waited } => {
+                SchemaIdFoundAfterWait { id, waited }.emit(metrics)
+            }
             Lookup::GaveUp { error } => SchemaIdGivenUp {
                 id,
                 error: &error.to_string(),

@@ -194,7 +194,10 @@ mod tests {
         let registry = client(&mock, Duration::from_secs(10));
         // What a client without the grace would conclude.
         let plain = registry.schema(id).await.unwrap_err();
-        assert!(matches!(plain, RegistryError::NotFound { code: 40403, .. }), "{plain}");
+        assert!(
+            matches!(plain, RegistryError::NotFound { code: 40403, .. }),
+            "{plain}"
+        );
         let mut seen = Seen::default();
         let schema = registry
             .schema_patiently(id, quick(), &Shutdown::new(), |e| seen.record(e))
@@ -221,7 +224,10 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= grace, "{waited:?}");
         assert!(waited < grace * 4, "{waited:?}");
-        assert!(matches!(err, RegistryError::Unknown { code: 40403, .. }), "{err}");
+        assert!(
+            matches!(err, RegistryError::Unknown { code: 40403, .. }),
+            "{err}"
+        );
         assert_eq!(err.fault(), Fault::Message);
         assert!(err.to_string().contains("unknown_id_grace"), "{err}");
         assert_eq!(seen.gave_up, 1, "{seen:?}");

@@ -112,7 +112,7 @@ pub enum RegistryError {
     /// later messages with this id cost no wait and no request.
     #[error(
         "schema registry has no {what} (error {code}: {message}), still after \
-         {waited:?} of retries (`schema_registry.unknown_id_grace`)"
+         {waited:.1?} of retries (`schema_registry.unknown_id_grace`)"
     )]
     Unknown {
         /// What was looked up, e.g. "schema id 7".

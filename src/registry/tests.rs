@@ -94,7 +94,10 @@ fn config_validation_names_key_and_fix_without_the_password() {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(SchemaRegistry::new(&cfg).unwrap_err().fault(), Fault::Operator);
+        assert_eq!(
+            SchemaRegistry::new(&cfg).unwrap_err().fault(),
+            Fault::Operator
+        );
     };
     check(
         &|c| c.url = format!("https://user:{PASSWORD}@registry:8081"),
@@ -1002,7 +1005,11 @@ async fn https_with_the_registrys_ca_works_and_an_untrusted_certificate_is_the_o
     assert_eq!(schema.schema, r#""string""#);
     let untrusted = client(&mock);
     let e = untrusted.schema(id).await.unwrap_err();
-    assert_eq!(e.fault(), Fault::Operator, "waiting does not fix a certificate: {e}");
+    assert_eq!(
+        e.fault(),
+        Fault::Operator,
+        "waiting does not fix a certificate: {e}"
+    );
     assert!(
         matches!(e, RegistryError::Config { ref key, .. } if key == "schema_registry.ca_location"),
         "{e}"
