@@ -512,6 +512,11 @@ fn a_really_unknown_id_is_quarantined_after_the_grace_paid_once() {
         assert!(std::time::Instant::now() < deadline, "{:#?}", t.inlet.log());
         std::thread::sleep(Duration::from_millis(200));
     }
+    eprintln!(
+        "grace {grace:?}: first quarantined after {first:?} with {requests} requests; \
+         nine more chunks decided in {:?}",
+        later.elapsed()
+    );
     // Per chunk, the grace would be 18 s more.
     assert!(
         later.elapsed() < Duration::from_secs(12),
