@@ -159,3 +159,54 @@ fn a_transform_that_cannot_run_fails_check_naming_it() {
     let out = check(&toml, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// `inlet check` validates `[schema_registry]` as `run` does, naming the key
+/// and the fix (it answered ok for all of these before).
+#[test]
+fn a_bad_schema_registry_section_fails_the_check_naming_the_key() {
+    let with = |section: &str| format!("{GOOD}\n[schema_registry]\n{section}\n");
+    let cases = [
+        (
+            "url = \"ftp://not a url\"\nretry_backoff = \"0s\"",
+            "schema_registry.url",
+            "http",
+        ),
+        (
+            "url = \"ftp://registry:8081\"",
+            "schema_registry.url",
+            "http",
+        ),
+        (
+            "url = \"http://registry:8081\"\nretry_backoff = \"0s\"",
+            "schema_registry.retry_backoff",
+            "500ms",
+        ),
+        (
+            "url = \"http://registry:8081\"\nretry_backoff = \"2s\"\nmax_backoff = \"1s\"",
+            "schema_registry.max_backoff",
+            "at least",
+        ),
+        (
+            "url = \"http://registry:8081\"\nunknown_id_grace = \"2h\"",
+            "schema_registry.unknown_id_grace",
+            "60s",
+        ),
+        (
+            "url = \"https://registry:8081\"\nca_location = \"/nonexistent/ca.pem\"",
+            "schema_registry.ca_location",
+            "PEM",
+        ),
+    ];
+    for (section, key, fix) in cases {
+        let out = check(&with(section), &[]);
+        let e = stderr(&out);
+        assert!(!out.status.success(), "{section}: {e}");
+        assert!(e.contains(&format!("`{key}`")), "{section}: {e}");
+        assert!(e.contains(fix), "{section}: {e}");
+    }
+    let out = check(
+        &with("url = \"http://registry:8081\"\nunknown_id_grace = \"0s\""),
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -68,7 +68,7 @@ fn split(dir: &Path, landed: &[Landed]) -> (TableContents, Vec<QuarantineRow>) {
 
 fn write_config(dir: &Path, s: &Setup<'_>) -> PathBuf {
     let registry = s.registry.map_or(String::new(), |url| {
-        format!("[schema_registry]\nurl = \"{url}\"\nretry_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\n")
+        format!("[schema_registry]\nurl = \"{url}\"\nretry_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\nunknown_id_grace = \"500ms\"\n")
     });
     let toml = format!(
         r#"

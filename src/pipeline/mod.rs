@@ -30,7 +30,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Format, KeyFormat, RangeBound};
 use crate::decode::{FramedDecoder, FramedKind, JsonDecoder, RawDecoder, ValueDecoder};
-use crate::fault::Shutdown;
+use crate::fault::{Classify, Shutdown};
 use crate::observability::Metrics;
 use crate::sink::DeltaSink;
 use crate::source::{create_consumer, TopicPartition};
@@ -41,7 +41,11 @@ pub use route::Router;
 /// The value columns of a new table whose topics carry registry schemas:
 /// the latest schema of `<topic>-value` (the default subject naming), through
 /// the table's transforms, in Delta-storable types.
-async fn schema_from_registry(cfg: &Config, name: &str) -> Result<arrow::datatypes::Schema> {
+async fn schema_from_registry(
+    cfg: &Config,
+    name: &str,
+    shutdown: &Shutdown,
+) -> Result<arrow::datatypes::Schema> {
     let setup = |e: &dyn std::fmt::Display| {
         PipelineError::Setup(format!(
             "table `{name}` does not exist and has no `schema`; creating it from the registry: {e}; \
@@ -60,14 +64,16 @@ async fn schema_from_registry(cfg: &Config, name: &str) -> Result<arrow::datatyp
         .ok_or_else(|| setup(&"no [schema_registry]"))?;
     let registry = crate::registry::SchemaRegistry::new(registry_cfg).map_err(|e| setup(&e))?;
     let subject = format!("{topic}-value");
-    let mut attempt = 0;
+    let mut backoff = registry_cfg.backoff().with_max_attempts(5);
     let latest = loop {
         match registry.latest(&subject).await {
             Ok(s) => break s,
-            Err(e) if e.is_transient() && attempt < 5 => {
-                warn!(subject, error = %e, "schema registry unavailable; retrying");
-                tokio::time::sleep(registry_cfg.backoff(attempt)).await;
-                attempt += 1;
+            // Unavailable, or a restarting registry's 404: a few tries.
+            Err(e) if e.is_retryable() => {
+                warn!(subject, error = %e, "schema registry cannot answer yet; retrying");
+                if backoff.wait(shutdown).await.is_err() {
+                    return Err(setup(&e));
+                }
             }
             Err(e) => return Err(setup(&e)),
         }
@@ -520,7 +526,7 @@ impl Pipeline {
                     .await
                     .map_err(|e| PipelineError::Setup(e.to_string()))?
             {
-                Some(schema_from_registry(&cfg, name).await?)
+                Some(schema_from_registry(&cfg, name, &self.shutdown).await?)
             } else {
                 None
             };
