@@ -382,3 +382,56 @@ fn a_stop_during_isolation_is_never_quarantine() {
         "the unfetched id is not quarantined: {rejected:?}"
     );
 }
+
+/// Values arrow-avro refuses, some only when it builds the batch (an enum
+/// index past the symbols, invalid UTF-8 in a map key) and so for the whole
+/// chunk, others at once (a UUID that is not one): each costs its own
+/// message. (A decimal wider than its precision is not refused by
+/// arrow-avro: it decodes.)
+#[test]
+fn every_arrow_avro_refusal_costs_only_its_message() {
+    let schema = r#"{"type":"record","name":"K","fields":[
+      {"name":"id","type":"long"},
+      {"name":"e","type":{"type":"enum","name":"E","symbols":["A","B","C"]}},
+      {"name":"dec","type":{"type":"bytes","logicalType":"decimal","precision":4,"scale":2}},
+      {"name":"u","type":{"type":"string","logicalType":"uuid"}},
+      {"name":"m","type":{"type":"map","values":"long"}}]}"#;
+    let mut f = Framed::new(FramedKind::Avro);
+    let id = f.mock.register("k-value", "AVRO", schema, &[]);
+    let uuid = "6f1c2a3b-0d4e-4f5a-8b6c-7d8e9f0a1b2c";
+    let record = |n: i64, e: i64, dec: &[u8], u: &str, key: &[u8]| {
+        let mut v = crate::registry::frame(id, &[]);
+        let raw = |v: &mut Vec<u8>, b: &[u8]| {
+            super::avro_enc::long(v, b.len() as i64);
+            v.extend_from_slice(b);
+        };
+        super::avro_enc::long(&mut v, n);
+        super::avro_enc::long(&mut v, e);
+        raw(&mut v, dec);
+        raw(&mut v, u.as_bytes());
+        super::avro_enc::long(&mut v, 1);
+        raw(&mut v, key);
+        super::avro_enc::long(&mut v, n);
+        super::avro_enc::long(&mut v, 0);
+        v
+    };
+    let bad: Vec<(usize, Vec<u8>)> = vec![
+        (2, record(2, 7, &[0x01], uuid, b"k")), // enum index past the symbols
+        (3, record(3, -1, &[0x01], uuid, b"k")), // negative enum index
+        (8, record(8, 0, &[0x01], "not-a-uuid", b"k")),
+        (9, record(9, 0, &[0x01], uuid, b"\xed\xa0\x80")), // a surrogate: invalid UTF-8
+    ];
+    let mut values: Vec<Vec<u8>> = (0..12)
+        .map(|n| record(n, n % 3, &[0x01, 0x00], uuid, b"k"))
+        .collect();
+    for (i, v) in &bad {
+        values[*i] = v.clone();
+    }
+    let values: Vec<Option<&[u8]>> = values.iter().map(|v| Some(&v[..])).collect();
+    let (parts, rejected) = decode(&mut f.decoder, &values, usize::MAX);
+    let want: Vec<usize> = bad.iter().map(|(i, _)| *i).collect();
+    assert_eq!(rejected_at(&rejected), want, "{rejected:#?}");
+    assert!(rejected.iter().all(|r| r.stage == Stage::Decode));
+    let landed: Vec<i64> = (0..12).filter(|i| !want.contains(&(*i as usize))).collect();
+    assert_eq!(ids(&parts, "id"), landed);
+}
