@@ -180,14 +180,16 @@ pub(crate) fn run<S: Strategy<Value = Input>>(
 ) {
     let total = total_inputs();
     let cases = total.div_ceil(CHUNK) as u32;
-    let seed = std::env::var("INLET_FUZZ_SEED")
+    // A new seed each run unless one is given, printed so that a failure
+    // found in CI can be replayed.
+    let seed: u64 = std::env::var("INLET_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .map_or(RngSeed::Random, RngSeed::Fixed);
+        .unwrap_or_else(rand::random);
     let config = Config {
         cases,
         failure_persistence: None,
-        rng_seed: seed,
+        rng_seed: RngSeed::Fixed(seed),
         // A failing chunk of 256 shrinks slowly; a few hundred steps find
         // the culprit message well enough.
         max_shrink_iters: 512,
@@ -209,14 +211,15 @@ pub(crate) fn run<S: Strategy<Value = Input>>(
         Ok(())
     });
     eprintln!(
-        "fuzz {target}: {} inputs in {:.1?} ({:.1?} decoding), {} panics caught by the boundary",
+        "fuzz {target} (INLET_FUZZ_SEED={seed}): {} inputs in {:.1?} ({:.1?} decoding), \
+         {} panics caught by the boundary",
         chunks.get() * CHUNK,
         started.elapsed(),
         decoding.get(),
         panics.get()
     );
     if let Err(e) = result {
-        panic!("fuzz {target}: {e}");
+        panic!("fuzz {target} (replay with INLET_FUZZ_SEED={seed}): {e}");
     }
     assert!(chunks.get() * CHUNK >= total, "ran fewer inputs than asked");
 }
