@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A longer fuzz run of the decoders (src/decode/fuzz.rs, the key decoders in
 # src/pipeline/key.rs): INPUTS inputs per target (default 2,000,000; CI runs
-# 100,000 of each as part of the test suite). Set INLET_FUZZ_SEED=<u64> to
-# replay one run (every run prints its seed). A failure prints the smallest chunk proptest shrank it to:
-# keep that input as a regression test in src/decode/tests.rs.
+# 100,000 of each as part of the test suite). Every run prints its seed;
+# INLET_FUZZ_SEED=<u64> replays it. A failure prints the smallest chunk
+# proptest shrank it to: keep that input as a regression test in
+# src/decode/tests.rs.
 #
 #   scripts/fuzz.sh            # every target
 #   scripts/fuzz.sh avro       # targets whose name contains "avro"
