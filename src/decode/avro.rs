@@ -8,6 +8,11 @@
 //! so it is rebuilt and the good messages since the last failure are fed
 //! again; each failure therefore costs at most the messages before it, and a
 //! chunk full of poison pills stays linear.
+//!
+//! Some checks of arrow-avro run only when a batch is built (strings are
+//! validated as UTF-8 then): they refuse the whole chunk, as
+//! [`AvroError::Refused`], and the panic boundary (`boundary.rs`) finds the
+//! message at fault.
 
 use std::collections::HashMap;
 
@@ -36,6 +41,18 @@ fn build(id: u32, schema: &str) -> Result<Decoder, String> {
         .with_active_fingerprint(Fingerprint::Id(id))
         .build_decoder()
         .map_err(|e| e.to_string())
+}
+
+/// Why a chunk of Avro messages was not decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum AvroError {
+    /// arrow-avro refused the chunk's bytes as a whole (a check made when
+    /// the batch is built, such as UTF-8): some message in it is at fault.
+    #[error("undecodable Avro body: {0}")]
+    Refused(String),
+    /// inlet's own bug (a schema not added, a chunk too long).
+    #[error("Avro decoder: {0}")]
+    Internal(String),
 }
 
 /// Decodes Confluent-framed Avro values, one writer schema at a time.
@@ -80,6 +97,15 @@ impl AvroDecoder {
         Ok(arrow)
     }
 
+    /// Rebuilds every writer's decoder: after a refusal or a panic one may
+    /// hold half a record.
+    pub fn reset(&mut self) -> Result<(), AvroError> {
+        for (id, w) in &mut self.writers {
+            w.decoder = build(*id, &w.schema).map_err(AvroError::Internal)?;
+        }
+        Ok(())
+    }
+
     /// The Arrow schema records of writer schema `id` decode to.
     pub fn arrow_schema(&self, id: u32) -> Option<&SchemaRef> {
         self.writers.get(&id).map(|w| &w.arrow)
@@ -88,24 +114,26 @@ impl AvroDecoder {
     /// Decodes `messages` (message index, whole framed value) that all carry
     /// writer schema `id`. Returns one batch in that schema's Arrow form with
     /// a row per message pushed to `good` (in order); the others go to
-    /// `rejected` at the decode stage.
+    /// `rejected` at the decode stage. After an error, call
+    /// [`AvroDecoder::reset`] before decoding again.
     pub fn decode(
         &mut self,
         id: u32,
         messages: &[(usize, &[u8])],
         good: &mut Vec<usize>,
         rejected: &mut Vec<Rejection>,
-    ) -> Result<RecordBatch, String> {
+    ) -> Result<RecordBatch, AvroError> {
         let w = self
             .writers
             .get_mut(&id)
-            .ok_or_else(|| format!("writer schema {id} was not added"))?;
+            .ok_or_else(|| AvroError::Internal(format!("writer schema {id} was not added")))?;
         if messages.len() > MAX_CHUNK {
-            return Err(format!(
+            return Err(AvroError::Internal(format!(
                 "chunk of {} messages exceeds {MAX_CHUNK}",
                 messages.len()
-            ));
+            )));
         }
+        let refused = |e: arrow_avro::errors::AvroError| AvroError::Refused(e.to_string());
         let mut done: Vec<RecordBatch> = Vec::new();
         // Good messages fed since the last failure (indices into `messages`).
         let mut since_failure: Vec<usize> = Vec::new();
@@ -120,19 +148,18 @@ impl AvroDecoder {
                     rejected.push(Rejection::new(*index, Stage::Decode, reason));
                     // Half a record may be in the builders: start over with
                     // the good ones since the last failure, and set them aside.
-                    w.decoder = build(id, &w.schema)?;
+                    w.decoder = build(id, &w.schema).map_err(AvroError::Internal)?;
                     for &p in &since_failure {
-                        push_one(&mut w.decoder, messages[p].1)
-                            .map_err(|e| format!("re-decoding a good message failed: {e}"))?;
+                        push_one(&mut w.decoder, messages[p].1).map_err(AvroError::Refused)?;
                     }
-                    if let Some(b) = w.decoder.flush().map_err(|e| e.to_string())? {
+                    if let Some(b) = w.decoder.flush().map_err(refused)? {
                         done.push(b);
                     }
                     since_failure.clear();
                 }
             }
         }
-        if let Some(b) = w.decoder.flush().map_err(|e| e.to_string())? {
+        if let Some(b) = w.decoder.flush().map_err(refused)? {
             done.push(b);
         }
         debug_assert_eq!(
@@ -144,13 +171,15 @@ impl AvroDecoder {
             1 => Ok(done
                 .pop()
                 .unwrap_or_else(|| RecordBatch::new_empty(w.arrow.clone()))),
-            _ => arrow::compute::concat_batches(&w.arrow, &done).map_err(|e| e.to_string()),
+            _ => arrow::compute::concat_batches(&w.arrow, &done)
+                .map_err(|e| AvroError::Internal(e.to_string())),
         }
     }
 }
 
 /// Feeds one framed message; it must be exactly one whole record.
 fn push_one(decoder: &mut Decoder, bytes: &[u8]) -> Result<(), String> {
+    super::boundary::test_panic(bytes);
     let before = decoder.capacity();
     let consumed = decoder
         .decode(bytes)

@@ -60,6 +60,11 @@ pub enum FramedError {
     /// Shutdown was requested while waiting for the registry.
     #[error("stopped while waiting for the schema registry")]
     Shutdown,
+    /// The decoder refused the bytes of a chunk as a whole: a message in it
+    /// is at fault. [`super::ValueDecoder::decode`]'s panic boundary finds
+    /// it and rejects it; this never leaves that boundary.
+    #[error("{0}")]
+    Undecodable(String),
     /// A bug.
     #[error("{0}")]
     Internal(String),
@@ -72,6 +77,7 @@ impl Classify for FramedError {
             // The chunk was not decided for want of the registry: it is read
             // again by the next run.
             FramedError::Shutdown => Fault::Environment,
+            FramedError::Undecodable(_) => Fault::Message,
             FramedError::Internal(_) => Fault::Internal,
         }
     }
@@ -199,7 +205,12 @@ impl FramedDecoder {
                 let batch = self
                     .avro
                     .decode(id, messages, &mut rows, rejected)
-                    .map_err(FramedError::Internal)?;
+                    .map_err(|e| match &e {
+                        super::avro::AvroError::Refused(_) => {
+                            FramedError::Undecodable(e.to_string())
+                        }
+                        super::avro::AvroError::Internal(_) => FramedError::Internal(e.to_string()),
+                    })?;
                 Ok((batch, rows))
             }
             FramedKind::JsonSchema => {
@@ -213,7 +224,7 @@ impl FramedDecoder {
                 let mut local = Vec::new();
                 let batch = decoder
                     .decode(&bodies, &mut good, &mut local)
-                    .map_err(|e| FramedError::Internal(format!("JSON decoder: {e}")))?;
+                    .map_err(|e| FramedError::Undecodable(format!("JSON decoder: {e}")))?;
                 rows.extend(good.iter().map(|&g| messages[g].0));
                 rejected.extend(local.into_iter().map(|mut r| {
                     r.index = messages[r.index].0;
@@ -222,6 +233,18 @@ impl FramedDecoder {
                 Ok((batch, rows))
             }
         }
+    }
+
+    /// Fresh decoders for every known schema, after a refusal or a panic.
+    pub(super) fn reset(&mut self) -> Result<(), FramedError> {
+        self.avro
+            .reset()
+            .map_err(|e| FramedError::Internal(e.to_string()))?;
+        for d in self.json.values_mut() {
+            d.reset()
+                .map_err(|e| FramedError::Internal(format!("JSON decoder: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Fetches schema `id`, waiting out the registry's unavailability and,

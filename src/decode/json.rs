@@ -114,10 +114,18 @@ impl JsonDecoder {
         &self.schema
     }
 
+    /// A fresh tape decoder: after an error or a panic the old one may hold
+    /// half a value.
+    pub fn reset(&mut self) -> Result<(), ArrowError> {
+        self.decoder = new_decoder(&self.schema)?;
+        Ok(())
+    }
+
     /// Decodes `values` (one entry per message; `None` is a tombstone).
     ///
     /// Returns one batch with a row per good message; `good` receives the
-    /// indices of those messages, in order, and `rejected` the others.
+    /// indices of those messages, in order, and `rejected` the others. After
+    /// an error, call [`JsonDecoder::reset`] before decoding again.
     pub fn decode(
         &mut self,
         values: &[Option<&[u8]>],
@@ -125,6 +133,7 @@ impl JsonDecoder {
         rejected: &mut Vec<Rejection>,
     ) -> Result<RecordBatch, ArrowError> {
         good.clear();
+        let first_rejected = rejected.len();
         if values.len() > MAX_CHUNK {
             return Err(ArrowError::InvalidArgumentError(format!(
                 "chunk of {} messages exceeds {MAX_CHUNK}",
@@ -164,18 +173,20 @@ impl JsonDecoder {
             Ok(batch) => Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()))),
             Err(_) => {
                 self.decoder = new_decoder(&self.schema)?;
-                self.isolate(values, good, rejected)
+                self.isolate(values, good, rejected, first_rejected)
             }
         }
     }
 
     /// Slow path: decode each good message alone to find those that do not fit
-    /// the schema, then decode the rest together.
+    /// the schema, then decode the rest together. Only the rejections from
+    /// `first_rejected` on are this call's to sort.
     fn isolate(
         &mut self,
         values: &[Option<&[u8]>],
         good: &mut Vec<usize>,
         rejected: &mut Vec<Rejection>,
+        first_rejected: usize,
     ) -> Result<RecordBatch, ArrowError> {
         let mut single = new_decoder(&self.schema)?;
         let mut fits = Vec::with_capacity(good.len());
@@ -200,7 +211,7 @@ impl JsonDecoder {
                 }
             }
         }
-        rejected.sort_by_key(|r| r.index);
+        rejected[first_rejected..].sort_by_key(|r| r.index);
         *good = fits;
         for &i in good.iter() {
             push_one(&mut self.decoder, values[i].unwrap_or_default())
@@ -215,6 +226,7 @@ impl JsonDecoder {
 
 /// Feeds one message; it must be exactly one complete JSON value.
 fn push_one(decoder: &mut Decoder, value: &[u8]) -> Result<(), String> {
+    super::boundary::test_panic(value);
     let before = decoder.len();
     let read = decoder.decode(value).map_err(|e| e.to_string())?;
     if read != value.len() {

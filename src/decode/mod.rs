@@ -2,13 +2,27 @@
 //! Kafka metadata columns.
 
 mod avro;
+pub(crate) mod boundary;
 mod framed;
 mod json;
 mod metadata;
 mod raw;
 mod value;
 
-pub use avro::AvroDecoder;
+/// The tests' Avro encoder, written from the spec (not by arrow-avro).
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/common/avro.rs"]
+pub(crate) mod avro_enc;
+#[cfg(test)]
+pub(crate) mod fuzz;
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use avro::{AvroDecoder, AvroError};
+#[cfg(debug_assertions)]
+#[doc(hidden)]
+pub use boundary::TEST_PANIC_MARKER;
 pub use framed::{FramedDecoder, FramedError, FramedKind};
 pub use json::{JsonDecoder, DEFAULT_MAX_DEPTH, MAX_CHUNK};
 pub use metadata::{assemble, assemble_with_key, headers_column};

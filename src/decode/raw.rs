@@ -55,6 +55,9 @@ impl RawDecoder {
         let column: ArrayRef = if self.utf8 {
             let mut b = StringBuilder::with_capacity(values.len(), bytes);
             for (i, v) in values.iter().enumerate() {
+                if let Some(v) = v {
+                    super::boundary::test_panic(v);
+                }
                 match v.map(std::str::from_utf8) {
                     None => {
                         rejected.push(Rejection::new(i, Stage::Decode, "null value (tombstone)"))
@@ -79,6 +82,7 @@ impl RawDecoder {
                         rejected.push(Rejection::new(i, Stage::Decode, "null value (tombstone)"))
                     }
                     Some(v) => {
+                        super::boundary::test_panic(v);
                         b.append_value(v);
                         good.push(i);
                     }

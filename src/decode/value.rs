@@ -1,7 +1,11 @@
 //! The value decoder of a table, whatever the format.
 
+use std::ops::Range;
+
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
+use super::boundary::{self, Failure, Piece, RangeDecoder};
 use super::framed::{FramedDecoder, FramedError};
 use super::{JsonDecoder, Part, RawDecoder, Rejection, Stage};
 
@@ -76,7 +80,36 @@ impl ValueDecoder {
         Ok(())
     }
 
+    /// Decodes `values` behind the panic boundary: a panic, or an error
+    /// refusing the chunk as a whole, costs only the messages at fault.
     fn decode_all(
+        &mut self,
+        values: &[Option<&[u8]>],
+        parts: &mut Vec<Part>,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<(), FramedError> {
+        let (first_part, first_rejected) = (parts.len(), rejected.len());
+        // The common case writes straight into the caller's vectors.
+        let reason = match boundary::attempt(|| {
+            self.decode_unguarded(values, parts, rejected)
+                .map_err(failure)
+        }) {
+            Ok(()) => return Ok(()),
+            Err(Failure::Stop(e)) => return Err(e),
+            Err(Failure::Refused(reason)) => reason,
+        };
+        parts.truncate(first_part);
+        rejected.truncate(first_rejected);
+        let mut out = Decoded::default();
+        let mut chunk = Ranges {
+            decoder: self,
+            values,
+        };
+        boundary::isolate(&mut chunk, 0..values.len(), reason, &mut out)?;
+        out.finish(parts, rejected)
+    }
+
+    fn decode_unguarded(
         &mut self,
         values: &[Option<&[u8]>],
         parts: &mut Vec<Part>,
@@ -85,15 +118,125 @@ impl ValueDecoder {
         let mut rows = Vec::with_capacity(values.len());
         let batch = match self {
             ValueDecoder::Framed(d) => return d.decode(values, parts, rejected),
-            ValueDecoder::Json(d) => d.decode(values, &mut rows, rejected),
-            ValueDecoder::Raw(d) => d.decode(values, &mut rows, rejected),
-        }
-        .map_err(|e| FramedError::Internal(format!("decoder: {e}")))?;
+            ValueDecoder::Json(d) => d
+                .decode(values, &mut rows, rejected)
+                .map_err(|e| FramedError::Undecodable(format!("JSON decoder: {e}")))?,
+            ValueDecoder::Raw(d) => d
+                .decode(values, &mut rows, rejected)
+                .map_err(|e| FramedError::Internal(format!("decoder: {e}")))?,
+        };
         parts.push(Part {
             schema_id: 0,
             batch,
             rows,
         });
+        Ok(())
+    }
+
+    /// Fresh decoder state after a refusal or a panic.
+    fn reset(&mut self) -> Result<(), FramedError> {
+        match self {
+            ValueDecoder::Json(d) => d
+                .reset()
+                .map_err(|e| FramedError::Internal(format!("JSON decoder: {e}"))),
+            ValueDecoder::Raw(_) => Ok(()),
+            ValueDecoder::Framed(d) => d.reset(),
+        }
+    }
+}
+
+/// Which errors the boundary bisects: only those that are a message's
+/// fault (a refusal of the bytes); the registry, a shutdown or a bug stop.
+fn failure(e: FramedError) -> Failure<FramedError> {
+    use crate::fault::{Classify, Fault};
+    match e.fault() {
+        Fault::Message => Failure::Refused(e.to_string()),
+        _ => Failure::Stop(e),
+    }
+}
+
+/// A chunk of values, decoded a range at a time while isolating culprits.
+struct Ranges<'a, 'v> {
+    decoder: &'a mut ValueDecoder,
+    values: &'a [Option<&'v [u8]>],
+}
+
+impl RangeDecoder for Ranges<'_, '_> {
+    type Piece = Decoded;
+    type Stop = FramedError;
+
+    fn decode_range(&mut self, range: Range<usize>) -> Result<Decoded, Failure<FramedError>> {
+        let mut out = Decoded::default();
+        self.decoder
+            .decode_unguarded(&self.values[range], &mut out.parts, &mut out.rejected)
+            .map_err(failure)?;
+        Ok(out)
+    }
+
+    fn reset(&mut self) -> Result<(), FramedError> {
+        self.decoder.reset()
+    }
+}
+
+/// Parts and rejections of a range of a chunk.
+#[derive(Default)]
+struct Decoded {
+    parts: Vec<Part>,
+    rejected: Vec<Rejection>,
+}
+
+impl Piece for Decoded {
+    fn append(&mut self, other: Self, offset: usize) {
+        for mut p in other.parts {
+            for r in &mut p.rows {
+                *r += offset;
+            }
+            self.parts.push(p);
+        }
+        self.rejected
+            .extend(boundary::shifted(other.rejected, offset));
+    }
+
+    fn reject(&mut self, index: usize, reason: String) {
+        self.rejected
+            .push(boundary::decode_rejection(index, reason));
+    }
+}
+
+impl Decoded {
+    /// Into the caller's vectors as one decode of the whole chunk would
+    /// give them: one part per schema id (in order of first appearance,
+    /// rows ascending, as the ranges came in message order), rejections in
+    /// message order.
+    fn finish(
+        mut self,
+        parts: &mut Vec<Part>,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<(), FramedError> {
+        self.rejected.sort_by_key(|r| r.index);
+        rejected.append(&mut self.rejected);
+        let mut merged: Vec<(u32, Vec<RecordBatch>, Vec<usize>)> = Vec::new();
+        for p in self.parts {
+            match merged.iter_mut().find(|(id, _, _)| *id == p.schema_id) {
+                Some((_, batches, rows)) => {
+                    batches.push(p.batch);
+                    rows.extend(p.rows);
+                }
+                None => merged.push((p.schema_id, vec![p.batch], p.rows)),
+            }
+        }
+        for (schema_id, mut batches, rows) in merged {
+            let batch = match batches.len() {
+                1 => batches.swap_remove(0),
+                _ => arrow::compute::concat_batches(&batches[0].schema(), &batches)
+                    .map_err(|e| FramedError::Internal(format!("joining decoded ranges: {e}")))?,
+            };
+            parts.push(Part {
+                schema_id,
+                batch,
+                rows,
+            });
+        }
         Ok(())
     }
 }

@@ -1,12 +1,14 @@
 //! Message keys decoded into the key column: STRING, or a STRUCT decoded
 //! like values (JSON, Avro or JSON Schema), a chunk at a time.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringBuilder, StructArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringBuilder, StructArray, UInt32Array};
 use arrow::datatypes::{DataType, Fields, Schema};
 
 use super::normalize::{NormalizeError, Normalizer};
+use crate::decode::boundary::{self, Failure, Piece, RangeDecoder};
 use crate::decode::{FramedError, Rejection, Stage, ValueDecoder};
 
 /// Decodes the keys of one table.
@@ -45,8 +47,45 @@ impl KeyDecoder {
     /// Decodes `keys` (one per row). Returns the key column for the rows
     /// kept, and those rows' positions in `keys`; a row whose key cannot be
     /// decoded goes to `rejected` (indexed by position in `keys`). Absent
-    /// keys are null.
+    /// keys are null. Behind the panic boundary: a key that makes a decoder
+    /// panic is rejected alone (stage decode), the other rows are kept.
     pub fn decode(
+        &mut self,
+        keys: &[Option<&[u8]>],
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<(ArrayRef, Vec<usize>), KeyError> {
+        let first_rejected = rejected.len();
+        let reason = match boundary::attempt(|| {
+            self.decode_unguarded(keys, rejected).map_err(Failure::Stop)
+        }) {
+            Ok(k) => return Ok(k),
+            Err(Failure::Stop(e)) => return Err(e),
+            Err(Failure::Refused(reason)) => reason,
+        };
+        rejected.truncate(first_rejected);
+        let data_type = self.data_type();
+        let mut out = Keys::default();
+        boundary::isolate(
+            &mut KeyRanges {
+                decoder: self,
+                keys,
+            },
+            0..keys.len(),
+            reason,
+            &mut out,
+        )?;
+        out.finish(&data_type, rejected)
+    }
+
+    /// The key column's type.
+    fn data_type(&self) -> DataType {
+        match self {
+            KeyDecoder::Utf8 => DataType::Utf8,
+            KeyDecoder::Structured { fields, .. } => DataType::Struct(fields.clone()),
+        }
+    }
+
+    fn decode_unguarded(
         &mut self,
         keys: &[Option<&[u8]>],
         rejected: &mut Vec<Rejection>,
@@ -56,6 +95,9 @@ impl KeyDecoder {
                 let mut b = StringBuilder::with_capacity(keys.len(), keys.len() * 16);
                 let mut kept = Vec::with_capacity(keys.len());
                 for (i, k) in keys.iter().enumerate() {
+                    if let Some(k) = k {
+                        boundary::test_panic(k);
+                    }
                     match k.map(std::str::from_utf8) {
                         None => b.append_null(),
                         Some(Ok(s)) => b.append_value(s),
@@ -112,6 +154,79 @@ impl KeyDecoder {
     }
 }
 
+/// The keys of a chunk, decoded a range at a time while isolating culprits.
+struct KeyRanges<'a, 'k> {
+    decoder: &'a mut KeyDecoder,
+    keys: &'a [Option<&'k [u8]>],
+}
+
+impl RangeDecoder for KeyRanges<'_, '_> {
+    type Piece = Keys;
+    type Stop = KeyError;
+
+    fn decode_range(&mut self, range: Range<usize>) -> Result<Keys, Failure<KeyError>> {
+        let mut out = Keys::default();
+        let (column, kept) = self
+            .decoder
+            .decode_unguarded(&self.keys[range], &mut out.rejected)
+            .map_err(Failure::Stop)?;
+        out.columns.push(column);
+        out.kept = kept;
+        Ok(out)
+    }
+
+    fn reset(&mut self) -> Result<(), KeyError> {
+        // The value decoder of structured keys resets itself behind its own
+        // boundary; nothing else holds state across a chunk.
+        Ok(())
+    }
+}
+
+/// Key columns, kept rows and rejections of a range of keys.
+#[derive(Default)]
+struct Keys {
+    columns: Vec<ArrayRef>,
+    kept: Vec<usize>,
+    rejected: Vec<Rejection>,
+}
+
+impl Piece for Keys {
+    fn append(&mut self, other: Self, offset: usize) {
+        self.columns.extend(other.columns);
+        self.kept.extend(other.kept.iter().map(|k| k + offset));
+        self.rejected
+            .extend(boundary::shifted(other.rejected, offset));
+    }
+
+    fn reject(&mut self, index: usize, reason: String) {
+        self.rejected.push(Rejection::new(
+            index,
+            Stage::Decode,
+            format!("key: {reason}"),
+        ));
+    }
+}
+
+impl Keys {
+    /// The key column of all kept rows (ranges came in order), rejections
+    /// into `rejected` in order.
+    fn finish(
+        mut self,
+        data_type: &DataType,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<(ArrayRef, Vec<usize>), KeyError> {
+        self.rejected.sort_by_key(|r| r.index);
+        rejected.append(&mut self.rejected);
+        let column = if self.columns.is_empty() {
+            arrow::array::new_empty_array(data_type)
+        } else {
+            let columns: Vec<&dyn Array> = self.columns.iter().map(|c| c.as_ref()).collect();
+            arrow::compute::concat(&columns)?
+        };
+        Ok((column, self.kept))
+    }
+}
+
 /// The batch with the key column's exact field types (all nullable).
 fn conform_fields(
     batch: &RecordBatch,
@@ -134,5 +249,125 @@ pub fn struct_fields(ty: &DataType) -> Option<&Fields> {
     match ty {
         DataType::Struct(f) => Some(f),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::SchemaRef;
+    use proptest::strategy::{Just, Strategy};
+    use proptest::test_runner::TestCaseError;
+
+    use super::*;
+    use crate::decode::fuzz;
+    use crate::decode::{JsonDecoder, TEST_PANIC_MARKER};
+    use crate::schema::EvolutionPolicy;
+
+    fn key_schema() -> SchemaRef {
+        let s = crate::schema::parse_ddl("id BIGINT, name STRING").unwrap();
+        Arc::new(Schema::new(
+            s.fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    fn structured(schema: SchemaRef) -> KeyDecoder {
+        let decoder = ValueDecoder::Json(JsonDecoder::new(schema.clone()).unwrap());
+        let mut normalizer = Normalizer::new(
+            "t (key)",
+            Vec::new(),
+            EvolutionPolicy::Ignore,
+            schema.clone(),
+        );
+        normalizer.prepare(schema.clone()).unwrap();
+        KeyDecoder::Structured {
+            decoder: Box::new(decoder),
+            normalizer: Box::new(normalizer),
+            fields: schema.fields().clone(),
+            max_bytes: 4096,
+        }
+    }
+
+    /// Every key once, kept or rejected; the column has a row per kept key;
+    /// absent and valid keys are kept. Returns the panics caught.
+    fn check(
+        d: &mut KeyDecoder,
+        keys: &[Option<&[u8]>],
+        valid: &[bool],
+    ) -> Result<usize, TestCaseError> {
+        let mut rejected = Vec::new();
+        let (column, kept) = d
+            .decode(keys, &mut rejected)
+            .map_err(|e| TestCaseError::fail(format!("key decoding stopped: {e}")))?;
+        assert_eq!(column.len(), kept.len());
+        assert!(kept.windows(2).all(|w| w[0] < w[1]), "{kept:?}");
+        let mut all: Vec<usize> = kept.clone();
+        all.extend(rejected.iter().map(|r| r.index));
+        all.sort();
+        assert_eq!(all, (0..keys.len()).collect::<Vec<_>>(), "{rejected:?}");
+        for r in &rejected {
+            assert!(keys[r.index].is_some() && !valid[r.index], "{r:?}");
+            assert!(r.reason.starts_with("key: "), "{r:?}");
+        }
+        Ok(rejected
+            .iter()
+            .filter(|r| r.reason.contains("decoder panicked"))
+            .count())
+    }
+
+    /// A key that makes its decoder panic (the debug builds' test marker)
+    /// is rejected alone at the decode stage; the other rows keep theirs.
+    #[test]
+    fn a_panicking_key_decoder_costs_one_row() {
+        let panicking = |good: Vec<u8>| {
+            let mut bad = good.clone();
+            bad.extend_from_slice(TEST_PANIC_MARKER);
+            bad
+        };
+        crate::decode::boundary::quiet_test_panics();
+        for mut d in [KeyDecoder::Utf8, structured(key_schema())] {
+            let good = br#"{"id":1,"name":"k"}"#.to_vec();
+            let bad = panicking(good.clone());
+            let keys = [Some(&good[..]), None, Some(&bad[..]), Some(&good[..])];
+            let valid = [true, false, false, true];
+            assert_eq!(check(&mut d, &keys, &valid).unwrap(), 1);
+            let mut rejected = Vec::new();
+            let (column, kept) = d.decode(&keys, &mut rejected).unwrap();
+            assert_eq!(kept, [0, 1, 3]);
+            assert_eq!(column.len(), 3);
+            assert!(column.is_null(1), "an absent key is a null");
+            assert_eq!(rejected.len(), 1);
+            assert_eq!(rejected[0].index, 2);
+            assert_eq!(rejected[0].stage, Stage::Decode);
+            assert!(
+                rejected[0]
+                    .reason
+                    .starts_with("key: decoder panicked: test panic marker"),
+                "{rejected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fuzz_string_keys() {
+        let mut d = KeyDecoder::Utf8;
+        let valid = fuzz::text().prop_map(String::into_bytes);
+        fuzz::run(
+            "string keys",
+            fuzz::inputs(valid, 0, Just(Vec::new())),
+            |k, ok| check(&mut d, k, ok),
+        );
+    }
+
+    #[test]
+    fn fuzz_json_keys() {
+        let mut d = structured(fuzz::json_schema());
+        fuzz::run(
+            "json keys",
+            fuzz::inputs(fuzz::json_doc(), 0, Just(Vec::new())),
+            |k, ok| check(&mut d, k, ok),
+        );
     }
 }
