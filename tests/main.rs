@@ -6,6 +6,7 @@ mod common;
 
 mod cli;
 mod compaction;
+mod data_loss;
 mod exactly_once;
 mod fencing;
 mod formats;

@@ -273,6 +273,10 @@ pub enum PipelineError {
     /// Delta commits kept failing after retries.
     #[error("delta: {0}")]
     Delta(String),
+    /// Offsets to read are gone from the broker (the operator decides how
+    /// to go on).
+    #[error(transparent)]
+    DataLoss(#[from] crate::source::DataLossError),
     /// A bug in inlet.
     #[error("internal error (a bug, please report it): {0}")]
     Internal(String),
