@@ -187,8 +187,9 @@ fn past_end_message(e: &PastEnd) -> String {
     );
     match e.next {
         Next::Stored(_) => format!(
-            "{head}: the topic was probably deleted and recreated, or truncated by an unclean \
-             leader election, and reading on would skip the offsets written again. Nothing was \
+            "{head}: the topic was probably recreated or truncated (deleted and created again, \
+             or cut short by an unclean leader election), and reading on would skip the offsets \
+             written again. Nothing was \
              written for this partition. fail_on_data_loss does not apply (a stored offset \
              cannot go back): ingest the topic under a new app_id or into a new table"
         ),
