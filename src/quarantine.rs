@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_lost_range_is_trimmed_by_its_last_offset() {
-        use crate::source::loss::{LostRecord, LostRange, Next};
+        use crate::source::loss::{LostRange, LostRecord, Next};
         let range = LostRange {
             source: "s".into(),
             topic: "t".into(),

@@ -30,7 +30,8 @@ pub(super) fn available_now(fetch: &mut FetchLoop, router: &Router) -> Result<()
         .map_err(|e| kafka(format!("listing topics: {e}")))?;
     let reb = fetch.consumer.context().handler().clone();
     let consumer = fetch.consumer.clone();
-    let wm = |t: &str, p: i32| consumer.fetch_watermarks(t, p, crate::source::kafka::WATERMARK_TIMEOUT);
+    let wm =
+        |t: &str, p: i32| consumer.fetch_watermarks(t, p, crate::source::kafka::WATERMARK_TIMEOUT);
     let starts = reb.start_offsets(&parts, &wm)?;
     let mut ranges = Vec::with_capacity(parts.len());
     for (tp, start) in parts.into_iter().zip(starts) {

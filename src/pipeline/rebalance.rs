@@ -188,7 +188,12 @@ impl Rebalancer {
         for ((topic, p), s) in parts.iter().zip(stored) {
             let wm = watermarks(topic, *p)
                 .map_err(|e| PipelineError::Kafka(format!("watermarks of {topic}/{p}: {e}")))?;
-            let began = self.began.lock().expect("began lock").get(&(topic.clone(), *p)).copied();
+            let began = self
+                .began
+                .lock()
+                .expect("began lock")
+                .get(&(topic.clone(), *p))
+                .copied();
             let next = match (s, began) {
                 (Some(v), _) => Next::Stored(v),
                 (None, Some(o)) => Next::Requested(o),

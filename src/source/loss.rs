@@ -313,17 +313,30 @@ mod tests {
 
     #[test]
     fn below_the_low_watermark_is_lost_up_to_it_or_the_range_end() {
-        let lost = check("s", "t", 0, Next::Stored(9_999), (190_320, 210_000), i64::MAX)
-            .unwrap()
-            .unwrap();
-        assert_eq!((lost.first(), lost.last, lost.count()), (10_000, 190_319, 180_320));
+        let lost = check(
+            "s",
+            "t",
+            0,
+            Next::Stored(9_999),
+            (190_320, 210_000),
+            i64::MAX,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (lost.first(), lost.last, lost.count()),
+            (10_000, 190_319, 180_320)
+        );
         // A replay ending before the low watermark lost only its own range.
         let lost = check("s", "t", 0, Next::Requested(100), (1_000, 2_000), 500)
             .unwrap()
             .unwrap();
         assert_eq!((lost.first(), lost.last), (100, 499));
         // At or above the low watermark, or past the range: nothing lost.
-        for (next, end) in [(Next::Stored(189_999), i64::MAX), (Next::Requested(600), 500)] {
+        for (next, end) in [
+            (Next::Stored(189_999), i64::MAX),
+            (Next::Requested(600), 500),
+        ] {
             assert_eq!(check("s", "t", 0, next, (190_000, 210_000), end), Ok(None));
         }
         // Caught up: stored + 1 == high is fine.
@@ -343,9 +356,16 @@ mod tests {
 
     #[test]
     fn the_error_names_partition_range_and_both_ways_on() {
-        let r = check("orders", "o", 2, Next::Stored(9_999), (190_320, 210_000), i64::MAX)
-            .unwrap()
-            .unwrap();
+        let r = check(
+            "orders",
+            "o",
+            2,
+            Next::Stored(9_999),
+            (190_320, 210_000),
+            i64::MAX,
+        )
+        .unwrap()
+        .unwrap();
         let e = DataLossError::Lost {
             ranges: vec![r],
             kind: RunKind::Ingest,
