@@ -7,19 +7,28 @@
 //! crash or a fenced batch, quarantine rows at or below the stored version
 //! are dropped, so each rejected offset is in the quarantine table once, and
 //! every consumed offset is in exactly one of the two tables.
+//!
+//! A range of offsets the broker deleted before inlet read them
+//! (`fail_on_data_loss = false`) is one row with stage `lost`: `offset` is
+//! the first lost offset, the header `inlet.lost.last_offset` the last (as
+//! decimal text), `key`, `value` and `timestamp` are null, and `error`
+//! names the range. It travels with the partition's next batch like any
+//! rejected message, and is trimmed by its last offset, so a retry stores it
+//! once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, AsArray, BinaryBuilder, BooleanArray, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Int32Builder, Int64Builder, MapArray,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
 use arrow::error::ArrowError;
 
 use crate::config::{MetadataColumns, TableConfig};
-use crate::decode::{KafkaRecord, Rejection};
+use crate::decode::{KafkaRecord, Rejection, Stage};
+use crate::source::loss::LOST_LAST_OFFSET_HEADER;
 
 /// The quarantine table's columns, in Spark DDL.
 pub const QUARANTINE_DDL: &str = "topic STRING NOT NULL, partition INT NOT NULL, \
@@ -104,7 +113,8 @@ pub fn quarantine_schema() -> SchemaRef {
 }
 
 /// Drops rows whose (topic, partition) already stores a version at or past
-/// their offset. `stored` maps (topic, partition) to the stored version.
+/// their offset (for a `lost` row, the last offset of its range). `stored`
+/// maps (topic, partition) to the stored version.
 pub fn trim(
     batch: &RecordBatch,
     stored: &HashMap<(String, i32), i64>,
@@ -112,16 +122,36 @@ pub fn trim(
     let topics = batch.column(0).as_string::<i32>();
     let partitions = batch.column(1).as_primitive::<Int32Type>();
     let offsets = batch.column(2).as_primitive::<Int64Type>();
+    let headers = batch.column(6).as_map();
+    let stages = batch.column(7).as_string::<i32>();
     let keep: BooleanArray = (0..batch.num_rows())
         .map(|i| {
             let key = (topics.value(i).to_string(), partitions.value(i));
-            Some(stored.get(&key).is_none_or(|&s| offsets.value(i) > s))
+            let offset = if stages.value(i) == Stage::Lost.as_str() {
+                lost_last(headers, i).unwrap_or(offsets.value(i))
+            } else {
+                offsets.value(i)
+            };
+            Some(stored.get(&key).is_none_or(|&s| offset > s))
         })
         .collect();
     if keep.true_count() == batch.num_rows() {
         return Ok(batch.clone());
     }
     arrow::compute::filter_record_batch(batch, &keep)
+}
+
+/// The last offset of the `lost` row `i`, from its header.
+fn lost_last(headers: &MapArray, i: usize) -> Option<i64> {
+    if headers.is_null(i) {
+        return None;
+    }
+    let entries = headers.value(i);
+    let keys = entries.column(0).as_string::<i32>();
+    let values = entries.column(1).as_binary::<i32>();
+    (0..entries.len())
+        .find(|&j| keys.value(j) == LOST_LAST_OFFSET_HEADER && !values.is_null(j))
+        .and_then(|j| std::str::from_utf8(values.value(j)).ok()?.parse().ok())
 }
 
 /// Rows in `batches`.
@@ -175,5 +205,32 @@ mod tests {
         let kept = trim(&b, &stored).unwrap();
         let offsets = kept.column(2).as_primitive::<Int64Type>();
         assert_eq!(offsets.values().to_vec(), vec![9, 1]);
+    }
+
+    #[test]
+    fn a_lost_range_is_trimmed_by_its_last_offset() {
+        use crate::source::loss::{LostRange, LostRecord, Next};
+        let range = LostRange {
+            source: "s".into(),
+            topic: "t".into(),
+            partition: 0,
+            next: Next::Stored(9),
+            first_available: 100,
+            last: 99,
+        };
+        let b = rows(
+            &[LostRecord::new(&range)],
+            &[Rejection::new(0, Stage::Lost, range.describe())],
+        )
+        .unwrap();
+        assert_eq!(b.column(2).as_primitive::<Int64Type>().value(0), 10);
+        assert_eq!(lost_last(b.column(6).as_map(), 0), Some(99));
+        assert_eq!(b.column(7).as_string::<i32>().value(0), "lost");
+        // Stored inside the range (a batch's quarantine commit whose data
+        // commit did not happen): the range is still recorded.
+        for (stored, kept) in [(9, 1), (50, 1), (99, 0), (120, 0)] {
+            let s = HashMap::from([(("t".to_string(), 0), stored)]);
+            assert_eq!(trim(&b, &s).unwrap().num_rows(), kept, "stored {stored}");
+        }
     }
 }

@@ -7,6 +7,7 @@ mod common;
 mod boundary;
 mod cli;
 mod compaction;
+mod data_loss;
 mod exactly_once;
 mod fencing;
 mod formats;

@@ -7,7 +7,7 @@ use crate::common::process::Running;
 use crate::common::*;
 
 /// A plain HTTP/1.1 GET: (status code, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(

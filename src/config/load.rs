@@ -173,6 +173,17 @@ fn validate(c: &Config) -> Result<()> {
                 "remove it (bootstrap servers and group id have their own keys under [kafka])",
             ));
         }
+        if key == "auto.offset.reset" {
+            // librdkafka's reset would skip deleted offsets in silence.
+            return Err(ConfigError::invalid(
+                format!("kafka.properties.{key}"),
+                "is set by inlet itself (to `error`, so that offsets deleted before inlet read \
+                 them are noticed)",
+                "remove it; where a partition without a stored offset starts is \
+                 sources.<name>.starting_offsets, and what happens when offsets are lost is \
+                 sources.<name>.fail_on_data_loss",
+            ));
+        }
         if key == "partition.assignment.strategy" && value.contains("cooperative") {
             return Err(ConfigError::invalid(
                 format!("kafka.properties.{key}"),
@@ -255,6 +266,24 @@ fn validate(c: &Config) -> Result<()> {
                     "define [tables.{}] or use one of: {}",
                     s.table,
                     c.tables.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let quarantined = c
+            .tables
+            .get(&s.table)
+            .is_some_and(|t| t.quarantine_uri.is_some());
+        if !s.fail_on_data_loss && !quarantined {
+            return Err(ConfigError::invalid(
+                format!("{key}.fail_on_data_loss"),
+                format!(
+                    "is false, which records each lost offset range in the quarantine table, \
+                     but table `{}` has none",
+                    s.table
+                ),
+                format!(
+                    "set tables.{}.quarantine_uri, or keep fail_on_data_loss = true",
+                    s.table
                 ),
             ));
         }
@@ -682,6 +711,34 @@ mod tests {
         );
         let err = load_str(&cfg).unwrap_err().to_string();
         assert!(err.contains("partition.assignment.strategy"), "{err}");
+    }
+
+    #[test]
+    fn auto_offset_reset_is_refused_and_data_loss_defaults_to_failing() {
+        let cfg = BASE.replace(
+            "\"security.protocol\" = \"SASL_SSL\"",
+            "\"auto.offset.reset\" = \"earliest\"",
+        );
+        let err = load_str(&cfg).unwrap_err().to_string();
+        assert!(err.contains("kafka.properties.auto.offset.reset"), "{err}");
+        assert!(err.contains("fail_on_data_loss"), "{err}");
+        assert!(load_str(BASE).unwrap().sources["events"].fail_on_data_loss);
+    }
+
+    #[test]
+    fn going_on_after_data_loss_needs_a_quarantine_table() {
+        let lenient = BASE.replace(
+            "table = \"events\"",
+            "table = \"events\"\nfail_on_data_loss = false",
+        );
+        let err = load_str(&lenient).unwrap_err().to_string();
+        assert!(err.contains("sources.events.fail_on_data_loss"), "{err}");
+        assert!(err.contains("tables.events.quarantine_uri"), "{err}");
+        let with_quarantine = lenient.replace(
+            "uri = \"/tmp/x\"",
+            "uri = \"/tmp/x\"\nquarantine_uri = \"/tmp/xq\"",
+        );
+        assert!(!load_str(&with_quarantine).unwrap().sources["events"].fail_on_data_loss);
     }
 }
 

@@ -205,6 +205,22 @@ pub struct SourceConfig {
     /// the table always win.
     #[serde(default)]
     pub starting_offsets: StartingOffsets,
+    /// What to do when offsets inlet was still to read are gone from the
+    /// broker (retention, `deleteRecords`, an unclean leader election), like
+    /// Spark's `failOnDataLoss`. `true` (default): stop before writing
+    /// anything for that partition, naming the partition and the lost range.
+    /// `false`: go on from the first available offset, log `data lost`,
+    /// count the offsets in `inlet_offsets_lost_total`, and record the range
+    /// as one quarantine row with stage `lost` (`offset` = first lost offset,
+    /// header `inlet.lost.last_offset` = last lost offset), so the table's
+    /// `quarantine_uri` must be set. A stored offset past the partition's end
+    /// (a recreated topic) always stops.
+    #[serde(default = "default_true")]
+    pub fail_on_data_loss: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Message value formats.

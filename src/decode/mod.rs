@@ -52,6 +52,9 @@ pub enum Stage {
     Transform,
     /// The row violates a table constraint.
     Constraint,
+    /// Not a message: a range of offsets the broker deleted before inlet
+    /// read them (`fail_on_data_loss = false`); see [`crate::source::loss`].
+    Lost,
 }
 
 impl Stage {
@@ -62,6 +65,7 @@ impl Stage {
             Stage::Schema => "schema",
             Stage::Transform => "transform",
             Stage::Constraint => "constraint",
+            Stage::Lost => "lost",
         }
     }
 }

@@ -73,6 +73,37 @@ impl InternalEvent for MessageRejected<'_> {
     }
 }
 
+/// Offsets of a partition were deleted before inlet read them, and its
+/// source goes on from the first available offset (`fail_on_data_loss =
+/// false`). Emitted each time a start finds the loss (again after a restart
+/// that had not committed it yet); the quarantine table holds it once.
+#[derive(Debug)]
+pub struct DataLost<'a> {
+    /// The lost range.
+    pub range: &'a crate::source::LostRange,
+}
+
+impl InternalEvent for DataLost<'_> {
+    fn emit(self, m: &Metrics) {
+        let r = self.range;
+        m.offsets_lost
+            .get_or_create(&PartitionLabels {
+                topic: r.topic.clone(),
+                partition: r.partition.to_string(),
+            })
+            .inc_by(u64::try_from(r.count()).unwrap_or(0));
+        tracing::error!(
+            topic = %r.topic,
+            partition = r.partition,
+            first_lost = r.first(),
+            last_lost = r.last,
+            lost = r.count(),
+            first_available = r.first_available,
+            "data lost: offsets deleted by the broker before inlet read them; going on from the first available offset"
+        );
+    }
+}
+
 /// A batch was committed to a table.
 #[derive(Debug)]
 pub struct BatchCommitted<'a> {

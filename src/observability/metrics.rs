@@ -93,6 +93,9 @@ pub struct Metrics {
     pub commit_conflicts: Family<TableLabels, Counter>,
     /// Consumer lag per partition, from librdkafka's statistics.
     pub lag: Family<PartitionLabels, Gauge>,
+    /// Offsets deleted by the broker before inlet read them, skipped with
+    /// `fail_on_data_loss = false`, per partition.
+    pub offsets_lost: Family<PartitionLabels, Counter>,
     /// Compactions per table and outcome (`done`, `skipped`, `failed`).
     pub compactions: Family<CompactionLabels, Counter>,
     /// Schemas fetched from the Schema Registry.
@@ -154,6 +157,7 @@ impl Metrics {
         let write_retries = Family::<TableLabels, Counter>::default();
         let commit_conflicts = Family::<TableLabels, Counter>::default();
         let lag = Family::<PartitionLabels, Gauge>::default();
+        let offsets_lost = Family::<PartitionLabels, Counter>::default();
         let compactions = Family::<CompactionLabels, Counter>::default();
         let schemas_fetched = Counter::default();
         let registry_retries = Counter::default();
@@ -211,6 +215,11 @@ impl Metrics {
         );
         registry.register("consumer_lag", "Consumer lag in messages", lag.clone());
         registry.register(
+            "offsets_lost",
+            "Offsets deleted by the broker before inlet read them (fail_on_data_loss = false)",
+            offsets_lost.clone(),
+        );
+        registry.register(
             "compactions",
             "Background compactions by outcome",
             compactions.clone(),
@@ -254,6 +263,7 @@ impl Metrics {
             write_retries,
             commit_conflicts,
             lag,
+            offsets_lost,
             compactions,
             schemas_fetched,
             registry_retries,

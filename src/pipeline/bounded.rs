@@ -15,7 +15,7 @@ use super::progress::Progress;
 use super::route::Router;
 use super::{PipelineError, Result};
 use crate::config::{OffsetSpec, RangeBound};
-use crate::source::TopicPartition;
+use crate::source::{Next, RunKind, TopicPartition};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -29,7 +29,10 @@ pub(super) fn available_now(fetch: &mut FetchLoop, router: &Router) -> Result<()
     let parts = crate::source::list_partitions(&fetch.consumer, |t| router.reads(t), TIMEOUT)
         .map_err(|e| kafka(format!("listing topics: {e}")))?;
     let reb = fetch.consumer.context().handler().clone();
-    let starts = reb.start_offsets(&parts).map_err(PipelineError::Kafka)?;
+    let consumer = fetch.consumer.clone();
+    let wm =
+        |t: &str, p: i32| consumer.fetch_watermarks(t, p, crate::source::kafka::WATERMARK_TIMEOUT);
+    let starts = reb.start_offsets(&parts, &wm)?;
     let mut ranges = Vec::with_capacity(parts.len());
     for (tp, start) in parts.into_iter().zip(starts) {
         let (_, high) = watermarks(&fetch.consumer, &tp)?;
@@ -71,17 +74,29 @@ pub(super) fn replay(
     let reb = fetch.consumer.context().handler().clone();
     let stored = reb.stored_offsets(&parts).map_err(PipelineError::Kafka)?;
     let mut ranges = Vec::with_capacity(parts.len());
+    let mut lost = Vec::new();
     for (((tp, start), end), stored) in parts.into_iter().zip(starts).zip(ends).zip(stored) {
         let (low, high) = watermarks(&fetch.consumer, &tp)?;
         let end = concrete(end, low, high);
-        let start = concrete(start, low, high).max(stored.map_or(0, |s| s + 1));
+        let from = concrete(start, low, high);
+        let next = match stored {
+            Some(s) if s + 1 > from => Next::Stored(s),
+            _ => Next::Requested(from),
+        };
+        let mut start = next.offset();
+        if start < end {
+            let (checked, loss) = reb.check_start(&tp.0, tp.1, next, (low, high), end)?;
+            start = checked;
+            lost.extend(loss);
+        }
         ranges.push((tp, OffsetSpec::Offset(start), end));
     }
+    reb.settle_losses(lost, RunKind::Replay)?;
     assign(fetch, ranges, "replay")
 }
 
 /// An offset for a spec, given the watermarks.
-fn concrete(spec: OffsetSpec, low: i64, high: i64) -> i64 {
+pub(super) fn concrete(spec: OffsetSpec, low: i64, high: i64) -> i64 {
     match spec {
         OffsetSpec::Earliest => low,
         OffsetSpec::Latest => high,
@@ -167,7 +182,9 @@ fn assign(
     let partitions = ranges.len();
     for (tp, start, end) in ranges {
         let (low, high) = watermarks(&fetch.consumer, &tp)?;
-        let start = concrete(start, low, high).max(low);
+        // Checked for data loss already; should the low watermark move past
+        // it meanwhile, the fetch is out of range and positions are re-read.
+        let start = concrete(start, low, high);
         if start >= end {
             continue;
         }

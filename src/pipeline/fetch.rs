@@ -36,6 +36,7 @@ use crate::observability::events::{
 };
 use crate::observability::{InternalEvent, Metrics};
 use crate::schema::TableLayout;
+use crate::source::kafka::WATERMARK_TIMEOUT;
 use crate::source::{to_rd_offset, InletContext, TopicPartition};
 
 /// The consumer type of the pipeline.
@@ -329,12 +330,21 @@ impl FetchLoop {
         loop {
             if since_check >= CHECK_EVERY {
                 since_check = 0;
-                if let Some(msg) = self.rebalancer().take_fatal() {
-                    let _ = self.events.blocking_send(FetchEvent::Fatal(msg.clone()));
-                    return Err(PipelineError::Kafka(msg));
+                if let Some(e) = self.rebalancer().take_fatal() {
+                    // The buffer stage stops; this thread's error is the cause.
+                    let stopped = super::CONSUMER_STOPPED.to_string();
+                    let _ = self.events.blocking_send(FetchEvent::Fatal(stopped));
+                    return Err(e);
                 }
                 if self.resync.swap(false, Ordering::AcqRel) {
-                    self.resync_positions(consumer)?;
+                    for (t, p) in self.resync_positions(consumer)? {
+                        let state = ends.get_mut(&t).and_then(|m| m.get_mut(&p));
+                        if state.is_some_and(|s| mark_done(consumer, s, &t, p)) {
+                            open -= 1;
+                        }
+                    }
+                    // Held messages belong to the positions just replaced.
+                    out.held.clear();
                     run = None;
                 }
                 let stop = self.shutdown.is_triggered() || (self.targets.is_some() && open == 0);
@@ -384,8 +394,9 @@ impl FetchLoop {
                     continue;
                 }
                 Some(Err(e)) => {
-                    // librdkafka retries broker errors itself; they are transient.
-                    warn!(error = %e, "consumer error");
+                    if self.consumer_error(&e) {
+                        since_check = CHECK_EVERY;
+                    }
                     continue;
                 }
                 Some(Ok(msg)) => msg,
@@ -508,6 +519,22 @@ impl FetchLoop {
         Ok(())
     }
 
+    /// Handles a consumer error; true when positions must be re-read.
+    /// librdkafka retries broker errors itself. A position out of the
+    /// partition's range stops that partition's fetching (with
+    /// `auto.offset.reset=error`): the positions are then re-read from the
+    /// table, which checks them for data loss.
+    fn consumer_error(&self, e: &rdkafka::error::KafkaError) -> bool {
+        if crate::source::kafka::is_offset_out_of_range(e) {
+            warn!(error = %e, "fetch position out of the partition's range; re-reading positions");
+            self.resync.store(true, Ordering::Release);
+            true
+        } else {
+            warn!(error = %e, "consumer error");
+            false
+        }
+    }
+
     /// The decode thread stopped taking chunks; it stops early only when
     /// told to stop.
     fn decode_stopped(&self) -> Result<(), PipelineError> {
@@ -545,7 +572,9 @@ impl FetchLoop {
         let sent = loop {
             match consumer.poll(Duration::ZERO) {
                 Some(Ok(m)) => out.held.push_back(m),
-                Some(Err(e)) => warn!(error = %e, "consumer error"),
+                Some(Err(e)) => {
+                    self.consumer_error(&e);
+                }
                 None => {}
             }
             if self.rebalancer().generation() != chunk.generation {
@@ -600,21 +629,28 @@ impl FetchLoop {
         done
     }
 
-    /// A batch was fenced: drop everything buffered and restart every
-    /// assigned partition from the offsets now in the table.
-    fn resync_positions(&self, consumer: &InletConsumer) -> Result<(), PipelineError> {
+    /// A batch was fenced, or a position fell out of range: drop everything
+    /// buffered and restart every assigned partition from the offsets now
+    /// in the table. Returns the partitions of a bounded run found done.
+    fn resync_positions(
+        &self,
+        consumer: &InletConsumer,
+    ) -> Result<Vec<TopicPartition>, PipelineError> {
         let assignment = consumer
             .assignment()
             .map_err(|e| PipelineError::Kafka(e.to_string()))?;
         let parts = crate::source::kafka::partitions(&assignment);
         let reb = self.rebalancer();
         reb.bump();
-        let starts = reb.start_offsets(&parts).map_err(PipelineError::Kafka)?;
+        let watermarks = |t: &str, p: i32| consumer.fetch_watermarks(t, p, WATERMARK_TIMEOUT);
+        let starts = reb.start_offsets(&parts, &watermarks)?;
         let mut tpl = TopicPartitionList::new();
+        let mut done = Vec::new();
         for ((t, p), s) in parts.iter().zip(starts) {
             let s = if let (Some(targets), OffsetSpec::Offset(o)) = (&self.targets, s) {
                 // Keep done partitions paused at their end.
                 if targets.get(&(t.clone(), *p)).is_some_and(|&hw| o >= hw) {
+                    done.push((t.clone(), *p));
                     continue;
                 }
                 s
@@ -630,7 +666,8 @@ impl FetchLoop {
         );
         consumer
             .assign(&tpl)
-            .map_err(|e| PipelineError::Kafka(e.to_string()))
+            .map_err(|e| PipelineError::Kafka(e.to_string()))?;
+        Ok(done)
     }
 }
 

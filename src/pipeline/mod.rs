@@ -279,6 +279,10 @@ pub enum PipelineError {
     /// Delta commits kept failing after retries.
     #[error("delta: {0}")]
     Delta(String),
+    /// Offsets to read are gone from the broker (the operator decides how
+    /// to go on).
+    #[error(transparent)]
+    DataLoss(#[from] crate::source::DataLossError),
     /// A bug in inlet.
     #[error("internal error (a bug, please report it): {0}")]
     Internal(String),
@@ -298,6 +302,7 @@ impl crate::fault::Classify for PipelineError {
             PipelineError::Kafka(_)
             | PipelineError::Delta(_)
             | PipelineError::ShutdownTimeout(_) => Fault::Environment,
+            PipelineError::DataLoss(e) => e.fault(),
             PipelineError::Internal(_) => Fault::Internal,
         }
     }

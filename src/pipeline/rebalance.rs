@@ -1,7 +1,7 @@
 //! Start offsets from the Delta log, set inside the rebalance callback, and the
 //! generation gate that keeps a revoked assignment's batches out of the table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,12 +11,16 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::route::Router;
-use super::FetchEvent;
+use super::{Chunk, FetchEvent, PipelineError};
 use crate::config::OffsetSpec;
-use crate::observability::events::ConsumerLag;
+use crate::decode::{Rejection, Stage};
+use crate::observability::events::{ConsumerLag, DataLost};
 use crate::observability::{InternalEvent, Metrics};
 use crate::sink::{txn_app_id, DeltaSink};
-use crate::source::{RebalanceHandler, TopicPartition};
+use crate::source::loss::{self, LostRecord};
+use crate::source::{
+    DataLossError, LostRange, Next, RebalanceHandler, RunKind, TopicPartition, Watermarks,
+};
 
 /// The assignment generation. The committer holds the lock while it checks a
 /// batch's generation and commits it; a rebalance takes the lock to bump the
@@ -35,8 +39,12 @@ pub struct Rebalancer {
     sinks: Mutex<Vec<DeltaSink>>,
     runtime: Handle,
     events: mpsc::Sender<FetchEvent>,
-    fatal: Mutex<Option<String>>,
+    fatal: Mutex<Option<PipelineError>>,
     metrics: Arc<Metrics>,
+    /// Where this process began reading each partition it has read: with
+    /// no offset stored yet, reading goes on from there, not from a
+    /// `starting_offsets = "earliest"` that retention has since moved.
+    began: Mutex<HashMap<TopicPartition, i64>>,
 }
 
 impl std::fmt::Debug for Rebalancer {
@@ -69,6 +77,7 @@ impl Rebalancer {
             events,
             fatal: Mutex::new(None),
             metrics,
+            began: Mutex::new(HashMap::new()),
         }
     }
 
@@ -83,8 +92,28 @@ impl Rebalancer {
     }
 
     /// A fatal error raised in a callback, if any.
-    pub fn take_fatal(&self) -> Option<String> {
+    pub fn take_fatal(&self) -> Option<PipelineError> {
         self.fatal.lock().expect("fatal lock").take()
+    }
+
+    /// Records a fatal error; the first one is the cause and is kept.
+    fn set_fatal(&self, e: PipelineError) {
+        self.fatal.lock().expect("fatal lock").get_or_insert(e);
+    }
+
+    /// Hands `event` to the buffer stage, waiting while its queue is full.
+    fn send(&self, mut event: FetchEvent) {
+        loop {
+            match self.events.try_send(event) {
+                Ok(()) => break,
+                // The buffer stage is gone at shutdown; nothing to tell then.
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+                Err(mpsc::error::TrySendError::Full(e)) => {
+                    event = e;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
     }
 
     /// Starts a new generation: waits for an in-flight commit, bumps the
@@ -102,18 +131,7 @@ impl Rebalancer {
         let gen = *g;
         self.generation.store(gen, Ordering::Release);
         drop(g);
-        let mut event = FetchEvent::Rebalanced { generation: gen };
-        loop {
-            match self.events.try_send(event) {
-                Ok(()) => break,
-                // The buffer stage is gone at shutdown; nothing to drop then.
-                Err(mpsc::error::TrySendError::Closed(_)) => break,
-                Err(mpsc::error::TrySendError::Full(e)) => {
-                    event = e;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
+        self.send(FetchEvent::Rebalanced { generation: gen });
         gen
     }
 
@@ -155,25 +173,133 @@ impl Rebalancer {
         Ok(out)
     }
 
-    /// Where each partition starts: stored version + 1, or the source's
-    /// `starting_offsets` when the table holds none.
-    pub fn start_offsets(&self, parts: &[TopicPartition]) -> Result<Vec<OffsetSpec>, String> {
-        let stored = self.stored_offsets(parts)?;
-        Ok(parts
+    /// Where each partition starts: stored version + 1; with none stored,
+    /// where this process began reading it, else the source's
+    /// `starting_offsets`. Each start is checked against the partition's
+    /// watermarks ([`Self::check_start`], [`Self::settle_losses`]).
+    pub fn start_offsets(
+        &self,
+        parts: &[TopicPartition],
+        watermarks: &Watermarks<'_>,
+    ) -> Result<Vec<OffsetSpec>, PipelineError> {
+        let stored = self.stored_offsets(parts).map_err(PipelineError::Kafka)?;
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut lost = Vec::new();
+        for ((topic, p), s) in parts.iter().zip(stored) {
+            let wm = watermarks(topic, *p)
+                .map_err(|e| PipelineError::Kafka(format!("watermarks of {topic}/{p}: {e}")))?;
+            let began = self
+                .began
+                .lock()
+                .expect("began lock")
+                .get(&(topic.clone(), *p))
+                .copied();
+            let next = match (s, began) {
+                (Some(v), _) => Next::Stored(v),
+                (None, Some(o)) => Next::Requested(o),
+                (None, None) => Next::Requested(super::bounded::concrete(
+                    self.router.starting_offset(topic, *p),
+                    wm.0,
+                    wm.1,
+                )),
+            };
+            let (start, loss) = self.check_start(topic, *p, next, wm, i64::MAX)?;
+            lost.extend(loss);
+            starts.push(OffsetSpec::Offset(start));
+        }
+        self.settle_losses(lost, RunKind::Ingest)?;
+        Ok(starts)
+    }
+
+    /// Checks the start `next` of a partition against its watermarks `wm`
+    /// (`end` bounds a bounded range): the offset to read from, and the
+    /// range lost before it, if any. Past the partition's end is an error.
+    pub(super) fn check_start(
+        &self,
+        topic: &str,
+        partition: i32,
+        next: Next,
+        wm: (i64, i64),
+        end: i64,
+    ) -> Result<(i64, Option<LostRange>), PipelineError> {
+        let (source, _) = self.router.data_loss_policy(topic);
+        let loss = loss::check(source, topic, partition, next, wm, end)
+            .map_err(|e| PipelineError::DataLoss(DataLossError::PastEnd(e)))?;
+        let start = loss.as_ref().map_or(next.offset(), |l| l.first_available);
+        self.began
+            .lock()
+            .expect("began lock")
+            .entry((topic.to_string(), partition))
+            .or_insert(next.offset());
+        Ok((start, loss))
+    }
+
+    /// Lost ranges stop the run when any of their sources has
+    /// `fail_on_data_loss = true`, before anything of them is written.
+    /// Otherwise each is logged, counted and handed to the buffer stage as a
+    /// chunk of its own (no rows, one quarantine row with stage `lost`,
+    /// covering the lost offsets), ahead of the partition's messages: it
+    /// commits with the partition's next batch, quarantine row and stored
+    /// offset together, so a crash before that commit finds the loss again
+    /// and the row is stored once.
+    pub(super) fn settle_losses(
+        &self,
+        lost: Vec<LostRange>,
+        kind: RunKind,
+    ) -> Result<(), PipelineError> {
+        let failing: Vec<LostRange> = lost
             .iter()
-            .zip(stored)
-            .map(|((topic, p), s)| match s {
-                Some(v) => OffsetSpec::Offset(v + 1),
-                None => self.router.starting_offset(topic, *p),
-            })
-            .collect())
+            .filter(|r| self.router.data_loss_policy(&r.topic).1)
+            .cloned()
+            .collect();
+        if !failing.is_empty() {
+            return Err(PipelineError::DataLoss(DataLossError::Lost {
+                ranges: failing,
+                kind,
+            }));
+        }
+        for r in lost {
+            DataLost { range: &r }.emit(&self.metrics);
+            let Some(table) = self.router.table_for(&r.topic) else {
+                continue;
+            };
+            let row = crate::quarantine::rows(
+                &[LostRecord::new(&r)],
+                &[Rejection::new(0, Stage::Lost, r.describe())],
+            )
+            .map_err(|e| PipelineError::Internal(format!("lost-range row: {e}")))?;
+            let chunk = Chunk {
+                table,
+                generation: self.generation(),
+                batch: arrow::array::RecordBatch::new_empty(Arc::new(
+                    arrow::datatypes::Schema::empty(),
+                )),
+                progress: BTreeMap::from([((r.topic.clone(), r.partition), (r.first(), r.last))]),
+                rejected: 0,
+                rows_by_topic: Vec::new(),
+                quarantine: Some(row),
+            };
+            self.send(FetchEvent::Chunk(chunk));
+        }
+        Ok(())
     }
 }
 
 impl RebalanceHandler for Arc<Rebalancer> {
-    fn on_assign(&self, partitions: &[TopicPartition]) -> Result<Vec<OffsetSpec>, String> {
+    fn on_assign(
+        &self,
+        partitions: &[TopicPartition],
+        watermarks: &Watermarks<'_>,
+    ) -> Result<Vec<OffsetSpec>, String> {
         self.bump();
-        let starts = self.start_offsets(partitions)?;
+        let starts = match self.start_offsets(partitions, watermarks) {
+            Ok(s) => s,
+            Err(e) => {
+                let text = e.to_string();
+                self.set_fatal(e);
+                return Err(text);
+            }
+        };
         for ((t, p), s) in partitions.iter().zip(&starts) {
             info!(topic = %t, partition = p, start = ?s, "partition starts");
         }
@@ -203,6 +329,6 @@ impl RebalanceHandler for Arc<Rebalancer> {
     }
 
     fn on_fatal(&self, message: String) {
-        *self.fatal.lock().expect("fatal lock") = Some(message);
+        self.set_fatal(PipelineError::Kafka(message));
     }
 }

@@ -17,10 +17,12 @@ pub struct Router {
 
 #[derive(Debug)]
 struct SourceRoute {
+    name: String,
     table: usize,
     topics: Vec<String>,
     pattern: Option<regex::Regex>,
     starting: StartingOffsets,
+    fail_on_data_loss: bool,
 }
 
 impl Router {
@@ -29,8 +31,9 @@ impl Router {
         let tables: Vec<String> = cfg.tables.keys().cloned().collect();
         let sources = cfg
             .sources
-            .values()
-            .map(|s| SourceRoute {
+            .iter()
+            .map(|(name, s)| SourceRoute {
+                name: name.clone(),
                 table: tables
                     .iter()
                     .position(|t| *t == s.table)
@@ -41,6 +44,7 @@ impl Router {
                     .as_deref()
                     .map(|p| regex::Regex::new(p).expect("validated: pattern compiles")),
                 starting: s.starting_offsets.clone(),
+                fail_on_data_loss: s.fail_on_data_loss,
             })
             .collect();
         Router {
@@ -87,6 +91,13 @@ impl Router {
         self.source_for(topic)
             .map(|s| s.starting.for_partition(topic, partition))
             .unwrap_or(OffsetSpec::Earliest)
+    }
+
+    /// The source reading `topic` and its `fail_on_data_loss` (true, the
+    /// default, for a topic no source reads).
+    pub fn data_loss_policy(&self, topic: &str) -> (&str, bool) {
+        self.source_for(topic)
+            .map_or(("?", true), |s| (s.name.as_str(), s.fail_on_data_loss))
     }
 
     /// The subscription list: explicit topics, and patterns as `^…` regexes

@@ -18,13 +18,36 @@ use crate::decode::KafkaRecord;
 /// A topic-partition.
 pub type TopicPartition = (String, i32);
 
+/// Looks up a partition's (low, high) watermarks on the broker.
+pub type Watermarks<'a> = dyn Fn(&str, i32) -> Result<(i64, i64), KafkaError> + 'a;
+
+/// How long a watermark look-up may take.
+pub const WATERMARK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a consumer error means a fetch position is out of the
+/// partition's range (deleted under a lagging consumer, or past a truncated
+/// end). With `auto.offset.reset=error` librdkafka stops fetching that
+/// partition and reports this instead of jumping elsewhere in silence.
+pub fn is_offset_out_of_range(e: &KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        e,
+        KafkaError::MessageConsumption(C::AutoOffsetReset | C::OffsetOutOfRange)
+    )
+}
+
 /// Decides where newly assigned partitions start, and hears of revocations.
 /// Called on the consumer's polling thread from inside the rebalance callback,
 /// so the offsets are in place before the first fetch.
 pub trait RebalanceHandler: Send + Sync + 'static {
-    /// Start offsets for `partitions`, in the same order. An error leaves the
-    /// partitions unassigned and stops the consumer.
-    fn on_assign(&self, partitions: &[TopicPartition]) -> Result<Vec<OffsetSpec>, String>;
+    /// Start offsets for `partitions`, in the same order; `watermarks` looks
+    /// up where each partition begins and ends. An error leaves the
+    /// partitions unassigned and stops the consumer ([`Self::on_fatal`]).
+    fn on_assign(
+        &self,
+        partitions: &[TopicPartition],
+        watermarks: &Watermarks<'_>,
+    ) -> Result<Vec<OffsetSpec>, String>;
     /// The partitions were taken away.
     fn on_revoke(&self, partitions: &[TopicPartition]);
     /// An unrecoverable error happened in the callback.
@@ -67,7 +90,9 @@ impl<H: RebalanceHandler> ConsumerContext for InletContext<H> {
         let parts = partitions(tpl);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                match self.handler.on_assign(&parts) {
+                let watermarks =
+                    |t: &str, p: i32| consumer.fetch_watermarks(t, p, WATERMARK_TIMEOUT);
+                match self.handler.on_assign(&parts, &watermarks) {
                     Ok(starts) => {
                         let mut with_offsets = TopicPartitionList::new();
                         for ((topic, p), start) in parts.iter().zip(starts) {
@@ -130,7 +155,6 @@ pub fn to_rd_offset(spec: OffsetSpec) -> Offset {
 pub fn client_config(cfg: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     // Sensible defaults a user may override.
-    c.set("auto.offset.reset", "earliest");
     c.set("session.timeout.ms", "30000");
     c.set("isolation.level", "read_committed");
     // librdkafka pauses fetching a partition for this long once its
@@ -150,6 +174,10 @@ pub fn client_config(cfg: &Config) -> ClientConfig {
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
     c.set("enable.partition.eof", "false");
+    // Starts are explicit offsets checked against the watermarks; a fetch
+    // position the broker no longer (or not yet) holds is reported, never
+    // reset in silence (the config refuses a user value).
+    c.set("auto.offset.reset", "error");
     c.set_log_level(RDKafkaLogLevel::Warning);
     c
 }

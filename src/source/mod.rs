@@ -1,8 +1,10 @@
 //! Kafka: the consumer, its rebalance callback and metadata look-ups.
 
 pub mod kafka;
+pub mod loss;
 
 pub use kafka::{
     client_config, create_consumer, list_partitions, to_rd_offset, InletContext, RebalanceHandler,
-    TopicPartition,
+    TopicPartition, Watermarks,
 };
+pub use loss::{DataLossError, LostRange, Next, RunKind};
