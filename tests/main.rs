@@ -13,6 +13,7 @@ mod ingest;
 mod metrics;
 mod migrate;
 mod poison;
+mod protobuf;
 mod replay_status;
 mod s3;
 mod tansu;

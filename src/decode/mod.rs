@@ -5,6 +5,7 @@ mod avro;
 mod framed;
 mod json;
 mod metadata;
+mod protobuf;
 mod raw;
 mod value;
 
@@ -12,6 +13,7 @@ pub use avro::AvroDecoder;
 pub use framed::{FramedDecoder, FramedError, FramedKind};
 pub use json::{JsonDecoder, DEFAULT_MAX_DEPTH, MAX_CHUNK};
 pub use metadata::{assemble, assemble_with_key, headers_column};
+pub use protobuf::{compile_schema, message_arrow_schema, protobuf_arrow_schema, ProtobufDecoder};
 pub use raw::RawDecoder;
 pub use value::ValueDecoder;
 
