@@ -271,7 +271,9 @@ fn protobuf_values_and_keys_land_typed_and_a_new_version_adds_a_column() {
     let v2 = registry.register(&format!("{topic}-value"), "PROTOBUF", &order_v2(), &refs);
     let json: Vec<String> = (20..30).map(|i| order_json(i, true)).collect();
     let values2 = encode(&protos, "order_v2.proto", "acme.Order", v2, &json).unwrap();
-    landed.extend(produce(&broker.bootstrap(), topic, &values2));
+    let unkeyed: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+        values2.iter().map(|v| (None, Some(v.as_slice()))).collect();
+    landed.extend(produce_records(&broker.bootstrap(), topic, &unkeyed));
     run_ok(&config);
 
     let table = read_table(&dir.path().join("events"));
@@ -279,7 +281,7 @@ fn protobuf_values_and_keys_land_typed_and_a_new_version_adds_a_column() {
     let mut all = table.coordinates.clone();
     all.extend(quarantine.iter().map(|q| (q.partition, q.offset)));
     assert_exactly_once(&all, &landed);
-    assert_eq!(table.coordinates.len(), 30);
+    assert_eq!(table.coordinates.len(), 30, "{quarantine:?}");
     let mut stages: Vec<(String, String)> = quarantine
         .iter()
         .map(|q| (q.stage.clone(), q.error.clone()))
