@@ -246,7 +246,7 @@ fn protobuf_values_and_keys_land_typed_and_a_new_version_adds_a_column() {
     let mut wrong_wire = good[..6].to_vec();
     wrong_wire.extend_from_slice(&[0x10, 0x01]);
     let poison = [truncated, bad_index, unknown_id, wrong_wire];
-    let mut records: Vec<(Option<&[u8]>, Option<&[u8]>)> = keys
+    let mut records: Vec<Record<'_>> = keys
         .iter()
         .zip(&values)
         .map(|(k, v)| (Some(k.as_slice()), Some(v.as_slice())))
@@ -271,8 +271,7 @@ fn protobuf_values_and_keys_land_typed_and_a_new_version_adds_a_column() {
     let v2 = registry.register(&format!("{topic}-value"), "PROTOBUF", &order_v2(), &refs);
     let json: Vec<String> = (20..30).map(|i| order_json(i, true)).collect();
     let values2 = encode(&protos, "order_v2.proto", "acme.Order", v2, &json).unwrap();
-    let unkeyed: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-        values2.iter().map(|v| (None, Some(v.as_slice()))).collect();
+    let unkeyed: Vec<Record<'_>> = values2.iter().map(|v| (None, Some(v.as_slice()))).collect();
     landed.extend(produce_records(&broker.bootstrap(), topic, &unkeyed));
     run_ok(&config);
 
