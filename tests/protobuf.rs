@@ -3,7 +3,8 @@
 //! grpcio-tools), not by inlet: nested messages, an import resolved through
 //! a registry reference, the well-known Timestamp and wrappers, maps, oneofs,
 //! enums and repeated fields; two schema versions, the second adding a
-//! column; a poison-pill catalogue; a non-default subject name strategy.
+//! column; a poison-pill catalogue; non-default subject name strategies
+//! (Protobuf `topic_record_name`, Avro `record_name`).
 //! DuckDB reads every table.
 
 use std::path::{Path, PathBuf};
@@ -426,4 +427,49 @@ message Shipment { int64 id = 1; Meta meta = 2; repeated int32 parcels = 3; }
     };
     assert_eq!(rows.len(), 5);
     assert_eq!(rows[3], serde_json::json!([3, "m3", [1, 3]]));
+}
+
+/// `record_name` for an Avro topic: the table comes from subject
+/// `<record_name>`, not `<topic>-value` (the strategies are format-agnostic).
+#[test]
+fn an_avro_table_is_created_from_its_record_name_subject() {
+    use crate::common::avro::Datum;
+    let topic = "avro-customers";
+    let mut broker = MockBroker::start();
+    broker.create_topic(topic, 1);
+    let registry = MockRegistry::start();
+    // A decoy under the default subject, whose `id` the records' cannot fill.
+    let decoy = r#"{"type":"record","name":"Decoy","fields":[{"name":"id","type":"string"}]}"#;
+    registry.register(&format!("{topic}-value"), "AVRO", decoy, &[]);
+    let schema = r#"{"type":"record","name":"Customer","namespace":"inlet.test","fields":[
+        {"name":"id","type":"long"},{"name":"name","type":"string"}]}"#;
+    let id = registry.register("inlet.test.Customer", "AVRO", schema, &[]);
+    let values: Vec<Vec<u8>> = (0..4i64)
+        .map(|i| Datum::Record(vec![Datum::Long(i), Datum::Str(format!("n{i}"))]).framed(id))
+        .collect();
+    let landed = produce(&broker.bootstrap(), topic, &values);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &broker.bootstrap(),
+        &registry.url(),
+        topic,
+        "subject_name_strategy = \"record_name\"\nrecord_name = \"inlet.test.Customer\"",
+        "",
+    );
+    let toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        toml.replace("format = \"protobuf\"", "format = \"avro\""),
+    )
+    .unwrap();
+    run_ok(&config);
+    assert_exactly_once(&read_table(&dir.path().join("events")).coordinates, &landed);
+    let Some(rows) = duck(
+        &dir.path().join("events"),
+        "SELECT id, name FROM t ORDER BY id",
+    ) else {
+        return;
+    };
+    assert_eq!(rows[2], serde_json::json!([2, "n2"]));
 }
