@@ -137,3 +137,4 @@ pub fn spawn_periodic(
         })
         .collect()
 }
+

@@ -30,10 +30,10 @@ use super::{Chunk, FetchEvent, PipelineError};
 use crate::config::{MetadataColumns, OffsetSpec};
 use crate::constraints::Constraints;
 use crate::decode::{assemble_with_key, FramedError, KafkaRecord, Rejection, Stage, ValueDecoder};
-use crate::fault::Shutdown;
 use crate::observability::events::{
     ConsumerPaused, ConsumerResumed, MessageRejected, MessagesConsumed, SchemaEvolved,
 };
+use crate::fault::Shutdown;
 use crate::observability::{InternalEvent, Metrics};
 use crate::schema::TableLayout;
 use crate::source::{to_rd_offset, InletContext, TopicPartition};
@@ -337,7 +337,8 @@ impl FetchLoop {
                     self.resync_positions(consumer)?;
                     run = None;
                 }
-                let stop = self.shutdown.is_triggered() || (self.targets.is_some() && open == 0);
+                let stop =
+                    self.shutdown.is_triggered() || (self.targets.is_some() && open == 0);
                 if stop {
                     self.end_run(run.take(), &names);
                     if let Some(p) = &mut self.progress {
