@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot path's stages, one chunk at a time:
-//! JSON → Arrow decode, Confluent Avro → Arrow decode, Kafka metadata
+//! JSON → Arrow decode, Confluent Avro and Protobuf → Arrow decode (equal
+//! records), Kafka metadata
 //! columns, transforms, CHECK constraint evaluation, and Parquet encoding.
 //! `cargo bench --bench hot_path` (or `scripts/bench.sh --micro`).
 
@@ -10,8 +11,8 @@ use arrow::array::RecordBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use inlet::config::MetadataColumns;
 use inlet::constraints::Constraints;
-use inlet::decode::AvroDecoder;
 use inlet::decode::{assemble, JsonDecoder, KafkaRecord, Rejection};
+use inlet::decode::{AvroDecoder, ProtobufDecoder};
 use inlet::schema::{table_schema, TableLayout};
 use inlet::transform::{TransformPlan, TransformSpec};
 use parquet::arrow::ArrowWriter;
@@ -110,6 +111,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     avro(c);
+    protobuf(c);
 
     let values = decode(&mut decoder, &recs, &mut good, &mut rejected);
     transforms(c, &values);
@@ -218,6 +220,86 @@ fn avro(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bytes as u64));
     g.bench_function("8192_messages_bytes", |b| {
         b.iter(|| black_box(run(&mut good, &mut rejected)))
+    });
+    g.finish();
+}
+
+/// The events of [`avro`] as Confluent-framed Protobuf (the same fields
+/// and values; `event_time` a `google.protobuf.Timestamp`), one chunk.
+fn protobuf(c: &mut Criterion) {
+    use prost_reflect::prost::Message as _;
+    use prost_reflect::{DynamicMessage, Value};
+    const ID: u32 = 8;
+    let schema = inlet::registry::ResolvedSchema {
+        id: ID,
+        kind: inlet::registry::SchemaKind::Protobuf,
+        schema: support::PROTO_SCHEMA.to_string(),
+        references: Vec::new(),
+    };
+    let file = inlet::decode::compile_schema(&schema).unwrap();
+    let desc = file.messages().next().unwrap();
+    let ts = desc
+        .parent_pool()
+        .get_message_by_name("google.protobuf.Timestamp")
+        .unwrap();
+    let frames: Vec<Vec<u8>> = (0..CHUNK as u64)
+        .map(|id| {
+            let e = support::event_fields(id);
+            let mut m = DynamicMessage::new(desc.clone());
+            m.set_field_by_name("id", Value::I64(id as i64));
+            m.set_field_by_name("user", Value::String(e.user));
+            m.set_field_by_name("action", Value::String(e.action.into()));
+            m.set_field_by_name("amount", Value::F64(e.amount));
+            let mut t = DynamicMessage::new(ts.clone());
+            t.set_field_by_name("seconds", Value::I64(e.event_time_us / 1_000_000));
+            t.set_field_by_name(
+                "nanos",
+                Value::I32((e.event_time_us % 1_000_000) as i32 * 1000),
+            );
+            m.set_field_by_name("event_time", Value::Message(t));
+            m.set_field_by_name("country", Value::String(e.country.into()));
+            m.set_field_by_name("session", Value::String(e.session));
+            m.set_field_by_name("page", Value::String(e.page));
+            m.set_field_by_name("user_agent", Value::String(e.user_agent.into()));
+            if let Some(r) = e.referrer {
+                m.set_field_by_name("referrer", Value::String(r.into()));
+            }
+            // Magic byte, schema id, message index [0], body.
+            let mut v = vec![0];
+            v.extend_from_slice(&ID.to_be_bytes());
+            v.push(0);
+            v.extend_from_slice(&m.encode_to_vec());
+            v
+        })
+        .collect();
+    let bytes: usize = frames.iter().map(Vec::len).sum();
+    let messages: Vec<(usize, &[u8])> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (i, f.as_slice()))
+        .collect();
+    let mut decoder = ProtobufDecoder::new();
+    decoder.add_schema(ID, &schema).unwrap();
+    let (mut parts, mut rejected) = (Vec::new(), Vec::new());
+    let mut run = |parts: &mut Vec<inlet::decode::Part>, rejected: &mut Vec<Rejection>| {
+        parts.clear();
+        rejected.clear();
+        decoder.decode(ID, &messages, parts, rejected).unwrap();
+    };
+    run(&mut parts, &mut rejected);
+    assert_eq!(
+        (parts[0].batch.num_rows(), rejected.len()),
+        (CHUNK, 0),
+        "{rejected:?}"
+    );
+    let mut g = c.benchmark_group("protobuf_decode");
+    g.throughput(Throughput::Elements(CHUNK as u64));
+    g.bench_function("8192_messages", |b| {
+        b.iter(|| run(black_box(&mut parts), &mut rejected))
+    });
+    g.throughput(Throughput::Bytes(bytes as u64));
+    g.bench_function("8192_messages_bytes", |b| {
+        b.iter(|| run(black_box(&mut parts), &mut rejected))
     });
     g.finish();
 }

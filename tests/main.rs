@@ -16,6 +16,7 @@ mod lakehouse;
 mod metrics;
 mod migrate;
 mod poison;
+mod protobuf;
 mod replay_status;
 mod s3;
 mod shutdown;

@@ -406,6 +406,20 @@ fn validate(c: &Config) -> Result<()> {
                 ));
             }
             let format = s0.format;
+            for (source, s) in &feeding {
+                if s.subject_name_strategy != super::SubjectNameStrategy::TopicName
+                    && s.record_name.is_none()
+                {
+                    return Err(ConfigError::invalid(
+                        format!("sources.{source}.record_name"),
+                        format!(
+                            "is needed by `subject_name_strategy = {:?}`",
+                            s.subject_name_strategy
+                        ),
+                        "give the fully qualified record or message name, e.g. `record_name = \"com.acme.Order\"`",
+                    ));
+                }
+            }
             if format.uses_registry() && c.schema_registry.is_none() {
                 return Err(ConfigError::invalid(
                     format!("sources.{first}.format"),
@@ -418,7 +432,7 @@ fn validate(c: &Config) -> Result<()> {
                     return Err(ConfigError::invalid(
                         format!("{key}.input_schema"),
                         "only applies to the plain `json` format",
-                        "remove it: Avro and JSON Schema messages bring their schema",
+                        "remove it: Avro, JSON Schema and Protobuf messages bring their schema",
                     ));
                 }
                 crate::schema::parse_ddl(ddl).map_err(|e| {
@@ -488,7 +502,7 @@ fn validate(c: &Config) -> Result<()> {
         }
         if matches!(
             t.key_format,
-            super::KeyFormat::Avro | super::KeyFormat::JsonSchema
+            super::KeyFormat::Avro | super::KeyFormat::JsonSchema | super::KeyFormat::Protobuf
         ) && c.schema_registry.is_none()
         {
             return Err(ConfigError::invalid(
@@ -604,6 +618,41 @@ mod tests {
         [tables.events.metadata_columns]
         offset = "_offset"
     "#;
+
+    #[test]
+    fn subject_name_strategies_name_subjects_and_need_a_record_name() {
+        use crate::config::SubjectNameStrategy as S;
+        let c = load_str(BASE).unwrap();
+        assert_eq!(c.sources["events"].subject_name_strategy, S::TopicName);
+        assert_eq!(
+            S::TopicName.value_subject("t", None).as_deref(),
+            Some("t-value")
+        );
+        assert_eq!(
+            S::RecordName.value_subject("t", Some("a.B")).as_deref(),
+            Some("a.B")
+        );
+        assert_eq!(
+            S::TopicRecordName
+                .value_subject("t", Some("a.B"))
+                .as_deref(),
+            Some("t-a.B")
+        );
+        assert_eq!(S::RecordName.value_subject("t", None), None);
+        let with = |extra: &str| {
+            BASE.replace(
+                "table = \"events\"\n",
+                &format!("table = \"events\"\n{extra}\n"),
+            )
+        };
+        let ok = load_str(&with(
+            "subject_name_strategy = \"record_name\"\nrecord_name = \"a.B\"",
+        ))
+        .unwrap();
+        assert_eq!(ok.sources["events"].record_name.as_deref(), Some("a.B"));
+        let e = load_str(&with("subject_name_strategy = \"topic_record_name\"")).unwrap_err();
+        assert!(e.to_string().contains("sources.events.record_name"), "{e}");
+    }
 
     #[test]
     fn the_shipped_example_configs_load() {

@@ -86,8 +86,8 @@ pub struct Config {
     /// The HTTP endpoint for metrics and health checks.
     #[serde(default)]
     pub metrics: MetricsConfig,
-    /// The Confluent-compatible Schema Registry that `avro` and
-    /// `json_schema` sources fetch writer schemas from.
+    /// The Confluent-compatible Schema Registry that `avro`, `json_schema`
+    /// and `protobuf` sources fetch writer schemas from.
     pub schema_registry: Option<crate::registry::RegistryConfig>,
     /// How long a stopping `inlet run` (SIGTERM/SIGINT) may take to commit
     /// what it holds. Past it, inlet exits with status 1 without committing
@@ -193,11 +193,25 @@ pub struct SourceConfig {
     pub pattern: Option<String>,
     /// Name of the table (a key of `[tables]`) these topics are written to.
     pub table: String,
-    /// Value format: `json` (default), `avro` or `json_schema` (both
-    /// Confluent-framed, schemas from `[schema_registry]`), `bytes` or
+    /// Value format: `json` (default), `avro`, `json_schema` or `protobuf`
+    /// (all Confluent-framed, schemas from `[schema_registry]`), `bytes` or
     /// `string`. Sources feeding one table must share a format.
     #[serde(default)]
     pub format: Format,
+    /// The registry subject whose latest schema shapes a table created
+    /// from the registry (a table without `schema` that does not exist
+    /// yet), as the producers' serializer names it: `topic_name` (default,
+    /// `<topic>-value`), `record_name` (`<record_name>`) or
+    /// `topic_record_name` (`<topic>-<record_name>`). Decoding is by the
+    /// schema id in each message and does not depend on it.
+    #[serde(default)]
+    pub subject_name_strategy: SubjectNameStrategy,
+    /// The fully qualified name of the record (Avro), message (Protobuf) or
+    /// schema title (JSON Schema) the topics carry, e.g. `com.acme.Order`:
+    /// needed by the `record_name` and `topic_record_name` strategies. For
+    /// Protobuf it also picks the message of the `.proto` file a new table
+    /// is created from (default: the file's first message).
+    pub record_name: Option<String>,
     /// Where a partition starts when the table holds no offset for it:
     /// `earliest` (default), `latest`, or per-partition JSON in Spark's
     /// `startingOffsets` form, `{"events":{"0":42,"1":-2}}` (-2 = earliest,
@@ -236,6 +250,10 @@ pub enum Format {
     /// Confluent-framed JSON Schema (magic byte 0, 4-byte schema id, JSON),
     /// schemas fetched from `[schema_registry]`.
     JsonSchema,
+    /// Confluent-framed Protobuf (magic byte 0, 4-byte schema id, the
+    /// message-index array, Protobuf binary), `.proto` schemas with their
+    /// references fetched from `[schema_registry]`.
+    Protobuf,
     /// The value's bytes as they are, into the table's one BINARY value column.
     Bytes,
     /// The value as UTF-8 text, into the table's one STRING value column
@@ -246,7 +264,34 @@ pub enum Format {
 impl Format {
     /// Whether values carry a Schema Registry id.
     pub fn uses_registry(self) -> bool {
-        matches!(self, Format::Avro | Format::JsonSchema)
+        matches!(self, Format::Avro | Format::JsonSchema | Format::Protobuf)
+    }
+}
+
+/// How registry subjects are named (`sources.<name>.subject_name_strategy`),
+/// as in Confluent's serializers.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectNameStrategy {
+    /// `TopicNameStrategy`: `<topic>-value`.
+    #[default]
+    TopicName,
+    /// `RecordNameStrategy`: `<record_name>`.
+    RecordName,
+    /// `TopicRecordNameStrategy`: `<topic>-<record_name>`.
+    TopicRecordName,
+}
+
+impl SubjectNameStrategy {
+    /// The value subject of `topic`, or `None` when the strategy needs a
+    /// record name and there is none.
+    pub fn value_subject(self, topic: &str, record_name: Option<&str>) -> Option<String> {
+        match (self, record_name) {
+            (SubjectNameStrategy::TopicName, _) => Some(format!("{topic}-value")),
+            (SubjectNameStrategy::RecordName, Some(r)) => Some(r.to_string()),
+            (SubjectNameStrategy::TopicRecordName, Some(r)) => Some(format!("{topic}-{r}")),
+            (_, None) => None,
+        }
     }
 }
 
@@ -265,6 +310,8 @@ pub enum KeyFormat {
     Avro,
     /// Confluent-framed JSON Schema, as a STRUCT.
     JsonSchema,
+    /// Confluent-framed Protobuf, as a STRUCT.
+    Protobuf,
 }
 
 impl KeyFormat {
@@ -272,7 +319,7 @@ impl KeyFormat {
     pub fn is_structured(self) -> bool {
         matches!(
             self,
-            KeyFormat::Json | KeyFormat::Avro | KeyFormat::JsonSchema
+            KeyFormat::Json | KeyFormat::Avro | KeyFormat::JsonSchema | KeyFormat::Protobuf
         )
     }
 }
@@ -294,14 +341,14 @@ pub struct TableConfig {
     pub partition_by: Vec<String>,
     /// How message keys fill the `metadata_columns.key` column: `bytes`
     /// (default: BINARY, as they are), `string` (STRING; invalid UTF-8 is
-    /// quarantined), or `json`, `avro`, `json_schema` (decoded into a STRUCT
-    /// of the `key_schema` fields; Avro and JSON Schema keys use
+    /// quarantined), or `json`, `avro`, `json_schema`, `protobuf` (decoded
+    /// into a STRUCT of the `key_schema` fields; the framed formats use
     /// `[schema_registry]`). A message without a key gets a null key; a key
     /// that cannot be decoded quarantines its message.
     #[serde(default)]
     pub key_format: KeyFormat,
     /// The decoded key's fields in Spark DDL, e.g. `"id BIGINT, region
-    /// STRING"`, for the `json`, `avro` and `json_schema` key formats: the
+    /// STRING"`, for the `json`, `avro`, `json_schema` and `protobuf` key formats: the
     /// key column of a table inlet creates is a STRUCT of them. An existing
     /// table's key column type is used as it is.
     pub key_schema: Option<String>,

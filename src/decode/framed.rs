@@ -1,5 +1,5 @@
 //! Confluent-framed values (magic byte 0, 4-byte big-endian schema id, body):
-//! Avro and JSON Schema, with writer schemas from the Schema Registry.
+//! Avro, JSON Schema and Protobuf, with writer schemas from the Schema Registry.
 //!
 //! A chunk is first split by schema id (the 5-byte header only). Each id is
 //! fetched once and cached; while the registry is unreachable the chunk waits
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 
-use super::{AvroDecoder, JsonDecoder, Part, Rejection, Stage};
+use super::{AvroDecoder, JsonDecoder, Part, ProtobufDecoder, Rejection, Stage};
 use crate::fault::{Backoff, Classify, Fault, Shutdown};
 use crate::observability::events::{
     RegistryUnavailable, SchemaFetched, SchemaIdFoundAfterWait, SchemaIdGivenUp,
@@ -37,6 +37,8 @@ pub enum FramedKind {
     Avro,
     /// JSON bodies described by a JSON Schema.
     JsonSchema,
+    /// Protobuf bodies after the message-index array.
+    Protobuf,
 }
 
 /// The messages of one schema id in a chunk: (index, framed value).
@@ -94,6 +96,7 @@ pub struct FramedDecoder {
     known: HashMap<u32, Known>,
     avro: AvroDecoder,
     json: HashMap<u32, JsonDecoder>,
+    protobuf: ProtobufDecoder,
     max_depth: usize,
 }
 
@@ -127,6 +130,7 @@ impl FramedDecoder {
             known: HashMap::new(),
             avro: AvroDecoder::new(),
             json: HashMap::new(),
+            protobuf: ProtobufDecoder::new(),
             max_depth: super::DEFAULT_MAX_DEPTH,
         }
     }
@@ -179,6 +183,11 @@ impl FramedDecoder {
                         rejected.push(Rejection::new(i, Stage::Schema, reason.clone()));
                     }
                 }
+                // One part per message type the values name.
+                Known::Ready if self.kind == FramedKind::Protobuf => self
+                    .protobuf
+                    .decode(id, &messages, parts, rejected)
+                    .map_err(FramedError::Internal)?,
                 Known::Ready => {
                     let (batch, rows) = self.decode_group(id, &messages, rejected)?;
                     parts.push(Part {
@@ -232,6 +241,9 @@ impl FramedDecoder {
                 }));
                 Ok((batch, rows))
             }
+            FramedKind::Protobuf => Err(FramedError::Internal(
+                "Protobuf values are decoded per message type".into(),
+            )),
         }
     }
 
@@ -333,6 +345,12 @@ impl FramedDecoder {
                         self.json.insert(id, d);
                         Known::Ready
                     }
+                    Err(e) => Known::Refused(format!("schema id {id}: {e}")),
+                }
+            }
+            (FramedKind::Protobuf, SchemaKind::Protobuf) => {
+                match self.protobuf.add_schema(id, schema) {
+                    Ok(()) => Known::Ready,
                     Err(e) => Known::Refused(format!("schema id {id}: {e}")),
                 }
             }

@@ -6,6 +6,7 @@ pub(crate) mod boundary;
 mod framed;
 mod json;
 mod metadata;
+mod protobuf;
 mod raw;
 mod value;
 
@@ -26,6 +27,7 @@ pub use boundary::TEST_PANIC_MARKER;
 pub use framed::{FramedDecoder, FramedError, FramedKind};
 pub use json::{JsonDecoder, DEFAULT_MAX_DEPTH, MAX_CHUNK};
 pub use metadata::{assemble, assemble_with_key, headers_column};
+pub use protobuf::{compile_schema, message_arrow_schema, protobuf_arrow_schema, ProtobufDecoder};
 pub use raw::RawDecoder;
 pub use value::ValueDecoder;
 

@@ -16,7 +16,7 @@ pub enum ValueDecoder {
     Json(JsonDecoder),
     /// `bytes` / `string` into the one value column.
     Raw(RawDecoder),
-    /// Confluent-framed Avro or JSON Schema.
+    /// Confluent-framed Avro, JSON Schema or Protobuf.
     Framed(Box<FramedDecoder>),
 }
 

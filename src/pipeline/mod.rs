@@ -39,8 +39,9 @@ use normalize::Normalizer;
 pub use route::Router;
 
 /// The value columns of a new table whose topics carry registry schemas:
-/// the latest schema of `<topic>-value` (the default subject naming), through
-/// the table's transforms, in Delta-storable types.
+/// the latest schema of the source's value subject (by its
+/// `subject_name_strategy`, `<topic>-value` by default), through the table's
+/// transforms, in Delta-storable types.
 async fn schema_from_registry(
     cfg: &Config,
     name: &str,
@@ -52,18 +53,22 @@ async fn schema_from_registry(
              fix: set tables.{name}.schema"
         ))
     };
-    let topic = cfg
+    let (source, topic) = cfg
         .sources
         .values()
         .filter(|s| s.table == name)
-        .find_map(|s| s.topics.first())
+        .find_map(|s| s.topics.first().map(|t| (s, t)))
         .ok_or_else(|| setup(&"its sources name topics by pattern only"))?;
+    let record_name = source.record_name.as_deref();
+    let subject = source
+        .subject_name_strategy
+        .value_subject(topic, record_name)
+        .ok_or_else(|| setup(&"the subject name strategy needs `record_name`"))?;
     let registry_cfg = cfg
         .schema_registry
         .as_ref()
         .ok_or_else(|| setup(&"no [schema_registry]"))?;
     let registry = crate::registry::SchemaRegistry::new(registry_cfg).map_err(|e| setup(&e))?;
-    let subject = format!("{topic}-value");
     let mut backoff = registry_cfg.backoff().with_max_attempts(5);
     let latest = loop {
         match registry.latest(&subject).await {
@@ -95,7 +100,9 @@ async fn schema_from_registry(
             };
             Arc::new(crate::schema::json_schema_to_arrow(&doc, &resolve).map_err(|e| setup(&e))?)
         }
-        other => return Err(setup(&format!("{other} schemas are not supported"))),
+        crate::registry::SchemaKind::Protobuf => {
+            crate::decode::protobuf_arrow_schema(&latest, record_name).map_err(|e| setup(&e))?
+        }
     };
     let tc = &cfg.tables[name];
     let shaped = if tc.transforms.is_empty() {
@@ -187,6 +194,7 @@ fn table_decode(
         }
         Format::Avro => framed(FramedKind::Avro)?,
         Format::JsonSchema => framed(FramedKind::JsonSchema)?,
+        Format::Protobuf => framed(FramedKind::Protobuf)?,
     };
     let mut normalizer = Normalizer::new(
         name,
@@ -217,6 +225,7 @@ fn table_decode(
             let decoder = match format {
                 KeyFormat::Avro => framed(FramedKind::Avro)?,
                 KeyFormat::JsonSchema => framed(FramedKind::JsonSchema)?,
+                KeyFormat::Protobuf => framed(FramedKind::Protobuf)?,
                 _ => ValueDecoder::Json(
                     JsonDecoder::new(schema.clone())
                         .map_err(|e| setup(&e))?
