@@ -9,6 +9,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::commit::CommitRequest;
 use super::{FetchEvent, PendingCommit, PipelineError};
 use crate::config::FlushConfig;
 use crate::sink::WriterFactory;
@@ -46,7 +47,7 @@ pub async fn run(
     writers: Vec<(RecordBatchWriter, WriterFactory)>,
     flush: FlushConfig,
     mut events: mpsc::Receiver<FetchEvent>,
-    commits: mpsc::Sender<PendingCommit>,
+    commits: mpsc::Sender<CommitRequest>,
 ) -> Result<(), PipelineError> {
     let mut buffers: Vec<TableBuffer> = writers
         .into_iter()
@@ -132,6 +133,16 @@ pub async fn run(
                     b.clear();
                 }
             }
+            Some(FetchEvent::Drain(token)) => {
+                // Everything before the token goes to the committer first.
+                for (table, b) in buffers.iter_mut().enumerate() {
+                    flush_table(table, b, generation, &commits).await?;
+                }
+                commits
+                    .send(CommitRequest::Drain(token))
+                    .await
+                    .map_err(|_| PipelineError::Internal("committer stopped".into()))?;
+            }
             Some(FetchEvent::End) => {
                 for (table, b) in buffers.iter_mut().enumerate() {
                     flush_table(table, b, generation, &commits).await?;
@@ -148,7 +159,7 @@ async fn flush_table(
     table: usize,
     b: &mut TableBuffer,
     generation: u64,
-    commits: &mpsc::Sender<PendingCommit>,
+    commits: &mpsc::Sender<CommitRequest>,
 ) -> Result<(), PipelineError> {
     if b.is_empty() {
         return Ok(());
@@ -176,7 +187,7 @@ async fn flush_table(
     b.bytes = 0;
     b.opened = None;
     commits
-        .send(pending)
+        .send(CommitRequest::Batch(pending))
         .await
         .map_err(|_| PipelineError::Internal("committer stopped".into()))
 }
