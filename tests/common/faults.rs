@@ -22,7 +22,7 @@ use deltalake::logstore::{
     ObjectStoreFactory, ObjectStoreRef, StorageConfig,
 };
 use deltalake::{DeltaResult, DeltaTableError};
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use url::Url;
 
 /// What a rule does to the calls it picks.
@@ -261,7 +261,7 @@ impl ObjectStore for Faulty {
         if let Err(e) = self.read_fault(&at) {
             return stream::once(async move { Err(e) }).boxed();
         }
-        self.inner.list(prefix)
+        sorted(self.inner.list(prefix))
     }
 
     fn list_with_offset(
@@ -273,7 +273,7 @@ impl ObjectStore for Faulty {
         if let Err(e) = self.read_fault(&at) {
             return stream::once(async move { Err(e) }).boxed();
         }
-        self.inner.list_with_offset(prefix, offset)
+        sorted(self.inner.list_with_offset(prefix, offset))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
@@ -298,6 +298,21 @@ impl ObjectStore for Faulty {
     ) -> object_store::Result<()> {
         self.inner.rename_opts(from, to, options).await
     }
+}
+
+/// The listing in path order. The kernel sorts only `file://` listings
+/// itself and takes other schemes' (S3's) as ordered; the local store's are
+/// not.
+fn sorted(
+    listing: BoxStream<'static, object_store::Result<ObjectMeta>>,
+) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    stream::once(async move {
+        let mut all: Vec<ObjectMeta> = listing.try_collect().await?;
+        all.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok::<_, object_store::Error>(stream::iter(all.into_iter().map(Ok)))
+    })
+    .try_flatten()
+    .boxed()
 }
 
 /// The location without `faulty+`.
