@@ -291,12 +291,15 @@ fn a_range_owned_in_part_by_another_writer_fails_naming_what_is_missing() {
             partition: ("events".into(), 0),
             first: 0,
             last: other,
-            cause: inlet::pipeline::GapCause::OtherWriter { stored: last[&0] },
+            cause: inlet::pipeline::GapCause::OtherWriter { stored: other },
         }],
         "{err}"
     );
     let text = err.to_string();
-    assert!(text.contains(&format!("events/0 offsets 0..={other}")), "{text}");
+    assert!(
+        text.contains(&format!("events/0 offsets 0..={other}")),
+        "{text}"
+    );
     // Everything else of the range, exactly once.
     let expected: Vec<Landed> = case
         .landed
@@ -399,7 +402,11 @@ fn replay_into_another_table_touches_nothing_of_the_ingest() {
     let case = case(800, poisoned, None);
     let cfg = case.config.to_str().unwrap();
     let ingest = run_inlet(&["run", "--available-now", "-c", cfg]);
-    assert!(ingest.status.success(), "{}", String::from_utf8_lossy(&ingest.stderr));
+    assert!(
+        ingest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ingest.stderr)
+    );
     let production_quarantine = read_quarantine(&case.ws.quarantine());
     assert_eq!(production_quarantine.len(), case.landed.len().div_ceil(25));
     commit_group(&case.bootstrap, "inlet-bounded", [7, 9]);
@@ -418,7 +425,10 @@ fn replay_into_another_table_touches_nothing_of_the_ingest() {
         other.to_str().unwrap(),
     ];
     let refused = run_inlet(&base);
-    assert!(!refused.status.success(), "a replay without a quarantine of its own must not start");
+    assert!(
+        !refused.status.success(),
+        "a replay without a quarantine of its own must not start"
+    );
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("--quarantine-uri"), "{err}");
     assert!(!other.exists(), "nothing was written");

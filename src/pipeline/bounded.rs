@@ -191,7 +191,11 @@ fn assign(
         .completion
         .lock()
         .expect("completion lock")
-        .set_ranges(targets.iter().map(|(tp, end)| (tp.clone(), starts[tp], *end)));
+        .set_ranges(
+            targets
+                .iter()
+                .map(|(tp, end)| (tp.clone(), starts[tp], *end)),
+        );
     fetch.progress = Some(Progress::new(what, starts, total.max(0) as u64));
     fetch
         .metrics

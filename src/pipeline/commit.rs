@@ -215,7 +215,14 @@ impl Committer {
                         first,
                     }
                     .emit(&self.metrics);
-                    record_fence(&self.completion, &self.app_id, &batch, &app_id, stored, first);
+                    record_fence(
+                        &self.completion,
+                        &self.app_id,
+                        &batch,
+                        &app_id,
+                        stored,
+                        first,
+                    );
                     if fences.fenced(batch.generation) {
                         return Err(PipelineError::Setup(format!(
                             "{MAX_FENCED_IN_A_ROW} batches in a row were already in table `{}` \

@@ -101,8 +101,9 @@ struct Range {
     end: i64,
     /// The stored version at the last check (`start - 1` before any).
     seen: i64,
-    /// Offsets another writer stored first, merged.
-    foreign: Vec<(i64, i64)>,
+    /// Offsets another writer stored first, merged, with the highest
+    /// version it had stored when they were fenced.
+    foreign: Vec<(i64, i64, i64)>,
 }
 
 /// The range of a bounded run and what happened to it.
@@ -149,13 +150,16 @@ impl Completion {
         if a > b {
             return;
         }
-        r.foreign.push((a, b));
+        r.foreign.push((a, b, stored));
         r.foreign.sort_unstable();
-        let mut merged: Vec<(i64, i64)> = Vec::with_capacity(r.foreign.len());
-        for (a, b) in r.foreign.drain(..) {
+        let mut merged: Vec<(i64, i64, i64)> = Vec::with_capacity(r.foreign.len());
+        for (a, b, s) in r.foreign.drain(..) {
             match merged.last_mut() {
-                Some(last) if a <= last.1 + 1 => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
+                Some(last) if a <= last.1 + 1 => {
+                    last.1 = last.1.max(b);
+                    last.2 = last.2.max(s);
+                }
+                _ => merged.push((a, b, s)),
             }
         }
         r.foreign = merged;
@@ -184,11 +188,11 @@ impl Completion {
                     cause: GapCause::NotStored,
                 });
             }
-            gaps.extend(r.foreign.iter().map(|&(first, last)| Gap {
+            gaps.extend(r.foreign.iter().map(|&(first, last, stored)| Gap {
                 partition: tp.clone(),
                 first,
                 last,
-                cause: GapCause::OtherWriter { stored: s },
+                cause: GapCause::OtherWriter { stored },
             }));
         }
         if !refetch.is_empty() {
@@ -292,7 +296,7 @@ mod tests {
                 partition: tp(0),
                 first: 20,
                 last: 69,
-                cause: GapCause::OtherWriter { stored: 99 }
+                cause: GapCause::OtherWriter { stored: 69 }
             }]
         );
         let text = u.to_string();

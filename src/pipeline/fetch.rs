@@ -32,10 +32,10 @@ use super::{Chunk, FetchEvent, PipelineError};
 use crate::config::{MetadataColumns, OffsetSpec};
 use crate::constraints::Constraints;
 use crate::decode::{assemble_with_key, FramedError, KafkaRecord, Rejection, Stage, ValueDecoder};
+use crate::fault::Shutdown;
 use crate::observability::events::{
     ConsumerPaused, ConsumerResumed, MessageRejected, MessagesConsumed, SchemaEvolved,
 };
-use crate::fault::Shutdown;
 use crate::observability::{InternalEvent, Metrics};
 use crate::schema::TableLayout;
 use crate::source::{to_rd_offset, InletContext, TopicPartition};
@@ -672,7 +672,11 @@ impl FetchLoop {
         }
         // The check below re-reads every partition from the table.
         self.resync.store(false, Ordering::Release);
-        let parts = self.completion.lock().expect("completion lock").partitions();
+        let parts = self
+            .completion
+            .lock()
+            .expect("completion lock")
+            .partitions();
         let stored = self
             .rebalancer()
             .stored_offsets(&parts)

@@ -468,8 +468,13 @@ impl Pipeline {
         let mut commit_sinks = Vec::new();
         let mut offset_sinks = Vec::new();
         // Opening retries the object store's transient errors like a commit.
-        let patience =
-            |name: &str| crate::sink::Patience::new(format!("opening table `{name}`"), &cfg.commit, &self.shutdown);
+        let patience = |name: &str| {
+            crate::sink::Patience::new(
+                format!("opening table `{name}`"),
+                &cfg.commit,
+                &self.shutdown,
+            )
+        };
         for name in router.tables() {
             let tc = &cfg.tables[name];
             let derived = if tc.schema.is_none()

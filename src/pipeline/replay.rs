@@ -24,7 +24,10 @@ pub fn replay_target(
     let Some((name, t)) = cfg.tables.iter_mut().next() else {
         return Err("the config has no table".into());
     };
-    for (flag, uri) in [("--table-uri", &table_uri), ("--quarantine-uri", &quarantine_uri)] {
+    for (flag, uri) in [
+        ("--table-uri", &table_uri),
+        ("--quarantine-uri", &quarantine_uri),
+    ] {
         if let Some(uri) = uri {
             crate::storage::check_uri(uri).map_err(|e| format!("{flag} `{uri}`: {e}"))?;
         }

@@ -131,9 +131,8 @@ mod tests {
             source: store_error("generic"),
         };
         assert_eq!(delta_fault(&e), Fault::Environment);
-        let k = DeltaTableError::KernelError(delta_kernel::Error::ObjectStore(store_error(
-            "generic",
-        )));
+        let k =
+            DeltaTableError::KernelError(delta_kernel::Error::ObjectStore(store_error("generic")));
         assert_eq!(delta_fault(&k), Fault::Environment, "{k}");
         let denied = DeltaTableError::ObjectStore {
             source: store_error("denied"),

@@ -357,7 +357,12 @@ impl LogStoreFactory for LogStores {
         location: &Url,
         options: &StorageConfig,
     ) -> DeltaResult<Arc<dyn LogStore>> {
-        Ok(default_logstore(prefixed_store, root_store, location, options))
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
     }
 }
 
@@ -393,7 +398,10 @@ fn commit_files_are_told_from_other_files() {
         "file:///tmp/x/events/_delta_log/00000000000000000010.checkpoint.parquet",
         t
     ));
-    assert!(!is_commit("file:///tmp/x/events/_delta_log/_last_checkpoint", t));
+    assert!(!is_commit(
+        "file:///tmp/x/events/_delta_log/_last_checkpoint",
+        t
+    ));
     assert_eq!(faulty("/tmp/x"), "faulty+file:///tmp/x");
     assert_eq!(faulty("s3://b/events"), "faulty+s3://b/events");
 }
