@@ -261,8 +261,11 @@ max_age = "{}"
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    // SAFETY: signalling the child this process started.
-    unsafe { libc::kill(inlet.id() as i32, libc::SIGTERM) };
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &inlet.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success(), "kill -TERM inlet");
     let status = inlet.wait().expect("wait inlet");
     assert!(status.success(), "inlet exited with {status}");
     assert_eq!(

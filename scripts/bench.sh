@@ -13,6 +13,11 @@
 #     RSS check: --messages 10000000 --partitions 512 --runs 1 --no-limits
 #   scripts/bench.sh --micro [CRITERION ARGS]
 #     criterion micro-benchmarks of the hot path's stages (benches/hot_path.rs).
+#   scripts/bench.sh --growth [--versions 100,5000,20000] [--partitions 256]
+#                   [--files-per-commit 5] [--commits 20]
+#     per-commit cost of inlet's commit path (refresh, stored versions,
+#     fencing check, log write) and peak RSS as the table's log grows
+#     (benches/growth.rs writes a realistic log directly).
 #   scripts/bench.sh --latency [--rate N] [--seconds S] [--partitions P] [--max-age D]
 #     `inlet run` with flush.max_age 1s under a steady produce rate (default
 #     3000 msg/s for 30 s): p50/p99/max of produce → visible in the table.
@@ -23,6 +28,10 @@ case "${1:-}" in
   --micro)
     shift
     exec cargo bench --locked --bench hot_path -- "$@"
+    ;;
+  --growth)
+    shift
+    exec cargo bench --locked --bench growth -- "$@"
     ;;
   --latency)
     shift

@@ -80,6 +80,32 @@ pub trait Classify {
     }
 }
 
+/// Whose fault an error from the storage stack is (delta-rs, parquet,
+/// object_store wrap each other's errors): the object store's or the file
+/// system's answer anywhere in the chain makes it the environment's, except
+/// a refusal of inlet's credentials or request, which is the operator's;
+/// anything else (a schema that does not fit, a bad Parquet encoding) is
+/// inlet's own.
+pub fn storage_fault(error: &(dyn std::error::Error + 'static)) -> Fault {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(os) = e.downcast_ref::<object_store::Error>() {
+            return match os {
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+                | object_store::Error::NotSupported { .. }
+                | object_store::Error::NotImplemented { .. } => Fault::Operator,
+                _ => Fault::Environment,
+            };
+        }
+        if e.downcast_ref::<std::io::Error>().is_some() {
+            return Fault::Environment;
+        }
+        next = e.source();
+    }
+    Fault::Internal
+}
+
 /// Set on SIGTERM/SIGINT (or by a failed stage): every wait of inlet ends
 /// early when it is, so a stop is never held up by a backoff.
 #[derive(Debug, Clone, Default)]
@@ -263,6 +289,26 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         // Blocking waits see it too, at once.
         assert_eq!(b.wait_blocking(&shutdown), Err(GaveUp::Shutdown));
+    }
+
+    #[test]
+    fn storage_errors_are_classified_through_their_chain() {
+        let store = object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset".into(),
+        };
+        let parquet = parquet::errors::ParquetError::External(Box::new(store));
+        let delta = deltalake::DeltaTableError::Parquet { source: parquet };
+        assert_eq!(storage_fault(&delta), Fault::Environment);
+        let denied = deltalake::DeltaTableError::ObjectStore {
+            source: object_store::Error::PermissionDenied {
+                path: "t/_delta_log".into(),
+                source: "403".into(),
+            },
+        };
+        assert_eq!(storage_fault(&denied), Fault::Operator);
+        let schema = deltalake::DeltaTableError::Generic("schema mismatch".into());
+        assert_eq!(storage_fault(&schema), Fault::Internal);
     }
 
     #[test]

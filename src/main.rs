@@ -149,7 +149,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let result = runtime.block_on(dispatch(cli.command));
+    // A run cut short by its shutdown timeout may leave a blocking task
+    // (the consumer's close) behind: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -171,7 +175,10 @@ fn exit_code(e: &(dyn std::error::Error + 'static)) -> ExitCode {
 async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Check { config } => {
-            inlet::config::load(&config)?;
+            let cfg = inlet::config::load(&config)?;
+            for line in inlet::sink::check_tables(&cfg).await? {
+                println!("{line}");
+            }
             println!("{}: ok", config.display());
             Ok(())
         }

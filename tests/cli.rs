@@ -127,3 +127,86 @@ fn secrets_are_not_echoed_in_errors() {
     let e = stderr(&out);
     assert!(!e.contains("s3cr3t"), "{e}");
 }
+
+#[test]
+fn a_transform_that_cannot_run_fails_check_naming_it() {
+    // DataFusion plans `digest` with a per-row algorithm but cannot execute
+    // it: `check` tries every transform on a batch of nulls.
+    let toml = GOOD.replace(
+        "schema = \"id BIGINT\"",
+        "schema = \"id BIGINT, algo STRING, h BINARY\"\n\
+         [[tables.events.transforms]]\n\
+         op = \"derive\"\n\
+         column = \"h\"\n\
+         expr = \"digest(CAST(id AS STRING), algo)\"",
+    );
+    let out = check(&toml, &[]);
+    let e = stderr(&out);
+    assert!(!out.status.success(), "{e}");
+    assert!(
+        e.contains("tables.events.transforms") && e.contains("transforms[0] (derive)"),
+        "{e}"
+    );
+    // coalesce, which needs DataFusion's simplifier, checks ok.
+    let toml = GOOD.replace(
+        "schema = \"id BIGINT\"",
+        "schema = \"id BIGINT, other BIGINT\"\n\
+         [[tables.events.transforms]]\n\
+         op = \"derive\"\n\
+         column = \"id\"\n\
+         expr = \"coalesce(other, id)\"",
+    );
+    let out = check(&toml, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `inlet check` validates `[schema_registry]` as `run` does, naming the key
+/// and the fix (it answered ok for all of these before).
+#[test]
+fn a_bad_schema_registry_section_fails_the_check_naming_the_key() {
+    let with = |section: &str| format!("{GOOD}\n[schema_registry]\n{section}\n");
+    let cases = [
+        (
+            "url = \"ftp://not a url\"\nretry_backoff = \"0s\"",
+            "schema_registry.url",
+            "http",
+        ),
+        (
+            "url = \"ftp://registry:8081\"",
+            "schema_registry.url",
+            "http",
+        ),
+        (
+            "url = \"http://registry:8081\"\nretry_backoff = \"0s\"",
+            "schema_registry.retry_backoff",
+            "500ms",
+        ),
+        (
+            "url = \"http://registry:8081\"\nretry_backoff = \"2s\"\nmax_backoff = \"1s\"",
+            "schema_registry.max_backoff",
+            "at least",
+        ),
+        (
+            "url = \"http://registry:8081\"\nunknown_id_grace = \"2h\"",
+            "schema_registry.unknown_id_grace",
+            "60s",
+        ),
+        (
+            "url = \"https://registry:8081\"\nca_location = \"/nonexistent/ca.pem\"",
+            "schema_registry.ca_location",
+            "PEM",
+        ),
+    ];
+    for (section, key, fix) in cases {
+        let out = check(&with(section), &[]);
+        let e = stderr(&out);
+        assert!(!out.status.success(), "{section}: {e}");
+        assert!(e.contains(&format!("`{key}`")), "{section}: {e}");
+        assert!(e.contains(fix), "{section}: {e}");
+    }
+    let out = check(
+        &with("url = \"http://registry:8081\"\nunknown_id_grace = \"0s\""),
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}

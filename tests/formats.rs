@@ -68,7 +68,7 @@ fn split(dir: &Path, landed: &[Landed]) -> (TableContents, Vec<QuarantineRow>) {
 
 fn write_config(dir: &Path, s: &Setup<'_>) -> PathBuf {
     let registry = s.registry.map_or(String::new(), |url| {
-        format!("[schema_registry]\nurl = \"{url}\"\nretry_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\n")
+        format!("[schema_registry]\nurl = \"{url}\"\nretry_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\nunknown_id_grace = \"500ms\"\n")
     });
     let toml = format!(
         r#"
@@ -676,6 +676,92 @@ salt = "pepper"
     let email = rows[1][5].as_str().unwrap();
     assert_eq!(email.len(), 64, "SHA-256 hex: {email}");
     assert!(!email.contains('@'));
+}
+
+/// Debezium-like envelopes: `coalesce(after.id, before.id)` (which needs
+/// DataFusion's simplifier) lands every row. A `derive` that DataFusion
+/// cannot execute on these rows (`digest` with a per-row algorithm, in a
+/// branch only real rows reach, so the start-time check cannot see it) is
+/// not the messages' fault: the run stops non-zero naming the transform,
+/// nothing is quarantined or written, and the run without it ingests every
+/// message once.
+#[test]
+fn a_transform_failing_for_inlets_reasons_stops_instead_of_quarantining() {
+    let mut broker = MockBroker::start();
+    let topic = "cdc";
+    broker.create_topic(topic, 1);
+    let values: Vec<Vec<u8>> = (0..20)
+        .map(|i| {
+            let row = format!(r#"{{"id":{i},"name":"n{i}","algo":"sha256"}}"#);
+            match i % 3 {
+                0 => format!(r#"{{"op":"c","before":null,"after":{row}}}"#),
+                1 => format!(r#"{{"op":"u","before":{row},"after":{row}}}"#),
+                _ => format!(r#"{{"op":"d","before":{row},"after":null}}"#),
+            }
+            .into_bytes()
+        })
+        .collect();
+    let landed = produce(&broker.bootstrap(), topic, &values);
+    let bootstrap = broker.bootstrap();
+    let envelope = "STRUCT<id: BIGINT, name: STRING, algo: STRING>";
+    let table_extra = format!(r#"input_schema = "op STRING, before {envelope}, after {envelope}""#);
+    let tail = |h: &str| {
+        format!(
+            r#"
+[[tables.events.transforms]]
+op = "derive"
+column = "id"
+expr = "coalesce(after.id, before.id)"
+
+[[tables.events.transforms]]
+op = "derive"
+column = "name"
+expr = "nvl(after.name, before.name)"
+
+[[tables.events.transforms]]
+op = "derive"
+column = "h"
+expr = "{h}"
+
+[[tables.events.transforms]]
+op = "drop"
+columns = ["before", "after"]
+"#
+        )
+    };
+    let unrunnable =
+        "CASE WHEN id >= 0 THEN digest(name, after.algo) WHEN id < 0 THEN digest(name, 'md5') END";
+    let (bad, good) = (tail(unrunnable), tail("digest(name, 'sha256')"));
+    let dir = tempfile::tempdir().unwrap();
+    let setup = |tail| Setup {
+        format: "json",
+        schema: "op STRING, id BIGINT, name STRING, h BINARY",
+        table_extra: &table_extra,
+        tail,
+        ..Setup::new(&bootstrap, None, topic)
+    };
+    let config = write_config(dir.path(), &setup(&bad));
+    let out = run_available_now(&config);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("internal error") && log.contains("tables.events.transforms[2] (derive)"),
+        "{log}"
+    );
+    assert!(read_quarantine(&dir.path().join("events_quarantine")).is_empty());
+    assert!(read_table(&dir.path().join("events"))
+        .coordinates
+        .is_empty());
+
+    // Without it, every message lands once, keyed from either image.
+    let config = write_config(dir.path(), &setup(&good));
+    run_ok(&config);
+    let table = read_table(&dir.path().join("events"));
+    assert!(read_quarantine(&dir.path().join("events_quarantine")).is_empty());
+    assert_exactly_once(&table.coordinates, &landed);
+    let mut ids = table.ids.clone();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..20).collect::<Vec<i64>>());
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

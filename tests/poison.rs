@@ -33,6 +33,9 @@ fn pill(id: i64, user: Option<&str>, schema: u32) -> Vec<u8> {
     .framed(schema)
 }
 
+/// The grace of [`config`]: short, for the catalogue's unknown schema id.
+const GRACE_LINE: &str = r#"unknown_id_grace = "500ms""#;
+
 fn config(dir: &Path, bootstrap: &str, registry: &str) -> std::path::PathBuf {
     let table = |name: &str| dir.join(name).display().to_string();
     let toml = format!(
@@ -47,6 +50,8 @@ url = "{registry}"
 retry_backoff = "100ms"
 max_backoff = "1s"
 timeout = "1s"
+# The unknown schema id of the catalogue is quarantined after this.
+{GRACE_LINE}
 
 [sources.avro]
 topics = ["pills-avro", "pills-avro-big"]
@@ -273,7 +278,8 @@ fn the_poison_pill_catalogue_lands_in_quarantine_with_its_stage() {
 
 /// A broker with the pill topics, a registry that is down (5xx) with the
 /// pill schema registered, and `inlet run` on them (`extra` TOML appended to
-/// the config) with its partitions assigned.
+/// the config) with its partitions assigned. [`DownRegistry::start_with`]
+/// chooses the outage (or none) and `schema_registry.unknown_id_grace`.
 struct DownRegistry {
     broker: MockBroker,
     registry: MockRegistry,
@@ -285,15 +291,23 @@ struct DownRegistry {
 
 impl DownRegistry {
     fn start(extra: &str) -> Self {
+        Self::start_with(extra, Some(Outage::ServerError), "500ms")
+    }
+
+    fn start_with(extra: &str, outage: Option<Outage>, grace: &str) -> Self {
         let mut broker = MockBroker::start();
         broker.create_topic("pills-avro", 2);
         broker.create_topic("pills-json", 1);
         let registry = MockRegistry::start();
         let id = registry.register("pills-avro-value", "AVRO", PILL_SCHEMA, &[]);
-        registry.go_down(Outage::ServerError);
+        if let Some(how) = outage {
+            registry.go_down(how);
+        }
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), &broker.bootstrap(), &registry.url());
-        let mut toml = std::fs::read_to_string(&cfg).unwrap();
+        let mut toml = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(GRACE_LINE, &format!("unknown_id_grace = \"{grace}\""));
         toml.push_str(extra);
         std::fs::write(&cfg, toml).unwrap();
         let inlet = Running::start(&cfg);
@@ -311,6 +325,32 @@ impl DownRegistry {
     fn produce(&self, ids: std::ops::Range<i64>) -> Vec<Landed> {
         let values: Vec<Vec<u8>> = ids.map(|i| pill(i, Some("u"), self.id)).collect();
         produce(&self.broker.bootstrap(), "pills-avro", &values)
+    }
+
+    /// Waits until `n` rows of `pills-avro` are in the table, failing as
+    /// soon as any record is in the quarantine.
+    fn wait_landed(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let rows = read_table(&self.dir.path().join("avro_events"))
+                .coordinates
+                .len();
+            let quarantined = read_quarantine(&self.dir.path().join("avro_quarantine"));
+            assert!(
+                quarantined.is_empty(),
+                "valid records quarantined: {:?}",
+                quarantined.first()
+            );
+            if rows >= n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{rows} of {n} rows: {:#?}",
+                self.inlet.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Once the registry is back: waits for `landed` to be in the table,
@@ -368,6 +408,147 @@ fn a_registry_outage_quarantines_nothing_and_ingest_resumes() {
     t.finish(&landed);
     let log = t.inlet.log().join("\n");
     assert!(!log.contains("message rejected"), "{log}");
+}
+
+/// A Karapace registry that restarts answers 404 (40403) for the ids it
+/// holds while it re-reads its `_schemas` topic: within the grace, nothing is
+/// quarantined and every record lands once.
+#[test]
+fn a_restarting_registry_answering_404_quarantines_nothing() {
+    let mut t = DownRegistry::start_with("", None, "30s");
+    t.registry.restart(Duration::from_secs(4));
+    let landed = t.produce(0..300);
+    t.wait_landed(landed.len());
+    t.finish(&landed);
+    let log = t.inlet.log().join("\n");
+    assert!(
+        t.inlet.count("does not know this schema id") >= 1,
+        "inlet met no 404: {log}"
+    );
+    assert!(!log.contains("message rejected"), "{log}");
+    assert_eq!(t.inlet.count("nothing was quarantined"), 1, "{log}");
+}
+
+/// After an outage (connections refused), the registry comes back re-reading
+/// its log and answers 404 for a few seconds: the grace covers those first
+/// answers too, and nothing is quarantined.
+#[test]
+fn the_404s_right_after_an_outage_quarantine_nothing() {
+    let mut t = DownRegistry::start_with("", Some(Outage::Refuse), "30s");
+    let landed = t.produce(0..200);
+    assert!(
+        t.inlet
+            .wait_for("schema registry unavailable", 2, Duration::from_secs(30)),
+        "{:#?}",
+        t.inlet.log()
+    );
+    t.registry.restart(Duration::from_secs(3));
+    t.registry.come_back();
+    t.wait_landed(landed.len());
+    t.finish(&landed);
+    let log = t.inlet.log().join("\n");
+    assert!(
+        t.inlet.count("does not know this schema id") >= 1,
+        "inlet met no 404: {log}"
+    );
+    assert!(!log.contains("message rejected"), "{log}");
+}
+
+/// A really unknown schema id: its messages wait the grace once, are
+/// quarantined (stage `schema`) exactly once, and later chunks with the id
+/// are quarantined at once, without asking the registry again; the good
+/// messages around them land.
+#[test]
+fn a_really_unknown_id_is_quarantined_after_the_grace_paid_once() {
+    let grace = Duration::from_secs(2);
+    let mut t = DownRegistry::start_with("", None, "2s");
+    let bootstrap = t.broker.bootstrap();
+    let unknown = 999;
+    let round = |r: i64| -> Vec<Vec<u8>> {
+        (0..10)
+            .map(|i| {
+                pill(
+                    r * 10 + i,
+                    Some("u"),
+                    if i % 2 == 0 { unknown } else { t.id },
+                )
+            })
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    let mut landed = produce(&bootstrap, "pills-avro", &round(0));
+    assert!(
+        t.inlet.wait_for(
+            "schema id unknown after the grace",
+            1,
+            Duration::from_secs(30)
+        ),
+        "{:#?}",
+        t.inlet.log()
+    );
+    let first = started.elapsed();
+    assert!(
+        first >= grace,
+        "quarantined after {first:?}, before the grace"
+    );
+    assert!(first < grace + Duration::from_secs(8), "{first:?}");
+    let requests = t.registry.requests(&format!("/schemas/ids/{unknown}"));
+    // 100 ms doubling to 1 s within 2 s: a handful.
+    assert!((2..=10).contains(&requests), "{requests} requests");
+    // Nine more chunks, each with the id: decided at once.
+    let later = std::time::Instant::now();
+    for r in 1..10 {
+        landed.extend(produce(&bootstrap, "pills-avro", &round(r)));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let quarantine = t.dir.path().join("avro_quarantine");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while read_quarantine(&quarantine).len() < 50
+        || read_table(&t.dir.path().join("avro_events"))
+            .coordinates
+            .len()
+            < 50
+    {
+        assert!(std::time::Instant::now() < deadline, "{:#?}", t.inlet.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "grace {grace:?}: first quarantined after {first:?} with {requests} requests; \
+         nine more chunks decided in {:?}",
+        later.elapsed()
+    );
+    // Per chunk, the grace would be 18 s more.
+    assert!(
+        later.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        later.elapsed()
+    );
+    assert_eq!(
+        t.registry.requests(&format!("/schemas/ids/{unknown}")),
+        requests,
+        "the id is remembered as unknown"
+    );
+    t.inlet.signal("TERM");
+    assert_eq!(t.inlet.wait(Duration::from_secs(60)), Some(0));
+    let log = t.inlet.log().join("\n");
+    assert_eq!(
+        t.inlet.count("schema id unknown after the grace"),
+        1,
+        "{log}"
+    );
+    let stages: Vec<Option<&str>> = (0..100).map(|i| (i % 2 == 0).then_some("schema")).collect();
+    // Produced in order, one round after the other: `landed[i]` is pill i.
+    check(
+        &t.dir.path().join("avro_events"),
+        &quarantine,
+        &[("pills-avro", &landed, stages)],
+    );
+    assert!(
+        read_quarantine(&quarantine)
+            .iter()
+            .all(|q| q.error.contains("unknown_id_grace")),
+        "{log}"
+    );
 }
 
 /// A stall twice as long as `max.poll.interval.ms` (the registry is down
@@ -466,7 +647,12 @@ fn crash_loop_with_avro_poison_pills_mock() {
             fresh_groups: true,
             make: avro_poisoned_event,
             env: vec![("INLET_SOURCES__EVENTS__FORMAT".into(), "avro".into())],
-            extra: format!("[schema_registry]\nurl = \"{}\"\n", registry.url()),
+            // A short grace: a process killed within the grace would wait
+            // for the unknown id again on every restart.
+            extra: format!(
+                "[schema_registry]\nurl = \"{}\"\nunknown_id_grace = \"200ms\"\n",
+                registry.url()
+            ),
         },
     );
 }

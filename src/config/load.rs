@@ -137,6 +137,13 @@ fn validate(c: &Config) -> Result<()> {
             "use letters, digits, `.`, `_` and `-` only (it is part of the Delta txn appId)",
         ));
     }
+    if c.shutdown_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            "shutdown_timeout",
+            "is 0: a stop could never commit what it holds",
+            "set a duration below the orchestrator's grace period, e.g. \"25s\"",
+        ));
+    }
     if c.kafka.bootstrap_servers.trim().is_empty() {
         return Err(ConfigError::invalid(
             "kafka.bootstrap_servers",
@@ -500,7 +507,20 @@ fn validate(c: &Config) -> Result<()> {
             "set e.g. 20",
         ));
     }
+    if let Some(registry) = &c.schema_registry {
+        validate_registry(registry)?;
+    }
     Ok(())
+}
+
+/// `[schema_registry]`, by the very checks the client makes when it starts
+/// (so `inlet check` and `run` cannot disagree).
+fn validate_registry(registry: &crate::registry::RegistryConfig) -> Result<()> {
+    use crate::registry::RegistryError;
+    registry.validate("schema_registry").map_err(|e| match e {
+        RegistryError::Config { key, problem, fix } => ConfigError::Invalid { key, problem, fix },
+        other => ConfigError::invalid("schema_registry", other.to_string(), "fix the section"),
+    })
 }
 
 /// Plain JSON with a table DDL: the transforms must compile against the
@@ -705,6 +725,8 @@ mod env_tests {
                 "12345",
             ),
             ("INLET_SCHEMA_REGISTRY__URL", "http://registry:8081"),
+            // A password needs a user name: the section is validated at load.
+            ("INLET_SCHEMA_REGISTRY__USERNAME", "inlet"),
             ("INLET_SCHEMA_REGISTRY__PASSWORD", "0042"),
             ("INLET_LOG", "debug"),
             ("INLET_TEST_PYTHON", "/usr/bin/python3"),

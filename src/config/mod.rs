@@ -51,6 +51,12 @@ impl ConfigError {
     }
 }
 
+impl crate::fault::Classify for ConfigError {
+    fn fault(&self) -> crate::fault::Fault {
+        crate::fault::Fault::Operator
+    }
+}
+
 /// Result alias for configuration loading.
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
@@ -83,6 +89,17 @@ pub struct Config {
     /// The Confluent-compatible Schema Registry that `avro` and
     /// `json_schema` sources fetch writer schemas from.
     pub schema_registry: Option<crate::registry::RegistryConfig>,
+    /// How long a stopping `inlet run` (SIGTERM/SIGINT) may take to commit
+    /// what it holds. Past it, inlet exits with status 1 without committing
+    /// the rest: nothing is lost, a restart reads it again from the table's
+    /// offsets. Keep it below the orchestrator's grace period (Kubernetes:
+    /// `terminationGracePeriodSeconds`, 30 s by default). Default: `25s`.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(25)
 }
 
 /// `[metrics]`: Prometheus `/metrics`, `/healthz` and `/readyz`.

@@ -4,9 +4,14 @@
 //! A chunk is first split by schema id (the 5-byte header only). Each id is
 //! fetched once and cached; while the registry is unreachable the chunk waits
 //! and retries with backoff, so a transient outage never quarantines a
-//! message. An id the registry does not know, a schema of the wrong kind or
-//! one that cannot be read is a permanent failure of the messages carrying
-//! it: they are rejected at the schema stage.
+//! message. An id the registry answers 404 for is retried for
+//! `schema_registry.unknown_id_grace` (a restarting registry answers 404 for
+//! ids it holds), inside the chunk: the decode thread decides a chunk's
+//! messages together, so no offset of the partition can be committed past a
+//! message still waiting. An id still unknown after the grace, a schema of
+//! the wrong kind or one that cannot be read is a permanent failure of the
+//! messages carrying it, remembered for the life of the decoder: they are
+//! rejected at the schema stage.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,10 +20,15 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 
 use super::{AvroDecoder, JsonDecoder, Part, Rejection, Stage};
-use crate::fault::{Backoff, Shutdown};
-use crate::observability::events::{RegistryUnavailable, SchemaFetched};
+use crate::fault::{Backoff, Classify, Fault, Shutdown};
+use crate::observability::events::{
+    RegistryUnavailable, SchemaFetched, SchemaIdFoundAfterWait, SchemaIdGivenUp,
+    SchemaIdNotFoundYet,
+};
 use crate::observability::{InternalEvent, Metrics};
-use crate::registry::{split_frame, RegistryError, ResolvedSchema, SchemaKind, SchemaRegistry};
+use crate::registry::{
+    split_frame, Lookup, RegistryError, ResolvedSchema, SchemaKind, SchemaRegistry,
+};
 
 /// Which framed format a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,15 +53,28 @@ enum Known {
 /// A failure that stops decoding (not a message's fault).
 #[derive(Debug, thiserror::Error)]
 pub enum FramedError {
-    /// The registry refused our credentials: the operator must act.
+    /// The registry refused our credentials or settings: the operator must
+    /// act.
     #[error("schema registry: {0}")]
-    Registry(RegistryError),
+    Registry(#[source] RegistryError),
     /// Shutdown was requested while waiting for the registry.
     #[error("stopped while waiting for the schema registry")]
     Shutdown,
     /// A bug.
     #[error("{0}")]
     Internal(String),
+}
+
+impl Classify for FramedError {
+    fn fault(&self) -> Fault {
+        match self {
+            FramedError::Registry(e) => e.fault(),
+            // The chunk was not decided for want of the registry: it is read
+            // again by the next run.
+            FramedError::Shutdown => Fault::Environment,
+            FramedError::Internal(_) => Fault::Internal,
+        }
+    }
 }
 
 /// Decodes Confluent-framed values of one table.
@@ -138,9 +161,9 @@ impl FramedDecoder {
             }
         }
         for (id, messages) in groups {
-            // An id the registry answered 404 for is asked again in the next
-            // chunk: cheap, and right if it was registered meanwhile.
-            if !matches!(self.known.get(&id), Some(Known::Ready)) {
+            // Ids are immutable: what is known of one, usable or refused,
+            // stays so (an unknown id was given the grace already).
+            if !self.known.contains_key(&id) {
                 let known = self.fetch(id)?;
                 self.known.insert(id, known);
             }
@@ -201,40 +224,53 @@ impl FramedDecoder {
         }
     }
 
-    /// Fetches schema `id`, waiting out transient registry failures.
+    /// Fetches schema `id`, waiting out the registry's unavailability and,
+    /// for the grace, its 404s.
     fn fetch(&mut self, id: u32) -> Result<Known, FramedError> {
-        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
-        loop {
-            if self.shutdown.is_triggered() {
-                return Err(FramedError::Shutdown);
+        let backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        let metrics = &self.metrics;
+        let report = |event: Lookup<'_>| match event {
+            Lookup::Unavailable { error, retry_in } => RegistryUnavailable {
+                id,
+                error: &error.to_string(),
+                retry_in,
             }
-            match self.runtime.block_on(self.registry.schema(id)) {
-                Ok(schema) => {
-                    SchemaFetched { id }.emit(&self.metrics);
-                    return Ok(self.compile(id, &schema));
-                }
-                Err(e) if e.is_transient() => {
-                    let Some(wait) = backoff.next_delay() else {
-                        unreachable!("an unbounded backoff always has a next wait")
-                    };
-                    RegistryUnavailable {
-                        id,
-                        error: &e.to_string(),
-                        retry_in: wait,
-                    }
-                    .emit(&self.metrics);
-                    if !self.shutdown.sleep_blocking(wait) {
-                        return Err(FramedError::Shutdown);
-                    }
-                }
-                // Our credentials or settings: no message is at fault.
-                Err(
-                    e @ (RegistryError::Unauthorized { .. }
-                    | RegistryError::Rejected { .. }
-                    | RegistryError::Config { .. }),
-                ) => return Err(FramedError::Registry(e)),
-                Err(e) => return Ok(Known::Refused(format!("schema id {id}: {e}"))),
+            .emit(metrics),
+            Lookup::NotFoundYet {
+                error,
+                retry_in,
+                left,
+            } => SchemaIdNotFoundYet {
+                id,
+                error: &error.to_string(),
+                retry_in,
+                left,
             }
+            .emit(metrics),
+            Lookup::FoundAfterWait { waited } => {
+                SchemaIdFoundAfterWait { id, waited }.emit(metrics)
+            }
+            Lookup::GaveUp { error } => SchemaIdGivenUp {
+                id,
+                error: &error.to_string(),
+            }
+            .emit(metrics),
+        };
+        let lookup = self
+            .registry
+            .schema_patiently(id, backoff, &self.shutdown, report);
+        match self.runtime.block_on(lookup) {
+            Ok(schema) => {
+                SchemaFetched { id }.emit(&self.metrics);
+                Ok(self.compile(id, &schema))
+            }
+            Err(_) if self.shutdown.is_triggered() => Err(FramedError::Shutdown),
+            Err(e) => match e.fault() {
+                Fault::Message => Ok(Known::Refused(format!("schema id {id}: {e}"))),
+                // Our credentials or settings, or a registry that stays down
+                // past an (unbounded) backoff: no message is at fault.
+                _ => Err(FramedError::Registry(e)),
+            },
         }
     }
 

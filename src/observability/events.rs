@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::metrics::{
     CompactionLabels, Metrics, PartitionLabels, RejectLabels, TableLabels, TopicLabels,
+    UnknownIdLabels,
 };
 use crate::decode::Stage;
 
@@ -176,6 +177,37 @@ impl InternalEvent for CommitRetried<'_> {
     }
 }
 
+/// Writing a table's Parquet files failed in the object store: the buffered
+/// rows are dropped and read again from the table's offsets.
+#[derive(Debug)]
+pub struct WriteFailed<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// Failures in a row, from 1.
+    pub attempt: u32,
+    /// The error.
+    pub error: &'a str,
+    /// Wait before reading again.
+    pub retry_in: std::time::Duration,
+}
+
+impl InternalEvent for WriteFailed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.write_retries
+            .get_or_create(&TableLabels {
+                table: self.table.to_string(),
+            })
+            .inc();
+        tracing::warn!(
+            table = self.table,
+            attempt = self.attempt,
+            error = self.error,
+            retry_in_ms = self.retry_in.as_millis() as u64,
+            "writing Parquet failed; dropping the buffered rows to read them again from the table's offsets"
+        );
+    }
+}
+
 /// librdkafka reported a partition's consumer lag.
 #[derive(Debug)]
 pub struct ConsumerLag<'a> {
@@ -300,6 +332,85 @@ impl InternalEvent for RegistryUnavailable<'_> {
             error = self.error,
             retry_in_ms = self.retry_in.as_millis() as u64,
             "schema registry unavailable; retrying (nothing is quarantined meanwhile)"
+        );
+    }
+}
+
+/// The registry answered 404 for a schema id; the chunk waits and retries
+/// within `schema_registry.unknown_id_grace` (a restarting registry answers
+/// 404 for ids it holds until it has re-read its log).
+#[derive(Debug)]
+pub struct SchemaIdNotFoundYet<'a> {
+    /// Schema id being fetched.
+    pub id: u32,
+    /// The registry's answer.
+    pub error: &'a str,
+    /// Wait before the next attempt.
+    pub retry_in: Duration,
+    /// What remains of the grace.
+    pub left: Duration,
+}
+
+impl InternalEvent for SchemaIdNotFoundYet<'_> {
+    fn emit(self, m: &Metrics) {
+        m.registry_retries.inc();
+        tracing::warn!(
+            schema_id = self.id,
+            error = self.error,
+            retry_in_ms = self.retry_in.as_millis() as u64,
+            grace_left_ms = self.left.as_millis() as u64,
+            "schema registry does not know this schema id (yet); retrying within \
+             schema_registry.unknown_id_grace before quarantining its messages"
+        );
+    }
+}
+
+/// A schema id the registry had answered 404 for was found within the grace.
+#[derive(Debug)]
+pub struct SchemaIdFoundAfterWait {
+    /// Schema id.
+    pub id: u32,
+    /// From the first 404 to the answer.
+    pub waited: Duration,
+}
+
+impl InternalEvent for SchemaIdFoundAfterWait {
+    fn emit(self, m: &Metrics) {
+        m.registry_unknown_ids
+            .get_or_create(&UnknownIdLabels {
+                outcome: "found".into(),
+            })
+            .inc();
+        tracing::info!(
+            schema_id = self.id,
+            waited_ms = self.waited.as_millis() as u64,
+            "schema registry knows the schema id after answering 404; nothing was quarantined"
+        );
+    }
+}
+
+/// A schema id is still unknown after the grace: its messages go to
+/// quarantine, now and for the rest of the process.
+#[derive(Debug)]
+pub struct SchemaIdGivenUp<'a> {
+    /// Schema id.
+    pub id: u32,
+    /// The error its messages are quarantined with.
+    pub error: &'a str,
+}
+
+impl InternalEvent for SchemaIdGivenUp<'_> {
+    fn emit(self, m: &Metrics) {
+        m.registry_unknown_ids
+            .get_or_create(&UnknownIdLabels {
+                outcome: "given_up".into(),
+            })
+            .inc();
+        tracing::warn!(
+            schema_id = self.id,
+            error = self.error,
+            "schema id unknown after the grace; its messages are quarantined \
+             (remembered until inlet restarts)"
         );
     }
 }

@@ -33,6 +33,13 @@ pub struct TableLabels {
     pub table: String,
 }
 
+/// Labels of the unknown schema id metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnknownIdLabels {
+    /// `found` (within the grace) or `given_up` (quarantined).
+    pub outcome: String,
+}
+
 /// Labels of compaction metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CompactionLabels {
@@ -78,6 +85,9 @@ pub struct Metrics {
     pub commit_latency: Family<TableLabels, Histogram, fn() -> Histogram>,
     /// Commit attempts that failed and were retried, per table.
     pub commit_retries: Family<TableLabels, Counter>,
+    /// Parquet writes that failed in the object store; their rows were read
+    /// again from the table's offsets, per table.
+    pub write_retries: Family<TableLabels, Counter>,
     /// Batches not written because another writer had committed their
     /// offsets (zombie fencing), per table.
     pub commit_conflicts: Family<TableLabels, Counter>,
@@ -89,6 +99,8 @@ pub struct Metrics {
     pub schemas_fetched: Counter,
     /// Schema Registry requests that failed transiently and were retried.
     pub registry_retries: Counter,
+    /// Schema ids the registry answered 404 for, by how the grace ended.
+    pub registry_unknown_ids: Family<UnknownIdLabels, Counter>,
     /// Schema changes that added columns to a table, per table.
     pub schema_evolutions: Family<TableLabels, Counter>,
     /// Times the consumer paused its partitions because the stages behind it
@@ -139,11 +151,20 @@ impl Metrics {
                 latency_histogram,
             );
         let commit_retries = Family::<TableLabels, Counter>::default();
+        let write_retries = Family::<TableLabels, Counter>::default();
         let commit_conflicts = Family::<TableLabels, Counter>::default();
         let lag = Family::<PartitionLabels, Gauge>::default();
         let compactions = Family::<CompactionLabels, Counter>::default();
         let schemas_fetched = Counter::default();
         let registry_retries = Counter::default();
+        let registry_unknown_ids = Family::<UnknownIdLabels, Counter>::default();
+        for outcome in ["found", "given_up"] {
+            registry_unknown_ids
+                .get_or_create(&UnknownIdLabels {
+                    outcome: outcome.into(),
+                })
+                .inc_by(0);
+        }
         let schema_evolutions = Family::<TableLabels, Counter>::default();
         let consumer_pauses = Counter::default();
         registry.register("records_consumed", "Messages consumed", consumed.clone());
@@ -179,6 +200,11 @@ impl Metrics {
             commit_retries.clone(),
         );
         registry.register(
+            "write_retries",
+            "Parquet writes that failed in the object store and were read again from the table's offsets",
+            write_retries.clone(),
+        );
+        registry.register(
             "commit_conflicts",
             "Batches fenced because another writer had committed their offsets",
             commit_conflicts.clone(),
@@ -200,6 +226,12 @@ impl Metrics {
             registry_retries.clone(),
         );
         registry.register(
+            "registry_unknown_ids",
+            "Schema ids the registry answered 404 for, by outcome: found within \
+             schema_registry.unknown_id_grace, or given_up (their messages quarantined)",
+            registry_unknown_ids.clone(),
+        );
+        registry.register(
             "schema_evolutions",
             "Schema changes that added columns to a table",
             schema_evolutions.clone(),
@@ -219,11 +251,13 @@ impl Metrics {
             quarantined,
             commit_latency,
             commit_retries,
+            write_retries,
             commit_conflicts,
             lag,
             compactions,
             schemas_fetched,
             registry_retries,
+            registry_unknown_ids,
             schema_evolutions,
             consumer_pauses,
             totals: Totals::default(),

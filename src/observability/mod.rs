@@ -9,4 +9,5 @@ mod metrics;
 pub use events::InternalEvent;
 pub use metrics::{
     CompactionLabels, Metrics, PartitionLabels, RejectLabels, TableLabels, TopicLabels, Totals,
+    UnknownIdLabels,
 };

@@ -32,7 +32,7 @@ use super::{Chunk, FetchEvent, PipelineError};
 use crate::config::{MetadataColumns, OffsetSpec};
 use crate::constraints::Constraints;
 use crate::decode::{assemble_with_key, FramedError, KafkaRecord, Rejection, Stage, ValueDecoder};
-use crate::fault::Shutdown;
+use crate::fault::{Classify, Fault, Shutdown};
 use crate::observability::events::{
     ConsumerPaused, ConsumerResumed, MessageRejected, MessagesConsumed, SchemaEvolved,
 };
@@ -764,6 +764,15 @@ fn reopen(
     Ok(reopened)
 }
 
+/// What stops the pipeline when a decoder of `table` fails (a shutdown
+/// aside), by whose fault the failure is.
+fn decode_failure(table: &str, e: &FramedError) -> PipelineError {
+    match e.fault() {
+        Fault::Internal => PipelineError::Internal(e.to_string()),
+        _ => PipelineError::Setup(format!("table `{table}`: {e}")),
+    }
+}
+
 impl DecodeStage {
     /// Decodes chunks until the poll thread closes the queue.
     fn run(&mut self, raw: crossbeam_channel::Receiver<RawChunk<'_>>) -> Result<(), PipelineError> {
@@ -790,19 +799,13 @@ impl DecodeStage {
                 // Stopping while the registry is down: this chunk and those
                 // behind it are not committed, and are read again next time.
                 Err(FramedError::Shutdown) => return Ok(()),
-                Err(FramedError::Registry(e)) => {
-                    return Err(PipelineError::Setup(format!(
-                        "table `{}`: schema registry: {e}",
-                        t.name
-                    )))
-                }
-                Err(e) => return Err(PipelineError::Internal(e.to_string())),
+                Err(e) => return Err(decode_failure(&t.name, &e)),
             }
             let normalized = t
                 .normalizer
                 .normalize(std::mem::take(&mut parts), &mut rejected)
-                .map_err(|e| match e {
-                    NormalizeError::Internal { .. } => PipelineError::Internal(e.to_string()),
+                .map_err(|e| match crate::fault::Classify::fault(&e) {
+                    crate::fault::Fault::Internal => PipelineError::Internal(e.to_string()),
                     _ => PipelineError::Setup(e.to_string()),
                 })?;
             if !normalized.added.is_empty() {
@@ -820,12 +823,7 @@ impl DecodeStage {
                 let (column, kept) = match kd.decode(&keys, &mut local) {
                     Ok(k) => k,
                     Err(KeyError::Framed(FramedError::Shutdown)) => return Ok(()),
-                    Err(KeyError::Framed(FramedError::Registry(e))) => {
-                        return Err(PipelineError::Setup(format!(
-                            "table `{}`: schema registry: {e}",
-                            t.name
-                        )))
-                    }
+                    Err(KeyError::Framed(e)) => return Err(decode_failure(&t.name, &e)),
                     Err(KeyError::Normalize(e @ NormalizeError::Policy { .. })) => {
                         return Err(PipelineError::Setup(e.to_string()))
                     }

@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Format, KeyFormat, RangeBound};
 use crate::decode::{FramedDecoder, FramedKind, JsonDecoder, RawDecoder, ValueDecoder};
-use crate::fault::Shutdown;
+use crate::fault::{Classify, Shutdown};
 use crate::observability::Metrics;
 use crate::sink::DeltaSink;
 use crate::source::{create_consumer, TopicPartition};
@@ -45,7 +45,11 @@ pub use route::Router;
 /// The value columns of a new table whose topics carry registry schemas:
 /// the latest schema of `<topic>-value` (the default subject naming), through
 /// the table's transforms, in Delta-storable types.
-async fn schema_from_registry(cfg: &Config, name: &str) -> Result<arrow::datatypes::Schema> {
+async fn schema_from_registry(
+    cfg: &Config,
+    name: &str,
+    shutdown: &Shutdown,
+) -> Result<arrow::datatypes::Schema> {
     let setup = |e: &dyn std::fmt::Display| {
         PipelineError::Setup(format!(
             "table `{name}` does not exist and has no `schema`; creating it from the registry: {e}; \
@@ -64,14 +68,16 @@ async fn schema_from_registry(cfg: &Config, name: &str) -> Result<arrow::datatyp
         .ok_or_else(|| setup(&"no [schema_registry]"))?;
     let registry = crate::registry::SchemaRegistry::new(registry_cfg).map_err(|e| setup(&e))?;
     let subject = format!("{topic}-value");
-    let mut attempt = 0;
+    let mut backoff = registry_cfg.backoff().with_max_attempts(5);
     let latest = loop {
         match registry.latest(&subject).await {
             Ok(s) => break s,
-            Err(e) if e.is_transient() && attempt < 5 => {
-                warn!(subject, error = %e, "schema registry unavailable; retrying");
-                tokio::time::sleep(registry_cfg.backoff(attempt)).await;
-                attempt += 1;
+            // Unavailable, or a restarting registry's 404: a few tries.
+            Err(e) if e.is_retryable() => {
+                warn!(subject, error = %e, "schema registry cannot answer yet; retrying");
+                if backoff.wait(shutdown).await.is_err() {
+                    return Err(setup(&e));
+                }
             }
             Err(e) => return Err(setup(&e)),
         }
@@ -283,6 +289,37 @@ pub enum PipelineError {
     /// A bounded run could not get its whole range into the table.
     #[error("{0}")]
     Incomplete(Unfinished),
+    /// The final commit did not finish within `shutdown_timeout`.
+    #[error(
+        "shutdown took longer than shutdown_timeout ({0:?}): exited without committing the rest; \
+         nothing is lost, a restart resumes from the table's offsets"
+    )]
+    ShutdownTimeout(std::time::Duration),
+}
+
+impl crate::fault::Classify for PipelineError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            PipelineError::Setup(_) => Fault::Operator,
+            PipelineError::Kafka(_)
+            | PipelineError::Delta(_)
+            | PipelineError::ShutdownTimeout(_) => Fault::Environment,
+            PipelineError::Internal(_) => Fault::Internal,
+            // Another writer of the app id: someone must look.
+            PipelineError::Incomplete(_) => Fault::Operator,
+        }
+    }
+}
+
+/// A spawned task cancelled when its handle is dropped, so a run cut short
+/// by the shutdown timeout leaves no stage running behind it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Result alias for the pipeline.
@@ -434,8 +471,33 @@ impl Pipeline {
     }
 
     /// Runs until shutdown (continuous) or until the targets are reached
-    /// (available-now).
+    /// (available-now). Once shutdown is triggered, the run has
+    /// `shutdown_timeout` to commit what it holds; past it, it stops without
+    /// committing the rest ([`PipelineError::ShutdownTimeout`]): each Delta
+    /// commit is all or nothing, so nothing is half written, and a restart
+    /// reads the rest again from the table's offsets.
     pub async fn run(self) -> Result<RunSummary> {
+        let shutdown = self.shutdown.clone();
+        let limit = self.config.shutdown_timeout;
+        let stages = self.run_stages();
+        tokio::pin!(stages);
+        tokio::select! {
+            done = &mut stages => done,
+            () = async {
+                shutdown.triggered().await;
+                tokio::time::sleep(limit).await;
+            } => {
+                warn!(
+                    timeout_s = limit.as_secs_f64(),
+                    "shutdown timed out: stopping without committing the rest; \
+                     a restart resumes from the table's offsets"
+                );
+                Err(PipelineError::ShutdownTimeout(limit))
+            }
+        }
+    }
+
+    async fn run_stages(self) -> Result<RunSummary> {
         let cfg = self.config;
         let server = match cfg.metrics.listen {
             Some(addr) => Some(
@@ -467,7 +529,9 @@ impl Pipeline {
         };
         let mut commit_sinks = Vec::new();
         let mut offset_sinks = Vec::new();
-        // Opening retries the object store's transient errors like a commit.
+        // Opening retries the object store's transient errors like a commit,
+        // and stops at once on SIGTERM. Commit retries are not cut short by
+        // SIGTERM: the final commit keeps trying until shutdown_timeout.
         let patience = |name: &str| {
             crate::sink::Patience::new(
                 format!("opening table `{name}`"),
@@ -483,7 +547,7 @@ impl Pipeline {
                     .await
                     .map_err(|e| PipelineError::Setup(e.to_string()))?
             {
-                Some(schema_from_registry(&cfg, name).await?)
+                Some(schema_from_registry(&cfg, name, &self.shutdown).await?)
             } else {
                 None
             };
@@ -492,8 +556,7 @@ impl Pipeline {
                     DeltaSink::open_retrying(name, tc, derived.as_ref(), &mut patience(name))
                         .await
                         .map_err(|e| PipelineError::Setup(e.to_string()))?
-                        .with_metrics(self.metrics.clone())
-                        .with_shutdown(self.shutdown.clone()),
+                        .with_metrics(self.metrics.clone()),
                 );
             }
         }
@@ -510,8 +573,7 @@ impl Pipeline {
                     )
                     .await
                     .map_err(|e| PipelineError::Setup(e.to_string()))?
-                    .with_metrics(self.metrics.clone())
-                    .with_shutdown(self.shutdown.clone()),
+                    .with_metrics(self.metrics.clone()),
                 ),
                 None => None,
             });
@@ -547,6 +609,7 @@ impl Pipeline {
                 &self.metrics,
             )?);
             writers.push((
+                s.name().to_string(),
                 s.writer()
                     .map_err(|e| PipelineError::Setup(e.to_string()))?,
                 s.writer_factory()
@@ -568,7 +631,9 @@ impl Pipeline {
                 events_tx.clone(),
                 metrics.clone(),
             )
-            .with_retry(cfg.commit.clone(), self.shutdown.clone()),
+            // Like commit retries, bounded by shutdown_timeout rather than
+            // cut short by SIGTERM: a resync in flight then still lands.
+            .with_retry(cfg.commit.clone(), Shutdown::new()),
         );
         let consumer = Arc::new(
             create_consumer(&cfg, rebalancer.clone())
@@ -634,25 +699,32 @@ impl Pipeline {
             gate,
             retry: cfg.commit.clone(),
             consumer,
-            resync,
+            resync: resync.clone(),
             completion,
             advise: matches!(self.mode, Mode::Continuous),
             metrics: metrics.clone(),
         };
         // A failed commit stage stops the whole pipeline, not just itself.
         let stop = self.shutdown.clone();
-        let commit_task = tokio::spawn(async move {
+        let mut commit_task = AbortOnDrop(tokio::spawn(async move {
             let result = committer.run(commits_rx).await;
             if result.is_err() {
                 stop.trigger();
             }
             result
-        });
-        let buffered = buffer::run(writers, cfg.flush.clone(), events_rx, commits_tx).await;
+        }));
+        let recovery = buffer::Recovery {
+            resync: resync.clone(),
+            retry: cfg.commit.clone(),
+            shutdown: self.shutdown.clone(),
+            metrics: metrics.clone(),
+        };
+        let buffered =
+            buffer::run(writers, cfg.flush.clone(), events_rx, commits_tx, recovery).await;
         if buffered.is_err() {
             self.shutdown.trigger();
         }
-        let committed = commit_task
+        let committed = (&mut commit_task.0)
             .await
             .map_err(|e| PipelineError::Internal(format!("commit task: {e}")))?;
         let _ = done_tx.send(());

@@ -10,8 +10,9 @@ use arrow::array::{RecordBatch, UInt32Array};
 use arrow::datatypes::SchemaRef;
 
 use crate::decode::{Part, Rejection, Stage};
+use crate::fault::{Classify, Fault};
 use crate::schema::{ConformError, Conformer, EvolutionPolicy};
-use crate::transform::{TransformPlan, TransformSpec};
+use crate::transform::{TransformError, TransformPlan, TransformSpec};
 
 /// Failures that stop the pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +25,17 @@ pub enum NormalizeError {
         /// What changed and the fix.
         message: String,
     },
-    /// A transform cannot be planned for an input schema.
-    #[error("table `{table}`: {message}")]
+    /// A transform cannot be planned for the fixed input schema (the
+    /// operator's fault), cannot run at all, or failed on a whole batch
+    /// (inlet's fault); never a row's (those are rejections). Named as
+    /// `tables.<name>.transforms[i] (<op>)`.
+    #[error("tables.{table}.{source}")]
     Transform {
         /// Table name.
         table: String,
         /// The transform error.
-        message: String,
+        #[source]
+        source: TransformError,
     },
     /// A bug.
     #[error("table `{table}`: {message}")]
@@ -40,6 +45,16 @@ pub enum NormalizeError {
         /// What failed.
         message: String,
     },
+}
+
+impl Classify for NormalizeError {
+    fn fault(&self) -> Fault {
+        match self {
+            NormalizeError::Policy { .. } => Fault::Operator,
+            NormalizeError::Transform { source, .. } => source.fault(),
+            NormalizeError::Internal { .. } => Fault::Internal,
+        }
+    }
 }
 
 /// How rows of one input schema become table rows.
@@ -163,11 +178,13 @@ impl Normalizer {
         } else {
             match TransformPlan::compile(&self.transforms, input.clone()) {
                 Ok(t) => Some(t),
-                // A fixed input is checked at start: stop there.
-                Err(e) if id == 0 => {
+                // A fixed input is checked at start: stop there. Transforms
+                // that cannot run at all are inlet's fault, whatever the
+                // schema: stop rather than quarantine.
+                Err(e) if id == 0 || e.fault() != Fault::Operator => {
                     return Err(NormalizeError::Transform {
                         table: self.table.clone(),
-                        message: e.to_string(),
+                        source: e,
                     })
                 }
                 // A writer schema the transforms do not fit: its messages
@@ -233,10 +250,14 @@ impl Normalizer {
             let (batch, rows) = match transform {
                 None => (part.batch, part.rows),
                 Some(t) => {
-                    let out = t.apply(&part.batch).map_err(|e| NormalizeError::Internal {
-                        table: self.table.clone(),
-                        message: format!("transform: {e}"),
-                    })?;
+                    // Rows' failures are in `out.rejected`; an error is a
+                    // whole batch failing: inlet's, never quarantined.
+                    let out = t
+                        .apply(&part.batch)
+                        .map_err(|source| NormalizeError::Transform {
+                            table: self.table.clone(),
+                            source,
+                        })?;
                     for (r, reason) in out.rejected {
                         rejected.push(Rejection::new(part.rows[r], Stage::Transform, reason));
                     }
@@ -299,5 +320,99 @@ impl Normalizer {
         let batch =
             arrow::compute::take_record_batch(&all, &order).map_err(|e| self.internal(e))?;
         Ok((batch, rows.into_iter().map(|(m, _)| m).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::datatypes::Schema;
+
+    use super::*;
+
+    fn normalizer(expr: &str) -> Normalizer {
+        let derive = serde_json::json!({"op": "derive", "column": "v", "expr": expr});
+        Normalizer::new(
+            "events",
+            vec![serde_json::from_value(derive).unwrap()],
+            EvolutionPolicy::AddColumns,
+            Arc::new(Schema::empty()),
+        )
+    }
+
+    fn part(schema_id: u32) -> Part {
+        let batch = RecordBatch::try_from_iter([
+            ("a", Arc::new(Int64Array::from(vec![1, 3])) as ArrayRef),
+            ("s", Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef),
+            (
+                "code",
+                Arc::new(StringArray::from(vec!["md5", "sha256"])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        Part {
+            schema_id,
+            batch,
+            rows: vec![4, 9],
+        }
+    }
+
+    /// DataFusion cannot execute `digest` with a per-row algorithm; only rows
+    /// with `a > 2` take that branch, so the compile-time probe cannot see it.
+    const UNRUNNABLE_BRANCH: &str =
+        "CASE WHEN a > 2 THEN digest(s, code) WHEN a > 0 THEN digest(s, 'md5') END";
+
+    #[test]
+    fn a_transform_failing_for_inlets_reasons_stops_and_rejects_nothing() {
+        for id in [0, 7] {
+            let mut n = normalizer(UNRUNNABLE_BRANCH);
+            let mut rejected = Vec::new();
+            let err = n.normalize(vec![part(id)], &mut rejected).unwrap_err();
+            assert_eq!(err.fault(), Fault::Internal, "{err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with("tables.events.transforms[0] (derive): column `v`: `CASE"),
+                "{text}"
+            );
+            assert!(rejected.is_empty(), "{rejected:?}");
+        }
+    }
+
+    #[test]
+    fn a_transform_that_cannot_run_stops_even_for_a_registry_schema() {
+        // Found when compiling for schema id 7, at run time: inlet's fault,
+        // not the writer's; its messages are not quarantined.
+        let mut n = normalizer("digest(s, code)");
+        let mut rejected = Vec::new();
+        let err = n.normalize(vec![part(7)], &mut rejected).unwrap_err();
+        assert_eq!(err.fault(), Fault::Internal, "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("tables.events.transforms[0] (derive): "),
+            "{err}"
+        );
+        assert!(rejected.is_empty(), "{rejected:?}");
+        // A writer schema the transforms do not fit (no column `nope`) is
+        // the producer's: its messages are rejected, stage `transform`.
+        let mut n = normalizer("nope + 1");
+        let out = n.normalize(vec![part(7)], &mut rejected).unwrap();
+        assert_eq!(out.batch.num_rows(), 0);
+        assert_eq!(rejected.len(), 2);
+        assert!(rejected.iter().all(|r| r.stage == Stage::Transform));
+        // The fixed input schema (plain JSON) stops at start: the operator's.
+        let err = normalizer("nope + 1")
+            .prepare(part(0).batch.schema())
+            .unwrap_err();
+        assert_eq!(err.fault(), Fault::Operator, "{err}");
+    }
+
+    #[test]
+    fn rows_failing_on_their_own_data_are_rejected() {
+        let mut n = normalizer("CAST(code AS INT)");
+        let mut rejected = Vec::new();
+        let out = n.normalize(vec![part(0)], &mut rejected).unwrap();
+        assert_eq!(out.batch.num_rows(), 0);
+        assert_eq!(rejected.iter().map(|r| r.index).collect::<Vec<_>>(), [4, 9]);
+        assert!(rejected.iter().all(|r| r.stage == Stage::Transform));
     }
 }

@@ -23,6 +23,8 @@ const POST_CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 const SECTION: &str = "schema_registry";
 /// Longest chain of references followed before giving up.
 const MAX_REFERENCE_DEPTH: usize = 64;
+/// Most ids remembered as unknown after their grace.
+const MAX_REMEMBERED_UNKNOWN: usize = 10_000;
 
 type Cell = Arc<OnceCell<Arc<ResolvedSchema>>>;
 
@@ -43,6 +45,11 @@ struct Inner {
     by_id: Mutex<HashMap<u32, Cell>>,
     by_version: Mutex<HashMap<(String, u32), Cell>>,
     requests: AtomicU64,
+    /// `unknown_id_grace` of the configuration.
+    unknown_id_grace: Duration,
+    /// Ids still unknown after the grace, with the answer given up on: kept
+    /// for the life of the process, so a poison pill costs the grace once.
+    unknown: Mutex<HashMap<u32, RegistryError>>,
 }
 
 impl fmt::Debug for SchemaRegistry {
@@ -143,6 +150,8 @@ impl SchemaRegistry {
                 by_id: Mutex::default(),
                 by_version: Mutex::default(),
                 requests: AtomicU64::new(0),
+                unknown_id_grace: cfg.unknown_id_grace,
+                unknown: Mutex::default(),
             }),
         })
     }
@@ -155,6 +164,28 @@ impl SchemaRegistry {
     /// HTTP requests made so far (for tests and metrics).
     pub fn requests(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// How long an id answered 404 is retried (`unknown_id_grace`).
+    pub(super) fn unknown_id_grace(&self) -> Duration {
+        self.inner.unknown_id_grace
+    }
+
+    /// The answer given up on for `id`, if its grace ran out before.
+    pub(super) fn given_up(&self, id: u32) -> Option<RegistryError> {
+        let map = self.inner.unknown.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&id).cloned()
+    }
+
+    /// Remembers that `id` is unknown for the life of the process (up to
+    /// [`MAX_REMEMBERED_UNKNOWN`] ids: garbage with a valid magic byte names
+    /// random ids, and memory must stay bounded; an id beyond costs its grace
+    /// again).
+    pub(super) fn give_up(&self, id: u32, error: RegistryError) {
+        let mut map = self.inner.unknown.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() < MAX_REMEMBERED_UNKNOWN {
+            map.insert(id, error);
+        }
     }
 
     /// The schema with global id `id`, references resolved (`GET

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{RegistryError, Result};
+use crate::fault::Backoff;
 
 /// `[schema_registry]`: where the Confluent-compatible Schema Registry is
 /// (Confluent, Karapace, Redpanda, Apicurio's Confluent API) and how to reach
@@ -20,6 +21,7 @@ use super::{RegistryError, Result};
 /// # password from the environment: INLET_SCHEMA_REGISTRY__PASSWORD
 /// ca_location = "/etc/inlet/registry-ca.pem"
 /// timeout = "5s"
+/// unknown_id_grace = "60s"
 /// ```
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,14 +58,37 @@ pub struct RegistryConfig {
     /// (retried, never quarantined). Default `10s`.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// First delay before retrying while the registry is unavailable, doubled
-    /// at each attempt up to `max_backoff`. Default `500ms`.
+    /// First delay before retrying while the registry is unavailable (or
+    /// does not know a schema id yet, see `unknown_id_grace`), doubled at
+    /// each attempt up to `max_backoff`. More than 0. Default `500ms`.
     #[serde(default = "default_retry_backoff", with = "humantime_serde")]
     pub retry_backoff: Duration,
-    /// Longest delay between two retries. Default `30s`.
+    /// Longest delay between two retries, at least `retry_backoff`. Default
+    /// `30s`.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// How long a schema id the registry answers "not found" for (HTTP 404,
+    /// error 40403) is retried, with the backoff above, before the messages
+    /// carrying it are quarantined (stage `schema`), e.g. `"60s"`. A Karapace
+    /// or Confluent registry that restarts answers 404 for ids it holds for
+    /// several seconds while it re-reads its `_schemas` topic, also right
+    /// after an outage (the grace starts at the first 404 after the registry
+    /// was last unreachable). After the grace the id is remembered as unknown
+    /// until inlet restarts: later messages with it are quarantined at once.
+    ///
+    /// The trade-off: a real poison pill with an unknown id holds its chunk,
+    /// and with it the decode stage of the process (every table and
+    /// partition, whose consumers pause meanwhile and keep their group), for
+    /// the grace, once per unknown id per process; a shorter grace risks
+    /// quarantining valid records after a registry restart that takes longer.
+    /// `"0s"` quarantines at the first 404; at most `1h`. Default `60s`.
+    #[serde(default = "default_unknown_id_grace", with = "humantime_serde")]
+    pub unknown_id_grace: Duration,
 }
+
+/// Longest `unknown_id_grace` accepted: beyond it a poison pill would hold
+/// the pipeline for longer than anyone waits for a registry restart.
+const MAX_UNKNOWN_ID_GRACE: Duration = Duration::from_secs(3600);
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
@@ -75,6 +100,10 @@ fn default_retry_backoff() -> Duration {
 
 fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_unknown_id_grace() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl fmt::Debug for RegistryConfig {
@@ -89,6 +118,7 @@ impl fmt::Debug for RegistryConfig {
             .field("timeout", &self.timeout)
             .field("retry_backoff", &self.retry_backoff)
             .field("max_backoff", &self.max_backoff)
+            .field("unknown_id_grace", &self.unknown_id_grace)
             .finish()
     }
 }
@@ -118,6 +148,7 @@ impl RegistryConfig {
             timeout: default_timeout(),
             retry_backoff: default_retry_backoff(),
             max_backoff: default_max_backoff(),
+            unknown_id_grace: default_unknown_id_grace(),
         }
     }
 
@@ -288,16 +319,24 @@ impl RegistryConfig {
                 format!("make it at least `{}`", key("retry_backoff")),
             );
         }
+        if self.unknown_id_grace > MAX_UNKNOWN_ID_GRACE {
+            return invalid(
+                "unknown_id_grace",
+                format!(
+                    "{:?} is longer than 1h: a message with a really unknown schema id would \
+                     hold ingest that long",
+                    self.unknown_id_grace
+                ),
+                "set about the time the registry takes to restart, e.g. \"60s\"".into(),
+            );
+        }
         Ok(())
     }
 
-    /// Delay before retry number `attempt` (0 for the first retry) after a
-    /// transient error: `retry_backoff` doubled per attempt, at most
-    /// `max_backoff`.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.min(31));
-        self.retry_backoff
-            .checked_mul(factor)
-            .map_or(self.max_backoff, |d| d.min(self.max_backoff))
+    /// The backoff between retries while the registry is unavailable (or
+    /// does not know an id yet): `retry_backoff`, doubled per attempt, at
+    /// most `max_backoff`, without limit.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.retry_backoff, self.max_backoff)
     }
 }

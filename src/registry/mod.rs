@@ -3,12 +3,17 @@
 //! (`0x00`, 4-byte big-endian schema id, payload).
 //!
 //! Schema ids are immutable, so a schema fetched once is kept for the life of
-//! the process; concurrent lookups of one id make one request. Errors say whose
-//! fault they are: [`RegistryError::NotFound`] and [`RegistryError::Invalid`]
-//! are the message's (quarantine it), [`RegistryError::Unavailable`] is the
-//! environment's (retry with [`RegistryConfig::backoff`]), and
-//! [`RegistryError::Unauthorized`], [`RegistryError::Rejected`] and
-//! [`RegistryError::Config`] are the operator's (stop and say what to fix).
+//! the process; concurrent lookups of one id make one request. Every error
+//! says whose fault it is ([`Classify`]): [`RegistryError::Unavailable`] is
+//! the environment's (retry with [`RegistryConfig::backoff`]), and so is
+//! [`RegistryError::NotFound`] for a while, because a restarting registry
+//! answers 404 for ids it holds until it has re-read its log;
+//! [`SchemaRegistry::schema_patiently`] retries it for
+//! `schema_registry.unknown_id_grace`, then answers
+//! [`RegistryError::Unknown`], the message's fault (quarantine it), as is
+//! [`RegistryError::Invalid`]. [`RegistryError::Unauthorized`],
+//! [`RegistryError::Rejected`] and [`RegistryError::Config`] are the
+//! operator's (stop and say what to fix).
 //!
 //! ```no_run
 //! # async fn demo() -> inlet::registry::Result<()> {
@@ -27,6 +32,7 @@
 mod avro;
 mod client;
 mod config;
+mod grace;
 
 use std::fmt;
 use std::str::FromStr;
@@ -36,14 +42,20 @@ use serde::{Deserialize, Serialize};
 
 pub use client::SchemaRegistry;
 pub use config::RegistryConfig;
+pub use grace::Lookup;
 
-/// Errors of the registry client. Each says whose fault it is; none contains
-/// the password.
-#[derive(Debug, thiserror::Error)]
+use crate::fault::{Classify, Fault};
+
+/// Errors of the registry client. Each says whose fault it is ([`Classify`]);
+/// none contains the password.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
     /// The registry has no such schema id, subject or version (HTTP 404 with a
-    /// Confluent error code 40401, 40402, 40403, ...). Permanent: a message
-    /// that names an unknown schema id goes to quarantine.
+    /// Confluent error code 40401, 40402, 40403, ...). Not yet the message's
+    /// fault: a Karapace or Confluent registry that restarts answers this for
+    /// ids it holds while it re-reads its `_schemas` topic, so it is retried
+    /// (see [`SchemaRegistry::schema_patiently`]) and becomes
+    /// [`RegistryError::Unknown`] after `schema_registry.unknown_id_grace`.
     #[error("schema registry has no {what} (error {code}: {message})")]
     NotFound {
         /// What was looked up, e.g. "schema id 7".
@@ -94,6 +106,24 @@ pub enum RegistryError {
         /// What is wrong, naming the schema id or the request.
         message: String,
     },
+    /// The registry still had no such schema after
+    /// `schema_registry.unknown_id_grace` of retries: the message that names
+    /// it goes to quarantine. Remembered for the life of the process, so
+    /// later messages with this id cost no wait and no request.
+    #[error(
+        "schema registry has no {what} (error {code}: {message}), still after \
+         {waited:.1?} of retries (`schema_registry.unknown_id_grace`)"
+    )]
+    Unknown {
+        /// What was looked up, e.g. "schema id 7".
+        what: String,
+        /// Confluent error code of the last answer, e.g. 40403.
+        code: u32,
+        /// The registry's last message.
+        message: String,
+        /// How long inlet retried before giving up.
+        waited: std::time::Duration,
+    },
     /// A `[schema_registry]` key has a value the client cannot use.
     #[error("configuration key `{key}`: {problem}; fix: {fix}")]
     Config {
@@ -106,12 +136,23 @@ pub enum RegistryError {
     },
 }
 
-impl RegistryError {
-    /// True when retrying later can succeed (only [`RegistryError::Unavailable`]).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, RegistryError::Unavailable { .. })
+impl Classify for RegistryError {
+    fn fault(&self) -> Fault {
+        match self {
+            // A 404 may be a registry re-reading its log: retried, for a
+            // bounded time (the grace), by whoever looks it up.
+            RegistryError::Unavailable { .. } | RegistryError::NotFound { .. } => {
+                Fault::Environment
+            }
+            RegistryError::Unknown { .. } | RegistryError::Invalid { .. } => Fault::Message,
+            RegistryError::Unauthorized { .. }
+            | RegistryError::Rejected { .. }
+            | RegistryError::Config { .. } => Fault::Operator,
+        }
     }
+}
 
+impl RegistryError {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         RegistryError::Invalid {
             message: message.into(),

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::mock::{MockRegistry, Outage};
 use super::*;
+use crate::fault::{Classify, Fault};
 
 const PASSWORD: &str = "s3cr3t-pa55";
 const WRONG_PASSWORD: &str = "wr0ng-pa55";
@@ -67,10 +68,12 @@ fn config_defaults_and_unknown_keys() {
         .to_string();
     assert!(err.contains("pasword"), "{err}");
 
-    assert_eq!(cfg.backoff(0), Duration::from_millis(500));
-    assert_eq!(cfg.backoff(2), Duration::from_secs(2));
-    assert_eq!(cfg.backoff(10), Duration::from_secs(30));
-    assert_eq!(cfg.backoff(u32::MAX), Duration::from_secs(30));
+    assert_eq!(cfg.unknown_id_grace, Duration::from_secs(60));
+    let mut backoff = cfg.backoff();
+    let waits: Vec<Duration> = (0..8).map(|_| backoff.next_delay().unwrap()).collect();
+    assert_eq!(waits[0], Duration::from_millis(500));
+    assert_eq!(waits[2], Duration::from_secs(2));
+    assert_eq!(waits[7], Duration::from_secs(30));
 }
 
 #[test]
@@ -91,7 +94,10 @@ fn config_validation_names_key_and_fix_without_the_password() {
             }
             other => panic!("{other:?}"),
         }
-        assert!(!SchemaRegistry::new(&cfg).unwrap_err().is_transient());
+        assert_eq!(
+            SchemaRegistry::new(&cfg).unwrap_err().fault(),
+            Fault::Operator
+        );
     };
     check(
         &|c| c.url = format!("https://user:{PASSWORD}@registry:8081"),
@@ -285,7 +291,8 @@ async fn unknown_id_is_not_found_and_permanent() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(!err.is_transient());
+    // A 404 alone may be a restarting registry's: retried within the grace.
+    assert_eq!(err.fault(), Fault::Environment);
     // Not cached: once registered, the id resolves.
     let id = mock.register("s", "AVRO", "\"string\"", &[]);
     assert_eq!(registry.schema(id).await.unwrap().schema, "\"string\"");
@@ -321,7 +328,7 @@ async fn wrong_base_path_is_the_operators_fault() {
         ),
         "{err}"
     );
-    assert!(!err.is_transient());
+    assert_eq!(err.fault(), Fault::Operator);
     assert!(err.to_string().contains("schema_registry.url"), "{err}");
     assert_eq!(mock.requests("/not-the-registry/schemas/ids/"), 1);
 }
@@ -739,7 +746,7 @@ fn avro_recursive_and_null_namespace_types() {
         references: vec![],
     };
     let err = bad.avro_self_contained().unwrap_err();
-    assert!(!err.is_transient());
+    assert_eq!(err.fault(), Fault::Message);
     assert!(err.to_string().contains("`Missing`"), "{err}");
     assert!(err.to_string().contains("schema id 4"), "{err}");
 }
@@ -835,7 +842,7 @@ async fn basic_auth_and_secret_free_errors() {
         matches!(err, RegistryError::Unauthorized { status: 401, .. }),
         "{err}"
     );
-    assert!(!err.is_transient());
+    assert_eq!(err.fault(), Fault::Operator);
     assert!(
         err.to_string().contains("schema_registry.password"),
         "{err}"
@@ -873,13 +880,13 @@ async fn assert_unavailable_then_back(mock: &MockRegistry, registry: &SchemaRegi
     registry.versions("s").await.unwrap();
     mock.go_down(how);
     let err = registry.latest("s").await.unwrap_err();
-    assert!(err.is_transient(), "{how:?}: {err}");
+    assert_eq!(err.fault(), Fault::Environment, "{how:?}: {err}");
     assert!(
         matches!(err, RegistryError::Unavailable { .. }),
         "{how:?}: {err}"
     );
     let second = registry.versions("s").await.unwrap_err();
-    assert!(second.is_transient(), "{how:?}: {second}");
+    assert!(second.is_retryable(), "{how:?}: {second}");
     if how == Outage::Refuse {
         assert!(second.to_string().contains("refused"), "{second}");
     }
@@ -998,7 +1005,11 @@ async fn https_with_the_registrys_ca_works_and_an_untrusted_certificate_is_the_o
     assert_eq!(schema.schema, r#""string""#);
     let untrusted = client(&mock);
     let e = untrusted.schema(id).await.unwrap_err();
-    assert!(!e.is_transient(), "waiting does not fix a certificate: {e}");
+    assert_eq!(
+        e.fault(),
+        Fault::Operator,
+        "waiting does not fix a certificate: {e}"
+    );
     assert!(
         matches!(e, RegistryError::Config { ref key, .. } if key == "schema_registry.ca_location"),
         "{e}"
@@ -1022,7 +1033,7 @@ async fn mutual_tls_needs_the_client_certificate() {
     assert_eq!(schema.schema, r#""string""#);
     let without = client_with(&mock, |c| c.ca_location = Some(super::mock::test_ca()));
     let e = without.schema(id).await.unwrap_err();
-    assert!(!e.is_transient(), "{e}");
+    assert_eq!(e.fault(), Fault::Operator, "{e}");
     assert!(
         matches!(e, RegistryError::Config { ref key, .. } if key == "schema_registry.certificate_location"),
         "{e}"

@@ -176,6 +176,24 @@ impl DeltaSink {
         }
     }
 
+    /// Checks an existing table as a run would open it (features, offsets
+    /// retention, metadata columns) without creating or writing anything;
+    /// `Ok(None)` when there is no table yet (a run creates it).
+    pub async fn check_existing(name: &str, cfg: &TableConfig) -> Result<Option<i64>> {
+        let err = |source| SinkError::Delta {
+            table: name.to_string(),
+            source,
+        };
+        let mut table = crate::storage::table(&cfg.uri, &cfg.storage_options).map_err(err)?;
+        match table.load().await {
+            Ok(()) => {}
+            Err(DeltaTableError::NotATable(_)) => return Ok(None),
+            Err(e) => return Err(err(e)),
+        }
+        checked_layout(name, cfg, &table)?;
+        Ok(table.version().map(|v| v as i64))
+    }
+
     /// Like [`DeltaSink::open`]; a missing table without `cfg.schema` is
     /// created with `value` as its value columns (e.g. from the latest
     /// schema in the registry), then the metadata columns.
@@ -250,45 +268,7 @@ impl DeltaSink {
             }
             Err(e) => return Err(err(e)),
         }
-        let snapshot = table.snapshot().map_err(err)?;
-        if snapshot
-            .metadata()
-            .configuration()
-            .contains_key(TXN_RETENTION)
-        {
-            return Err(SinkError::Table {
-                table: name.to_string(),
-                message: format!(
-                    "the table sets `{TXN_RETENTION}`, which would silently expire the Kafka offsets stored in it; \
-                     unset it (ALTER TABLE ... UNSET TBLPROPERTIES ('{TXN_RETENTION}')) before running inlet"
-                ),
-            });
-        }
-        let arrow: Schema =
-            snapshot
-                .schema()
-                .as_ref()
-                .try_into_arrow()
-                .map_err(|e| SinkError::Table {
-                    table: name.to_string(),
-                    message: format!("table schema has no Arrow equivalent: {e}"),
-                })?;
-        let layout = TableLayout::new(Arc::new(arrow), &cfg.metadata_columns);
-        for (kind, col) in cfg.metadata_columns.iter() {
-            let ok = layout.table.field_with_name(col).is_ok_and(|f| match kind {
-                MetadataKind::Key => crate::schema::key_type_fits(cfg.key_format, f.data_type()),
-                _ => f.data_type() == &crate::schema::metadata_type(kind),
-            });
-            if !ok {
-                return Err(SinkError::Table {
-                    table: name.to_string(),
-                    message: format!(
-                        "metadata column `{col}` is missing from the existing table or has another type; \
-                         add it to the table or remove it from tables.{name}.metadata_columns"
-                    ),
-                });
-            }
-        }
+        let layout = checked_layout(name, cfg, &table)?;
         Ok(DeltaSink {
             name: name.to_string(),
             table,
@@ -780,6 +760,55 @@ enum Plan {
     Fenced(CommitOutcome),
     /// Everything is stored already.
     Nothing,
+}
+
+/// The checks every table inlet writes must pass, before anything is fetched
+/// (each the operator's to fix), and the table's layout.
+fn checked_layout(name: &str, cfg: &TableConfig, table: &DeltaTable) -> Result<TableLayout> {
+    let snapshot = table.snapshot().map_err(|source| SinkError::Delta {
+        table: name.to_string(),
+        source,
+    })?;
+    super::features::check_writable(name, snapshot)?;
+    if snapshot
+        .metadata()
+        .configuration()
+        .contains_key(TXN_RETENTION)
+    {
+        return Err(SinkError::Table {
+                table: name.to_string(),
+                message: format!(
+                    "the table sets `{TXN_RETENTION}`, which would silently expire the Kafka offsets stored in it; \
+                     unset it (ALTER TABLE ... UNSET TBLPROPERTIES ('{TXN_RETENTION}')) before running inlet"
+                ),
+            });
+    }
+    let arrow: Schema =
+        snapshot
+            .schema()
+            .as_ref()
+            .try_into_arrow()
+            .map_err(|e| SinkError::Table {
+                table: name.to_string(),
+                message: format!("table schema has no Arrow equivalent: {e}"),
+            })?;
+    let layout = TableLayout::new(Arc::new(arrow), &cfg.metadata_columns);
+    for (kind, col) in cfg.metadata_columns.iter() {
+        let ok = layout.table.field_with_name(col).is_ok_and(|f| match kind {
+            MetadataKind::Key => crate::schema::key_type_fits(cfg.key_format, f.data_type()),
+            _ => f.data_type() == &crate::schema::metadata_type(kind),
+        });
+        if !ok {
+            return Err(SinkError::Table {
+                    table: name.to_string(),
+                    message: format!(
+                        "metadata column `{col}` is missing from the existing table or has another type; \
+                         add it to the table or remove it from tables.{name}.metadata_columns"
+                    ),
+                });
+        }
+    }
+    Ok(layout)
 }
 
 /// How a commit loop ended.

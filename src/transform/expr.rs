@@ -10,11 +10,14 @@ use std::sync::Arc;
 use arrow::array::{new_null_array, Array, ArrayRef, AsArray as _};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use deltalake::datafusion::common::tree_node::TreeNode as _;
-use deltalake::datafusion::common::{DFSchema, DataFusionError, SchemaError};
+use deltalake::datafusion::common::{DFSchema, DataFusionError, Result as DFResult, SchemaError};
 use deltalake::datafusion::execution::context::SessionState;
+use deltalake::datafusion::logical_expr::simplify::SimplifyContext;
 use deltalake::datafusion::logical_expr::Expr;
+use deltalake::datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use deltalake::datafusion::physical_expr::expressions::Column;
 use deltalake::datafusion::physical_plan::PhysicalExpr;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
@@ -26,6 +29,7 @@ use deltalake::datafusion::sql::sqlparser::dialect::GenericDialect;
 use deltalake::datafusion::sql::sqlparser::parser::Parser;
 
 use super::{ColumnFn, Compiled, Computed, Ctx, Failed};
+use crate::fault::Fault;
 
 const SUPPORTED: &str = "supported: SELECT <items> FROM input [WHERE <condition>], where an item is `*`, `* EXCEPT (a, b)`, a column, or `<expression> AS <name>`";
 
@@ -50,10 +54,63 @@ impl fmt::Debug for ExprFn {
 
 /// Why an evaluation did not produce an array.
 enum Failure {
-    /// DataFusion failed: rows of this batch are at fault.
+    /// DataFusion failed on the values: rows of this batch are at fault.
     Rows(String),
-    /// The result does not fit: a bug, for the whole batch.
+    /// DataFusion failed for its own or inlet's reasons, or the result does
+    /// not fit: a bug, for the whole batch.
     Fatal(String),
+}
+
+/// Whose fault it is when evaluating an expression on rows fails: the
+/// values' (a cast of `'abc'` to INT, a division by zero, an unparseable
+/// date: [`Fault::Message`]), or DataFusion's and so inlet's (`Internal`,
+/// `NotImplemented`, planning and schema errors, which no row can cause or
+/// avoid: [`Fault::Internal`]). Anything not known to come from the values
+/// is inlet's, so that a bug stops the pipeline instead of quarantining
+/// every message.
+pub(crate) fn fault_of(e: &DataFusionError) -> Fault {
+    match e {
+        DataFusionError::ArrowError(a, _) => arrow_fault(a),
+        DataFusionError::Execution(_)
+        | DataFusionError::External(_)
+        | DataFusionError::ResourcesExhausted(_) => Fault::Message,
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            fault_of(inner)
+        }
+        DataFusionError::Shared(inner) => fault_of(inner),
+        DataFusionError::Collection(all) => {
+            if !all.is_empty() && all.iter().all(|e| fault_of(e) == Fault::Message) {
+                Fault::Message
+            } else {
+                Fault::Internal
+            }
+        }
+        _ => Fault::Internal,
+    }
+}
+
+/// [`fault_of`] for Arrow's errors: the kernels' complaints about values
+/// are the values' fault; missing kernels and broken schemas are not.
+fn arrow_fault(e: &ArrowError) -> Fault {
+    match e {
+        ArrowError::CastError(_)
+        | ArrowError::ParseError(_)
+        | ArrowError::ComputeError(_)
+        | ArrowError::DivideByZero
+        | ArrowError::ArithmeticOverflow(_)
+        | ArrowError::InvalidArgumentError(_)
+        | ArrowError::JsonError(_)
+        | ArrowError::CsvError(_)
+        | ArrowError::AvroError(_)
+        | ArrowError::DictionaryKeyOverflowError
+        | ArrowError::RunEndIndexOverflowError
+        | ArrowError::OffsetOverflowError(_) => Fault::Message,
+        ArrowError::ExternalError(inner) => match inner.downcast_ref::<DataFusionError>() {
+            Some(df) => fault_of(df),
+            None => Fault::Message,
+        },
+        _ => Fault::Internal,
+    }
 }
 
 impl SqlCompiler {
@@ -83,9 +140,25 @@ impl SqlCompiler {
             )
             .map_err(|e| df_error(&e, schema))?;
         row_level(&logical)?;
-        self.state
-            .create_physical_expr(logical, df_schema)
+        self.plan(logical, df_schema)
             .map_err(|e| df_error(&e, schema))
+    }
+
+    /// Coerces, simplifies and plans a logical expression, as DataFusion's
+    /// optimizer would before executing it. Some functions cannot run
+    /// unsimplified (`coalesce`, `nvl`, `ifnull`, `nvl2`, `arrow_cast` fail
+    /// with "should have been simplified"); `create_physical_expr` alone only
+    /// coerces. No query start time is given, so `now()` is not frozen at
+    /// the time of compiling (it is refused by the compile-time probe).
+    fn plan(&self, logical: Expr, df_schema: &DFSchema) -> DFResult<Arc<dyn PhysicalExpr>> {
+        let context = SimplifyContext::builder()
+            .with_schema(Arc::new(df_schema.clone()))
+            .with_config_options(Arc::clone(self.state.config_options()))
+            .build();
+        let simplifier = ExprSimplifier::new(context);
+        let coerced = simplifier.coerce(logical, df_schema)?;
+        let simplified = simplifier.simplify(coerced)?;
+        self.state.create_physical_expr(simplified, df_schema)
     }
 
     /// Parses and compiles one expression against `ctx.schema`.
@@ -98,8 +171,7 @@ impl SqlCompiler {
             .map_err(|e| format!("`{text}`: {}", df_error(&e, schema)))?;
         row_level(&logical).map_err(|e| format!("`{text}`: {e}"))?;
         let physical = self
-            .state
-            .create_physical_expr(logical, &df_schema)
+            .plan(logical, &df_schema)
             .map_err(|e| format!("`{text}`: {}", df_error(&e, schema)))?;
         ExprFn::new(ctx, physical, text)
     }
@@ -424,7 +496,7 @@ impl ExprFn {
             .physical
             .evaluate(batch)
             .and_then(|v| v.into_array(batch.num_rows()))
-            .map_err(|e| Failure::Rows(e.strip_backtrace()))?;
+            .map_err(|e| self.failure(&e, batch.num_rows()))?;
         if value.data_type() != &self.ty {
             return Err(Failure::Fatal(format!(
                 "`{}` gave {} values, expected {}",
@@ -442,6 +514,18 @@ impl ExprFn {
             )));
         }
         Ok(value)
+    }
+
+    /// Whose fault a failed evaluation of `rows` rows is: only a row's data
+    /// can be the message's (bisected down to the rows), and a batch
+    /// without rows has none.
+    fn failure(&self, e: &DataFusionError, rows: usize) -> Failure {
+        let message = e.strip_backtrace();
+        if rows > 0 && fault_of(e) == Fault::Message {
+            Failure::Rows(message)
+        } else {
+            Failure::Fatal(format!("`{}` failed: {message}", self.text))
+        }
     }
 
     /// Evaluates on the whole batch; if that fails, isolates the failing

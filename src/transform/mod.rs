@@ -32,6 +32,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 pub use spec::{TimestampFrom, TransformSpec};
 
+use crate::fault::{Classify, Fault};
 use cast::{CastFn, TimestampFn};
 use expr::{ExprFn, SqlCompiler};
 use redact::{HashFn, MaskFn};
@@ -49,8 +50,11 @@ pub enum TransformError {
         /// What is wrong, and the fix.
         message: String,
     },
-    /// Applying a compiled plan failed for the whole batch (not a row's
-    /// fault: a batch of another schema, or an internal error).
+    /// Applying a compiled plan failed for inlet's own reasons, not a row's:
+    /// a batch of another schema, or DataFusion failing internally
+    /// (`Internal`, `NotImplemented`, a planning error) or on a batch
+    /// without rows. Also raised at compile time when the plan cannot run
+    /// even on a batch of nulls (see [`TransformPlan::compile`]).
     #[error("transforms[{index}] ({op}): {message}")]
     Eval {
         /// Position of the entry in the table's `transforms` list.
@@ -60,6 +64,30 @@ pub enum TransformError {
         /// What went wrong.
         message: String,
     },
+}
+
+impl TransformError {
+    /// What went wrong, without the transform's name.
+    pub fn message(&self) -> &str {
+        match self {
+            TransformError::Config { message, .. } | TransformError::Eval { message, .. } => {
+                message
+            }
+        }
+    }
+}
+
+impl Classify for TransformError {
+    /// A mistake in the configuration is the operator's; a whole batch
+    /// failing is inlet's own: it stops the pipeline instead of quarantining
+    /// every message. A row's own failures are not errors at all: they are
+    /// [`Transformed::rejected`].
+    fn fault(&self) -> Fault {
+        match self {
+            TransformError::Config { .. } => Fault::Operator,
+            TransformError::Eval { .. } => Fault::Internal,
+        }
+    }
 }
 
 /// Result alias of this module.
@@ -97,6 +125,13 @@ impl fmt::Debug for TransformPlan {
 
 impl TransformPlan {
     /// Compiles `specs`, in order, against batches of schema `input`.
+    ///
+    /// Each step is then tried on a batch without rows and its expressions
+    /// on one row of nulls: what fails there fails without any row's help
+    /// (a function DataFusion cannot execute, an argument no row can fix),
+    /// so it is reported now, naming the transform, as an
+    /// [`TransformError::Eval`] (inlet's fault), instead of failing every
+    /// batch at run time.
     pub fn compile(specs: &[TransformSpec], input: SchemaRef) -> Result<Self> {
         let mut steps = Vec::new();
         let mut schema = input.clone();
@@ -156,13 +191,23 @@ impl TransformPlan {
                 schema.metadata().clone(),
             ));
             names::check_unique(output.fields(), "").map_err(config)?;
-            steps.push(Step {
+            let step = Step {
                 index,
                 op,
                 filter: compiled.filter,
                 columns: compiled.columns.into_iter().map(|c| c.1).collect(),
                 output: output.clone(),
-            });
+            };
+            step.probe(&schema)
+                .map_err(|message| TransformError::Eval {
+                    index,
+                    op,
+                    message: format!(
+                        "{message}; this fails on a batch of nulls already, so no message \
+                     can pass it: change the expression"
+                    ),
+                })?;
+            steps.push(step);
             schema = output;
         }
         Ok(TransformPlan {
@@ -435,6 +480,26 @@ struct StepOut {
 }
 
 impl Step {
+    /// Runs the step on a batch without rows and its expressions on one row
+    /// of nulls; the error is what cannot run whatever the rows. Failures of
+    /// the null row itself are a row's (a message would be rejected) and
+    /// are ignored.
+    fn probe(&self, input: &SchemaRef) -> std::result::Result<(), String> {
+        self.apply(&RecordBatch::new_empty(input.clone()))
+            .map_err(|e| e.message().to_string())?;
+        let Some(nulls) = null_row(input) else {
+            return Ok(());
+        };
+        let exprs = self.columns.iter().filter_map(|c| match c {
+            ColumnFn::Expr(e) => Some(e),
+            _ => None,
+        });
+        for e in self.filter.iter().chain(exprs) {
+            e.eval(&nulls)?;
+        }
+        Ok(())
+    }
+
     fn eval_error(&self, message: impl fmt::Display) -> TransformError {
         TransformError::Eval {
             index: self.index,
@@ -527,6 +592,22 @@ impl Step {
             rejected,
         })
     }
+}
+
+/// One row of nulls of `schema` (its fields made nullable), or `None` when
+/// Arrow cannot build one.
+fn null_row(schema: &Schema) -> Option<RecordBatch> {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| arrow::array::new_null_array(f.data_type(), 1))
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).ok()
 }
 
 /// Bitmap of rows where `array` is valid (all set when it has no nulls).

@@ -14,6 +14,7 @@ use arrow::record_batch::RecordBatch;
 use serde_json::json;
 
 use super::*;
+use crate::fault::{Classify as _, Fault};
 
 fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
     RecordBatch::try_from_iter(columns).unwrap()
@@ -1576,4 +1577,395 @@ fn plans_are_send_and_sync() {
     assert_send_sync::<TransformPlan>();
     assert_send_sync::<Transformed>();
     assert_send_sync::<TransformError>();
+}
+
+// ------------------------------------------------ SQL functions, faults
+
+/// Three rows of every kind the SQL functions below take; row 1 is mostly
+/// null.
+fn kinds() -> RecordBatch {
+    let ts = arrow::array::TimestampMicrosecondArray::from(vec![
+        Some(1_709_528_767_000_000), // 2024-03-04T05:06:07Z
+        None,
+        Some(1_735_689_599_000_000), // 2024-12-31T23:59:59Z
+    ])
+    .with_timezone("UTC");
+    batch(vec![
+        (
+            "a",
+            Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])) as ArrayRef,
+        ),
+        (
+            "b",
+            Arc::new(Int64Array::from(vec![None, None, Some(30)])) as ArrayRef,
+        ),
+        ("s", strs(&[Some("Ann Smith"), None, Some("  bob  ")])),
+        (
+            "t",
+            strs(&[
+                Some("2024-03-04T05:06:07Z"),
+                None,
+                Some("2024-12-31 23:59:59"),
+            ]),
+        ),
+        ("ts", Arc::new(ts) as ArrayRef),
+        ("code", strs(&[Some("x"), Some("y"), None])),
+    ])
+}
+
+/// Every SQL function the README's transforms reference names or tests,
+/// with what it gives on [`kinds`] (as text; `None` is NULL).
+const FUNCTIONS: &[(&str, [Option<&str>; 3])] = &[
+    // Null handling: these need DataFusion's simplifier to run at all.
+    ("coalesce(b, a)", [Some("1"), None, Some("30")]),
+    ("coalesce(b, a, 0)", [Some("1"), Some("0"), Some("30")]),
+    ("nvl(b, a)", [Some("1"), None, Some("30")]),
+    ("ifnull(b, a)", [Some("1"), None, Some("30")]),
+    (
+        "nvl2(b, 'has b', 'no b')",
+        [Some("no b"), Some("no b"), Some("has b")],
+    ),
+    ("nullif(a, 3)", [Some("1"), None, None]),
+    ("arrow_cast(a, 'Int32')", [Some("1"), None, Some("3")]),
+    // Conditions.
+    (
+        "CASE WHEN a > 2 THEN 'big' WHEN a IS NULL THEN 'none' ELSE 'small' END",
+        [Some("small"), Some("none"), Some("big")],
+    ),
+    (
+        "CASE code WHEN 'x' THEN 1 ELSE 0 END",
+        [Some("1"), Some("0"), Some("0")],
+    ),
+    ("a IN (1, 2)", [Some("true"), None, Some("false")]),
+    (
+        "code NOT IN ('x', 'z')",
+        [Some("false"), Some("true"), None],
+    ),
+    ("a BETWEEN 1 AND 2", [Some("true"), None, Some("false")]),
+    ("s LIKE 'A%'", [Some("true"), None, Some("false")]),
+    ("s ILIKE 'a%'", [Some("true"), None, Some("false")]),
+    (
+        "a IS NULL OR b IS NOT NULL",
+        [Some("false"), Some("true"), Some("true")],
+    ),
+    ("greatest(a, b)", [Some("1"), None, Some("30")]),
+    ("least(a, b)", [Some("1"), None, Some("3")]),
+    // Dates and times.
+    ("to_date(t)", [Some("2024-03-04"), None, Some("2024-12-31")]),
+    (
+        "CAST(ts AS DATE)",
+        [Some("2024-03-04"), None, Some("2024-12-31")],
+    ),
+    (
+        "date_trunc('day', ts)",
+        [
+            Some("2024-03-04T00:00:00Z"),
+            None,
+            Some("2024-12-31T00:00:00Z"),
+        ],
+    ),
+    (
+        "date_bin(INTERVAL '1 hour', ts)",
+        [
+            Some("2024-03-04T05:00:00Z"),
+            None,
+            Some("2024-12-31T23:00:00Z"),
+        ],
+    ),
+    ("extract(year FROM ts)", [Some("2024"), None, Some("2024")]),
+    ("date_part('month', ts)", [Some("3"), None, Some("12")]),
+    (
+        "to_char(ts, '%Y-%m')",
+        [Some("2024-03"), None, Some("2024-12")],
+    ),
+    (
+        "to_timestamp(t)",
+        [
+            Some("2024-03-04T05:06:07"),
+            None,
+            Some("2024-12-31T23:59:59"),
+        ],
+    ),
+    (
+        "to_unixtime(ts)",
+        [Some("1709528767"), None, Some("1735689599")],
+    ),
+    (
+        "from_unixtime(a)",
+        [
+            Some("1970-01-01T00:00:01"),
+            None,
+            Some("1970-01-01T00:00:03"),
+        ],
+    ),
+    (
+        "make_date(2024, a, 1)",
+        [Some("2024-01-01"), None, Some("2024-03-01")],
+    ),
+    // Strings.
+    ("upper(s)", [Some("ANN SMITH"), None, Some("  BOB  ")]),
+    ("lower(s)", [Some("ann smith"), None, Some("  bob  ")]),
+    ("split_part(s, ' ', 1)", [Some("Ann"), None, Some("")]),
+    (
+        "concat(s, '-', code)",
+        [Some("Ann Smith-x"), Some("-y"), Some("  bob  -")],
+    ),
+    (
+        "concat_ws('/', s, code)",
+        [Some("Ann Smith/x"), Some("y"), Some("  bob  ")],
+    ),
+    ("s || code", [Some("Ann Smithx"), None, None]),
+    ("substr(s, 1, 3)", [Some("Ann"), None, Some("  b")]),
+    ("substring(s FROM 5)", [Some("Smith"), None, Some("b  ")]),
+    ("left(s, 2)", [Some("An"), None, Some("  ")]),
+    ("right(code, 1)", [Some("x"), Some("y"), None]),
+    ("trim(s)", [Some("Ann Smith"), None, Some("bob")]),
+    ("ltrim(s)", [Some("Ann Smith"), None, Some("bob  ")]),
+    ("rtrim(s)", [Some("Ann Smith"), None, Some("  bob")]),
+    ("lpad(code, 3, '0')", [Some("00x"), Some("00y"), None]),
+    (
+        "replace(s, ' ', '_')",
+        [Some("Ann_Smith"), None, Some("__bob__")],
+    ),
+    (
+        "regexp_replace(s, '[aeiou]', '*', 'g')",
+        [Some("Ann Sm*th"), None, Some("  b*b  ")],
+    ),
+    ("regexp_like(s, '^A')", [Some("true"), None, Some("false")]),
+    ("length(s)", [Some("9"), None, Some("7")]),
+    ("char_length(s)", [Some("9"), None, Some("7")]),
+    ("strpos(s, 'S')", [Some("5"), None, Some("0")]),
+    ("starts_with(s, 'Ann')", [Some("true"), None, Some("false")]),
+    ("reverse(code)", [Some("x"), Some("y"), None]),
+    (
+        "encode(digest(code, 'sha256'), 'hex')",
+        [
+            Some("2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"),
+            Some("a1fce4363854ff888cff4b8e7875d600c2682390412a8cf79b37d0b11148b0fa"),
+            None,
+        ],
+    ),
+    (
+        "md5(code)",
+        [
+            Some("9dd4e461268c8034f5c8564e155c67a6"),
+            Some("415290769594460e2e485922904f345d"),
+            None,
+        ],
+    ),
+    // Arithmetic and casts.
+    ("a * 2 + b", [None, None, Some("36")]),
+    ("a % 2", [Some("1"), None, Some("1")]),
+    ("b / a", [None, None, Some("10")]),
+    ("abs(-a)", [Some("1"), None, Some("3")]),
+    ("round(a / 3.0, 2)", [Some("0.33"), None, Some("1.0")]),
+    ("floor(a / 2.0)", [Some("0.0"), None, Some("1.0")]),
+    ("CAST(a AS STRING)", [Some("1"), None, Some("3")]),
+    ("CAST(a AS DOUBLE) / 2", [Some("0.5"), None, Some("1.5")]),
+    (
+        "CAST(a AS DECIMAL(10,2))",
+        [Some("1.00"), None, Some("3.00")],
+    ),
+    ("TRY_CAST(code AS INT)", [None, None, None]),
+];
+
+/// Each function compiles and runs on a batch the way `run` does (through
+/// [`TransformPlan`]), as a `derive`, inside a `sql` query and in a `filter`,
+/// and gives its values: none fails for inlet's own reasons.
+#[test]
+fn every_documented_sql_function_runs_on_a_batch() {
+    let input = kinds();
+    let mut failures = Vec::new();
+    for (expr, expected) in FUNCTIONS {
+        let derive = spec(json!({"op": "derive", "column": "v", "expr": expr}));
+        let plan = match TransformPlan::compile(&[derive], input.schema()) {
+            Ok(p) => p,
+            Err(e) => {
+                failures.push(format!("{expr}: compile: {e}"));
+                continue;
+            }
+        };
+        match plan.apply(&input) {
+            Ok(out) if !out.rejected.is_empty() => {
+                failures.push(format!("{expr}: rejected {:?}", out.rejected))
+            }
+            Ok(out) => {
+                check(&plan, &input, &out);
+                let got = text(&out.batch, "v");
+                if got != owned(expected) {
+                    failures.push(format!("{expr}: {got:?}, expected {expected:?}"));
+                }
+            }
+            Err(e) => failures.push(format!("{expr}: {e}")),
+        }
+        // The same inside SELECT and WHERE.
+        let query = format!(
+            "SELECT a, {expr} AS v FROM input WHERE ({expr}) IS NULL OR ({expr}) IS NOT NULL"
+        );
+        match TransformPlan::compile(
+            &[spec(json!({"op": "sql", "query": query}))],
+            input.schema(),
+        )
+        .map(|p| p.apply(&input))
+        {
+            Ok(Ok(out)) if out.rejected.is_empty() && text(&out.batch, "v") == owned(expected) => {}
+            other => failures.push(format!("{query}: {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn coalesce_of_struct_fields_like_a_debezium_envelope() {
+    let id = |values: Vec<Option<i64>>| {
+        let ids: ArrayRef = Arc::new(Int64Array::from(values));
+        Arc::new(StructArray::from(vec![(
+            Arc::new(Field::new("id", DataType::Int64, true)),
+            ids,
+        )])) as ArrayRef
+    };
+    // An insert (after only), an update, a delete (before only).
+    let input = batch(vec![
+        ("op", strs(&[Some("c"), Some("u"), Some("d")])),
+        ("before", id(vec![None, Some(2), Some(3)])),
+        ("after", id(vec![Some(1), Some(22), None])),
+    ]);
+    let out = run(
+        &[
+            spec(json!({"op": "derive", "column": "id", "expr": "coalesce(after.id, before.id)"})),
+            spec(json!({"op": "filter", "expr": "coalesce(after.id, before.id) > 1"})),
+            spec(
+                json!({"op": "sql", "query": "SELECT op, nvl(after.id, before.id) AS key, id FROM input WHERE op IN ('u', 'd')"}),
+            ),
+        ],
+        &input,
+    );
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    assert_eq!(out.rows, [1, 2]);
+    assert_eq!(text(&out.batch, "id"), owned(&[Some("22"), Some("3")]));
+    assert_eq!(text(&out.batch, "key"), owned(&[Some("22"), Some("3")]));
+}
+
+/// A function DataFusion plans but cannot execute fails `compile` (so
+/// `inlet check` and the start), naming the transform, as inlet's fault:
+/// `digest` with a per-row algorithm is not implemented, `now()` cannot run
+/// without a query start time (and one fixed at compile time would be wrong).
+#[test]
+fn what_cannot_run_on_any_row_fails_at_compile_time() {
+    let input = kinds();
+    for (i, expr) in ["digest(s, code)", "now()", "current_date()"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut specs = vec![spec(json!({"op": "snake_case"})); i];
+        specs.push(spec(json!({"op": "derive", "column": "v", "expr": expr})));
+        let err = TransformPlan::compile(&specs, input.schema()).unwrap_err();
+        assert_eq!(err.fault(), Fault::Internal, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "transforms[{i}] (derive): column `v`: `{expr}` failed:"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("no message can pass it"), "{text}");
+    }
+    // In a WHERE and a select list too.
+    for query in [
+        "SELECT * FROM input WHERE digest(s, code) IS NULL",
+        "SELECT digest(s, code) AS d FROM input",
+    ] {
+        let err = TransformPlan::compile(
+            &[spec(json!({"op": "sql", "query": query}))],
+            input.schema(),
+        )
+        .unwrap_err();
+        assert_eq!(err.fault(), Fault::Internal, "{err}");
+        assert!(
+            err.to_string().starts_with("transforms[0] (sql): "),
+            "{err}"
+        );
+    }
+    // A constant argument no row can fix is found too.
+    let err = TransformPlan::compile(
+        &[spec(
+            json!({"op": "derive", "column": "v", "expr": "digest(s, 'md7')"}),
+        )],
+        input.schema(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("md7"), "{err}");
+    // A failure that depends on the values is not found at compile time:
+    // rows fail on their own (a cast of 'x', a division by zero).
+    let out = run(
+        &[spec(
+            json!({"op": "derive", "column": "v", "expr": "CAST(code AS INT) + 1 / (a - 1)"}),
+        )],
+        &input,
+    );
+    assert_eq!(rejected_rows(&out), [0, 1]);
+}
+
+/// A branch no compile-time row reaches: `digest` with a per-row algorithm
+/// (DataFusion: "not implemented") runs only for rows where `a > 2`. That is
+/// not those rows' fault: the whole batch fails as inlet's fault
+/// ([`TransformError::Eval`]), and no row is rejected.
+const UNRUNNABLE_BRANCH: &str =
+    "CASE WHEN a > 2 THEN digest(s, code) WHEN a > 0 THEN digest(s, 'md5') END";
+
+#[test]
+fn an_internal_error_on_rows_is_inlets_fault_not_the_rows() {
+    let input = kinds();
+    let specs = [spec(
+        json!({"op": "derive", "column": "v", "expr": UNRUNNABLE_BRANCH}),
+    )];
+    let plan = TransformPlan::compile(&specs, input.schema()).expect("the probe cannot reach it");
+    // Rows where the branch is not taken are fine.
+    let out = plan.apply(&input.slice(0, 2)).unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    assert_eq!(out.rows, [0, 1]);
+    let err = plan.apply(&input).unwrap_err();
+    assert_eq!(err.fault(), Fault::Internal, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("transforms[0] (derive): column `v`: "),
+        "{text}"
+    );
+    assert!(text.to_lowercase().contains("not implemented"), "{text}");
+}
+
+#[test]
+fn datafusion_errors_are_classified_by_whose_fault_they_are() {
+    use super::expr::fault_of;
+    use deltalake::datafusion::common::DataFusionError as E;
+    let arrow = |e| E::ArrowError(Box::new(e), None);
+    for e in [
+        arrow(arrow::error::ArrowError::CastError(
+            "Cannot cast string 'abc'".into(),
+        )),
+        arrow(arrow::error::ArrowError::DivideByZero),
+        arrow(arrow::error::ArrowError::ParseError("x".into())),
+        E::Execution("Error parsing timestamp from 'yesterday'".into()),
+        E::Execution("x".into()).context("in a function"),
+    ] {
+        assert_eq!(fault_of(&e), Fault::Message, "{e}");
+    }
+    for e in [
+        E::Internal("coalesce should have been simplified to case".into()),
+        E::NotImplemented("Digest using dynamically decided method".into()),
+        E::Plan("x".into()),
+        E::Configuration("x".into()),
+        arrow(arrow::error::ArrowError::NotYetImplemented("x".into())),
+        arrow(arrow::error::ArrowError::SchemaError("x".into())),
+        E::Internal("x".into()).context("in a function"),
+        E::Collection(vec![E::Execution("x".into()), E::Internal("y".into())]),
+    ] {
+        assert_eq!(fault_of(&e), Fault::Internal, "{e}");
+    }
+    let config = TransformError::Config {
+        index: 0,
+        op: "cast",
+        message: String::new(),
+    };
+    assert_eq!(config.fault(), Fault::Operator);
 }

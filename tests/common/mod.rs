@@ -6,6 +6,7 @@
 pub mod avro;
 pub mod faults;
 pub mod process;
+pub mod proxy;
 pub mod registry;
 pub mod s3;
 
@@ -924,7 +925,20 @@ pub fn crash_loop(broker: &mut dyn Broker, run: &CrashLoop) {
     };
     for i in 0..iterations {
         let mut inlet = start(i);
+        // Every other kill waits for this process's first commit, then a
+        // random moment of the window's width: on a slow, loaded machine a
+        // fixed window from the start would land before any commit and test
+        // little. The others fall anywhere in the window from the start
+        // (startup, assignment, the first flush).
+        if i % 2 == 0 {
+            inlet.wait_for("batch committed", 1, Duration::from_secs(60));
+        }
         let wait = Duration::from_millis(rng.random_range(run.kill_window_ms.clone()));
+        let wait = if i % 2 == 0 {
+            wait.saturating_sub(Duration::from_millis(run.kill_window_ms.start))
+        } else {
+            wait
+        };
         std::thread::sleep(wait);
         let commits = inlet.count("batch committed");
         if commits > 0 {

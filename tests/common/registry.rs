@@ -19,6 +19,12 @@
 //! - responses are `application/vnd.schemaregistry.v1+json`; subjects in the
 //!   path are percent-decoded.
 //!
+//! - [`MockRegistry::restart`] plays a Karapace (or Confluent) registry that
+//!   has just started and is re-reading its `_schemas` topic: for a while it
+//!   answers `GET /schemas/ids/{id}` with 404 and error code 40403 for ids it
+//!   holds, `GET /subjects` with `[]`, a subject's versions with 40401, and
+//!   `GET /_health` with `schema_registry_ready: false`.
+//!
 //! Left out: compatibility checks (409), deletes, modes, configs, contexts.
 #![allow(dead_code)]
 
@@ -76,6 +82,16 @@ struct State {
     /// Path of every request that reached the server.
     seen: Vec<String>,
     outage: Option<Outage>,
+    /// Until then, the registry is re-reading its log (see
+    /// [`MockRegistry::restart`]).
+    reading_until: Option<Instant>,
+}
+
+impl State {
+    /// Whether the registry is still re-reading its log after a restart.
+    fn reading(&self) -> bool {
+        self.reading_until.is_some_and(|t| Instant::now() < t)
+    }
 }
 
 struct Shared {
@@ -281,6 +297,21 @@ impl MockRegistry {
         }
     }
 
+    /// Restarts the registry as Karapace does: for `window` from now it
+    /// knows none of its schemas while it re-reads its `_schemas` topic
+    /// (404 with 40403 for every id, `[]` for the subjects, 40401 for each
+    /// subject, `schema_registry_ready: false`), then all of them again.
+    /// During an outage, the window runs from now as well: call this before
+    /// [`MockRegistry::come_back`] to come back re-reading.
+    pub fn restart(&self, window: Duration) {
+        self.shared.state.lock().unwrap().reading_until = Some(Instant::now() + window);
+    }
+
+    /// Whether the registry is still re-reading its log.
+    pub fn is_reading(&self) -> bool {
+        self.shared.state.lock().unwrap().reading()
+    }
+
     /// Number of requests that reached the server whose path (as sent,
     /// still percent-encoded) starts with `path_prefix`.
     pub fn requests(&self, path_prefix: &str) -> usize {
@@ -483,6 +514,11 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().as_str().to_string();
+    if method == "GET" {
+        if let Some(answer) = while_reading(shared, &segments) {
+            return answer;
+        }
+    }
     match (segments.as_slice(), method.as_str()) {
         (["subjects", subject, "versions"], "POST") => {
             let content_type = req
@@ -582,6 +618,28 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
         ),
         _ => not_found_route(),
     }
+}
+
+/// Karapace's answers while it re-reads its log after a restart (and its
+/// health check at any time); `None` for what it answers as usual.
+fn while_reading(shared: &Shared, segments: &[&str]) -> Option<Answer> {
+    let reading = shared.state.lock().unwrap().reading();
+    let answer = match segments {
+        ["_health"] => (
+            StatusCode::OK,
+            json!({"status": "healthy", "schema_registry_ready": !reading}).to_string(),
+        ),
+        _ if !reading => return None,
+        ["subjects"] => (StatusCode::OK, "[]".to_string()),
+        ["subjects", subject, ..] => subject_not_found(subject),
+        ["schemas", "ids", id] | ["schemas", "ids", id, "schema"] => error(
+            StatusCode::NOT_FOUND,
+            40403,
+            format!("Schema {id} not found"),
+        ),
+        _ => return None,
+    };
+    Some(answer)
 }
 
 /// The `schema`, `schemaType` and `references` fields of a stored schema.
