@@ -56,9 +56,14 @@ enum Command {
         #[arg(long, default_value = "{}")]
         to: String,
         /// Write into this table location instead of the configured one
-        /// (configs with one table only).
+        /// (configs with one table only). When the table has a quarantine
+        /// table, --quarantine-uri is required too: the configured one
+        /// belongs to the ingest.
         #[arg(long)]
         table_uri: Option<String>,
+        /// Write the replay's rejected messages into this quarantine table.
+        #[arg(long)]
+        quarantine_uri: Option<String>,
         /// The replay's app id. Default: derived from the app id and the range.
         #[arg(long)]
         replay_id: Option<String>,
@@ -153,8 +158,17 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            exit_code(e.as_ref())
         }
+    }
+}
+
+/// 3 when a bounded run ended without its whole range in the table (see
+/// the README's exit codes), 1 for every other failure.
+fn exit_code(e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    match e.downcast_ref::<inlet::pipeline::PipelineError>() {
+        Some(inlet::pipeline::PipelineError::Incomplete(_)) => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
     }
 }
 
@@ -252,6 +266,7 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             from,
             to,
             table_uri,
+            quarantine_uri,
             replay_id,
         } => {
             let mut cfg = inlet::config::load(&config)?;
@@ -261,14 +276,7 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 to.parse().map_err(|e| format!("--to: {e}"))?;
             cfg.app_id = replay_id
                 .unwrap_or_else(|| inlet::pipeline::replay_app_id(&cfg.app_id, &from, &to));
-            if let Some(uri) = table_uri {
-                if cfg.tables.len() != 1 {
-                    return Err("--table-uri needs a config with exactly one table".into());
-                }
-                if let Some(t) = cfg.tables.values_mut().next() {
-                    t.uri = uri;
-                }
-            }
+            inlet::pipeline::replay_target(&mut cfg, table_uri, quarantine_uri)?;
             tracing::info!(app_id = %cfg.app_id, "replay");
             let mode = inlet::Mode::Replay {
                 from: from_bound,

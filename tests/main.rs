@@ -5,6 +5,7 @@
 mod common;
 
 mod boundary;
+mod bounded;
 mod cli;
 mod compaction;
 mod data_loss;

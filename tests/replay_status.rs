@@ -53,6 +53,8 @@ fn replay_is_bounded_idempotent_and_leaves_ingest_offsets_alone() {
 
     // Replay a range into another table.
     let other = ws.dir.path().join("replayed");
+    // The config has a quarantine table: the ingest's, not the replay's.
+    let other_q = ws.dir.path().join("replayed_quarantine");
     let from = r#"{"events":{"0":10,"1":-2}}"#;
     let to = r#"{"events":{"0":50,"1":30}}"#;
     let args = [
@@ -65,6 +67,8 @@ fn replay_is_bounded_idempotent_and_leaves_ingest_offsets_alone() {
         to,
         "--table-uri",
         other.to_str().unwrap(),
+        "--quarantine-uri",
+        other_q.to_str().unwrap(),
     ];
     ok(&run(&args, &[]));
     let expected: Vec<Landed> = landed

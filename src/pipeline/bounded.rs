@@ -204,6 +204,15 @@ fn assign(
         .consumer
         .assign(&tpl)
         .map_err(|e| kafka(format!("assign: {e}")))?;
+    fetch
+        .completion
+        .lock()
+        .expect("completion lock")
+        .set_ranges(
+            targets
+                .iter()
+                .map(|(tp, end)| (tp.clone(), starts[tp], *end)),
+        );
     fetch.progress = Some(Progress::new(what, starts, total.max(0) as u64));
     fetch
         .metrics

@@ -19,6 +19,7 @@ use deltalake::DeltaTableError;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::commit::CommitRequest;
 use super::{Chunk, FetchEvent, PendingCommit, PipelineError};
 use crate::config::{CommitConfig, FlushConfig};
 use crate::fault::{storage_fault, Backoff, Fault, Shutdown};
@@ -89,7 +90,7 @@ impl From<PipelineError> for Failed {
 struct Buffers {
     tables: Vec<TableBuffer>,
     flush: FlushConfig,
-    commits: mpsc::Sender<PendingCommit>,
+    commits: mpsc::Sender<CommitRequest>,
     generation: u64,
     /// A write of this generation failed: its chunks are dropped until the
     /// poll thread has re-read its positions.
@@ -105,7 +106,7 @@ pub(super) async fn run(
     writers: Vec<(String, RecordBatchWriter, WriterFactory)>,
     flush: FlushConfig,
     mut events: mpsc::Receiver<FetchEvent>,
-    commits: mpsc::Sender<PendingCommit>,
+    commits: mpsc::Sender<CommitRequest>,
     recovery: Recovery,
 ) -> Result<(), PipelineError> {
     let mut b = Buffers {
@@ -161,6 +162,15 @@ pub(super) async fn run(
                 for t in &mut b.tables {
                     t.clear();
                 }
+            }
+            Some(FetchEvent::Drain(token)) => {
+                // Everything before the token goes to the committer first.
+                let done = b.flush_all().await;
+                b.recover(done, &recovery).await?;
+                b.commits
+                    .send(CommitRequest::Drain(token))
+                    .await
+                    .map_err(|_| PipelineError::Internal("committer stopped".into()))?;
             }
             Some(FetchEvent::End) => {
                 let done = b.flush_all().await;
@@ -306,7 +316,7 @@ async fn flush_table(
     table: usize,
     b: &mut TableBuffer,
     generation: u64,
-    commits: &mpsc::Sender<PendingCommit>,
+    commits: &mpsc::Sender<CommitRequest>,
 ) -> Result<(), Failed> {
     if b.is_empty() {
         return Ok(());
@@ -334,7 +344,7 @@ async fn flush_table(
     b.bytes = 0;
     b.opened = None;
     commits
-        .send(pending)
+        .send(CommitRequest::Batch(pending))
         .await
         .map_err(|_| Failed::Stop(PipelineError::Internal("committer stopped".into())))
 }

@@ -2,13 +2,14 @@
 //! of every partition it covers; then, advisory only, the consumer group.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use super::completion::Completion;
 use super::fetch::InletConsumer;
 use super::rebalance::Gate;
 use super::{PendingCommit, PipelineError};
@@ -20,6 +21,73 @@ use crate::sink::{txn_app_id, CommitOutcome, DeltaSink, PartitionProgress};
 /// Fenced batches in a row, with no commit between, before inlet stops: a
 /// stored offset past the partition's end makes every batch overlap.
 const MAX_FENCED_IN_A_ROW: u32 = 5;
+
+/// From the buffer stage to the committer, in order.
+#[derive(Debug)]
+pub enum CommitRequest {
+    /// A batch to commit.
+    Batch(PendingCommit),
+    /// Everything sent before was committed or dropped: answer the token.
+    Drain(Drained),
+}
+
+/// Answered once everything sent before it is committed or dropped (a
+/// bounded run waits for it before it checks its range).
+#[derive(Debug)]
+pub struct Drained(pub std::sync::mpsc::Sender<()>);
+
+/// Tells a bounded run's range which partition of `batch` another writer
+/// fenced.
+fn record_fence(
+    completion: &Mutex<Completion>,
+    app_id: &str,
+    batch: &PendingCommit,
+    fenced_app_id: &str,
+    stored: i64,
+    first: i64,
+) {
+    let tp = batch
+        .offsets
+        .keys()
+        .find(|(t, p)| txn_app_id(app_id, t, *p) == fenced_app_id);
+    if let Some(tp) = tp {
+        completion
+            .lock()
+            .expect("completion lock")
+            .fenced(tp, first, stored);
+    }
+}
+
+/// The committer's decisions about fenced batches.
+///
+/// After a fenced batch, the batches queued behind it (same generation)
+/// start past offsets that may now never be committed: they are dropped
+/// too, until the consumer has re-read its positions (a new generation).
+#[derive(Debug, Default)]
+struct Fences {
+    generation: Option<u64>,
+    in_a_row: u32,
+}
+
+impl Fences {
+    /// Whether a batch fetched in `batch` may be committed while the
+    /// assignment is at generation `current`.
+    fn admits(&self, current: u64, batch: u64) -> bool {
+        current == batch && self.generation < Some(batch)
+    }
+
+    fn committed(&mut self) {
+        self.in_a_row = 0;
+    }
+
+    /// A batch of `generation` was fenced; true once too many were in a row
+    /// (a stored offset past the partition's end makes every batch overlap).
+    fn fenced(&mut self, generation: u64) -> bool {
+        self.generation = Some(generation);
+        self.in_a_row += 1;
+        self.in_a_row >= MAX_FENCED_IN_A_ROW
+    }
+}
 
 /// What the commit stage needs.
 pub struct Committer {
@@ -37,6 +105,12 @@ pub struct Committer {
     pub consumer: Arc<InletConsumer>,
     /// Raised when a batch was fenced.
     pub resync: Arc<AtomicBool>,
+    /// A bounded run's range, told of every fence.
+    pub completion: Arc<Mutex<Completion>>,
+    /// Whether to send the advisory consumer-group commit: only continuous
+    /// ingest, a member of its group, does. A bounded run assigns its
+    /// partitions itself and never touches the group.
+    pub advise: bool,
     /// Metrics and run totals.
     pub metrics: Arc<Metrics>,
 }
@@ -45,17 +119,20 @@ impl Committer {
     /// Commits batches until the buffer stage hangs up.
     pub async fn run(
         mut self,
-        mut batches: mpsc::Receiver<PendingCommit>,
+        mut requests: mpsc::Receiver<CommitRequest>,
     ) -> Result<(), PipelineError> {
         let mut epoch = 0i64;
-        // After a fenced batch, the batches queued behind it (same generation)
-        // start past offsets that may now never be committed: they are dropped
-        // too, until the consumer has re-read its positions (a new generation).
-        let mut fenced_generation: Option<u64> = None;
-        let mut fenced_in_a_row = 0u32;
-        while let Some(mut batch) = batches.recv().await {
+        let mut fences = Fences::default();
+        while let Some(request) = requests.recv().await {
+            let mut batch = match request {
+                CommitRequest::Batch(b) => b,
+                CommitRequest::Drain(Drained(done)) => {
+                    let _ = done.send(());
+                    continue;
+                }
+            };
             let gate = self.gate.lock().await;
-            if *gate != batch.generation || fenced_generation >= Some(batch.generation) {
+            if !fences.admits(*gate, batch.generation) {
                 info!(
                     table = self.sinks[batch.table].name(),
                     rows = batch.rows,
@@ -121,8 +198,10 @@ impl Committer {
                         elapsed: batch.flushed_at.elapsed(),
                     }
                     .emit(&self.metrics);
-                    fenced_in_a_row = 0;
-                    self.advise_group(&batch);
+                    fences.committed();
+                    if self.advise {
+                        self.advise_group(&batch);
+                    }
                 }
                 CommitOutcome::Fenced {
                     app_id,
@@ -136,9 +215,15 @@ impl Committer {
                         first,
                     }
                     .emit(&self.metrics);
-                    fenced_generation = Some(batch.generation);
-                    fenced_in_a_row += 1;
-                    if fenced_in_a_row >= MAX_FENCED_IN_A_ROW {
+                    record_fence(
+                        &self.completion,
+                        &self.app_id,
+                        &batch,
+                        &app_id,
+                        stored,
+                        first,
+                    );
+                    if fences.fenced(batch.generation) {
                         return Err(PipelineError::Setup(format!(
                             "{MAX_FENCED_IN_A_ROW} batches in a row were already in table `{}` \
                              ({app_id} stores offset {stored}, the batch starts at {first}). \
@@ -171,5 +256,33 @@ impl Committer {
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             debug!(error = %e, "advisory consumer-group commit failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_behind_a_fence_wait_for_the_next_generation() {
+        let mut f = Fences::default();
+        assert!(f.admits(1, 1));
+        assert!(!f.admits(2, 1), "a batch of a revoked assignment");
+        assert!(!f.fenced(1));
+        assert!(!f.admits(1, 1), "queued behind the fenced batch");
+        assert!(f.admits(2, 2), "after the positions were re-read");
+    }
+
+    #[test]
+    fn too_many_fences_in_a_row_stop_and_a_commit_resets_the_count() {
+        let mut f = Fences::default();
+        for g in 1..MAX_FENCED_IN_A_ROW as u64 {
+            assert!(!f.fenced(g));
+        }
+        f.committed();
+        for g in 1..MAX_FENCED_IN_A_ROW as u64 {
+            assert!(!f.fenced(g));
+        }
+        assert!(f.fenced(MAX_FENCED_IN_A_ROW as u64));
     }
 }

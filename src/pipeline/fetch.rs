@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{BooleanArray, RecordBatch, UInt32Array};
@@ -23,6 +23,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::commit::Drained;
+use super::completion::{Completion, Verdict};
 use super::key::{KeyDecoder, KeyError};
 use super::normalize::{NormalizeError, Normalizer};
 use super::rebalance::Rebalancer;
@@ -60,6 +62,8 @@ pub struct FetchLoop {
     pub shutdown: Shutdown,
     /// Set by the committer when a batch was fenced: positions must be re-read.
     pub resync: Arc<AtomicBool>,
+    /// A bounded run's range: checked against the table before the run ends.
+    pub completion: Arc<Mutex<Completion>>,
     /// Metrics and run totals.
     pub metrics: Arc<Metrics>,
     /// `--available-now`: stop at these offsets (high watermarks at start).
@@ -146,6 +150,8 @@ struct RawChunk<'c> {
     table: usize,
     generation: u64,
     messages: Vec<BorrowedMessage<'c>>,
+    /// No messages: everything before is to be committed, then answered.
+    drain: Option<Drained>,
 }
 
 /// Chunks queued between polling and decoding: enough to keep both busy,
@@ -337,7 +343,9 @@ impl FetchLoop {
                     return Err(e);
                 }
                 if self.resync.swap(false, Ordering::AcqRel) {
-                    for (t, p) in self.resync_positions(consumer)? {
+                    let (reopened, done) = self.resync_positions(consumer, &mut ends)?;
+                    open += reopened;
+                    for (t, p) in done {
                         let state = ends.get_mut(&t).and_then(|m| m.get_mut(&p));
                         if state.is_some_and(|s| mark_done(consumer, s, &t, p)) {
                             open -= 1;
@@ -347,8 +355,21 @@ impl FetchLoop {
                     out.held.clear();
                     run = None;
                 }
-                let stop = self.shutdown.is_triggered() || (self.targets.is_some() && open == 0);
-                if stop {
+                let reached = self.targets.is_some() && open == 0;
+                if reached && !self.shutdown.is_triggered() {
+                    // Every position is at its end; the run ends only once
+                    // the table holds the whole range.
+                    self.end_run(run.take(), &names);
+                    self.send_raw(&mut pending, generation, out, &ends)?;
+                    count = 0;
+                    chunk_started = None;
+                    if let Some(reopened) = self.settle(consumer, out, generation, &mut ends)? {
+                        open += reopened;
+                        generation = self.rebalancer().generation();
+                        continue;
+                    }
+                }
+                if self.shutdown.is_triggered() || reached {
                     self.end_run(run.take(), &names);
                     if let Some(p) = &mut self.progress {
                         p.finish();
@@ -505,6 +526,7 @@ impl FetchLoop {
                 table,
                 generation,
                 messages,
+                drain: None,
             };
             let chunk = match out.raw.send_timeout(chunk, self.pause_after) {
                 Ok(()) => continue,
@@ -631,11 +653,13 @@ impl FetchLoop {
 
     /// A batch was fenced, or a position fell out of range: drop everything
     /// buffered and restart every assigned partition from the offsets now
-    /// in the table. Returns the partitions of a bounded run found done.
+    /// in the table. Returns how many partitions a bounded run had finished
+    /// and now reads again, and the partitions it finds done.
     fn resync_positions(
         &self,
         consumer: &InletConsumer,
-    ) -> Result<Vec<TopicPartition>, PipelineError> {
+        ends: &mut Ends,
+    ) -> Result<(usize, Vec<TopicPartition>), PipelineError> {
         let assignment = consumer
             .assignment()
             .map_err(|e| PipelineError::Kafka(e.to_string()))?;
@@ -664,11 +688,115 @@ impl FetchLoop {
             partitions = tpl.count(),
             "re-reading positions from the table"
         );
-        consumer
-            .assign(&tpl)
-            .map_err(|e| PipelineError::Kafka(e.to_string()))?;
-        Ok(done)
+        let reopened = reopen(consumer, &tpl, ends)?;
+        Ok((reopened, done))
     }
+
+    /// A bounded run read every partition to its end: waits until all of it
+    /// is committed or dropped, re-reads the stored offsets and decides
+    /// (see [`Completion`]). `Some(n)`: `n` partitions are read again.
+    fn settle<'c>(
+        &self,
+        consumer: &InletConsumer,
+        out: &mut Outbox<'c>,
+        generation: u64,
+        ends: &mut Ends,
+    ) -> Result<Option<usize>, PipelineError> {
+        if !self.drain(out, generation)? {
+            return Ok(None);
+        }
+        // The check below re-reads every partition from the table.
+        self.resync.store(false, Ordering::Release);
+        let parts = self
+            .completion
+            .lock()
+            .expect("completion lock")
+            .partitions();
+        let stored = self
+            .rebalancer()
+            .stored_offsets(&parts)
+            .map_err(PipelineError::Delta)?;
+        let stored = parts.into_iter().zip(stored).collect();
+        let verdict = self
+            .completion
+            .lock()
+            .expect("completion lock")
+            .check(&stored);
+        match verdict {
+            Verdict::Complete => Ok(None),
+            Verdict::Incomplete(unfinished) => Err(PipelineError::Incomplete(unfinished)),
+            Verdict::Refetch(parts) => {
+                // A new generation: the committer drops batches of the one
+                // a fence happened in.
+                self.rebalancer().bump();
+                let mut tpl = TopicPartitionList::new();
+                for ((t, p), from) in &parts {
+                    tpl.add_partition_offset(t, *p, Offset::Offset(*from))
+                        .map_err(|e| PipelineError::Kafka(e.to_string()))?;
+                }
+                info!(
+                    partitions = parts.len(),
+                    "bounded run: fetching again what is not in the table"
+                );
+                Ok(Some(reopen(consumer, &tpl, ends)?))
+            }
+        }
+    }
+
+    /// Sends a drain token behind every chunk and waits for the committer's
+    /// answer; false when shutdown came first.
+    fn drain(&self, out: &mut Outbox<'_>, generation: u64) -> Result<bool, PipelineError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let token = RawChunk {
+            table: 0,
+            generation,
+            messages: Vec::new(),
+            drain: Some(Drained(tx)),
+        };
+        if out.raw.send(token).is_err() {
+            self.decode_stopped()?;
+            return Ok(false);
+        }
+        loop {
+            match rx.recv_timeout(POLL_TIMEOUT) {
+                Ok(()) => return Ok(true),
+                Err(_) if self.shutdown.is_triggered() => return Ok(false),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // The stage that failed reports why.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(PipelineError::Internal("commit stage stopped".into()))
+                }
+            }
+        }
+    }
+}
+
+/// Assigns `tpl` (resumed: finished partitions were paused), and marks its
+/// partitions of a bounded run not done again; returns how many were done.
+fn reopen(
+    consumer: &InletConsumer,
+    tpl: &TopicPartitionList,
+    ends: &mut Ends,
+) -> Result<usize, PipelineError> {
+    consumer
+        .assign(tpl)
+        .map_err(|e| PipelineError::Kafka(e.to_string()))?;
+    if let Err(e) = consumer.resume(tpl) {
+        warn!(error = %e, "resuming partitions failed");
+    }
+    let mut reopened = 0;
+    for e in tpl.elements() {
+        if let Some(state) = ends
+            .get_mut(e.topic())
+            .and_then(|m| m.get_mut(&e.partition()))
+        {
+            if state.1 {
+                state.1 = false;
+                reopened += 1;
+            }
+        }
+    }
+    Ok(reopened)
 }
 
 /// What stops the pipeline when a decoder of `table` fails (a shutdown
@@ -685,7 +813,13 @@ impl DecodeStage {
     fn run(&mut self, raw: crossbeam_channel::Receiver<RawChunk<'_>>) -> Result<(), PipelineError> {
         let mut rejected: Vec<Rejection> = Vec::new();
         let mut parts = Vec::new();
-        for p in raw {
+        for mut p in raw {
+            if let Some(token) = p.drain.take() {
+                if self.events.blocking_send(FetchEvent::Drain(token)).is_err() {
+                    return Err(PipelineError::Internal("buffer stage stopped".into()));
+                }
+                continue;
+            }
             let (table, generation) = (p.table, p.generation);
             let t = &mut self.tables[table];
             // One small vector per chunk, borrowing librdkafka's buffers.

@@ -10,11 +10,13 @@
 mod bounded;
 mod buffer;
 mod commit;
+mod completion;
 mod fetch;
 mod key;
 mod normalize;
 mod progress;
 mod rebalance;
+mod replay;
 mod route;
 
 use std::collections::BTreeMap;
@@ -36,6 +38,8 @@ use crate::sink::DeltaSink;
 use crate::source::{create_consumer, TopicPartition};
 use normalize::Normalizer;
 
+pub use completion::{Gap, GapCause, Unfinished};
+pub use replay::replay_target;
 pub use route::Router;
 
 /// The value columns of a new table whose topics carry registry schemas:
@@ -295,6 +299,9 @@ pub enum PipelineError {
     /// A bug in inlet.
     #[error("internal error (a bug, please report it): {0}")]
     Internal(String),
+    /// A bounded run could not get its whole range into the table.
+    #[error("{0}")]
+    Incomplete(Unfinished),
     /// The final commit did not finish within `shutdown_timeout`.
     #[error(
         "shutdown took longer than shutdown_timeout ({0:?}): exited without committing the rest; \
@@ -313,6 +320,8 @@ impl crate::fault::Classify for PipelineError {
             | PipelineError::ShutdownTimeout(_) => Fault::Environment,
             PipelineError::DataLoss(e) => e.fault(),
             PipelineError::Internal(_) => Fault::Internal,
+            // Another writer of the app id: someone must look.
+            PipelineError::Incomplete(_) => Fault::Operator,
         }
     }
 }
@@ -342,6 +351,8 @@ pub enum FetchEvent {
     },
     /// No more input: flush and stop.
     End,
+    /// Flush everything, then answer the token once it is committed.
+    Drain(commit::Drained),
     /// The consumer hit an unrecoverable error.
     Fatal(String),
 }
@@ -532,11 +543,21 @@ impl Pipeline {
         };
         let mut commit_sinks = Vec::new();
         let mut offset_sinks = Vec::new();
+        // Opening retries the object store's transient errors like a commit,
+        // and stops at once on SIGTERM. Commit retries are not cut short by
+        // SIGTERM: the final commit keeps trying until shutdown_timeout.
+        let patience = |name: &str| {
+            crate::sink::Patience::new(
+                format!("opening table `{name}`"),
+                &cfg.commit,
+                &self.shutdown,
+            )
+        };
         for name in router.tables() {
             let tc = &cfg.tables[name];
             let derived = if tc.schema.is_none()
                 && cfg.table_format(name).uses_registry()
-                && !DeltaSink::exists(name, tc)
+                && !DeltaSink::exists_retrying(name, tc, &mut patience(name))
                     .await
                     .map_err(|e| PipelineError::Setup(e.to_string()))?
             {
@@ -546,7 +567,7 @@ impl Pipeline {
             };
             for sinks in [&mut commit_sinks, &mut offset_sinks] {
                 sinks.push(
-                    DeltaSink::open_or_create(name, tc, derived.as_ref())
+                    DeltaSink::open_retrying(name, tc, derived.as_ref(), &mut patience(name))
                         .await
                         .map_err(|e| PipelineError::Setup(e.to_string()))?
                         .with_metrics(self.metrics.clone()),
@@ -558,9 +579,11 @@ impl Pipeline {
             let tc = &cfg.tables[name];
             quarantine_sinks.push(match &tc.quarantine_uri {
                 Some(uri) => Some(
-                    DeltaSink::open(
+                    DeltaSink::open_retrying(
                         &format!("{name}_quarantine"),
                         &crate::quarantine::table_config(tc, uri),
+                        None,
+                        &mut patience(name),
                     )
                     .await
                     .map_err(|e| PipelineError::Setup(e.to_string()))?
@@ -612,20 +635,26 @@ impl Pipeline {
         let (events_tx, events_rx) = mpsc::channel(4);
         let (commits_tx, commits_rx) = mpsc::channel(1);
         let gate: rebalance::Gate = Arc::new(tokio::sync::Mutex::new(0));
-        let rebalancer = Arc::new(rebalance::Rebalancer::new(
-            cfg.app_id.clone(),
-            gate.clone(),
-            router.clone(),
-            offset_sinks,
-            tokio::runtime::Handle::current(),
-            events_tx.clone(),
-            metrics.clone(),
-        ));
+        let rebalancer = Arc::new(
+            rebalance::Rebalancer::new(
+                cfg.app_id.clone(),
+                gate.clone(),
+                router.clone(),
+                offset_sinks,
+                tokio::runtime::Handle::current(),
+                events_tx.clone(),
+                metrics.clone(),
+            )
+            // Like commit retries, bounded by shutdown_timeout rather than
+            // cut short by SIGTERM: a resync in flight then still lands.
+            .with_retry(cfg.commit.clone(), Shutdown::new()),
+        );
         let consumer = Arc::new(
             create_consumer(&cfg, rebalancer.clone())
                 .map_err(|e| PipelineError::Setup(format!("kafka consumer: {e}")))?,
         );
         let resync = Arc::new(AtomicBool::new(false));
+        let completion = Arc::new(std::sync::Mutex::new(completion::Completion::default()));
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
 
         let fetch = fetch::FetchLoop {
@@ -634,6 +663,7 @@ impl Pipeline {
             events: events_tx,
             shutdown: self.shutdown.clone(),
             resync: resync.clone(),
+            completion: completion.clone(),
             metrics: metrics.clone(),
             targets: None,
             progress: None,
@@ -684,6 +714,8 @@ impl Pipeline {
             retry: cfg.commit.clone(),
             consumer,
             resync: resync.clone(),
+            completion,
+            advise: matches!(self.mode, Mode::Continuous),
             metrics: metrics.clone(),
         };
         // A failed commit stage stops the whole pipeline, not just itself.

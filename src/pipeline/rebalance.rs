@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::route::Router;
 use super::{Chunk, FetchEvent, PipelineError};
-use crate::config::OffsetSpec;
+use crate::config::{CommitConfig, OffsetSpec};
 use crate::decode::{Rejection, Stage};
+use crate::fault::Shutdown;
 use crate::observability::events::{ConsumerLag, DataLost};
 use crate::observability::{InternalEvent, Metrics};
-use crate::sink::{txn_app_id, DeltaSink};
+use crate::sink::{txn_app_id, DeltaSink, Patience};
 use crate::source::loss::{self, LostRecord};
 use crate::source::{
     DataLossError, LostRange, Next, RebalanceHandler, RunKind, TopicPartition, Watermarks,
@@ -45,6 +46,9 @@ pub struct Rebalancer {
     /// no offset stored yet, reading goes on from there, not from a
     /// `starting_offsets = "earliest"` that retention has since moved.
     began: Mutex<HashMap<TopicPartition, i64>>,
+    /// Backoff for stored-offset reads (the `[commit]` settings).
+    retry: CommitConfig,
+    shutdown: Shutdown,
 }
 
 impl std::fmt::Debug for Rebalancer {
@@ -78,7 +82,17 @@ impl Rebalancer {
             fatal: Mutex::new(None),
             metrics,
             began: Mutex::new(HashMap::new()),
+            retry: CommitConfig::default(),
+            shutdown: Shutdown::new(),
         }
+    }
+
+    /// Retries stored-offset reads with `retry`'s backoff, cut short by
+    /// `shutdown`.
+    pub fn with_retry(mut self, retry: CommitConfig, shutdown: Shutdown) -> Self {
+        self.retry = retry;
+        self.shutdown = shutdown;
+        self
     }
 
     /// The current generation; chunks are stamped with it.
@@ -136,7 +150,7 @@ impl Rebalancer {
     }
 
     /// Stored version for each partition, `None` where the table holds none.
-    /// Transient failures are retried for about a minute.
+    /// The object store's transient failures are retried with backoff.
     pub fn stored_offsets(&self, parts: &[TopicPartition]) -> Result<Vec<Option<i64>>, String> {
         let mut by_table: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (i, (topic, _)) in parts.iter().enumerate() {
@@ -154,15 +168,15 @@ impl Rebalancer {
                 .map(|&i| txn_app_id(&self.app_id, &parts[i].0, parts[i].1))
                 .collect();
             let sink = &mut sinks[table];
-            let mut delay = Duration::from_millis(200);
+            let mut patience = Patience::new(
+                format!("reading stored offsets of table `{}`", sink.name()),
+                &self.retry,
+                &self.shutdown,
+            );
             let versions = loop {
                 match self.runtime.block_on(sink.stored_versions(&ids)) {
                     Ok(v) => break v,
-                    Err(e) if delay < Duration::from_secs(30) => {
-                        warn!(table = sink.name(), error = %e, "reading stored offsets failed; retrying");
-                        std::thread::sleep(delay);
-                        delay *= 2;
-                    }
+                    Err(e) if patience.again_blocking(&e) => {}
                     Err(e) => return Err(e.to_string()),
                 }
             };

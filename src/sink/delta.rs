@@ -15,12 +15,13 @@ use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::{Result, SinkError};
+use super::attempt::{Attempts, Retrier};
+use super::{Result, SinkError, COMMIT_ID_KEY};
 use crate::config::{CommitConfig, Compression, MetadataKind, TableConfig};
-use crate::observability::events::CommitRetried;
-use crate::observability::{InternalEvent, Metrics};
+use crate::fault::{Classify, Fault, Shutdown};
+use crate::observability::Metrics;
 use crate::schema::{table_schema_from, TableLayout};
 
 /// The table property that would expire stored offsets.
@@ -105,6 +106,7 @@ pub struct DeltaSink {
     target_file_size: u64,
     storage_options: HashMap<String, String>,
     metrics: Arc<Metrics>,
+    shutdown: Shutdown,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -139,6 +141,38 @@ impl DeltaSink {
                 table: name.to_string(),
                 source,
             }),
+        }
+    }
+
+    /// Like [`DeltaSink::exists`], waiting out the environment's faults
+    /// (an object store error while reading the log) with `patience`.
+    pub async fn exists_retrying(
+        name: &str,
+        cfg: &TableConfig,
+        patience: &mut super::Patience,
+    ) -> Result<bool> {
+        loop {
+            match Self::exists(name, cfg).await {
+                Err(e) if patience.again(&e).await => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Like [`DeltaSink::open_or_create`], waiting out the environment's
+    /// faults with `patience`; the operator's (not a table, properties
+    /// inlet refuses) stop at once.
+    pub async fn open_retrying(
+        name: &str,
+        cfg: &TableConfig,
+        value: Option<&Schema>,
+        patience: &mut super::Patience,
+    ) -> Result<Self> {
+        loop {
+            match Self::open_or_create(name, cfg, value).await {
+                Err(e) if patience.again(&e).await => continue,
+                other => return other,
+            }
         }
     }
 
@@ -243,12 +277,19 @@ impl DeltaSink {
             target_file_size: cfg.target_file_size.as_u64(),
             storage_options: cfg.storage_options.clone().into_iter().collect(),
             metrics: Arc::new(Metrics::new()),
+            shutdown: Shutdown::new(),
         })
     }
 
     /// Reports retries into `metrics` (by default into metrics of its own).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Cuts commit retries short once `shutdown` is triggered.
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
         self
     }
 
@@ -360,7 +401,9 @@ impl DeltaSink {
     /// batch's first offset, nothing is written ([`CommitOutcome::Fenced`]).
     /// A concurrent writer that commits the same appId between that check and
     /// the log write makes delta-rs fail with `ConcurrentTransaction` (the txn
-    /// app ids of a commit count as read); the loop then re-checks.
+    /// app ids of a commit count as read); the loop then re-checks. An
+    /// attempt that landed although its call failed is recognised by its
+    /// commit id (see [`super::COMMIT_ID_KEY`]) and is this batch's commit.
     ///
     /// `schema` is the schema the files were written with. When it has
     /// columns the table lacks (schema evolution), the same commit carries the
@@ -375,16 +418,157 @@ impl DeltaSink {
         retry: &CommitConfig,
     ) -> Result<CommitOutcome> {
         let app_ids: Vec<String> = progress.iter().map(|p| p.app_id.clone()).collect();
-        let mut retrier = Retrier::new(self, retry);
-        loop {
-            match self
-                .try_commit(&adds, schema, progress, &app_ids, epoch)
-                .await
-            {
-                Ok(outcome) => return Ok(outcome),
-                Err(CommitAttemptError::Fatal(e)) => return Err(*e),
-                Err(e) => retrier.failed(e).await?,
+        let job = Job::Data {
+            adds: &adds,
+            schema,
+            progress,
+            app_ids: &app_ids,
+        };
+        Ok(match self.commit_loop(&job, epoch, retry).await? {
+            Finished::Landed { version, .. } => CommitOutcome::Committed { version },
+            Finished::Fenced(outcome) => outcome,
+            Finished::Nothing => {
+                return Err(SinkError::Delta {
+                    table: self.name.clone(),
+                    source: DeltaTableError::Generic("a data commit planned no write".into()),
+                })
             }
+        })
+    }
+
+    /// Commits quarantine rows with a txn action per partition (version =
+    /// the batch's last offset), first dropping rows whose offset the table
+    /// already stores: a retry after a crash or a fenced data batch then adds
+    /// each rejected message once. Returns the rows committed.
+    pub async fn commit_quarantine(
+        &mut self,
+        batches: &[RecordBatch],
+        partitions: &[(String, i32, i64)],
+        app_id: &str,
+        epoch: i64,
+        retry: &CommitConfig,
+    ) -> Result<usize> {
+        let job = Job::Quarantine {
+            batches,
+            partitions,
+            app_id,
+        };
+        Ok(match self.commit_loop(&job, epoch, retry).await? {
+            Finished::Landed { rows, .. } => rows,
+            Finished::Fenced(_) | Finished::Nothing => 0,
+        })
+    }
+
+    /// The one retry loop of data and quarantine commits.
+    async fn commit_loop(
+        &mut self,
+        job: &Job<'_>,
+        epoch: i64,
+        retry: &CommitConfig,
+    ) -> Result<Finished> {
+        let mut retrier = Retrier::new(
+            &self.name,
+            self.metrics.clone(),
+            self.shutdown.clone(),
+            retry,
+        );
+        let mut attempts = Attempts::new();
+        loop {
+            match self.attempt(job, epoch, &mut attempts).await {
+                Ok(done) => return Ok(done),
+                Err(CommitAttemptError::Fatal(e)) => return Err(*e),
+                Err(e) if !e.is_retryable() => return Err(e.into_sink(&self.name)),
+                Err(e) => retrier.failed(e.to_string()).await?,
+            }
+        }
+    }
+
+    /// One attempt on a fresh snapshot: an earlier attempt found in the log,
+    /// a fence, or a write.
+    async fn attempt(
+        &mut self,
+        job: &Job<'_>,
+        epoch: i64,
+        attempts: &mut Attempts,
+    ) -> std::result::Result<Finished, CommitAttemptError> {
+        self.refresh().await.map_err(CommitAttemptError::sink)?;
+        if let Some(found) = self.find_own(attempts).await? {
+            return Ok(found);
+        }
+        let read_version = self.table.version().map_or(-1, |v| v as i64);
+        let (actions, rows) = match self.plan(job).await? {
+            Plan::Write { actions, rows } => (actions, rows),
+            Plan::Fenced(outcome) => return Ok(Finished::Fenced(outcome)),
+            Plan::Nothing => return Ok(Finished::Nothing),
+        };
+        let id = attempts.next(read_version, rows);
+        let snapshot = self.table.snapshot().map_err(CommitAttemptError::delta)?;
+        // Checkpoints every `delta.checkpointInterval` commits, and cleans up
+        // expired log files after one if the table allows it (the Delta
+        // defaults). Data files are never vacuumed here.
+        let builder: CommitBuilder = CommitProperties::default()
+            .with_create_checkpoint(true)
+            .with_metadata([(COMMIT_ID_KEY.to_string(), serde_json::Value::String(id))])
+            .into();
+        let result = builder
+            .with_actions(actions)
+            .with_max_retries(15)
+            .build(Some(snapshot), self.table.log_store(), job.operation(epoch))
+            .await;
+        match result {
+            Ok(done) => {
+                let version = done.version() as i64;
+                debug!(table = %self.name, version, "committed");
+                Ok(Finished::Landed { version, rows })
+            }
+            Err(e) => {
+                // The call failed, but the write may have landed: look now,
+                // and again on every later attempt if this look fails.
+                if self.refresh().await.is_ok() {
+                    if let Ok(Some(found)) = self.find_own(attempts).await {
+                        return Ok(found);
+                    }
+                }
+                Err(CommitAttemptError::delta(e))
+            }
+        }
+    }
+
+    /// An earlier attempt of this batch that landed, in the commits after
+    /// its read version up to the current snapshot.
+    async fn find_own(
+        &self,
+        attempts: &Attempts,
+    ) -> std::result::Result<Option<Finished>, CommitAttemptError> {
+        let latest = self.table.version().map_or(-1, |v| v as i64);
+        let found = attempts
+            .find(self.table.log_store().as_ref(), latest)
+            .await
+            .map_err(CommitAttemptError::delta)?;
+        Ok(found.map(|(version, rows)| {
+            warn!(
+                table = %self.name,
+                version,
+                "a commit whose answer was lost is in the log: the batch is committed"
+            );
+            Finished::Landed { version, rows }
+        }))
+    }
+
+    /// What an attempt writes, read from the current snapshot.
+    async fn plan(&mut self, job: &Job<'_>) -> std::result::Result<Plan, CommitAttemptError> {
+        match *job {
+            Job::Data {
+                adds,
+                schema,
+                progress,
+                app_ids,
+            } => self.plan_data(adds, schema, progress, app_ids).await,
+            Job::Quarantine {
+                batches,
+                partitions,
+                app_id,
+            } => self.plan_quarantine(batches, partitions, app_id).await,
         }
     }
 
@@ -442,15 +626,13 @@ impl DeltaSink {
         }
     }
 
-    async fn try_commit(
+    async fn plan_data(
         &mut self,
         adds: &[Add],
         schema: &Schema,
         progress: &[PartitionProgress],
         app_ids: &[String],
-        epoch: i64,
-    ) -> std::result::Result<CommitOutcome, CommitAttemptError> {
-        self.refresh().await.map_err(CommitAttemptError::sink)?;
+    ) -> std::result::Result<Plan, CommitAttemptError> {
         let stored = self
             .read_versions(app_ids)
             .await
@@ -458,11 +640,11 @@ impl DeltaSink {
         for (p, s) in progress.iter().zip(&stored) {
             if let Some(s) = *s {
                 if s >= p.first {
-                    return Ok(CommitOutcome::Fenced {
+                    return Ok(Plan::Fenced(CommitOutcome::Fenced {
                         app_id: p.app_id.clone(),
                         stored: s,
                         first: p.first,
-                    });
+                    }));
                 }
             }
         }
@@ -477,71 +659,15 @@ impl DeltaSink {
                 Some(now),
             ))
         }));
-        let snapshot = self.table.snapshot().map_err(CommitAttemptError::delta)?;
-        let op = DeltaOperation::StreamingUpdate {
-            output_mode: OutputMode::Append,
-            query_id: app_ids
-                .first()
-                .and_then(|id| id.split(':').next())
-                .unwrap_or("inlet")
-                .to_string(),
-            epoch_id: epoch,
-        };
-        // Checkpoints every `delta.checkpointInterval` commits, and cleans up
-        // expired log files after one if the table allows it (the Delta
-        // defaults). Data files are never vacuumed here.
-        let builder: CommitBuilder = CommitProperties::default()
-            .with_create_checkpoint(true)
-            .into();
-        let result = builder
-            .with_actions(actions)
-            .with_max_retries(15)
-            .build(Some(snapshot), self.table.log_store(), op)
-            .await;
-        match result {
-            Ok(done) => {
-                let version = done.version() as i64;
-                debug!(table = %self.name, version, "committed");
-                Ok(CommitOutcome::Committed { version })
-            }
-            Err(e) => Err(CommitAttemptError::delta(e)),
-        }
+        Ok(Plan::Write { actions, rows: 0 })
     }
-}
 
-impl DeltaSink {
-    /// Commits quarantine rows with a txn action per partition (version =
-    /// the batch's last offset), first dropping rows whose offset the table
-    /// already stores: a retry after a crash or a fenced data batch then adds
-    /// each rejected message once. Returns the rows committed.
-    pub async fn commit_quarantine(
+    async fn plan_quarantine(
         &mut self,
         batches: &[RecordBatch],
         partitions: &[(String, i32, i64)],
         app_id: &str,
-        epoch: i64,
-        retry: &CommitConfig,
-    ) -> Result<usize> {
-        let mut retrier = Retrier::new(self, retry);
-        loop {
-            match self
-                .try_commit_quarantine(batches, partitions, app_id, epoch)
-                .await
-            {
-                Ok(rows) => return Ok(rows),
-                Err(e) => retrier.failed(e).await?,
-            }
-        }
-    }
-
-    async fn try_commit_quarantine(
-        &mut self,
-        batches: &[RecordBatch],
-        partitions: &[(String, i32, i64)],
-        app_id: &str,
-        epoch: i64,
-    ) -> std::result::Result<usize, CommitAttemptError> {
-        self.refresh().await.map_err(CommitAttemptError::sink)?;
+    ) -> std::result::Result<Plan, CommitAttemptError> {
         let ids: Vec<String> = partitions
             .iter()
             .map(|(t, p, _)| super::txn_app_id(app_id, t, *p))
@@ -583,28 +709,57 @@ impl DeltaSink {
             .collect();
         if rows == 0 && txns.is_empty() {
             writer.reset();
-            return Ok(0);
+            return Ok(Plan::Nothing);
         }
         let adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
         let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
         actions.extend(txns);
-        let snapshot = self.table.snapshot().map_err(CommitAttemptError::delta)?;
-        let op = DeltaOperation::StreamingUpdate {
-            output_mode: OutputMode::Append,
-            query_id: app_id.to_string(),
-            epoch_id: epoch,
-        };
-        let builder: CommitBuilder = CommitProperties::default()
-            .with_create_checkpoint(true)
-            .into();
-        builder
-            .with_actions(actions)
-            .with_max_retries(15)
-            .build(Some(snapshot), self.table.log_store(), op)
-            .await
-            .map_err(CommitAttemptError::delta)?;
-        Ok(rows)
+        Ok(Plan::Write { actions, rows })
     }
+}
+
+/// What a commit loop commits.
+enum Job<'a> {
+    /// Data files and the offsets they cover.
+    Data {
+        adds: &'a [Add],
+        schema: &'a Schema,
+        progress: &'a [PartitionProgress],
+        app_ids: &'a [String],
+    },
+    /// Quarantine rows, trimmed to what the table does not store yet.
+    Quarantine {
+        batches: &'a [RecordBatch],
+        partitions: &'a [(String, i32, i64)],
+        app_id: &'a str,
+    },
+}
+
+impl Job<'_> {
+    fn operation(&self, epoch: i64) -> DeltaOperation {
+        let query_id = match self {
+            Job::Data { app_ids, .. } => app_ids
+                .first()
+                .and_then(|id| id.split(':').next())
+                .unwrap_or("inlet"),
+            Job::Quarantine { app_id, .. } => app_id,
+        };
+        DeltaOperation::StreamingUpdate {
+            output_mode: OutputMode::Append,
+            query_id: query_id.to_string(),
+            epoch_id: epoch,
+        }
+    }
+}
+
+/// What one attempt found it has to do.
+enum Plan {
+    /// Write these actions (`rows`: quarantine rows they carry).
+    Write { actions: Vec<Action>, rows: usize },
+    /// Another writer already stored the batch's offsets.
+    Fenced(CommitOutcome),
+    /// Everything is stored already.
+    Nothing,
 }
 
 /// The checks every table inlet writes must pass, before anything is fetched
@@ -656,54 +811,19 @@ fn checked_layout(name: &str, cfg: &TableConfig, table: &DeltaTable) -> Result<T
     Ok(layout)
 }
 
-/// Exponential backoff between commit attempts, reporting each failure.
-struct Retrier {
-    table: String,
-    metrics: Arc<Metrics>,
-    attempt: u32,
-    max_attempts: u32,
-    backoff: std::time::Duration,
-    max_backoff: std::time::Duration,
+/// How a commit loop ended.
+enum Finished {
+    /// This batch's commit is in the log at `version`.
+    Landed { version: i64, rows: usize },
+    /// Not written: see [`CommitOutcome::Fenced`].
+    Fenced(CommitOutcome),
+    /// Nothing left to write.
+    Nothing,
 }
 
-impl Retrier {
-    fn new(sink: &DeltaSink, retry: &CommitConfig) -> Self {
-        Retrier {
-            table: sink.name.clone(),
-            metrics: sink.metrics.clone(),
-            attempt: 0,
-            max_attempts: retry.max_attempts,
-            backoff: retry.retry_backoff,
-            max_backoff: retry.max_backoff,
-        }
-    }
-
-    /// Records a failed attempt, then waits before the next one; an error
-    /// once the attempts are used up.
-    async fn failed(&mut self, error: CommitAttemptError) -> Result<()> {
-        self.attempt += 1;
-        let error = error.to_string();
-        CommitRetried {
-            table: &self.table,
-            attempt: self.attempt,
-            error: &error,
-        }
-        .emit(&self.metrics);
-        if self.attempt >= self.max_attempts {
-            return Err(SinkError::RetriesExhausted {
-                table: self.table.clone(),
-                attempts: self.attempt,
-                last: error,
-            });
-        }
-        tokio::time::sleep(self.backoff).await;
-        self.backoff = (self.backoff * 2).min(self.max_backoff);
-        Ok(())
-    }
-}
-
-/// A failed attempt; all are retried on a fresh snapshot, which is where a
-/// concurrent commit of the same partition turns into [`CommitOutcome::Fenced`].
+/// A failed attempt. Retryable ones are retried on a fresh snapshot, which is
+/// where a concurrent commit of the same partition turns into
+/// [`CommitOutcome::Fenced`].
 #[derive(Debug, thiserror::Error)]
 enum CommitAttemptError {
     #[error("{0}")]
@@ -713,6 +833,19 @@ enum CommitAttemptError {
     /// Retrying cannot help.
     #[error("{0}")]
     Fatal(Box<SinkError>),
+}
+
+impl Classify for CommitAttemptError {
+    fn fault(&self) -> Fault {
+        match self {
+            CommitAttemptError::Sink(e) => e.fault(),
+            CommitAttemptError::Delta(e) => super::delta_fault(e),
+            CommitAttemptError::Fatal(e) => match e.fault() {
+                Fault::Environment => Fault::Internal,
+                f => f,
+            },
+        }
+    }
 }
 
 impl CommitAttemptError {
@@ -732,6 +865,17 @@ impl CommitAttemptError {
             debug!("concurrent writer committed the same partition; re-checking");
         }
         CommitAttemptError::Delta(e)
+    }
+
+    fn into_sink(self, table: &str) -> SinkError {
+        match self {
+            CommitAttemptError::Sink(e) => e,
+            CommitAttemptError::Fatal(e) => *e,
+            CommitAttemptError::Delta(source) => SinkError::Delta {
+                table: table.to_string(),
+                source,
+            },
+        }
     }
 }
 

@@ -1,9 +1,13 @@
 //! The Delta side: opening or creating tables, reading stored offsets, and
 //! committing data together with the offsets it covers.
 
+mod attempt;
+mod classify;
 mod delta;
 mod features;
 
+pub use attempt::{commit_id, Patience, COMMIT_ID_KEY};
+pub use classify::{delta_fault, store_fault};
 pub use delta::{writer_properties, CommitOutcome, DeltaSink, PartitionProgress, WriterFactory};
 
 use deltalake::DeltaTableError;
@@ -35,6 +39,15 @@ pub enum SinkError {
         table: String,
         /// Attempts made.
         attempts: u32,
+        /// The last error seen.
+        last: String,
+    },
+    /// Shutdown cut a retry short; nothing of the attempt is lost (a
+    /// restart resumes from the table).
+    #[error("table `{table}`: stopped while retrying: {last}")]
+    Interrupted {
+        /// Table name from the config.
+        table: String,
         /// The last error seen.
         last: String,
     },

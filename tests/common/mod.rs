@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod avro;
+pub mod faults;
 pub mod process;
 pub mod proxy;
 pub mod registry;
