@@ -77,6 +77,11 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Show the offsets stored under this app id instead of the
+        /// config's, e.g. a replay's (`inlet replay` logs it:
+        /// `<app_id>-replay-<hash>`, or its `--replay-id`).
+        #[arg(long)]
+        app_id: Option<String>,
     },
     /// Apply the pending versioned table definitions of a migrations
     /// directory (`<dir>/<table>/<version>_<what>.toml`), in order, each
@@ -163,11 +168,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// 3 when a bounded run ended without its whole range in the table (see
-/// the README's exit codes), 1 for every other failure.
+/// 3 when a bounded run ended without its whole range in the table (it
+/// could not, or it was stopped first; see the README's exit codes), 1 for
+/// every other failure.
 fn exit_code(e: &(dyn std::error::Error + 'static)) -> ExitCode {
-    match e.downcast_ref::<inlet::pipeline::PipelineError>() {
-        Some(inlet::pipeline::PipelineError::Incomplete(_)) => ExitCode::from(3),
+    use inlet::pipeline::PipelineError;
+    match e.downcast_ref::<PipelineError>() {
+        Some(PipelineError::Incomplete(_) | PipelineError::Interrupted(_)) => ExitCode::from(3),
         _ => ExitCode::FAILURE,
     }
 }
@@ -251,8 +258,15 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(())
         }
-        Command::Status { config, json } => {
-            let cfg = inlet::config::load(&config)?;
+        Command::Status {
+            config,
+            json,
+            app_id,
+        } => {
+            let mut cfg = inlet::config::load(&config)?;
+            if let Some(id) = app_id {
+                cfg.app_id = id;
+            }
             let status = inlet::status::collect(&cfg).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);

@@ -261,19 +261,23 @@ fn run_and_replay_stop_on_lost_offsets_and_go_on_when_told() {
     assert_exactly_once(&read_table(&ws.table()).coordinates, &kept);
     assert_eq!(lost_ranges(&ws.quarantine()), [(100, low - 1)]);
 
-    // The replay goes on too, into a table of its own; run twice, it records
-    // its lost range once.
+    // The replay goes on too, into a table of its own with a quarantine of
+    // its own; run twice, it records its lost range once, there.
     let other = ws.dir.path().join("replayed");
+    let other_q = ws.dir.path().join("replayed_quarantine");
     let mut replay = replay.to_vec();
     replay.extend(["--table-uri", other.to_str().unwrap()]);
+    replay.extend(["--quarantine-uri", other_q.to_str().unwrap()]);
     for _ in 0..2 {
         ok(&run(&replay, &LENIENT));
     }
     let left: Vec<Landed> = burst.iter().filter(|l| l.offset >= low).copied().collect();
     assert_exactly_once(&read_table(&other).coordinates, &left);
+    assert_eq!(lost_ranges(&other_q), [(0, low - 1)]);
     assert_eq!(
         lost_ranges(&ws.quarantine()),
-        [(0, low - 1), (100, low - 1)]
+        [(100, low - 1)],
+        "the ingest's quarantine is the replay's no more"
     );
 }
 

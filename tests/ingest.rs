@@ -226,6 +226,47 @@ fn sigterm_commits_buffered_rows_and_exits_zero() {
     assert_exactly_once(&t.coordinates, &landed);
 }
 
+/// A backfill stopped by SIGTERM before its end commits what it holds and
+/// exits 3 naming what is left (not 0: a scheduler must not take it for
+/// done); the next run finishes the range, every offset once.
+#[test]
+fn a_backfill_stopped_by_sigterm_exits_3_and_the_next_run_finishes() {
+    let mut broker = MockBroker::start();
+    let topic = "stopped";
+    broker.create_topic(topic, 2);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    // Many small commits, so the range takes a while.
+    let config = ws.config(&spec(&bootstrap, topic, 50));
+    let payloads: Vec<Vec<u8>> = (0..10_000).map(event).collect();
+    let landed = produce(&bootstrap, topic, &payloads);
+    let mut run = Running::start_args(&config, &[], &["run", "--available-now"]);
+    assert!(
+        run.wait_for("batch committed", 1, Duration::from_secs(60)),
+        "{:#?}",
+        run.log()
+    );
+    run.signal("TERM");
+    let code = run.wait(Duration::from_secs(60));
+    let log = run.log().join("\n");
+    let stored = read_table(&ws.table()).coordinates.len();
+    assert!(stored < landed.len(), "finished before SIGTERM: {log}");
+    assert_eq!(code, Some(3), "{log}");
+    assert!(
+        log.contains("stopped before the range was complete") && log.contains("run it again"),
+        "{log}"
+    );
+    // The next run, with large commits, finishes the range.
+    let config = ws.config(&spec(&bootstrap, topic, 100_000));
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(&read_table(&ws.table()).coordinates, &landed);
+}
+
 #[test]
 fn available_now_exits_with_empty_partitions() {
     let mut broker = MockBroker::start();

@@ -108,6 +108,24 @@ fn replay_is_bounded_idempotent_and_leaves_ingest_offsets_alone() {
         read_table(&ws.table()).coordinates.len(),
         landed.len() + expected.len()
     );
+    // `status --app-id` shows what the replay stored, partition by partition.
+    let json = ok(&run(
+        &["status", "--json", "-c", cfg, "--app-id", &replay_id],
+        &[],
+    ));
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let stored: Vec<(i64, i64)> = status["tables"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap(),
+                p["stored_offset"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(stored, [(0, 49), (1, 29)], "{json}");
 }
 
 #[test]

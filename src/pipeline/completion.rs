@@ -203,11 +203,50 @@ impl Completion {
             Verdict::Incomplete(Unfinished(gaps))
         }
     }
+
+    /// What is left of the range, given the stored versions re-read after
+    /// a run was stopped (SIGTERM) before its end: no refetch, no rounds.
+    pub fn remaining(&self, stored: &BTreeMap<TopicPartition, Option<i64>>) -> Vec<Gap> {
+        self.ranges
+            .iter()
+            .filter_map(|(tp, r)| {
+                let s = stored.get(tp).copied().flatten().unwrap_or(r.start - 1);
+                (s < r.end - 1).then(|| Gap {
+                    partition: tp.clone(),
+                    first: (s + 1).max(r.start),
+                    last: r.end - 1,
+                    cause: GapCause::NotStored,
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_run_names_what_is_left() {
+        let mut c = Completion::default();
+        c.set_ranges([(tp(0), 0, 100), (tp(1), 50, 60), (tp(2), 5, 5)]);
+        let stored = BTreeMap::from([(tp(0), Some(41)), (tp(1), Some(59))]);
+        assert_eq!(
+            c.remaining(&stored),
+            vec![Gap {
+                partition: tp(0),
+                first: 42,
+                last: 99,
+                cause: GapCause::NotStored,
+            }]
+        );
+        let nothing = BTreeMap::new();
+        assert_eq!(
+            c.remaining(&nothing).len(),
+            2,
+            "p0 and p1, not the empty p2"
+        );
+    }
 
     fn tp(p: i32) -> TopicPartition {
         ("events".to_string(), p)

@@ -164,6 +164,9 @@ struct Outbox<'c> {
     consumer: &'c InletConsumer,
     /// Messages polled while the consumer was paused, taken before new polls.
     held: VecDeque<BorrowedMessage<'c>>,
+    /// Set when the decode thread has returned (a chunk already queued is
+    /// then never taken: the queue lives on with this sender).
+    decoder_gone: Arc<AtomicBool>,
 }
 
 /// The assigned partitions a stall may pause: all but those a bounded run
@@ -257,9 +260,15 @@ impl FetchLoop {
         let tables = stage.tables.len();
         let (polled, decoded) = std::thread::scope(|scope| {
             let (tx, rx) = crossbeam_channel::bounded::<RawChunk<'_>>(RAW_QUEUE);
+            let decoder_gone = Arc::new(AtomicBool::new(false));
+            let gone = decoder_gone.clone();
             let decoder = std::thread::Builder::new()
                 .name("inlet-decode".into())
-                .spawn_scoped(scope, move || stage.run(rx));
+                .spawn_scoped(scope, move || {
+                    let result = stage.run(rx);
+                    gone.store(true, Ordering::Release);
+                    result
+                });
             let decoder = match decoder {
                 Ok(d) => d,
                 Err(e) => {
@@ -275,6 +284,7 @@ impl FetchLoop {
                 raw: tx,
                 consumer: &consumer,
                 held: VecDeque::new(),
+                decoder_gone,
             };
             let polled = self.poll_loop(&consumer, tables, &mut out);
             // Closing the queue lets the decode thread finish what it holds.
@@ -761,6 +771,13 @@ impl FetchLoop {
             match rx.recv_timeout(POLL_TIMEOUT) {
                 Ok(()) => return Ok(true),
                 Err(_) if self.shutdown.is_triggered() => return Ok(false),
+                // A decode failure: its error is the run's (see `run`).
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    if out.decoder_gone.load(Ordering::Acquire) =>
+                {
+                    self.decode_stopped()?;
+                    return Ok(false);
+                }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 // The stage that failed reports why.
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {

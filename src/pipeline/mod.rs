@@ -302,6 +302,14 @@ pub enum PipelineError {
     /// A bounded run could not get its whole range into the table.
     #[error("{0}")]
     Incomplete(Unfinished),
+    /// A bounded run was stopped (SIGTERM/SIGINT) before its whole range
+    /// was in the table.
+    #[error(
+        "stopped before the range was complete: {} not in the table yet; \
+         run it again to finish (it resumes from the table's offsets)",
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    Interrupted(Vec<Gap>),
     /// The final commit did not finish within `shutdown_timeout`.
     #[error(
         "shutdown took longer than shutdown_timeout ({0:?}): exited without committing the rest; \
@@ -322,6 +330,8 @@ impl crate::fault::Classify for PipelineError {
             PipelineError::Internal(_) => Fault::Internal,
             // Another writer of the app id: someone must look.
             PipelineError::Incomplete(_) => Fault::Operator,
+            // Asked to stop: running again finishes the range.
+            PipelineError::Interrupted(_) => Fault::Environment,
         }
     }
 }
@@ -655,6 +665,7 @@ impl Pipeline {
         );
         let resync = Arc::new(AtomicBool::new(false));
         let completion = Arc::new(std::sync::Mutex::new(completion::Completion::default()));
+        let bounded = !matches!(self.mode, Mode::Continuous);
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
 
         let fetch = fetch::FetchLoop {
@@ -714,7 +725,7 @@ impl Pipeline {
             retry: cfg.commit.clone(),
             consumer,
             resync: resync.clone(),
-            completion,
+            completion: completion.clone(),
             advise: matches!(self.mode, Mode::Continuous),
             metrics: metrics.clone(),
         };
@@ -773,6 +784,25 @@ impl Pipeline {
         committed?;
         buffered?;
         fetched?;
+        if bounded && self.shutdown.is_triggered() {
+            // Stopped early: exit 0 only if the range is in the table anyway.
+            let parts = completion.lock().expect("completion lock").partitions();
+            let reb = rebalancer.clone();
+            let stored = tokio::task::spawn_blocking(move || {
+                reb.stored_offsets(&parts)
+                    .map(|s| parts.into_iter().zip(s).collect())
+            })
+            .await
+            .map_err(|e| PipelineError::Internal(format!("reading stored offsets: {e}")))?
+            .map_err(PipelineError::Delta)?;
+            let left = completion
+                .lock()
+                .expect("completion lock")
+                .remaining(&stored);
+            if !left.is_empty() {
+                return Err(PipelineError::Interrupted(left));
+            }
+        }
         metrics.ready.store(false, Ordering::Release);
         if let Some(server) = server {
             server.abort();

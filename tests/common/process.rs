@@ -21,9 +21,15 @@ impl Running {
 
     /// Starts `inlet run` with extra environment (e.g. config overrides).
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_args(config, env, &["run"])
+    }
+
+    /// Starts `inlet <args> -c <config>`, e.g. `&["run", "--available-now"]`.
+    pub fn start_args(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut child = super::inlet()
             .envs(env.iter().copied())
-            .args(["run", "-c"])
+            .args(args)
+            .arg("-c")
             .arg(config)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
