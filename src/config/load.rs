@@ -561,7 +561,7 @@ fn validate(c: &Config) -> Result<()> {
 fn validate_registry(registry: &crate::registry::RegistryConfig) -> Result<()> {
     use crate::registry::RegistryError;
     registry.validate("schema_registry").map_err(|e| match e {
-        RegistryError::Config { key, problem, fix } => ConfigError::Invalid { key, problem, fix },
+        RegistryError::Config(invalid) => ConfigError::Invalid(invalid),
         other => ConfigError::invalid("schema_registry", other.to_string(), "fix the section"),
     })
 }

@@ -6,6 +6,7 @@
 //! the environment as `INLET_<PATH>` with `__` between levels, for example
 //! `INLET_KAFKA__BOOTSTRAP_SERVERS` or `INLET_TABLES__EVENTS__URI`.
 
+mod error;
 mod load;
 mod offsets;
 
@@ -15,50 +16,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use error::{ConfigError, InvalidKey, Result};
 pub use load::{load, load_str};
 pub use offsets::{OffsetSpec, RangeBound, StartingOffsets};
-
-/// Errors found while loading or validating the configuration. Each names the
-/// key at fault and, where there is one, the fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read or parsed, or a key has the wrong type.
-    #[error("configuration: {0}")]
-    Parse(String),
-    /// A key has a value inlet cannot use.
-    #[error("configuration key `{key}`: {problem}; fix: {fix}")]
-    Invalid {
-        /// Dotted path of the key, e.g. `sources.events.table`.
-        key: String,
-        /// What is wrong with the value.
-        problem: String,
-        /// What to change.
-        fix: String,
-    },
-}
-
-impl ConfigError {
-    pub(crate) fn invalid(
-        key: impl Into<String>,
-        problem: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            problem: problem.into(),
-            fix: fix.into(),
-        }
-    }
-}
-
-impl crate::fault::Classify for ConfigError {
-    fn fault(&self) -> crate::fault::Fault {
-        crate::fault::Fault::Operator
-    }
-}
-
-/// Result alias for configuration loading.
-pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use url::Url;
 
+use crate::config::InvalidKey;
 use super::{RegistryConfig, RegistryError, ResolvedSchema, Result, SchemaKind, SchemaReference};
 
 const ACCEPT_VALUE: &str = "application/vnd.schemaregistry.v1+json, \
@@ -447,35 +448,37 @@ impl SchemaRegistry {
         }
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
         let transport = |e: reqwest::Error| {
+            let e = e.without_url();
             let detail = if e.is_timeout() {
                 format!(
                     "no answer within {:?} (`{SECTION}.timeout`)",
                     self.inner.timeout
                 )
             } else {
-                error_chain(&e.without_url())
+                error_chain(&e)
             };
             // An untrusted certificate does not heal by waiting: the
             // operator must name the CA.
             if detail.contains("invalid peer certificate") {
-                return RegistryError::Config {
-                    key: format!("{SECTION}.ca_location"),
-                    problem: format!(
-                        "{request_name}: the registry's TLS certificate is not trusted: {detail}"
-                    ),
-                    fix: "set it to the PEM file of the CA that signed the registry's certificate"
-                        .into(),
-                };
+                return InvalidKey::new(
+                    format!("{SECTION}.ca_location"),
+                    format!("{request_name}: the registry's TLS certificate is not trusted: {detail}"),
+                    "set it to the PEM file of the CA that signed the registry's certificate",
+                )
+                .because(e)
+                .into();
             }
             if detail.contains("Certificate") || detail.contains("certificate") {
-                return RegistryError::Config {
-                    key: format!("{SECTION}.certificate_location"),
-                    problem: format!(
+                return InvalidKey::new(
+                    format!("{SECTION}.certificate_location"),
+                    format!(
                         "{request_name}: the registry refused the TLS client certificate: {detail}"
                     ),
-                    fix: "set certificate_location and key_location to a client certificate the registry accepts"
-                        .into(),
-                };
+                    "set certificate_location and key_location to a client certificate the \
+                     registry accepts",
+                )
+                .because(e)
+                .into();
             }
             RegistryError::Unavailable {
                 message: format!("{request_name}: {detail}"),

@@ -44,6 +44,7 @@ pub use client::SchemaRegistry;
 pub use config::RegistryConfig;
 pub use grace::Lookup;
 
+use crate::config::InvalidKey;
 use crate::fault::{Classify, Fault};
 
 /// Errors of the registry client. Each says whose fault it is ([`Classify`]);
@@ -125,15 +126,8 @@ pub enum RegistryError {
         waited: std::time::Duration,
     },
     /// A `[schema_registry]` key has a value the client cannot use.
-    #[error("configuration key `{key}`: {problem}; fix: {fix}")]
-    Config {
-        /// Dotted path of the key, e.g. `schema_registry.url`.
-        key: String,
-        /// What is wrong with the value.
-        problem: String,
-        /// What to change.
-        fix: String,
-    },
+    #[error(transparent)]
+    Config(#[from] InvalidKey),
 }
 
 impl Classify for RegistryError {
@@ -147,7 +141,7 @@ impl Classify for RegistryError {
             RegistryError::Unknown { .. } | RegistryError::Invalid { .. } => Fault::Message,
             RegistryError::Unauthorized { .. }
             | RegistryError::Rejected { .. }
-            | RegistryError::Config { .. } => Fault::Operator,
+            | RegistryError::Config(_) => Fault::Operator,
         }
     }
 }
@@ -164,11 +158,7 @@ impl RegistryError {
         problem: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        RegistryError::Config {
-            key: key.into(),
-            problem: problem.into(),
-            fix: fix.into(),
-        }
+        RegistryError::Config(InvalidKey::new(key, problem, fix))
     }
 }
 

@@ -86,9 +86,9 @@ fn config_validation_names_key_and_fix_without_the_password() {
         assert_secret_free(&text);
         assert_secret_free(&format!("{cfg:?}"));
         match err {
-            RegistryError::Config {
+            RegistryError::Config(InvalidKey {
                 key: k, problem: p, ..
-            } => {
+            }) => {
                 assert_eq!(k, key, "{text}");
                 assert!(p.contains(problem), "{text}");
             }
@@ -235,7 +235,7 @@ fn tls_files_load_or_name_the_key() {
     SchemaRegistry::new(&cfg).expect("CA and client identity load");
 
     let key_of = |cfg: &RegistryConfig| match SchemaRegistry::new(cfg) {
-        Err(RegistryError::Config { key, .. }) => key,
+        Err(RegistryError::Config(InvalidKey { key, .. })) => key,
         other => panic!("{other:?}"),
     };
     let mut bad = cfg.clone();
@@ -1011,7 +1011,7 @@ async fn https_with_the_registrys_ca_works_and_an_untrusted_certificate_is_the_o
         "waiting does not fix a certificate: {e}"
     );
     assert!(
-        matches!(e, RegistryError::Config { ref key, .. } if key == "schema_registry.ca_location"),
+        matches!(e, RegistryError::Config(InvalidKey { ref key, .. }) if key == "schema_registry.ca_location"),
         "{e}"
     );
 }
@@ -1035,7 +1035,7 @@ async fn mutual_tls_needs_the_client_certificate() {
     let e = without.schema(id).await.unwrap_err();
     assert_eq!(e.fault(), Fault::Operator, "{e}");
     assert!(
-        matches!(e, RegistryError::Config { ref key, .. } if key == "schema_registry.certificate_location"),
+        matches!(e, RegistryError::Config(InvalidKey { ref key, .. }) if key == "schema_registry.certificate_location"),
         "{e}"
     );
 }
