@@ -14,7 +14,8 @@ use inlet::constraints::Constraints;
 use inlet::decode::{assemble, JsonDecoder, KafkaRecord, Rejection};
 use inlet::decode::{AvroDecoder, ProtobufDecoder};
 use inlet::schema::{table_schema, TableLayout};
-use inlet::transform::{TransformPlan, TransformSpec};
+use inlet::config::TransformSpec;
+use inlet::transform::TransformPlan;
 use parquet::arrow::ArrowWriter;
 
 mod support;

@@ -9,6 +9,7 @@
 mod error;
 mod load;
 mod offsets;
+mod transform;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 pub use error::{ConfigError, InvalidKey, Result};
 pub use load::{load, load_str};
 pub use offsets::{OffsetSpec, RangeBound, StartingOffsets};
+pub use transform::{TimestampFrom, TransformSpec};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -371,7 +373,7 @@ pub struct TableConfig {
     /// before it is conformed to the table (`[[tables.<name>.transforms]]`,
     /// each with an `op`; see the transforms reference).
     #[serde(default)]
-    pub transforms: Vec<crate::transform::TransformSpec>,
+    pub transforms: Vec<TransformSpec>,
 }
 
 fn default_max_value_bytes() -> bytesize::ByteSize {

@@ -12,7 +12,8 @@ use arrow::datatypes::SchemaRef;
 use crate::decode::{Part, Rejection, Stage};
 use crate::fault::{Classify, Fault};
 use crate::schema::{ConformError, Conformer, EvolutionPolicy};
-use crate::transform::{TransformError, TransformPlan, TransformSpec};
+use crate::config::TransformSpec;
+use crate::transform::{TransformError, TransformPlan};
 
 /// Failures that stop the pipeline.
 #[derive(Debug, thiserror::Error)]

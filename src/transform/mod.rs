@@ -17,7 +17,6 @@ mod cast;
 mod expr;
 mod names;
 mod redact;
-mod spec;
 #[cfg(test)]
 mod tests;
 
@@ -30,8 +29,7 @@ use arrow::compute::filter;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-pub use spec::{TimestampFrom, TransformSpec};
-
+use crate::config::{TimestampFrom, TransformSpec};
 use crate::fault::{Classify, Fault};
 use cast::{CastFn, TimestampFn};
 use expr::{ExprFn, SqlCompiler};
