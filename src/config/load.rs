@@ -558,12 +558,8 @@ fn validate(c: &Config) -> Result<()> {
 
 /// `[schema_registry]`, by the very checks the client makes when it starts
 /// (so `inlet check` and `run` cannot disagree).
-fn validate_registry(registry: &crate::registry::RegistryConfig) -> Result<()> {
-    use crate::registry::RegistryError;
-    registry.validate("schema_registry").map_err(|e| match e {
-        RegistryError::Config(invalid) => ConfigError::Invalid(invalid),
-        other => ConfigError::invalid("schema_registry", other.to_string(), "fix the section"),
-    })
+fn validate_registry(registry: &super::RegistryConfig) -> Result<()> {
+    Ok(registry.validate("schema_registry")?)
 }
 
 /// Plain JSON with a table DDL: the transforms must compile against the

@@ -9,6 +9,7 @@
 mod error;
 mod load;
 mod offsets;
+mod registry;
 mod transform;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 pub use error::{ConfigError, InvalidKey, Result};
 pub use load::{load, load_str};
 pub use offsets::{OffsetSpec, RangeBound, StartingOffsets};
+pub use registry::RegistryConfig;
 pub use transform::{TimestampFrom, TransformSpec};
 
 /// The whole configuration file.
@@ -50,7 +52,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The Confluent-compatible Schema Registry that `avro`, `json_schema`
     /// and `protobuf` sources fetch writer schemas from.
-    pub schema_registry: Option<crate::registry::RegistryConfig>,
+    pub schema_registry: Option<RegistryConfig>,
     /// How long a stopping `inlet run` (SIGTERM/SIGINT) may take to commit
     /// what it holds. Past it, inlet exits with status 1 without committing
     /// the rest: nothing is lost, a restart reads it again from the table's

@@ -14,7 +14,8 @@ use super::*;
 use crate::fault::Shutdown;
 use crate::observability::Metrics;
 use crate::registry::mock::MockRegistry;
-use crate::registry::{RegistryConfig, SchemaRegistry};
+use crate::config::RegistryConfig;
+use crate::registry::SchemaRegistry;
 
 /// A framed decoder against a mock registry, with the runtime it blocks on.
 pub(crate) struct Framed {

@@ -250,7 +250,8 @@ mod tests {
     use crate::decode::{FramedDecoder, FramedKind};
     use crate::observability::Metrics;
     use crate::registry::mock::MockRegistry;
-    use crate::registry::{frame, RegistryConfig, SchemaRegistry};
+    use crate::config::RegistryConfig;
+    use crate::registry::{frame, SchemaRegistry};
 
     /// An oversized value among messages the framed decoder rejects (and
     /// sorts) keeps its own index, and so do they.

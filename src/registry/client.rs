@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use url::Url;
 
-use crate::config::InvalidKey;
-use super::{RegistryConfig, RegistryError, ResolvedSchema, Result, SchemaKind, SchemaReference};
+use crate::config::{InvalidKey, RegistryConfig};
+use super::{RegistryError, ResolvedSchema, Result, SchemaKind, SchemaReference};
 
 const ACCEPT_VALUE: &str = "application/vnd.schemaregistry.v1+json, \
      application/vnd.schemaregistry+json; qs=0.9, application/json; qs=0.5";

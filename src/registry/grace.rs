@@ -151,7 +151,8 @@ mod tests {
     use crate::fault::{Backoff, Classify, Fault, Shutdown};
     use crate::observability::Metrics;
     use crate::registry::mock::{MockRegistry, Outage};
-    use crate::registry::{frame, RegistryConfig, RegistryError, SchemaRegistry};
+    use crate::config::RegistryConfig;
+    use crate::registry::{frame, RegistryError, SchemaRegistry};
 
     const SCHEMA: &str = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#;
 

@@ -5,7 +5,7 @@
 //! Schema ids are immutable, so a schema fetched once is kept for the life of
 //! the process; concurrent lookups of one id make one request. Every error
 //! says whose fault it is ([`Classify`]): [`RegistryError::Unavailable`] is
-//! the environment's (retry with [`RegistryConfig::backoff`]), and so is
+//! the environment's (retry with [`RegistryConfig::backoff`](crate::config::RegistryConfig::backoff)), and so is
 //! [`RegistryError::NotFound`] for a while, because a restarting registry
 //! answers 404 for ids it holds until it has re-read its log;
 //! [`SchemaRegistry::schema_patiently`] retries it for
@@ -17,7 +17,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> inlet::registry::Result<()> {
-//! use inlet::registry::{split_frame, RegistryConfig, SchemaRegistry};
+//! use inlet::config::RegistryConfig;
+//! use inlet::registry::{split_frame, SchemaRegistry};
 //!
 //! let registry = SchemaRegistry::new(&RegistryConfig::new("http://localhost:8081"))?;
 //! let message: &[u8] = &[0, 0, 0, 0, 7, 2, 104, 105];
@@ -31,7 +32,6 @@
 
 mod avro;
 mod client;
-mod config;
 mod grace;
 
 use std::fmt;
@@ -41,7 +41,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use client::SchemaRegistry;
-pub use config::RegistryConfig;
 pub use grace::Lookup;
 
 use crate::config::InvalidKey;

@@ -1,4 +1,5 @@
-//! The `[schema_registry]` section of the configuration.
+//! The `[schema_registry]` section of the configuration (the client that
+//! uses it is `crate::registry`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -6,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{RegistryError, Result};
+use super::InvalidKey;
 use crate::fault::Backoff;
 
 /// `[schema_registry]`: where the Confluent-compatible Schema Registry is
@@ -153,10 +154,9 @@ impl RegistryConfig {
     }
 
     /// Checks every key. `key_prefix` is the dotted path of this section
-    /// (`"schema_registry"`); errors are [`RegistryError::Config`] naming the
-    /// key (`schema_registry.url`), the problem and the fix, and never contain
-    /// the password.
-    pub fn validate(&self, key_prefix: &str) -> Result<()> {
+    /// (`"schema_registry"`); errors name the key (`schema_registry.url`), the
+    /// problem and the fix, and never contain the password.
+    pub fn validate(&self, key_prefix: &str) -> Result<(), InvalidKey> {
         let key = |name: &str| {
             if key_prefix.is_empty() {
                 name.to_string()
@@ -165,18 +165,19 @@ impl RegistryConfig {
             }
         };
         let invalid = |name: &str, problem: String, fix: String| {
-            Err(RegistryError::config(key(name), problem, fix))
+            Err(InvalidKey::new(key(name), problem, fix))
         };
 
         let url = match url::Url::parse(&self.url) {
             Ok(url) => url,
             // The parse error does not repeat the input, which may hold a password.
             Err(e) => {
-                return invalid(
-                    "url",
+                return Err(InvalidKey::new(
+                    key("url"),
                     format!("not a URL ({e})"),
-                    "write it as `http://host:port` or `https://host:port`".into(),
+                    "write it as `http://host:port` or `https://host:port`",
                 )
+                .because(e))
             }
         };
         if !url.username().is_empty() || url.password().is_some() {
