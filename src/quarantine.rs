@@ -55,7 +55,7 @@ pub fn table_config(table: &TableConfig, uri: &str) -> TableConfig {
         quarantine_uri: None,
         // Quarantine tables stay small; never compacted in the background.
         compaction: Default::default(),
-        evolution: crate::schema::EvolutionPolicy::Fail,
+        evolution: crate::config::EvolutionPolicy::Fail,
         transforms: Vec::new(),
     }
 }

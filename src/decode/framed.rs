@@ -131,7 +131,7 @@ impl FramedDecoder {
             avro: AvroDecoder::new(),
             json: HashMap::new(),
             protobuf: ProtobufDecoder::new(),
-            max_depth: super::DEFAULT_MAX_DEPTH,
+            max_depth: crate::config::DEFAULT_MAX_DEPTH,
         }
     }
 

@@ -14,6 +14,7 @@ use arrow::error::ArrowError;
 use arrow::json::reader::{Decoder, ReaderBuilder};
 
 use super::{Rejection, Stage};
+use crate::config::DEFAULT_MAX_DEPTH;
 
 /// Decodes JSON message values of one table into record batches.
 pub struct JsonDecoder {
@@ -29,9 +30,6 @@ impl std::fmt::Debug for JsonDecoder {
             .finish()
     }
 }
-
-/// Default of `max_nesting_depth`.
-pub const DEFAULT_MAX_DEPTH: usize = 64;
 
 /// Whether `v` nests objects/arrays deeper than `max`. Almost every value
 /// has fewer brackets than `max` in all: that count is a fast vectorised

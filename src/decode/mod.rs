@@ -25,7 +25,7 @@ pub use avro::{AvroDecoder, AvroError};
 #[doc(hidden)]
 pub use boundary::TEST_PANIC_MARKER;
 pub use framed::{FramedDecoder, FramedError, FramedKind};
-pub use json::{JsonDecoder, DEFAULT_MAX_DEPTH, MAX_CHUNK};
+pub use json::{JsonDecoder, MAX_CHUNK};
 pub use metadata::{assemble, assemble_with_key, headers_column};
 pub use protobuf::{compile_schema, message_arrow_schema, protobuf_arrow_schema, ProtobufDecoder};
 pub use raw::RawDecoder;

@@ -261,7 +261,7 @@ mod tests {
     use super::*;
     use crate::decode::fuzz;
     use crate::decode::{JsonDecoder, TEST_PANIC_MARKER};
-    use crate::schema::EvolutionPolicy;
+    use crate::config::EvolutionPolicy;
 
     fn key_schema() -> SchemaRef {
         let s = crate::schema::parse_ddl("id BIGINT, name STRING").unwrap();

@@ -120,7 +120,7 @@ async fn schema_from_registry(
     // Conforming to an empty table: every field is new, in a type Delta stores.
     let empty = arrow::datatypes::Schema::empty();
     let conformer =
-        crate::schema::Conformer::new(&shaped, &empty, crate::schema::EvolutionPolicy::AddColumns)
+        crate::schema::Conformer::new(&shaped, &empty, crate::config::EvolutionPolicy::AddColumns)
             .map_err(|e| setup(&e))?;
     info!(
         table = name,
@@ -240,7 +240,7 @@ fn table_decode(
             let mut normalizer = Normalizer::new(
                 &format!("{name} (key)"),
                 Vec::new(),
-                crate::schema::EvolutionPolicy::Ignore,
+                crate::config::EvolutionPolicy::Ignore,
                 schema,
             );
             if let Some(fixed) = decoder.fixed_schema() {

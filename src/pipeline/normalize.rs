@@ -11,8 +11,8 @@ use arrow::datatypes::SchemaRef;
 
 use crate::decode::{Part, Rejection, Stage};
 use crate::fault::{Classify, Fault};
-use crate::schema::{ConformError, Conformer, EvolutionPolicy};
-use crate::config::TransformSpec;
+use crate::schema::{ConformError, Conformer};
+use crate::config::{EvolutionPolicy, TransformSpec};
 use crate::transform::{TransformError, TransformPlan};
 
 /// Failures that stop the pipeline.

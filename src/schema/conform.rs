@@ -52,29 +52,7 @@ use arrow::datatypes::{
 };
 use arrow::error::ArrowError;
 
-/// What ingest does with fields of the decoded value that the table lacks
-/// (`tables.<name>.evolution`). A field "lacks" when no table column (or, for a
-/// field inside a struct column, no field of that struct) has its exact name.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EvolutionPolicy {
-    /// `"add_columns"` (the default): add them to the table as nullable
-    /// columns, after the existing ones (a new field of a struct column is
-    /// added at the end of that struct). Their types become the nearest Delta
-    /// type that holds every value: an Avro `enum` becomes `STRING`, a `uuid`
-    /// its string, a millisecond timestamp `TIMESTAMP`, an unsigned int the
-    /// next wider signed one. A field no Delta type can hold (a nanosecond
-    /// timestamp, an Avro `time-*`, a union of several types) stops ingest with
-    /// an error naming it.
-    #[default]
-    AddColumns,
-    /// `"fail"`: stop ingest with an error naming the new fields, so that
-    /// someone adds them on purpose (with an `inlet migrate` `add_columns`
-    /// migration) or changes the policy.
-    Fail,
-    /// `"ignore"`: drop them; the table keeps its schema.
-    Ignore,
-}
+use crate::config::EvolutionPolicy;
 
 /// A schema an input cannot be conformed to.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@
 //! Struct fields are sorted by property name: this crate's `serde_json` keeps
 //! objects sorted (its `preserve_order` feature is off), so the document's
 //! order is not known. Tables match columns by name, so the order only shows
-//! in the columns [`EvolutionPolicy::AddColumns`](super::EvolutionPolicy)
+//! in the columns [`EvolutionPolicy::AddColumns`](crate::config::EvolutionPolicy)
 //! adds.
 //!
 //! Unions of several non-null types, tuples (`items` as an array,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
-pub use conform::{ConformError, Conformed, Conformer, EvolutionPolicy};
+pub use conform::{ConformError, Conformed, Conformer};
 pub use ddl::{parse_ddl, DdlError};
 pub use json_schema::{json_schema_to_arrow, JsonSchemaError};
 

@@ -1,0 +1,351 @@
+//! `[tables.<name>]`: where a Delta table is, how it is created, how keys
+//! and new fields are handled, and which Kafka metadata it stores.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{redacted_map, PropertyValue, ScalarValue, TransformSpec};
+
+/// Message key formats (`tables.<name>.key_format`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFormat {
+    /// The key's bytes, as BINARY.
+    #[default]
+    Bytes,
+    /// The key as UTF-8 text, as STRING.
+    String,
+    /// A JSON object, as a STRUCT.
+    Json,
+    /// Confluent-framed Avro, as a STRUCT.
+    Avro,
+    /// Confluent-framed JSON Schema, as a STRUCT.
+    JsonSchema,
+    /// Confluent-framed Protobuf, as a STRUCT.
+    Protobuf,
+}
+
+impl KeyFormat {
+    /// Whether keys decode into a STRUCT.
+    pub fn is_structured(self) -> bool {
+        matches!(
+            self,
+            KeyFormat::Json | KeyFormat::Avro | KeyFormat::JsonSchema | KeyFormat::Protobuf
+        )
+    }
+}
+
+/// `[tables.<name>]`: a Delta table.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Table location: a local path, `file://` URL or object store URL.
+    pub uri: String,
+    /// Columns in Spark DDL form, e.g.
+    /// `"user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP"`.
+    /// Used to create the table when it does not exist; an existing table's
+    /// own schema is used as it is.
+    pub schema: Option<String>,
+    /// Partition columns for a table inlet creates: table columns, plain or
+    /// derived by a transform (e.g. a date from the event time).
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// How message keys fill the `metadata_columns.key` column: `bytes`
+    /// (default: BINARY, as they are), `string` (STRING; invalid UTF-8 is
+    /// quarantined), or `json`, `avro`, `json_schema`, `protobuf` (decoded
+    /// into a STRUCT of the `key_schema` fields; the framed formats use
+    /// `[schema_registry]`). A message without a key gets a null key; a key
+    /// that cannot be decoded quarantines its message.
+    #[serde(default)]
+    pub key_format: KeyFormat,
+    /// The decoded key's fields in Spark DDL, e.g. `"id BIGINT, region
+    /// STRING"`, for the `json`, `avro`, `json_schema` and `protobuf` key formats: the
+    /// key column of a table inlet creates is a STRUCT of them. An existing
+    /// table's key column type is used as it is.
+    pub key_schema: Option<String>,
+    /// Values longer than this are quarantined undecoded (stage `decode`).
+    /// Default `"1MiB"`, Kafka's default message size limit; raise it when
+    /// the topics legitimately carry larger values.
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: bytesize::ByteSize,
+    /// JSON values nested deeper than this many objects/arrays are
+    /// quarantined (stage `decode`). Default 64.
+    #[serde(default = "default_max_nesting_depth")]
+    pub max_nesting_depth: usize,
+    /// The shape of plain JSON message values, in Spark DDL, when it differs
+    /// from the table's (the transforms then map it onto the table). Default:
+    /// the table's own value columns. Avro and JSON Schema topics take their
+    /// shape from the registry instead.
+    pub input_schema: Option<String>,
+    /// Table properties for a table inlet creates (`delta.*` keys).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Kafka metadata columns to add, each named here.
+    #[serde(default)]
+    pub metadata_columns: MetadataColumns,
+    /// Object store options (credentials, endpoint, region) passed to delta-rs.
+    /// Values are never logged or printed.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+    /// Parquet compression: `snappy` (default), `zstd`, `lz4`, `uncompressed`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Size of the Parquet files ingest writes, in compressed bytes: a
+    /// commit larger than this is split into several files. Default
+    /// `"128MiB"`. (Commits smaller than this make smaller files; see
+    /// `[flush]` and compaction.)
+    #[serde(default = "default_target_file_size")]
+    pub target_file_size: bytesize::ByteSize,
+    /// Commits between Delta checkpoints, for a table inlet creates (the
+    /// `delta.checkpointInterval` property; Delta's default is 100). An
+    /// existing table keeps its own property. Log files older than
+    /// `delta.logRetentionDuration` are cleaned up after a checkpoint; data
+    /// files are never vacuumed by inlet.
+    pub checkpoint_interval: Option<u64>,
+    /// Location of this table's quarantine table: messages that cannot become
+    /// rows land there with topic, partition, offset, timestamp, key, raw
+    /// value, headers, stage and error, exactly once. Created when missing.
+    /// Unset: such messages are only logged and counted.
+    pub quarantine_uri: Option<String>,
+    /// Background compaction of small files (`[tables.<name>.compaction]`).
+    #[serde(default)]
+    pub compaction: CompactionConfig,
+    /// What happens when messages carry fields the table lacks (a new writer
+    /// schema version): `add_columns` (default) adds them as nullable
+    /// columns in the commit that first holds them, older rows read null;
+    /// `fail` stops inlet with the new fields named; `ignore` drops them. A
+    /// type change that is not a safe widening never truncates data: its
+    /// messages are quarantined (`fail`: inlet stops).
+    #[serde(default)]
+    pub evolution: EvolutionPolicy,
+    /// Normalising transforms applied in order to each decoded batch,
+    /// before it is conformed to the table (`[[tables.<name>.transforms]]`,
+    /// each with an `op`; see the transforms reference).
+    #[serde(default)]
+    pub transforms: Vec<TransformSpec>,
+}
+
+fn default_max_value_bytes() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(1)
+}
+
+/// Default of `max_nesting_depth`.
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+fn default_max_nesting_depth() -> usize {
+    DEFAULT_MAX_DEPTH
+}
+
+fn default_target_file_size() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(128)
+}
+
+/// `[tables.<name>.compaction]`: rewriting small files into large ones.
+///
+/// Compaction commits with `dataChange = false`, so it never conflicts with
+/// ingest appends and readers of the change feed see no new rows. Data files
+/// it replaces stay in storage until a VACUUM, which inlet never runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// How often `inlet run` compacts the table, e.g. `"1h"`. Unset (the
+    /// default): never in `run`; `inlet compact` does it on demand.
+    #[serde(with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Size of the files compaction writes. Default `"128MiB"`.
+    pub target_file_size: bytesize::ByteSize,
+    /// Compact only when at least this many files are smaller than half the
+    /// target. Default 8.
+    pub min_small_files: usize,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            interval: None,
+            target_file_size: bytesize::ByteSize::mib(128),
+            min_small_files: 8,
+        }
+    }
+}
+
+impl fmt::Debug for TableConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableConfig")
+            .field("uri", &self.uri)
+            .field("schema", &self.schema)
+            .field("partition_by", &self.partition_by)
+            .field("input_schema", &self.input_schema)
+            .field("key_format", &self.key_format)
+            .field("key_schema", &self.key_schema)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field("max_nesting_depth", &self.max_nesting_depth)
+            .field("properties", &self.properties)
+            .field("metadata_columns", &self.metadata_columns)
+            .field(
+                "storage_options",
+                &redacted_map(
+                    self.storage_options
+                        .iter()
+                        .map(|(k, v)| (k, PropertyValue::Scalar(ScalarValue::Str(v.clone())))),
+                ),
+            )
+            .field("compression", &self.compression)
+            .field("target_file_size", &self.target_file_size)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("quarantine_uri", &self.quarantine_uri)
+            .field("compaction", &self.compaction)
+            .field("evolution", &self.evolution)
+            .field("transforms", &self.transforms)
+            .finish()
+    }
+}
+
+/// Parquet compression codecs.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Fast, moderate ratio.
+    #[default]
+    Snappy,
+    /// Better ratio, a little slower.
+    Zstd,
+    /// LZ4 (raw).
+    Lz4,
+    /// No compression.
+    Uncompressed,
+}
+
+/// `[tables.<name>.metadata_columns]`: each key names the column that gets
+/// that piece of Kafka metadata; leave a key out to not store it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataColumns {
+    /// Topic name (STRING).
+    pub topic: Option<String>,
+    /// Partition number (INT).
+    pub partition: Option<String>,
+    /// Offset (BIGINT).
+    pub offset: Option<String>,
+    /// Message timestamp (TIMESTAMP, UTC); null when the broker gave none.
+    pub timestamp: Option<String>,
+    /// Message key (BINARY); null for messages without a key.
+    pub key: Option<String>,
+    /// Headers as `MAP<STRING, BINARY>`.
+    pub headers: Option<String>,
+}
+
+impl MetadataColumns {
+    /// The configured columns as (kind, column name) pairs, in a fixed order.
+    pub fn iter(&self) -> impl Iterator<Item = (MetadataKind, &str)> {
+        [
+            (MetadataKind::Topic, &self.topic),
+            (MetadataKind::Partition, &self.partition),
+            (MetadataKind::Offset, &self.offset),
+            (MetadataKind::Timestamp, &self.timestamp),
+            (MetadataKind::Key, &self.key),
+            (MetadataKind::Headers, &self.headers),
+        ]
+        .into_iter()
+        .filter_map(|(k, n)| n.as_deref().map(|n| (k, n)))
+    }
+}
+
+/// Which piece of Kafka metadata a column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataKind {
+    /// Topic.
+    Topic,
+    /// Partition.
+    Partition,
+    /// Offset.
+    Offset,
+    /// Timestamp.
+    Timestamp,
+    /// Key.
+    Key,
+    /// Headers.
+    Headers,
+}
+
+/// What ingest does with fields of the decoded value that the table lacks
+/// (`tables.<name>.evolution`). A field "lacks" when no table column (or, for a
+/// field inside a struct column, no field of that struct) has its exact name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvolutionPolicy {
+    /// `"add_columns"` (the default): add them to the table as nullable
+    /// columns, after the existing ones (a new field of a struct column is
+    /// added at the end of that struct). Their types become the nearest Delta
+    /// type that holds every value: an Avro `enum` becomes `STRING`, a `uuid`
+    /// its string, a millisecond timestamp `TIMESTAMP`, an unsigned int the
+    /// next wider signed one. A field no Delta type can hold (a nanosecond
+    /// timestamp, an Avro `time-*`, a union of several types) stops ingest with
+    /// an error naming it.
+    #[default]
+    AddColumns,
+    /// `"fail"`: stop ingest with an error naming the new fields, so that
+    /// someone adds them on purpose (with an `inlet migrate` `add_columns`
+    /// migration) or changes the policy.
+    Fail,
+    /// `"ignore"`: drop them; the table keeps its schema.
+    Ignore,
+}
+
+/// URL schemes a table `uri` may use (a location without `://` is a local path).
+pub const URI_SCHEMES: &[&str] = &[
+    "file", "s3", "s3a", "gs", "az", "abfs", "abfss", "adl", "azure", "memory",
+];
+
+/// Checks that `uri` is a local path or a URL of a supported store, with a
+/// message naming the fix otherwise.
+pub fn check_uri(uri: &str) -> Result<(), String> {
+    let uri = uri.trim();
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return Ok(());
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if !URI_SCHEMES.contains(&scheme.as_str()) {
+        return Err(format!(
+            "scheme `{scheme}://` is not supported; use a local path or one of {}",
+            URI_SCHEMES
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if scheme != "file" && scheme != "memory" && rest.split('/').next().unwrap_or("").is_empty() {
+        return Err(format!(
+            "`{scheme}://` needs a bucket or container, e.g. `{scheme}://my-bucket/path/to/table`"
+        ));
+    }
+    url::Url::parse(uri).map_err(|e| format!("is not a valid URL: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert!(check_uri("/data/events").is_ok());
+        assert!(check_uri("relative/events").is_ok());
+        assert!(check_uri("file:///data/events").is_ok());
+        assert!(check_uri("s3://bucket/events").is_ok());
+        assert!(check_uri("S3A://bucket/events").is_ok());
+        assert!(check_uri("gs://bucket/events").is_ok());
+        assert!(check_uri("abfss://c@acct.dfs.core.windows.net/events").is_ok());
+        let e = check_uri("hdfs://nn/events").unwrap_err();
+        assert!(
+            e.contains("`hdfs://` is not supported") && e.contains("s3://"),
+            "{e}"
+        );
+        let e = check_uri("s3:///events").unwrap_err();
+        assert!(e.contains("needs a bucket"), "{e}");
+    }
+}
