@@ -76,7 +76,7 @@ schema = "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMES
 "#,
         path.display()
     );
-    inlet::config::load_str(&toml).unwrap().tables["events"].clone()
+    inlet::pipeline::load_config_str(&toml).unwrap().tables["events"].clone()
 }
 
 /// Appends commits `from..=to` to the log as JSON files.

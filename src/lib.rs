@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = inlet::config::load(std::path::Path::new("configs/ingest.toml"))?;
+//! let config = inlet::pipeline::load_config(std::path::Path::new("configs/ingest.toml"))?;
 //! let summary = inlet::Pipeline::new(config)
 //!     .with_mode(inlet::Mode::AvailableNow)
 //!     .run()

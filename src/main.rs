@@ -182,7 +182,7 @@ fn exit_code(e: &(dyn std::error::Error + 'static)) -> ExitCode {
 async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Check { config } => {
-            let cfg = inlet::config::load(&config)?;
+            let cfg = inlet::pipeline::load_config(&config)?;
             for line in inlet::sink::check_tables(&cfg).await? {
                 println!("{line}");
             }
@@ -195,7 +195,7 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             table,
             dry_run,
         } => {
-            let cfg = inlet::config::load(&config)?;
+            let cfg = inlet::pipeline::load_config(&config)?;
             let reports = inlet::migrate::Migrator::new(cfg, dir)
                 .with_tables(table)
                 .with_dry_run(dry_run)
@@ -222,7 +222,7 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             table,
             force,
         } => {
-            let cfg = inlet::config::load(&config)?;
+            let cfg = inlet::pipeline::load_config(&config)?;
             for name in &table {
                 if !cfg.tables.contains_key(name) {
                     return Err(
@@ -263,7 +263,7 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             json,
             app_id,
         } => {
-            let mut cfg = inlet::config::load(&config)?;
+            let mut cfg = inlet::pipeline::load_config(&config)?;
             if let Some(id) = app_id {
                 cfg.app_id = id;
             }
@@ -283,7 +283,7 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             quarantine_uri,
             replay_id,
         } => {
-            let mut cfg = inlet::config::load(&config)?;
+            let mut cfg = inlet::pipeline::load_config(&config)?;
             let from_bound: inlet::config::RangeBound =
                 from.parse().map_err(|e| format!("--from: {e}"))?;
             let to_bound: inlet::config::RangeBound =
@@ -302,7 +302,7 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             config,
             available_now,
         } => {
-            let cfg = inlet::config::load(&config)?;
+            let cfg = inlet::pipeline::load_config(&config)?;
             let mode = if available_now {
                 inlet::Mode::AvailableNow
             } else {

@@ -68,7 +68,7 @@ fn case(n: u64, make: fn(u64) -> Vec<u8>, s3: Option<(&SeaweedS3, &str)>) -> Cas
 impl Case {
     /// The config, with both tables behind the fault store.
     fn faulty_config(&self) -> inlet::Config {
-        let mut cfg = inlet::config::load(&self.config).unwrap();
+        let mut cfg = inlet::pipeline::load_config(&self.config).unwrap();
         let t = cfg.tables.get_mut("events").unwrap();
         t.uri = faults::faulty(&self.ws.table_location().uri);
         t.quarantine_uri = Some(faults::faulty(&self.ws.quarantine_location().uri));
@@ -331,7 +331,7 @@ fn transient_open_errors(s3: Option<(&SeaweedS3, &str)>) {
 
 /// Creates the case's table without faults.
 fn create_table(case: &Case) {
-    let cfg = inlet::config::load(&case.config).unwrap();
+    let cfg = inlet::pipeline::load_config(&case.config).unwrap();
     runtime().block_on(async {
         inlet::sink::DeltaSink::open("events", &cfg.tables["events"])
             .await

@@ -210,7 +210,7 @@ fn stored_offset_past_the_end_stops_with_a_clear_error() {
     let config = ws.config(&spec(&bootstrap, topic, "200ms"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let cfg = inlet::config::load(&config).unwrap();
+        let cfg = inlet::pipeline::load_config(&config).unwrap();
         let mut sink = inlet::sink::DeltaSink::open("events", &cfg.tables["events"])
             .await
             .unwrap();

@@ -12,6 +12,7 @@ mod offsets;
 mod registry;
 mod table;
 mod transform;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::{ConfigError, InvalidKey, Result};
-pub use load::{load, load_str};
+pub(crate) use load::{load, load_str};
 pub use offsets::{OffsetSpec, RangeBound, StartingOffsets};
 pub use registry::RegistryConfig;
 pub use table::{

@@ -14,6 +14,7 @@ mod completion;
 mod fetch;
 mod key;
 mod normalize;
+mod plan;
 mod progress;
 mod rebalance;
 mod replay;
@@ -39,6 +40,7 @@ use crate::source::{create_consumer, TopicPartition};
 use normalize::Normalizer;
 
 pub use completion::{Gap, GapCause, Unfinished};
+pub use plan::{load_config, load_config_str};
 pub use replay::replay_target;
 pub use route::Router;
 
@@ -283,6 +285,10 @@ const CONSUMER_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// Errors that stop the pipeline, by whose fault they are.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// The configuration cannot be used (found before anything is fetched):
+    /// the operator must act.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The configuration or a table cannot be used: the operator must act.
     #[error("{0}")]
     Setup(String),
@@ -322,7 +328,7 @@ impl crate::fault::Classify for PipelineError {
     fn fault(&self) -> crate::fault::Fault {
         use crate::fault::Fault;
         match self {
-            PipelineError::Setup(_) => Fault::Operator,
+            PipelineError::Config(_) | PipelineError::Setup(_) => Fault::Operator,
             PipelineError::Kafka(_)
             | PipelineError::Delta(_)
             | PipelineError::ShutdownTimeout(_) => Fault::Environment,
@@ -501,6 +507,9 @@ impl Pipeline {
     /// commit is all or nothing, so nothing is half written, and a restart
     /// reads the rest again from the table's offsets.
     pub async fn run(self) -> Result<RunSummary> {
+        // What load_config checks after parsing, again for a configuration
+        // built or changed in code, before anything is fetched.
+        plan::check_stages(&self.config)?;
         let shutdown = self.shutdown.clone();
         let limit = self.config.shutdown_timeout;
         let stages = self.run_stages();

@@ -59,7 +59,7 @@ mod tests {
         } else {
             ""
         };
-        crate::config::load_str(&format!(
+        crate::pipeline::load_config_str(&format!(
             r#"
             [kafka]
             bootstrap_servers = "127.0.0.1:1"

@@ -325,7 +325,7 @@ pub fn background_producer(
 /// A config with one table `events` (`id BIGINT`) at `uri`, for tests that
 /// drive the sink directly; `extra` is appended to the table section.
 pub fn sink_config(uri: &str, extra: &str) -> inlet::Config {
-    inlet::config::load_str(&format!(
+    inlet::pipeline::load_config_str(&format!(
         r#"
         [kafka]
         bootstrap_servers = "127.0.0.1:1"
