@@ -10,11 +10,11 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use inlet::config::MetadataColumns;
+use inlet::config::TransformSpec;
 use inlet::constraints::Constraints;
 use inlet::decode::{assemble, JsonDecoder, KafkaRecord, Rejection};
 use inlet::decode::{AvroDecoder, ProtobufDecoder};
 use inlet::schema::{table_schema, TableLayout};
-use inlet::config::TransformSpec;
 use inlet::transform::TransformPlan;
 use parquet::arrow::ArrowWriter;
 

@@ -28,17 +28,19 @@ use crate::fault::Backoff;
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Base URL of the registry, `http(s)://host:port[/path]`, e.g.
-    /// `"http://localhost:8081"`. Required. A path is kept as a prefix (for a
-    /// registry behind a reverse proxy). Credentials do not belong in the URL:
-    /// set `username` and `password`.
+    /// `"http://localhost:8081"`. A path is kept as a prefix (for a registry
+    /// behind a reverse proxy). Credentials do not belong in the URL: set
+    /// `username` and `password`. Needed by the `avro`, `json_schema` and
+    /// `protobuf` formats.
     pub url: String,
     /// User name for HTTP basic authentication (on Confluent Cloud: the API
-    /// key). Set together with `password`. Default: none, no authentication.
+    /// key). Set together with `password`; without them, inlet does not
+    /// authenticate.
     #[serde(default)]
     pub username: Option<String>,
     /// Password for HTTP basic authentication (on Confluent Cloud: the API
     /// secret). Prefer the environment (`INLET_SCHEMA_REGISTRY__PASSWORD`) to
-    /// the file. Never logged or printed. Default: none.
+    /// the file. Never logged or printed.
     #[serde(default)]
     pub password: Option<String>,
     /// PEM file of CA certificates to trust for an `https://` registry, in
@@ -47,24 +49,25 @@ pub struct RegistryConfig {
     #[serde(default)]
     pub ca_location: Option<PathBuf>,
     /// PEM file with the client certificate (and its chain) for mutual TLS.
-    /// Set together with `key_location`. Default: none.
+    /// Set together with `key_location`.
     #[serde(default)]
     pub certificate_location: Option<PathBuf>,
     /// PEM file with the unencrypted private key of `certificate_location`
-    /// (PKCS#8, PKCS#1 or SEC1). Default: none.
+    /// (PKCS#8, PKCS#1 or SEC1).
     #[serde(default)]
     pub key_location: Option<PathBuf>,
     /// Longest time one request may take, connecting included, e.g. `"5s"`.
     /// A request that takes longer counts as the registry being unavailable
-    /// (retried, never quarantined). Default `10s`.
+    /// (retried, never quarantined). Default: `10s`.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// First delay before retrying while the registry is unavailable (or
     /// does not know a schema id yet, see `unknown_id_grace`), doubled at
-    /// each attempt up to `max_backoff`. More than 0. Default `500ms`.
+    /// each attempt up to `max_backoff`. Messages wait meanwhile; none is
+    /// quarantined. More than 0. Default: `500ms`.
     #[serde(default = "default_retry_backoff", with = "humantime_serde")]
     pub retry_backoff: Duration,
-    /// Longest delay between two retries, at least `retry_backoff`. Default
+    /// Longest delay between two retries, at least `retry_backoff`. Default:
     /// `30s`.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
@@ -82,7 +85,7 @@ pub struct RegistryConfig {
     /// partition, whose consumers pause meanwhile and keep their group), for
     /// the grace, once per unknown id per process; a shorter grace risks
     /// quarantining valid records after a registry restart that takes longer.
-    /// `"0s"` quarantines at the first 404; at most `1h`. Default `60s`.
+    /// `"0s"` quarantines at the first 404; at most `1h`. Default: `60s`.
     #[serde(default = "default_unknown_id_grace", with = "humantime_serde")]
     pub unknown_id_grace: Duration,
 }
@@ -136,6 +139,23 @@ fn redacted_url(url: &str) -> String {
     url.to_string()
 }
 
+/// The dotted keys of the section, under its prefix.
+struct Keys<'a>(&'a str);
+
+impl Keys<'_> {
+    fn key(&self, name: &str) -> String {
+        if self.0.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.0)
+        }
+    }
+
+    fn invalid<T>(&self, name: &str, problem: String, fix: String) -> Result<T, InvalidKey> {
+        Err(InvalidKey::new(self.key(name), problem, fix))
+    }
+}
+
 impl RegistryConfig {
     /// A configuration for `url` with every other key at its default.
     pub fn new(url: impl Into<String>) -> Self {
@@ -157,23 +177,21 @@ impl RegistryConfig {
     /// (`"schema_registry"`); errors name the key (`schema_registry.url`), the
     /// problem and the fix, and never contain the password.
     pub fn validate(&self, key_prefix: &str) -> Result<(), InvalidKey> {
-        let key = |name: &str| {
-            if key_prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{key_prefix}.{name}")
-            }
-        };
-        let invalid = |name: &str, problem: String, fix: String| {
-            Err(InvalidKey::new(key(name), problem, fix))
-        };
+        let k = Keys(key_prefix);
+        let url = self.validate_url(&k)?;
+        self.validate_credentials(&k)?;
+        self.validate_tls(&k, &url)?;
+        self.validate_timing(&k)
+    }
 
+    /// `url`: an `http(s)://` base address without credentials.
+    fn validate_url(&self, k: &Keys<'_>) -> Result<url::Url, InvalidKey> {
         let url = match url::Url::parse(&self.url) {
             Ok(url) => url,
             // The parse error does not repeat the input, which may hold a password.
             Err(e) => {
                 return Err(InvalidKey::new(
-                    key("url"),
+                    k.key("url"),
                     format!("not a URL ({e})"),
                     "write it as `http://host:port` or `https://host:port`",
                 )
@@ -181,58 +199,67 @@ impl RegistryConfig {
             }
         };
         if !url.username().is_empty() || url.password().is_some() {
-            return invalid(
+            return k.invalid(
                 "url",
                 "the URL contains credentials (`user:password@`)".into(),
                 format!(
                     "remove them from the URL and set `{}` and `{}`",
-                    key("username"),
-                    key("password")
+                    k.key("username"),
+                    k.key("password")
                 ),
             );
         }
         if !matches!(url.scheme(), "http" | "https") {
-            return invalid(
+            return k.invalid(
                 "url",
                 format!("scheme `{}` is not supported", url.scheme()),
                 "use an `http://` or `https://` URL".into(),
             );
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return invalid(
+            return k.invalid(
                 "url",
                 "the URL has no host".into(),
                 "write it as `http://host:port`".into(),
             );
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return invalid(
+            return k.invalid(
                 "url",
                 "the URL has a query or fragment (`?...`, `#...`)".into(),
                 "remove it: the URL is the registry's base address".into(),
             );
         }
+        Ok(url)
+    }
+
+    /// `username` and `password`: both or neither.
+    fn validate_credentials(&self, k: &Keys<'_>) -> Result<(), InvalidKey> {
         match (&self.username, &self.password) {
             (Some(_), None) => {
-                return invalid(
+                return k.invalid(
                     "password",
-                    format!("`{}` is set but the password is not", key("username")),
+                    format!("`{}` is set but the password is not", k.key("username")),
                     format!(
                         "set `{}` (e.g. from the environment), or remove `{}`",
-                        key("password"),
-                        key("username")
+                        k.key("password"),
+                        k.key("username")
                     ),
                 )
             }
             (None, Some(_)) => {
-                return invalid(
+                return k.invalid(
                     "username",
-                    format!("`{}` is set but the user name is not", key("password")),
-                    format!("set `{}`, or remove `{}`", key("username"), key("password")),
+                    format!("`{}` is set but the user name is not", k.key("password")),
+                    format!(
+                        "set `{}`, or remove `{}`",
+                        k.key("username"),
+                        k.key("password")
+                    ),
                 )
             }
             (Some(user), Some(_)) if user.is_empty() || user.contains(':') => {
-                return invalid(
+                return k.invalid(
                     "username",
                     "the user name is empty or contains `:`".into(),
                     "set the user name (or API key) without a colon".into(),
@@ -240,30 +267,35 @@ impl RegistryConfig {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// The TLS files: for `https://` only, readable, certificate and key together.
+    fn validate_tls(&self, k: &Keys<'_>, url: &url::Url) -> Result<(), InvalidKey> {
         match (&self.certificate_location, &self.key_location) {
             (Some(_), None) => {
-                return invalid(
+                return k.invalid(
                     "key_location",
                     format!(
                         "`{}` is set but the key is not",
-                        key("certificate_location")
+                        k.key("certificate_location")
                     ),
                     format!(
                         "set `{}` to the certificate's private key (PEM)",
-                        key("key_location")
+                        k.key("key_location")
                     ),
                 )
             }
             (None, Some(_)) => {
-                return invalid(
+                return k.invalid(
                     "certificate_location",
                     format!(
                         "`{}` is set but the certificate is not",
-                        key("key_location")
+                        k.key("key_location")
                     ),
                     format!(
                         "set `{}` to the client certificate (PEM)",
-                        key("certificate_location")
+                        k.key("certificate_location")
                     ),
                 )
             }
@@ -276,52 +308,57 @@ impl RegistryConfig {
         ] {
             let Some(path) = path else { continue };
             if url.scheme() != "https" {
-                return invalid(
+                return k.invalid(
                     name,
                     "TLS files are set but the URL is `http://`".into(),
                     format!(
                         "use an `https://` URL in `{}`, or remove `{}`",
-                        key("url"),
-                        key(name)
+                        k.key("url"),
+                        k.key(name)
                     ),
                 );
             }
             if !Path::new(path).is_file() {
-                return invalid(
+                return k.invalid(
                     name,
                     format!("`{}` is not a readable file", path.display()),
                     "point it at a PEM file".into(),
                 );
             }
         }
+        Ok(())
+    }
+
+    /// `timeout`, the backoffs and `unknown_id_grace`.
+    fn validate_timing(&self, k: &Keys<'_>) -> Result<(), InvalidKey> {
         if self.timeout.is_zero() {
-            return invalid(
+            return k.invalid(
                 "timeout",
                 "the timeout is 0".into(),
                 "set a duration such as \"10s\"".into(),
             );
         }
         if self.retry_backoff.is_zero() {
-            return invalid(
+            return k.invalid(
                 "retry_backoff",
                 "the backoff is 0, which would retry in a busy loop".into(),
                 "set a duration such as \"500ms\"".into(),
             );
         }
         if self.max_backoff < self.retry_backoff {
-            return invalid(
+            return k.invalid(
                 "max_backoff",
                 format!(
                     "{:?} is shorter than `{}` ({:?})",
                     self.max_backoff,
-                    key("retry_backoff"),
+                    k.key("retry_backoff"),
                     self.retry_backoff
                 ),
-                format!("make it at least `{}`", key("retry_backoff")),
+                format!("make it at least `{}`", k.key("retry_backoff")),
             );
         }
         if self.unknown_id_grace > MAX_UNKNOWN_ID_GRACE {
-            return invalid(
+            return k.invalid(
                 "unknown_id_grace",
                 format!(
                     "{:?} is longer than 1h: a message with a really unknown schema id would \

@@ -193,7 +193,8 @@ fn source_topics(key: &str, s: &SourceConfig) -> Result<()> {
         None => None,
     };
     if let StartingOffsets::Specific(m) = &s.starting_offsets {
-        let read = |t: &String| s.topics.contains(t) || pattern.as_ref().is_some_and(|re| re.is_match(t));
+        let read =
+            |t: &String| s.topics.contains(t) || pattern.as_ref().is_some_and(|re| re.is_match(t));
         if let Some(t) = m.keys().find(|t| !read(t)) {
             return Err(ConfigError::invalid(
                 format!("{key}.starting_offsets"),
@@ -264,7 +265,10 @@ fn table_locations(key: &str, t: &TableConfig) -> Result<()> {
             "set a local path or an object store URL",
         ));
     }
-    for (field, uri) in [("uri", Some(&t.uri)), ("quarantine_uri", t.quarantine_uri.as_ref())] {
+    for (field, uri) in [
+        ("uri", Some(&t.uri)),
+        ("quarantine_uri", t.quarantine_uri.as_ref()),
+    ] {
         if let Some(uri) = uri {
             super::check_uri(uri).map_err(|problem| {
                 ConfigError::invalid(

@@ -11,10 +11,10 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 
 use super::avro_enc::Datum;
 use super::*;
+use crate::config::RegistryConfig;
 use crate::fault::Shutdown;
 use crate::observability::Metrics;
 use crate::registry::mock::MockRegistry;
-use crate::config::RegistryConfig;
 use crate::registry::SchemaRegistry;
 
 /// A framed decoder against a mock registry, with the runtime it blocks on.

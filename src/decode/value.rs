@@ -247,10 +247,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::RegistryConfig;
     use crate::decode::{FramedDecoder, FramedKind};
     use crate::observability::Metrics;
     use crate::registry::mock::MockRegistry;
-    use crate::config::RegistryConfig;
     use crate::registry::{frame, SchemaRegistry};
 
     /// An oversized value among messages the framed decoder rejects (and

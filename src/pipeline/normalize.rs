@@ -9,10 +9,10 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::datatypes::SchemaRef;
 
+use crate::config::{EvolutionPolicy, TransformSpec};
 use crate::decode::{Part, Rejection, Stage};
 use crate::fault::{Classify, Fault};
 use crate::schema::{ConformError, Conformer};
-use crate::config::{EvolutionPolicy, TransformSpec};
 use crate::transform::{TransformError, TransformPlan};
 
 /// Failures that stop the pipeline.

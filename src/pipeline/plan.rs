@@ -134,7 +134,9 @@ fn check_raw(key: &str, format: Format, schema: &Schema) -> Result<(), ConfigErr
     Err(ConfigError::invalid(
         format!("{key}.schema"),
         format!("the `{format:?}` format fills one {want} column; the schema has other columns"),
-        format!("declare one column, e.g. `value {want}` (metadata columns go in metadata_columns)"),
+        format!(
+            "declare one column, e.g. `value {want}` (metadata columns go in metadata_columns)"
+        ),
     ))
 }
 
@@ -253,8 +255,10 @@ mod tests {
             "[tables.events.metadata_columns]",
             "key_format = \"json\"\nkey_schema = \"id BIGNT\"\n[tables.events.metadata_columns]\nkey = \"k\"",
         );
-        let raw = BASE
-            .replace("table = \"events\"", "table = \"events\"\nformat = \"bytes\"");
+        let raw = BASE.replace(
+            "table = \"events\"",
+            "table = \"events\"\nformat = \"bytes\"",
+        );
         let partition = BASE.replace("schema =", "partition_by = [\"day\"]\nschema =");
         let meta = BASE.replace("offset = \"_offset\"", "offset = \"amount\"");
         for (cfg, key) in [

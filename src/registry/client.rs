@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use url::Url;
 
-use crate::config::{InvalidKey, RegistryConfig};
 use super::{RegistryError, ResolvedSchema, Result, SchemaKind, SchemaReference};
+use crate::config::{InvalidKey, RegistryConfig};
 
 const ACCEPT_VALUE: &str = "application/vnd.schemaregistry.v1+json, \
      application/vnd.schemaregistry+json; qs=0.9, application/json; qs=0.5";
@@ -462,7 +462,9 @@ impl SchemaRegistry {
             if detail.contains("invalid peer certificate") {
                 return InvalidKey::new(
                     format!("{SECTION}.ca_location"),
-                    format!("{request_name}: the registry's TLS certificate is not trusted: {detail}"),
+                    format!(
+                        "{request_name}: the registry's TLS certificate is not trusted: {detail}"
+                    ),
                     "set it to the PEM file of the CA that signed the registry's certificate",
                 )
                 .because(e)

@@ -147,11 +147,11 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::Lookup;
+    use crate::config::RegistryConfig;
     use crate::decode::{FramedDecoder, FramedKind};
     use crate::fault::{Backoff, Classify, Fault, Shutdown};
     use crate::observability::Metrics;
     use crate::registry::mock::{MockRegistry, Outage};
-    use crate::config::RegistryConfig;
     use crate::registry::{frame, RegistryError, SchemaRegistry};
 
     const SCHEMA: &str = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#;
