@@ -1,14 +1,17 @@
 //! The configuration file: one TOML document describing sources, tables and
 //! flushing, with an environment override for every key.
 //!
-//! The doc comments on these structs are the configuration reference; the
-//! README's table is generated from the same words. Every key can be set from
+//! The doc comments on these structs are the configuration reference: the
+//! README's table is generated from them (`reference.rs`, a test that fails
+//! when the two differ). Every key can be set from
 //! the environment as `INLET_<PATH>` with `__` between levels, for example
 //! `INLET_KAFKA__BOOTSTRAP_SERVERS` or `INLET_TABLES__EVENTS__URI`.
 
 mod error;
 mod load;
 mod offsets;
+#[cfg(test)]
+mod reference;
 mod registry;
 mod table;
 mod transform;
@@ -61,8 +64,8 @@ pub struct Config {
     pub schema_registry: Option<RegistryConfig>,
     /// How long a stopping `inlet run` (SIGTERM/SIGINT) may take to commit
     /// what it holds. Past it, inlet exits with status 1 without committing
-    /// the rest: nothing is lost, a restart reads it again from the table's
-    /// offsets. Keep it below the orchestrator's grace period (Kubernetes:
+    /// the rest: each Delta commit is all or nothing, nothing is lost, and a
+    /// restart reads the rest again from the table's offsets. Keep it below the orchestrator's grace period (Kubernetes:
     /// `terminationGracePeriodSeconds`, 30 s by default). Default: `25s`.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -76,10 +79,10 @@ fn default_shutdown_timeout() -> Duration {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Address to serve on, e.g. `"0.0.0.0:9898"`. Not served when unset.
-    /// Consumer lag comes from librdkafka's statistics, emitted every 5 s
-    /// while this is set (`kafka.properties."statistics.interval.ms"`
-    /// overrides).
+    /// Address to serve `/metrics` (Prometheus), `/healthz` and `/readyz`
+    /// on, e.g. `"0.0.0.0:9898"`. Not served when unset. Consumer lag comes
+    /// from librdkafka's statistics, emitted every 5 s while this is set
+    /// (`kafka.properties."statistics.interval.ms"` overrides).
     pub listen: Option<std::net::SocketAddr>,
 }
 
@@ -100,7 +103,15 @@ pub struct KafkaConfig {
     /// `"sasl.mechanism"`, `"sasl.username"`, `"sasl.password"`, `"ssl.ca.location"`.
     /// From the environment write `_` for `.`:
     /// `INLET_KAFKA__PROPERTIES__SASL_PASSWORD`. Values of secret keys are
-    /// never logged or printed.
+    /// never logged or printed. inlet owns `bootstrap.servers`, `group.id`,
+    /// `enable.auto.commit`, `enable.auto.offset.store`,
+    /// `enable.partition.eof` and `auto.offset.reset` (set to `error`, so
+    /// that librdkafka never skips deleted offsets in silence; see
+    /// `fail_on_data_loss`); `partition.assignment.strategy` may not be
+    /// cooperative (not supported yet). Defaults inlet sets that you may
+    /// override: `isolation.level=read_committed`, `session.timeout.ms=30000`,
+    /// `fetch.queue.backoff.ms=10` (librdkafka's 1 s default stalls a consumer
+    /// that decodes, see Benchmarks).
     #[serde(default)]
     pub properties: BTreeMap<String, PropertyValue>,
 }
@@ -163,17 +174,19 @@ pub struct SourceConfig {
     pub pattern: Option<String>,
     /// Name of the table (a key of `[tables]`) these topics are written to.
     pub table: String,
-    /// Value format: `json` (default), `avro`, `json_schema` or `protobuf`
-    /// (all Confluent-framed, schemas from `[schema_registry]`), `bytes` or
-    /// `string`. Sources feeding one table must share a format.
+    /// Value format: `json`, `avro`, `json_schema` or `protobuf` (the last
+    /// three Confluent-framed, schemas from `[schema_registry]`), `bytes` or
+    /// `string` (see "Formats"). Sources feeding one table must share a
+    /// format. Default: `json`.
     #[serde(default)]
     pub format: Format,
     /// The registry subject whose latest schema shapes a table created
     /// from the registry (a table without `schema` that does not exist
-    /// yet), as the producers' serializer names it: `topic_name` (default,
-    /// `<topic>-value`), `record_name` (`<record_name>`) or
+    /// yet), as the producers' serializer names it: `topic_name`
+    /// (`<topic>-value`), `record_name` (`<record_name>`) or
     /// `topic_record_name` (`<topic>-<record_name>`). Decoding is by the
-    /// schema id in each message and does not depend on it.
+    /// schema id in each message and does not depend on it. Default:
+    /// `topic_name`.
     #[serde(default)]
     pub subject_name_strategy: SubjectNameStrategy,
     /// The fully qualified name of the record (Avro), message (Protobuf) or
@@ -183,22 +196,23 @@ pub struct SourceConfig {
     /// is created from (default: the file's first message).
     pub record_name: Option<String>,
     /// Where a partition starts when the table holds no offset for it:
-    /// `earliest` (default), `latest`, or per-partition JSON in Spark's
+    /// `earliest`, `latest`, or per-partition JSON in Spark's
     /// `startingOffsets` form, `{"events":{"0":42,"1":-2}}` (-2 = earliest,
     /// -1 = latest; partitions not listed start at earliest). Offsets stored in
-    /// the table always win.
+    /// the table always win. Default: `earliest`.
     #[serde(default)]
     pub starting_offsets: StartingOffsets,
     /// What to do when offsets inlet was still to read are gone from the
     /// broker (retention, `deleteRecords`, an unclean leader election), like
-    /// Spark's `failOnDataLoss`. `true` (default): stop before writing
-    /// anything for that partition, naming the partition and the lost range.
-    /// `false`: go on from the first available offset, log `data lost`,
-    /// count the offsets in `inlet_offsets_lost_total`, and record the range
-    /// as one quarantine row with stage `lost` (`offset` = first lost offset,
-    /// header `inlet.lost.last_offset` = last lost offset), so the table's
+    /// Spark's `failOnDataLoss`. `true`: stop before writing anything for
+    /// that partition, naming it, the stored offset, the first available
+    /// offset and the lost range. `false`: go on from the first available
+    /// offset, log `data lost`, count the offsets in
+    /// `inlet_offsets_lost_total`, and record the range as one quarantine row
+    /// with stage `lost` (`offset` = first lost offset, header
+    /// `inlet.lost.last_offset` = last lost offset), so the table's
     /// `quarantine_uri` must be set. A stored offset past the partition's end
-    /// (a recreated topic) always stops.
+    /// (a recreated topic) always stops. See "Data loss". Default: `true`.
     #[serde(default = "default_true")]
     pub fail_on_data_loss: bool,
 }
@@ -269,12 +283,13 @@ impl SubjectNameStrategy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlushConfig {
-    /// Rows buffered per table before a commit. Default 500000.
+    /// Rows buffered per table before a commit. Default: `500000`.
     pub max_rows: usize,
-    /// Decoded (Arrow) bytes buffered per table before a commit, e.g. `"128MiB"`.
-    /// Default 128 MiB.
+    /// Decoded (Arrow) bytes buffered per table before a commit, e.g.
+    /// `"64MiB"`. Default: `128MiB`.
     pub max_bytes: bytesize::ByteSize,
-    /// Longest time a row waits in the buffer, e.g. `"10s"`. Default 10 s.
+    /// Longest time a row waits in the buffer before its commit, e.g.
+    /// `"5s"`. Default: `10s`.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
 }
@@ -294,14 +309,17 @@ impl Default for FlushConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommitConfig {
-    /// First retry delay, doubled each attempt. Default `200ms`.
+    /// First retry delay of a failed commit, doubled each attempt. Default:
+    /// `200ms`.
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
-    /// Longest delay between retries. Default `30s`.
+    /// Longest delay between retries. Default: `30s`.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
     /// Attempts before inlet gives up and exits non-zero (a restart resumes
-    /// from the table). Default 20.
+    /// from the table). The three `commit.*` keys also bound the retries of
+    /// opening a table at start and of reading stored offsets (transient
+    /// object store errors). Default: `20`.
     pub max_attempts: u32,
 }
 

@@ -42,23 +42,31 @@ impl KeyFormat {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
-    /// Table location: a local path, `file://` URL or object store URL.
+    /// Table location: a local path, a `file://` URL, or an object store URL:
+    /// `s3://bucket/path` (also `s3a://`), `gs://bucket/path`,
+    /// `az://container/path` (also `abfs[s]://`, `adl://`, `azure://`).
+    /// Other schemes stop inlet at start. See "Object stores" below.
     pub uri: String,
     /// Columns in Spark DDL form, e.g.
     /// `"user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP"`.
-    /// Used to create the table when it does not exist; an existing table's
-    /// own schema is used as it is.
+    /// Types: STRING, BINARY, BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT,
+    /// DOUBLE, DECIMAL(p,s), DATE, TIMESTAMP, TIMESTAMP_NTZ, ARRAY<T>,
+    /// MAP<K,V>, STRUCT<…>, with NOT NULL and COMMENT. Used to create the
+    /// table when it does not exist; an existing table's own schema is used
+    /// as it is. Unset with `avro`/`json_schema`/`protobuf`: a missing table
+    /// is created from the registry's latest schema of the source's value
+    /// subject (`subject_name_strategy`).
     pub schema: Option<String>,
     /// Partition columns for a table inlet creates: table columns, plain or
     /// derived by a transform (e.g. a date from the event time).
     #[serde(default)]
     pub partition_by: Vec<String>,
     /// How message keys fill the `metadata_columns.key` column: `bytes`
-    /// (default: BINARY, as they are), `string` (STRING; invalid UTF-8 is
+    /// (BINARY, as they are), `string` (STRING; invalid UTF-8 is
     /// quarantined), or `json`, `avro`, `json_schema`, `protobuf` (decoded
     /// into a STRUCT of the `key_schema` fields; the framed formats use
     /// `[schema_registry]`). A message without a key gets a null key; a key
-    /// that cannot be decoded quarantines its message.
+    /// that cannot be decoded quarantines its message. Default: `bytes`.
     #[serde(default)]
     pub key_format: KeyFormat,
     /// The decoded key's fields in Spark DDL, e.g. `"id BIGINT, region
@@ -67,18 +75,18 @@ pub struct TableConfig {
     /// table's key column type is used as it is.
     pub key_schema: Option<String>,
     /// Values longer than this are quarantined undecoded (stage `decode`).
-    /// Default `"1MiB"`, Kafka's default message size limit; raise it when
-    /// the topics legitimately carry larger values.
+    /// The default is Kafka's default message size limit; raise it when the
+    /// topics legitimately carry larger values. Default: `1MiB`.
     #[serde(default = "default_max_value_bytes")]
     pub max_value_bytes: bytesize::ByteSize,
     /// JSON values nested deeper than this many objects/arrays are
-    /// quarantined (stage `decode`). Default 64.
+    /// quarantined (stage `decode`). Default: `64`.
     #[serde(default = "default_max_nesting_depth")]
     pub max_nesting_depth: usize,
     /// The shape of plain JSON message values, in Spark DDL, when it differs
-    /// from the table's (the transforms then map it onto the table). Default:
-    /// the table's own value columns. Avro and JSON Schema topics take their
-    /// shape from the registry instead.
+    /// from the table's (the transforms then map it onto the table). Plain
+    /// `json` only: Avro, JSON Schema and Protobuf topics take their shape
+    /// from the registry. Default: the table's value columns.
     pub input_schema: Option<String>,
     /// Table properties for a table inlet creates (`delta.*` keys).
     #[serde(default)]
@@ -90,40 +98,43 @@ pub struct TableConfig {
     /// Values are never logged or printed.
     #[serde(default)]
     pub storage_options: BTreeMap<String, String>,
-    /// Parquet compression: `snappy` (default), `zstd`, `lz4`, `uncompressed`.
+    /// Parquet compression: `snappy`, `zstd`, `lz4`, `uncompressed`.
+    /// Default: `snappy`.
     #[serde(default)]
     pub compression: Compression,
     /// Size of the Parquet files ingest writes, in compressed bytes: a
-    /// commit larger than this is split into several files. Default
-    /// `"128MiB"`. (Commits smaller than this make smaller files; see
-    /// `[flush]` and compaction.)
+    /// commit larger than this is split into several files. Commits smaller
+    /// than this make smaller files (see `[flush]` and compaction). Row
+    /// groups hold 128 Ki rows, with column statistics for pruning. Default:
+    /// `128MiB`.
     #[serde(default = "default_target_file_size")]
     pub target_file_size: bytesize::ByteSize,
     /// Commits between Delta checkpoints, for a table inlet creates (the
-    /// `delta.checkpointInterval` property; Delta's default is 100). An
-    /// existing table keeps its own property. Log files older than
-    /// `delta.logRetentionDuration` are cleaned up after a checkpoint; data
-    /// files are never vacuumed by inlet.
+    /// `delta.checkpointInterval` property). An existing table keeps its own
+    /// property. Log files older than `delta.logRetentionDuration` are
+    /// cleaned up after a checkpoint; data files are never vacuumed by inlet.
+    /// Default: Delta's (100).
     pub checkpoint_interval: Option<u64>,
     /// Location of this table's quarantine table: messages that cannot become
     /// rows land there with topic, partition, offset, timestamp, key, raw
-    /// value, headers, stage and error, exactly once. Created when missing.
-    /// Unset: such messages are only logged and counted.
+    /// value, headers, stage and error, exactly once. Created when missing,
+    /// with the table's storage options. Unset: such messages are only
+    /// logged and counted.
     pub quarantine_uri: Option<String>,
     /// Background compaction of small files (`[tables.<name>.compaction]`).
     #[serde(default)]
     pub compaction: CompactionConfig,
     /// What happens when messages carry fields the table lacks (a new writer
-    /// schema version): `add_columns` (default) adds them as nullable
-    /// columns in the commit that first holds them, older rows read null;
-    /// `fail` stops inlet with the new fields named; `ignore` drops them. A
-    /// type change that is not a safe widening never truncates data: its
-    /// messages are quarantined (`fail`: inlet stops).
+    /// schema version): `add_columns` adds them as nullable columns in the
+    /// commit that first holds them, older rows read null; `fail` stops
+    /// inlet with the new fields named; `ignore` drops them. A type change
+    /// that is not a safe widening never truncates data: its messages are
+    /// quarantined (`fail`: inlet stops). Default: `add_columns`.
     #[serde(default)]
     pub evolution: EvolutionPolicy,
     /// Normalising transforms applied in order to each decoded batch,
     /// before it is conformed to the table (`[[tables.<name>.transforms]]`,
-    /// each with an `op`; see the transforms reference).
+    /// each with an `op`; see "Transforms").
     #[serde(default)]
     pub transforms: Vec<TransformSpec>,
 }
@@ -155,10 +166,10 @@ pub struct CompactionConfig {
     /// default): never in `run`; `inlet compact` does it on demand.
     #[serde(with = "humantime_serde")]
     pub interval: Option<Duration>,
-    /// Size of the files compaction writes. Default `"128MiB"`.
+    /// Size of the files compaction writes. Default: `128MiB`.
     pub target_file_size: bytesize::ByteSize,
     /// Compact only when at least this many files are smaller than half the
-    /// target. Default 8.
+    /// target (`inlet compact --force`: from 2). Default: `8`.
     pub min_small_files: usize,
 }
 
@@ -224,17 +235,19 @@ pub enum Compression {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataColumns {
-    /// Topic name (STRING).
+    /// The column that gets the topic name (STRING).
     pub topic: Option<String>,
-    /// Partition number (INT).
+    /// The column that gets the partition number (INT).
     pub partition: Option<String>,
-    /// Offset (BIGINT).
+    /// The column that gets the offset (BIGINT).
     pub offset: Option<String>,
-    /// Message timestamp (TIMESTAMP, UTC); null when the broker gave none.
+    /// The column that gets the message timestamp (TIMESTAMP, UTC); null
+    /// when the broker gave none.
     pub timestamp: Option<String>,
-    /// Message key (BINARY); null for messages without a key.
+    /// The column that gets the message key (BINARY, or as `key_format`
+    /// decodes it); null for messages without a key.
     pub key: Option<String>,
-    /// Headers as `MAP<STRING, BINARY>`.
+    /// The column that gets the headers (`MAP<STRING, BINARY>`).
     pub headers: Option<String>,
 }
 
