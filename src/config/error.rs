@@ -7,8 +7,7 @@ use std::sync::Arc;
 /// A configuration key whose value inlet cannot use: which key, what is
 /// wrong, and what to change. The registry client reports its
 /// `[schema_registry]` findings in this shape too.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("configuration key `{key}`: {problem}; fix: {fix}")]
+#[derive(Debug, Clone)]
 pub struct InvalidKey {
     /// Dotted path of the key, e.g. `sources.events.table`.
     pub key: String,
@@ -18,7 +17,6 @@ pub struct InvalidKey {
     pub fix: String,
     /// The error that found the problem, where there is one (a DDL parser's,
     /// a regular expression's, a transform's).
-    #[source]
     pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -37,6 +35,26 @@ impl InvalidKey {
     pub fn because(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Arc::new(source));
         self
+    }
+}
+
+impl std::fmt::Display for InvalidKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "configuration key `{}`: {}; fix: {}",
+            self.key, self.problem, self.fix
+        )
+    }
+}
+
+/// The source is the finding error itself (not the `Arc` around it), so that
+/// it can be downcast.
+impl std::error::Error for InvalidKey {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

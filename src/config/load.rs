@@ -196,6 +196,15 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_pattern_names_the_key_and_carries_the_regex_error() {
+        let cfg = BASE.replace("topics = [\"events\"]", "pattern = \"events(\"");
+        let e = load_str(&cfg).unwrap_err();
+        assert!(e.to_string().contains("sources.events.pattern"), "{e}");
+        let source = std::error::Error::source(&e).expect("the regex error");
+        assert!(source.downcast_ref::<regex::Error>().is_some(), "{source}");
+    }
+
+    #[test]
     fn retention_property_is_refused() {
         let cfg = format!(
             "{BASE}\n[tables.events.properties]\n\"delta.setTransactionRetentionDuration\" = \"interval 1 days\"\n"

@@ -273,4 +273,28 @@ mod tests {
             assert!(e.contains(key) && e.contains("fix:"), "{key}: {e}");
         }
     }
+
+    #[tokio::test]
+    async fn a_run_checks_a_config_built_in_code_before_fetching() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = BASE
+            .replace("127.0.0.1:9092", "127.0.0.1:1")
+            .replace("/tmp/x", &dir.path().join("t").display().to_string())
+            .replace("amount DOUBLE", "amount DUBLE");
+        // Past the configuration's own checks, as a config built in code is.
+        let cfg = crate::config::load_str(&toml).unwrap();
+        let run = super::super::Pipeline::new(cfg)
+            .with_mode(super::super::Mode::AvailableNow)
+            .run();
+        let e = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+            .await
+            .expect("stopped at once")
+            .unwrap_err();
+        assert!(
+            matches!(&e, super::super::PipelineError::Config(_)),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("tables.events.schema"), "{e}");
+        assert!(!dir.path().join("t").exists(), "nothing was opened");
+    }
 }
