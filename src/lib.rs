@@ -30,6 +30,7 @@ pub mod migrate;
 pub mod observability;
 pub mod pipeline;
 pub mod quarantine;
+pub mod record;
 pub mod registry;
 pub mod schema;
 pub mod sink;

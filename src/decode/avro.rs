@@ -21,7 +21,8 @@ use arrow::datatypes::SchemaRef;
 use arrow_avro::reader::{Decoder, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 
-use super::{Rejection, Stage, MAX_CHUNK};
+use super::MAX_CHUNK;
+use crate::record::{Rejection, Stage};
 
 /// A writer schema arrow-avro can decode, with its decoder.
 struct Writer {

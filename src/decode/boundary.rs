@@ -19,7 +19,7 @@ use std::any::Any;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::{Rejection, Stage};
+use crate::record::{Rejection, Stage};
 
 /// How decoding a range of a chunk failed.
 #[derive(Debug)]

@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 
-use super::{AvroDecoder, JsonDecoder, Part, ProtobufDecoder, Rejection, Stage};
+use super::{AvroDecoder, JsonDecoder, Part, ProtobufDecoder};
 use crate::fault::{Backoff, Classify, Fault, Shutdown};
 use crate::observability::events::{
     RegistryUnavailable, SchemaFetched, SchemaIdFoundAfterWait, SchemaIdGivenUp,
     SchemaIdNotFoundYet,
 };
 use crate::observability::{InternalEvent, Metrics};
+use crate::record::{Rejection, Stage};
 use crate::registry::{
     split_frame, Lookup, RegistryError, ResolvedSchema, SchemaKind, SchemaRegistry,
 };

@@ -13,7 +13,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::json::reader::{Decoder, ReaderBuilder};
 
-use super::{Rejection, Stage};
+use crate::record::{Rejection, Stage};
 
 /// Decodes JSON message values of one table into record batches.
 pub struct JsonDecoder {

@@ -53,7 +53,8 @@ use arrow::datatypes::{
 };
 use prost_reflect::{FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
 
-use super::{Part, Rejection, Stage};
+use super::Part;
+use crate::record::{Rejection, Stage};
 use crate::registry::{ResolvedSchema, HEADER_LEN};
 
 /// Longest message-index array accepted (nesting depth of the message type).

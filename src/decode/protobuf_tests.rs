@@ -12,6 +12,7 @@ use prost_reflect::prost::Message as _;
 use prost_reflect::{DynamicMessage, MapKey, Value as PValue};
 
 use super::*;
+use crate::record::{Rejection, Stage};
 use crate::registry::{frame, SchemaKind, SchemaReference};
 
 const COMMON: &str = r#"

@@ -6,7 +6,7 @@ use arrow::array::{ArrayRef, BinaryBuilder, RecordBatch, StringBuilder};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 
-use super::{Rejection, Stage};
+use crate::record::{Rejection, Stage};
 
 /// Copies values into a BINARY or STRING column (the schema's only field).
 #[derive(Debug)]

@@ -13,6 +13,7 @@ use super::avro_enc::Datum;
 use super::*;
 use crate::fault::Shutdown;
 use crate::observability::Metrics;
+use crate::record::{Rejection, Stage};
 use crate::registry::mock::MockRegistry;
 use crate::registry::{RegistryConfig, SchemaRegistry};
 

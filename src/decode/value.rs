@@ -7,7 +7,8 @@ use arrow::datatypes::SchemaRef;
 
 use super::boundary::{self, Failure, Piece, RangeDecoder};
 use super::framed::{FramedDecoder, FramedError};
-use super::{JsonDecoder, Part, RawDecoder, Rejection, Stage};
+use super::{JsonDecoder, Part, RawDecoder};
+use crate::record::{Rejection, Stage};
 
 /// Decodes message values of one table into parts (one per input schema).
 #[derive(Debug)]

@@ -31,15 +31,16 @@ use super::rebalance::Rebalancer;
 use super::{Chunk, FetchEvent, PipelineError};
 use crate::config::{MetadataColumns, OffsetSpec};
 use crate::constraints::Constraints;
-use crate::decode::{assemble_with_key, FramedError, KafkaRecord, Rejection, Stage, ValueDecoder};
+use crate::decode::{assemble_with_key, FramedError, ValueDecoder};
 use crate::fault::{Classify, Fault, Shutdown};
 use crate::observability::events::{
     ConsumerPaused, ConsumerResumed, MessageRejected, MessagesConsumed, SchemaEvolved,
 };
 use crate::observability::{InternalEvent, Metrics};
+use crate::record::{KafkaRecord, Rejection, Stage, TopicPartition};
 use crate::schema::TableLayout;
 use crate::source::kafka::WATERMARK_TIMEOUT;
-use crate::source::{to_rd_offset, InletContext, TopicPartition};
+use crate::source::{to_rd_offset, InletContext};
 
 /// The consumer type of the pipeline.
 pub type InletConsumer = BaseConsumer<InletContext<Arc<Rebalancer>>>;

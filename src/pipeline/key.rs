@@ -9,7 +9,8 @@ use arrow::datatypes::{DataType, Fields, Schema};
 
 use super::normalize::{NormalizeError, Normalizer};
 use crate::decode::boundary::{self, Failure, Piece, RangeDecoder};
-use crate::decode::{FramedError, Rejection, Stage, ValueDecoder};
+use crate::decode::{FramedError, ValueDecoder};
+use crate::record::{Rejection, Stage};
 
 /// Decodes the keys of one table.
 #[derive(Debug)]

@@ -34,8 +34,9 @@ use crate::config::{Config, Format, KeyFormat, RangeBound};
 use crate::decode::{FramedDecoder, FramedKind, JsonDecoder, RawDecoder, ValueDecoder};
 use crate::fault::{Classify, Shutdown};
 use crate::observability::Metrics;
+use crate::record::TopicPartition;
 use crate::sink::DeltaSink;
-use crate::source::{create_consumer, TopicPartition};
+use crate::source::create_consumer;
 use normalize::Normalizer;
 
 pub use completion::{Gap, GapCause, Unfinished};

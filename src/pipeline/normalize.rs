@@ -9,8 +9,9 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::datatypes::SchemaRef;
 
-use crate::decode::{Part, Rejection, Stage};
+use crate::decode::Part;
 use crate::fault::{Classify, Fault};
+use crate::record::{Rejection, Stage};
 use crate::schema::{ConformError, Conformer, EvolutionPolicy};
 use crate::transform::{TransformError, TransformPlan, TransformSpec};
 
