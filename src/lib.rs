@@ -22,7 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
-pub mod constraints;
+pub mod conform;
 pub mod decode;
 pub mod fault;
 pub mod maintenance;

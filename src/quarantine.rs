@@ -55,7 +55,7 @@ pub fn table_config(table: &TableConfig, uri: &str) -> TableConfig {
         quarantine_uri: None,
         // Quarantine tables stay small; never compacted in the background.
         compaction: Default::default(),
-        evolution: crate::schema::EvolutionPolicy::Fail,
+        evolution: crate::conform::EvolutionPolicy::Fail,
         transforms: Vec::new(),
     }
 }
@@ -87,7 +87,7 @@ pub fn rows<R: KafkaRecord>(
         error.append_value(&r.reason);
         headers_of.push(r.index);
     }
-    let headers = crate::decode::headers_column(records, &headers_of);
+    let headers = crate::conform::headers_column(records, &headers_of);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(topic.finish()),
         Arc::new(partition.finish()),

@@ -588,7 +588,7 @@ fn check_transforms(key: &str, ddl: &str, t: &super::TableConfig) -> Result<()> 
                 "fix that transform (the README's transforms reference lists the ops and keys)",
             )
         })?;
-    crate::schema::Conformer::new(plan.output_schema(), &table, t.evolution).map_err(|e| {
+    crate::conform::Conformer::new(plan.output_schema(), &table, t.evolution).map_err(|e| {
         ConfigError::invalid(
             format!("{key}.transforms"),
             format!("the transforms' output does not fit the table: {e}"),

@@ -406,7 +406,7 @@ pub struct TableConfig {
     /// type change that is not a safe widening never truncates data: its
     /// messages are quarantined (`fail`: inlet stops).
     #[serde(default)]
-    pub evolution: crate::schema::EvolutionPolicy,
+    pub evolution: crate::conform::EvolutionPolicy,
     /// Normalising transforms applied in order to each decoded batch,
     /// before it is conformed to the table (`[[tables.<name>.transforms]]`,
     /// each with an `op`; see the transforms reference).

@@ -25,13 +25,12 @@ use tracing::{debug, info, warn};
 
 use super::commit::Drained;
 use super::completion::{Completion, Verdict};
-use super::key::{KeyDecoder, KeyError};
-use super::normalize::{NormalizeError, Normalizer};
 use super::rebalance::Rebalancer;
 use super::{Chunk, FetchEvent, PipelineError};
 use crate::config::{MetadataColumns, OffsetSpec};
-use crate::constraints::Constraints;
-use crate::decode::{assemble_with_key, FramedError, ValueDecoder};
+use crate::conform::constraints::Constraints;
+use crate::conform::{assemble_with_key, KeyDecoder, KeyError, NormalizeError, Normalizer};
+use crate::decode::{FramedError, ValueDecoder};
 use crate::fault::{Classify, Fault, Shutdown};
 use crate::observability::events::{
     ConsumerPaused, ConsumerResumed, MessageRejected, MessagesConsumed, SchemaEvolved,

@@ -2,7 +2,7 @@
 //!
 //! A decoder produces batches in an *input schema*: one Avro writer schema
 //! version as arrow-avro decodes it, or one JSON Schema version as
-//! [`json_schema_to_arrow`](super::json_schema_to_arrow) maps it. A
+//! [`json_schema_to_arrow`](crate::schema::json_schema_to_arrow) maps it. A
 //! [`Conformer`] is planned once per (input schema, table value schema) and
 //! then turns every batch of that input schema into a batch of the table's
 //! columns, in table order, with arrow kernels only.
@@ -37,6 +37,20 @@
 //! [`Conformed`]): a null in a `NOT NULL` column (or `NOT NULL` nested field,
 //! or non-null array element or map value), and a second or millisecond
 //! timestamp beyond the microsecond range.
+//!
+//! Around the [`Conformer`]: the [`Normalizer`] (a table's transforms, then
+//! conforming, per input schema), the [`KeyDecoder`] (keys decoded and
+//! conformed to the key column), the table's [`constraints`] and the
+//! assembly of value, key and Kafka metadata columns into table rows.
+
+mod assemble;
+pub mod constraints;
+mod key;
+mod normalize;
+
+pub use assemble::{assemble, assemble_with_key, headers_column};
+pub use key::{struct_fields, KeyDecoder, KeyError};
+pub use normalize::{NormalizeError, Normalized, Normalizer};
 
 use std::sync::Arc;
 

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::datatypes::SchemaRef;
 
+use super::{ConformError, Conformer, EvolutionPolicy};
 use crate::decode::Part;
 use crate::fault::{Classify, Fault};
 use crate::record::{Rejection, Stage};
-use crate::schema::{ConformError, Conformer, EvolutionPolicy};
 use crate::transform::{TransformError, TransformPlan, TransformSpec};
 
 /// Failures that stop the pipeline.

@@ -260,9 +260,9 @@ mod tests {
     use proptest::test_runner::TestCaseError;
 
     use super::*;
+    use crate::conform::EvolutionPolicy;
     use crate::decode::fuzz;
     use crate::decode::{JsonDecoder, TEST_PANIC_MARKER};
-    use crate::schema::EvolutionPolicy;
 
     fn key_schema() -> SchemaRef {
         let s = crate::schema::parse_ddl("id BIGINT, name STRING").unwrap();
