@@ -22,7 +22,7 @@ use arrow_avro::reader::{Decoder, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 
 use super::MAX_CHUNK;
-use crate::record::{Rejection, Stage};
+use crate::record::{Rejection, Rejections, Stage};
 
 /// A writer schema arrow-avro can decode, with its decoder.
 struct Writer {
@@ -122,7 +122,7 @@ impl AvroDecoder {
         id: u32,
         messages: &[(usize, &[u8])],
         good: &mut Vec<usize>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<RecordBatch, AvroError> {
         let w = self
             .writers
@@ -246,7 +246,7 @@ mod tests {
         let good2 = record(7, 4, "d");
         let msgs: Vec<(usize, &[u8])> =
             vec![(0, &good1), (1, &truncated), (2, &trailing), (3, &good2)];
-        let (mut good, mut rejected) = (Vec::new(), Vec::new());
+        let (mut good, mut rejected) = (Vec::new(), Rejections::new());
         let batch = d.decode(7, &msgs, &mut good, &mut rejected).unwrap();
         assert_eq!(good, vec![0, 3]);
         assert_eq!(
@@ -270,7 +270,7 @@ mod tests {
         let msgs: Vec<(usize, &[u8])> = (0..MAX_CHUNK)
             .map(|i| (i, if i % 2 == 0 { &good[..] } else { &bad[..] }))
             .collect();
-        let (mut ok, mut rejected) = (Vec::new(), Vec::new());
+        let (mut ok, mut rejected) = (Vec::new(), Rejections::new());
         let t = std::time::Instant::now();
         let batch = d.decode(1, &msgs, &mut ok, &mut rejected).unwrap();
         assert!(t.elapsed() < std::time::Duration::from_secs(20));

@@ -26,7 +26,7 @@ use crate::observability::events::{
     SchemaIdNotFoundYet,
 };
 use crate::observability::{InternalEvent, Metrics};
-use crate::record::{Rejection, Stage};
+use crate::record::{Rejection, Rejections, Stage};
 use crate::registry::{
     split_frame, Lookup, RegistryError, ResolvedSchema, SchemaKind, SchemaRegistry,
 };
@@ -148,15 +148,12 @@ impl FramedDecoder {
         &mut self,
         values: &[Option<&[u8]>],
         parts: &mut Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(), FramedError> {
-        // Only what this call adds is sorted below.
-        let first_rejected = rejected.len();
         // Usually one id per chunk: a short vector beats a map.
         let mut groups: Vec<Group<'_>> = Vec::new();
         for (i, v) in values.iter().enumerate() {
-            let Some(v) = v else {
-                rejected.push(Rejection::new(i, Stage::Decode, "null value (tombstone)"));
+            let Some(v) = super::not_tombstone(i, *v, rejected) else {
                 continue;
             };
             match split_frame(v) {
@@ -199,7 +196,7 @@ impl FramedDecoder {
                 }
             }
         }
-        rejected[first_rejected..].sort_by_key(|r| r.index);
+        rejected.sort();
         Ok(())
     }
 
@@ -207,7 +204,7 @@ impl FramedDecoder {
         &mut self,
         id: u32,
         messages: &[(usize, &[u8])],
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(RecordBatch, Vec<usize>), FramedError> {
         let mut rows = Vec::with_capacity(messages.len());
         match self.kind {
@@ -231,15 +228,12 @@ impl FramedDecoder {
                 let bodies: Vec<Option<&[u8]>> =
                     messages.iter().map(|(_, v)| Some(&v[5..])).collect();
                 let mut good = Vec::with_capacity(messages.len());
-                let mut local = Vec::new();
+                let mut local = Rejections::new();
                 let batch = decoder
                     .decode(&bodies, &mut good, &mut local)
                     .map_err(|e| FramedError::Undecodable(format!("JSON decoder: {e}")))?;
                 rows.extend(good.iter().map(|&g| messages[g].0));
-                rejected.extend(local.into_iter().map(|mut r| {
-                    r.index = messages[r.index].0;
-                    r
-                }));
+                rejected.merge_mapped(&mut local, |i| messages[i].0);
                 Ok((batch, rows))
             }
             FramedKind::Protobuf => Err(FramedError::Internal(

@@ -29,6 +29,8 @@ pub use protobuf::{compile_schema, message_arrow_schema, protobuf_arrow_schema, 
 pub use raw::RawDecoder;
 pub use value::ValueDecoder;
 
+use crate::record::{Rejections, Stage};
+
 /// Decoded rows of one input schema (one writer schema id of a framed
 /// format; id 0 for fixed-schema formats).
 #[derive(Debug)]
@@ -39,4 +41,17 @@ pub struct Part {
     pub batch: arrow::array::RecordBatch,
     /// The message index of each row, ascending.
     pub rows: Vec<usize>,
+}
+
+/// The value of message `index`, or `None` once it is rejected as a
+/// tombstone (a message without a value): the one place the decoders check.
+fn not_tombstone<'v>(
+    index: usize,
+    value: Option<&'v [u8]>,
+    rejected: &mut Rejections,
+) -> Option<&'v [u8]> {
+    if value.is_none() {
+        rejected.reject(index, Stage::Decode, "null value (tombstone)");
+    }
+    value
 }

@@ -54,7 +54,7 @@ use arrow::datatypes::{
 use prost_reflect::{FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
 
 use super::Part;
-use crate::record::{Rejection, Stage};
+use crate::record::{Rejection, Rejections, Stage};
 use crate::registry::{ResolvedSchema, HEADER_LEN};
 
 /// Longest message-index array accepted (nesting depth of the message type).
@@ -1357,7 +1357,7 @@ impl ProtobufDecoder {
         id: u32,
         messages: &[(usize, &[u8])],
         parts: &mut Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(), String> {
         let w = self
             .writers

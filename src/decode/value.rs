@@ -8,7 +8,7 @@ use arrow::datatypes::SchemaRef;
 use super::boundary::{self, Failure, Piece, RangeDecoder};
 use super::framed::{FramedDecoder, FramedError};
 use super::{JsonDecoder, Part, RawDecoder};
-use crate::record::{Rejection, Stage};
+use crate::record::{Rejections, Stage};
 
 /// Decodes message values of one table into parts (one per input schema).
 #[derive(Debug)]
@@ -39,7 +39,7 @@ impl ValueDecoder {
         values: &[Option<&[u8]>],
         max_bytes: usize,
         parts: &mut Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(), FramedError> {
         if !values.iter().flatten().any(|v| v.len() > max_bytes) {
             return self.decode_all(values, parts, rejected);
@@ -50,34 +50,28 @@ impl ValueDecoder {
             .collect();
         for (i, v) in values.iter().enumerate() {
             if let Some(v) = v.filter(|v| v.len() > max_bytes) {
-                rejected.push(Rejection::new(
+                rejected.reject(
                     i,
                     Stage::Decode,
                     format!(
                         "value of {} bytes exceeds tables.<name>.max_value_bytes ({max_bytes} bytes)",
                         v.len()
                     ),
-                ));
+                );
             }
         }
         let subset: Vec<Option<&[u8]>> = kept.iter().map(|&i| values[i]).collect();
         let first_part = parts.len();
         // The subset's rejections are collected apart: they are indices into
-        // the subset, and a decoder may reorder what it is handed (a shared
-        // vector once mixed the two index spaces, and an oversized message
-        // took another message's coordinates).
-        let mut local = Vec::new();
+        // the subset (commit 2244d37).
+        let mut local = Rejections::new();
         self.decode_all(&subset, parts, &mut local)?;
         for p in &mut parts[first_part..] {
             for r in &mut p.rows {
                 *r = kept[*r];
             }
         }
-        rejected.extend(local.into_iter().map(|mut r| {
-            r.index = kept[r.index];
-            r
-        }));
-        rejected.sort_by_key(|r| r.index);
+        rejected.merge_subset(&mut local, &kept);
         Ok(())
     }
 
@@ -87,7 +81,7 @@ impl ValueDecoder {
         &mut self,
         values: &[Option<&[u8]>],
         parts: &mut Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(), FramedError> {
         let (first_part, first_rejected) = (parts.len(), rejected.len());
         // The common case writes straight into the caller's vectors.
@@ -114,7 +108,7 @@ impl ValueDecoder {
         &mut self,
         values: &[Option<&[u8]>],
         parts: &mut Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(), FramedError> {
         let mut rows = Vec::with_capacity(values.len());
         let batch = match self {
@@ -183,19 +177,18 @@ impl RangeDecoder for Ranges<'_, '_> {
 #[derive(Default)]
 struct Decoded {
     parts: Vec<Part>,
-    rejected: Vec<Rejection>,
+    rejected: Rejections,
 }
 
 impl Piece for Decoded {
-    fn append(&mut self, other: Self, offset: usize) {
+    fn append(&mut self, mut other: Self, offset: usize) {
         for mut p in other.parts {
             for r in &mut p.rows {
                 *r += offset;
             }
             self.parts.push(p);
         }
-        self.rejected
-            .extend(boundary::shifted(other.rejected, offset));
+        self.rejected.merge_shifted(&mut other.rejected, offset);
     }
 
     fn reject(&mut self, index: usize, reason: String) {
@@ -212,9 +205,8 @@ impl Decoded {
     fn finish(
         mut self,
         parts: &mut Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(), FramedError> {
-        self.rejected.sort_by_key(|r| r.index);
         rejected.append(&mut self.rejected);
         let mut merged: Vec<(u32, Vec<RecordBatch>, Vec<usize>)> = Vec::new();
         for p in self.parts {
@@ -286,7 +278,7 @@ mod tests {
             Some(&bad_magic[..]),
             Some(&good[..]),
         ];
-        let (mut parts, mut rejected) = (Vec::new(), Vec::new());
+        let (mut parts, mut rejected) = (Vec::new(), Rejections::new());
         decoder
             .decode(&values, 16, &mut parts, &mut rejected)
             .unwrap();

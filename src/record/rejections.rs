@@ -93,9 +93,15 @@ impl Rejections {
     /// If a subset index is not below `parent.len()` (a bug: the subset is
     /// not the one `parent` maps).
     pub fn merge_subset(&mut self, subset: &mut Rejections, parent: &[usize]) {
+        self.merge_mapped(subset, |i| parent[i]);
+    }
+
+    /// [`Rejections::merge_subset`] where the subset's index `i` is the
+    /// chunk's `to_parent(i)` (the mapping is not a slice of indices).
+    pub fn merge_mapped(&mut self, subset: &mut Rejections, to_parent: impl Fn(usize) -> usize) {
         let from = self.list.len();
         self.list.extend(subset.list.drain(..).map(|mut r| {
-            r.index = parent[r.index];
+            r.index = to_parent(r.index);
             r
         }));
         self.settle(from);
