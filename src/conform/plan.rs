@@ -266,82 +266,15 @@ impl Planner {
                 }
             }
             (Timestamp(unit, tz1), Timestamp(TimeUnit::Microsecond, tz2)) => {
-                let same_zone = match (tz1, tz2) {
-                    (None, None) => true,
-                    (Some(a), Some(b)) => is_utc(a) && is_utc(b),
-                    _ => false,
-                };
-                if !same_zone {
-                    let reason = match (tz1, tz2) {
-                        (None, Some(_)) => "a local timestamp (without time zone) is not an instant; \
-                                            make the column TIMESTAMP_NTZ"
-                            .to_string(),
-                        (Some(_), None) => "an instant cannot go into TIMESTAMP_NTZ; make the column TIMESTAMP".to_string(),
-                        (Some(a), _) => format!("only UTC timestamps are supported, not time zone {a:?}"),
-                        _ => String::new(),
-                    };
-                    return Err(incompatible(path, from, to, reason));
-                }
-                match unit {
-                    TimeUnit::Second | TimeUnit::Millisecond => Ok((
-                        Node::Rescale {
-                            unit: *unit,
-                            to: to.clone(),
-                            path: path.to_string(),
-                        },
-                        to.clone(),
-                    )),
-                    TimeUnit::Microsecond => Ok((Node::Retype(to.clone()), to.clone())),
-                    TimeUnit::Nanosecond => Err(incompatible(
-                        path,
-                        from,
-                        to,
-                        "Delta timestamps hold microseconds: the nanoseconds would be truncated",
-                    )),
-                }
+                plan_timestamp(*unit, (tz1, tz2), from, to, path)
             }
             (Struct(fi), Struct(fo)) => {
                 let plan = self.plan_struct(fi, fo, path)?;
                 let dt = Struct(plan.fields.clone());
                 Ok((Node::Struct(plan), dt))
             }
-            (List(fi), List(fo)) => {
-                let item_path = format!("{path}.element");
-                let (item, dt) = self.plan_type(fi, fo.data_type(), &item_path)?;
-                let field = with_type(fo, dt);
-                Ok((
-                    Node::List {
-                        field: field.clone(),
-                        item: Box::new(item),
-                        check_null: !fo.is_nullable() && fi.is_nullable(),
-                        path: item_path,
-                    },
-                    List(field),
-                ))
-            }
-            (Map(ei, _), Map(eo, ordered)) => {
-                let (Struct(ki), Struct(ko)) = (ei.data_type(), eo.data_type()) else {
-                    return Err(incompatible(path, from, to, "malformed map type"));
-                };
-                if ki.len() != 2 || ko.len() != 2 {
-                    return Err(incompatible(path, from, to, "malformed map type"));
-                }
-                let (key, kt) = self.plan_type(&ki[0], ko[0].data_type(), &format!("{path}.key"))?;
-                let value_path = format!("{path}.value");
-                let (value, vt) = self.plan_type(&ki[1], ko[1].data_type(), &value_path)?;
-                let entries = with_type(eo, Struct(Fields::from(vec![with_type(&ko[0], kt), with_type(&ko[1], vt)])));
-                Ok((
-                    Node::Map {
-                        field: entries.clone(),
-                        ordered: *ordered,
-                        key: Box::new(key),
-                        value: Box::new(value),
-                        check_null: !ko[1].is_nullable() && ki[1].is_nullable(),
-                        path: value_path,
-                    },
-                    Map(entries, *ordered),
-                ))
-            }
+            (List(fi), List(fo)) => self.plan_list(fi, fo, path),
+            (Map(ei, _), Map(eo, ordered)) => self.plan_map(ei, eo, *ordered, from, to, path),
             (Float32 | Float64, _) if is_numeric(to) => Err(incompatible(path, from, to, narrowing)),
             (Timestamp(..), _) | (_, Timestamp(..)) => Err(incompatible(
                 path,
@@ -356,6 +289,111 @@ impl Planner {
                 "no conversion keeps every value; change the table column's type, or convert in a transform",
             )),
         }
+    }
+
+    fn plan_list(
+        &mut self,
+        fi: &FieldRef,
+        fo: &FieldRef,
+        path: &str,
+    ) -> Result<(Node, DataType), ConformError> {
+        let item_path = format!("{path}.element");
+        let (item, dt) = self.plan_type(fi, fo.data_type(), &item_path)?;
+        let field = with_type(fo, dt);
+        Ok((
+            Node::List {
+                field: field.clone(),
+                item: Box::new(item),
+                check_null: !fo.is_nullable() && fi.is_nullable(),
+                path: item_path,
+            },
+            DataType::List(field),
+        ))
+    }
+
+    fn plan_map(
+        &mut self,
+        ei: &FieldRef,
+        eo: &FieldRef,
+        ordered: bool,
+        from: &DataType,
+        to: &DataType,
+        path: &str,
+    ) -> Result<(Node, DataType), ConformError> {
+        use DataType::*;
+        let (Struct(ki), Struct(ko)) = (ei.data_type(), eo.data_type()) else {
+            return Err(incompatible(path, from, to, "malformed map type"));
+        };
+        if ki.len() != 2 || ko.len() != 2 {
+            return Err(incompatible(path, from, to, "malformed map type"));
+        }
+        let (key, kt) = self.plan_type(&ki[0], ko[0].data_type(), &format!("{path}.key"))?;
+        let value_path = format!("{path}.value");
+        let (value, vt) = self.plan_type(&ki[1], ko[1].data_type(), &value_path)?;
+        let entries = with_type(
+            eo,
+            Struct(Fields::from(vec![
+                with_type(&ko[0], kt),
+                with_type(&ko[1], vt),
+            ])),
+        );
+        Ok((
+            Node::Map {
+                field: entries.clone(),
+                ordered,
+                key: Box::new(key),
+                value: Box::new(value),
+                check_null: !ko[1].is_nullable() && ki[1].is_nullable(),
+                path: value_path,
+            },
+            Map(entries, ordered),
+        ))
+    }
+}
+
+/// A timestamp in `unit` into a microsecond column: the same zone (none,
+/// or UTC under any name), and no nanoseconds.
+fn plan_timestamp(
+    unit: TimeUnit,
+    (tz1, tz2): (&Option<Arc<str>>, &Option<Arc<str>>),
+    from: &DataType,
+    to: &DataType,
+    path: &str,
+) -> Result<(Node, DataType), ConformError> {
+    let same_zone = match (tz1, tz2) {
+        (None, None) => true,
+        (Some(a), Some(b)) => is_utc(a) && is_utc(b),
+        _ => false,
+    };
+    if !same_zone {
+        let reason = match (tz1, tz2) {
+            (None, Some(_)) => "a local timestamp (without time zone) is not an instant; \
+                                make the column TIMESTAMP_NTZ"
+                .to_string(),
+            (Some(_), None) => {
+                "an instant cannot go into TIMESTAMP_NTZ; make the column TIMESTAMP".to_string()
+            }
+            (Some(a), _) => format!("only UTC timestamps are supported, not time zone {a:?}"),
+            _ => String::new(),
+        };
+        return Err(incompatible(path, from, to, reason));
+    }
+    match unit {
+        TimeUnit::Second | TimeUnit::Millisecond => Ok((
+            Node::Rescale {
+                unit,
+                to: to.clone(),
+                path: path.to_string(),
+            },
+            to.clone(),
+        )),
+        TimeUnit::Microsecond => Ok((Node::Retype(to.clone()), to.clone())),
+        TimeUnit::Nanosecond => Err(incompatible(
+            path,
+            from,
+            to,
+            "Delta timestamps hold microseconds: the nanoseconds would be truncated",
+        )),
     }
 }
 

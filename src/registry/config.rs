@@ -157,22 +157,20 @@ impl RegistryConfig {
     /// key (`schema_registry.url`), the problem and the fix, and never contain
     /// the password.
     pub fn validate(&self, key_prefix: &str) -> Result<()> {
-        let key = |name: &str| {
-            if key_prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{key_prefix}.{name}")
-            }
-        };
-        let invalid = |name: &str, problem: String, fix: String| {
-            Err(RegistryError::config(key(name), problem, fix))
-        };
+        let keys = Keys(key_prefix);
+        let url = self.validate_url(&keys)?;
+        self.validate_credentials(&keys)?;
+        self.validate_tls(&keys, &url)?;
+        self.validate_timings(&keys)
+    }
 
+    /// `url`: an `http(s)://host[:port]` base address without credentials.
+    fn validate_url(&self, keys: &Keys<'_>) -> Result<url::Url> {
         let url = match url::Url::parse(&self.url) {
             Ok(url) => url,
             // The parse error does not repeat the input, which may hold a password.
             Err(e) => {
-                return invalid(
+                return keys.invalid(
                     "url",
                     format!("not a URL ({e})"),
                     "write it as `http://host:port` or `https://host:port`".into(),
@@ -180,58 +178,67 @@ impl RegistryConfig {
             }
         };
         if !url.username().is_empty() || url.password().is_some() {
-            return invalid(
+            return keys.invalid(
                 "url",
                 "the URL contains credentials (`user:password@`)".into(),
                 format!(
                     "remove them from the URL and set `{}` and `{}`",
-                    key("username"),
-                    key("password")
+                    keys.key("username"),
+                    keys.key("password")
                 ),
             );
         }
         if !matches!(url.scheme(), "http" | "https") {
-            return invalid(
+            return keys.invalid(
                 "url",
                 format!("scheme `{}` is not supported", url.scheme()),
                 "use an `http://` or `https://` URL".into(),
             );
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return invalid(
+            return keys.invalid(
                 "url",
                 "the URL has no host".into(),
                 "write it as `http://host:port`".into(),
             );
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return invalid(
+            return keys.invalid(
                 "url",
                 "the URL has a query or fragment (`?...`, `#...`)".into(),
                 "remove it: the URL is the registry's base address".into(),
             );
         }
+        Ok(url)
+    }
+
+    /// `username` and `password`: both or neither.
+    fn validate_credentials(&self, keys: &Keys<'_>) -> Result<()> {
         match (&self.username, &self.password) {
             (Some(_), None) => {
-                return invalid(
+                return keys.invalid(
                     "password",
-                    format!("`{}` is set but the password is not", key("username")),
+                    format!("`{}` is set but the password is not", keys.key("username")),
                     format!(
                         "set `{}` (e.g. from the environment), or remove `{}`",
-                        key("password"),
-                        key("username")
+                        keys.key("password"),
+                        keys.key("username")
                     ),
                 )
             }
             (None, Some(_)) => {
-                return invalid(
+                return keys.invalid(
                     "username",
-                    format!("`{}` is set but the user name is not", key("password")),
-                    format!("set `{}`, or remove `{}`", key("username"), key("password")),
+                    format!("`{}` is set but the user name is not", keys.key("password")),
+                    format!(
+                        "set `{}`, or remove `{}`",
+                        keys.key("username"),
+                        keys.key("password")
+                    ),
                 )
             }
             (Some(user), Some(_)) if user.is_empty() || user.contains(':') => {
-                return invalid(
+                return keys.invalid(
                     "username",
                     "the user name is empty or contains `:`".into(),
                     "set the user name (or API key) without a colon".into(),
@@ -239,30 +246,35 @@ impl RegistryConfig {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// The TLS files: a certificate with its key, readable, over `https://`.
+    fn validate_tls(&self, keys: &Keys<'_>, url: &url::Url) -> Result<()> {
         match (&self.certificate_location, &self.key_location) {
             (Some(_), None) => {
-                return invalid(
+                return keys.invalid(
                     "key_location",
                     format!(
                         "`{}` is set but the key is not",
-                        key("certificate_location")
+                        keys.key("certificate_location")
                     ),
                     format!(
                         "set `{}` to the certificate's private key (PEM)",
-                        key("key_location")
+                        keys.key("key_location")
                     ),
                 )
             }
             (None, Some(_)) => {
-                return invalid(
+                return keys.invalid(
                     "certificate_location",
                     format!(
                         "`{}` is set but the certificate is not",
-                        key("key_location")
+                        keys.key("key_location")
                     ),
                     format!(
                         "set `{}` to the client certificate (PEM)",
-                        key("certificate_location")
+                        keys.key("certificate_location")
                     ),
                 )
             }
@@ -275,52 +287,57 @@ impl RegistryConfig {
         ] {
             let Some(path) = path else { continue };
             if url.scheme() != "https" {
-                return invalid(
+                return keys.invalid(
                     name,
                     "TLS files are set but the URL is `http://`".into(),
                     format!(
                         "use an `https://` URL in `{}`, or remove `{}`",
-                        key("url"),
-                        key(name)
+                        keys.key("url"),
+                        keys.key(name)
                     ),
                 );
             }
             if !Path::new(path).is_file() {
-                return invalid(
+                return keys.invalid(
                     name,
                     format!("`{}` is not a readable file", path.display()),
                     "point it at a PEM file".into(),
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Timeout, backoff and the unknown-id grace.
+    fn validate_timings(&self, keys: &Keys<'_>) -> Result<()> {
         if self.timeout.is_zero() {
-            return invalid(
+            return keys.invalid(
                 "timeout",
                 "the timeout is 0".into(),
                 "set a duration such as \"10s\"".into(),
             );
         }
         if self.retry_backoff.is_zero() {
-            return invalid(
+            return keys.invalid(
                 "retry_backoff",
                 "the backoff is 0, which would retry in a busy loop".into(),
                 "set a duration such as \"500ms\"".into(),
             );
         }
         if self.max_backoff < self.retry_backoff {
-            return invalid(
+            return keys.invalid(
                 "max_backoff",
                 format!(
                     "{:?} is shorter than `{}` ({:?})",
                     self.max_backoff,
-                    key("retry_backoff"),
+                    keys.key("retry_backoff"),
                     self.retry_backoff
                 ),
-                format!("make it at least `{}`", key("retry_backoff")),
+                format!("make it at least `{}`", keys.key("retry_backoff")),
             );
         }
         if self.unknown_id_grace > MAX_UNKNOWN_ID_GRACE {
-            return invalid(
+            return keys.invalid(
                 "unknown_id_grace",
                 format!(
                     "{:?} is longer than 1h: a message with a really unknown schema id would \
@@ -338,5 +355,24 @@ impl RegistryConfig {
     /// most `max_backoff`, without limit.
     pub fn backoff(&self) -> Backoff {
         Backoff::new(self.retry_backoff, self.max_backoff)
+    }
+}
+
+/// The keys of one registry section, for its errors.
+struct Keys<'a>(&'a str);
+
+impl Keys<'_> {
+    /// The dotted key of `name` in the section.
+    fn key(&self, name: &str) -> String {
+        if self.0.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.0)
+        }
+    }
+
+    /// The error naming `name`, the problem and the fix.
+    fn invalid<T>(&self, name: &str, problem: String, fix: String) -> Result<T> {
+        Err(RegistryError::config(self.key(name), problem, fix))
     }
 }
