@@ -51,9 +51,24 @@ pub enum AvroError {
     /// the batch is built, such as UTF-8): some message in it is at fault.
     #[error("undecodable Avro body: {0}")]
     Refused(String),
+    /// arrow-avro refused the chunk's bytes when building the batch.
+    #[error("undecodable Avro body: {0}")]
+    Flush(#[source] arrow_avro::errors::AvroError),
     /// inlet's own bug (a schema not added, a chunk too long).
     #[error("Avro decoder: {0}")]
     Internal(String),
+    /// Joining the batches of a chunk failed (a bug).
+    #[error("Avro decoder: {0}")]
+    Concat(#[source] arrow::error::ArrowError),
+}
+
+impl crate::fault::Classify for AvroError {
+    fn fault(&self) -> crate::fault::Fault {
+        match self {
+            AvroError::Refused(_) | AvroError::Flush(_) => crate::fault::Fault::Message,
+            AvroError::Internal(_) | AvroError::Concat(_) => crate::fault::Fault::Internal,
+        }
+    }
 }
 
 /// Decodes Confluent-framed Avro values, one writer schema at a time.
@@ -134,7 +149,6 @@ impl AvroDecoder {
                 messages.len()
             )));
         }
-        let refused = |e: arrow_avro::errors::AvroError| AvroError::Refused(e.to_string());
         let mut done: Vec<RecordBatch> = Vec::new();
         // Good messages fed since the last failure (indices into `messages`).
         let mut since_failure: Vec<usize> = Vec::new();
@@ -153,14 +167,14 @@ impl AvroDecoder {
                     for &p in &since_failure {
                         push_one(&mut w.decoder, messages[p].1).map_err(AvroError::Refused)?;
                     }
-                    if let Some(b) = w.decoder.flush().map_err(refused)? {
+                    if let Some(b) = w.decoder.flush().map_err(AvroError::Flush)? {
                         done.push(b);
                     }
                     since_failure.clear();
                 }
             }
         }
-        if let Some(b) = w.decoder.flush().map_err(refused)? {
+        if let Some(b) = w.decoder.flush().map_err(AvroError::Flush)? {
             done.push(b);
         }
         debug_assert_eq!(
@@ -172,8 +186,7 @@ impl AvroDecoder {
             1 => Ok(done
                 .pop()
                 .unwrap_or_else(|| RecordBatch::new_empty(w.arrow.clone()))),
-            _ => arrow::compute::concat_batches(&w.arrow, &done)
-                .map_err(|e| AvroError::Internal(e.to_string())),
+            _ => arrow::compute::concat_batches(&w.arrow, &done).map_err(AvroError::Concat),
         }
     }
 }

@@ -115,10 +115,14 @@ impl ValueDecoder {
             ValueDecoder::Framed(d) => return d.decode(values, parts, rejected),
             ValueDecoder::Json(d) => d
                 .decode(values, &mut rows, rejected)
-                .map_err(|e| FramedError::Undecodable(format!("JSON decoder: {e}")))?,
-            ValueDecoder::Raw(d) => d
-                .decode(values, &mut rows, rejected)
-                .map_err(|e| FramedError::Internal(format!("decoder: {e}")))?,
+                .map_err(FramedError::Json)?,
+            ValueDecoder::Raw(d) => {
+                d.decode(values, &mut rows, rejected)
+                    .map_err(|source| FramedError::Arrow {
+                        context: "decoder",
+                        source,
+                    })?
+            }
         };
         parts.push(Part {
             schema_id: 0,
@@ -131,9 +135,10 @@ impl ValueDecoder {
     /// Fresh decoder state after a refusal or a panic.
     fn reset(&mut self) -> Result<(), FramedError> {
         match self {
-            ValueDecoder::Json(d) => d
-                .reset()
-                .map_err(|e| FramedError::Internal(format!("JSON decoder: {e}"))),
+            ValueDecoder::Json(d) => d.reset().map_err(|source| FramedError::Arrow {
+                context: "JSON decoder",
+                source,
+            }),
             ValueDecoder::Raw(_) => Ok(()),
             ValueDecoder::Framed(d) => d.reset(),
         }
@@ -221,8 +226,12 @@ impl Decoded {
         for (schema_id, mut batches, rows) in merged {
             let batch = match batches.len() {
                 1 => batches.swap_remove(0),
-                _ => arrow::compute::concat_batches(&batches[0].schema(), &batches)
-                    .map_err(|e| FramedError::Internal(format!("joining decoded ranges: {e}")))?,
+                _ => arrow::compute::concat_batches(&batches[0].schema(), &batches).map_err(
+                    |source| FramedError::Arrow {
+                        context: "joining decoded ranges",
+                        source,
+                    },
+                )?,
             };
             parts.push(Part {
                 schema_id,
