@@ -1,6 +1,6 @@
 //! A range of offsets the broker deleted before inlet read them, and where
 //! reading was to go on; the checks that find them live in
-//! [`crate::source::loss`].
+//! the source (`source/loss.rs`).
 
 use std::fmt;
 

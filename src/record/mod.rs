@@ -24,7 +24,7 @@ pub enum Stage {
     /// The row violates a table constraint.
     Constraint,
     /// Not a message: a range of offsets the broker deleted before inlet
-    /// read them (`fail_on_data_loss = false`); see [`crate::source::loss`].
+    /// read them (`fail_on_data_loss = false`); see `source/loss.rs`.
     Lost,
 }
 

@@ -24,12 +24,18 @@ use super::{Rejection, Stage};
 /// The usual hand-written remaps and what replaces them:
 ///
 /// - a subset's `Vec<Rejection>` mapped back by `parent[r.index]`, then the
-///   whole list sorted: [`Rejections::merge_subset`]`(&mut local, &parent)`;
+///   whole list sorted: [`Rejections::merge_subset`]`(&mut local, &parent)`
+///   (or [`Rejections::merge_mapped`] when the mapping is not a slice);
 /// - a subset's row failures `(row, reason)` (transforms, constraints,
 ///   NOT NULL) pushed as `Rejection::new(parent[row], stage, reason)`, then
 ///   sorted: [`Rejections::extend_subset`]`(stage, failures, &parent)`;
 /// - a range's rejections shifted by the range's start:
 ///   [`Rejections::merge_shifted`]`(&mut range, start)`.
+///
+/// So in the decode thread (`pipeline/fetch.rs`), the key decoder's
+/// rejections become `rejected.merge_subset(&mut local, &good)` and the
+/// constraint violations `rejected.extend_subset(Stage::Constraint,
+/// violations.into_iter().map(|v| (v.row, v.reason)), good)`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rejections {
     list: Vec<Rejection>,

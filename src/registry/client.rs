@@ -406,11 +406,12 @@ impl SchemaRegistry {
 
     fn parse<T: for<'de> Deserialize<'de>>(&self, segments: &[&str], bytes: &[u8]) -> Result<T> {
         serde_json::from_slice(bytes).map_err(|e| {
-            RegistryError::invalid(format!(
+            let message = format!(
                 "the answer to {} is not what a Schema Registry answers ({e}): {}",
                 self.endpoint(segments),
                 snippet(bytes)
-            ))
+            );
+            RegistryError::not_json(message, e)
         })
     }
 
@@ -447,13 +448,14 @@ impl SchemaRegistry {
         }
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
         let transport = |e: reqwest::Error| {
+            let e = e.without_url();
             let detail = if e.is_timeout() {
                 format!(
                     "no answer within {:?} (`{SECTION}.timeout`)",
                     self.inner.timeout
                 )
             } else {
-                error_chain(&e.without_url())
+                error_chain(&e)
             };
             // An untrusted certificate does not heal by waiting: the
             // operator must name the CA.
@@ -479,6 +481,7 @@ impl SchemaRegistry {
             }
             RegistryError::Unavailable {
                 message: format!("{request_name}: {detail}"),
+                source: Some(Arc::new(e)),
             }
         };
         let response = request.send().await.map_err(transport)?;
@@ -572,6 +575,7 @@ fn status_error(
         },
         408 | 429 | 500..=599 => RegistryError::Unavailable {
             message: format!("{request} answered HTTP {status} (error {code}): {message}"),
+            source: None,
         },
         other => RegistryError::Rejected {
             status: other,
