@@ -177,7 +177,7 @@ fn rows(n: u64, avro: Option<u32>) -> Vec<RecordBatch> {
         let mut out = Vec::new();
         let (mut json, mut buf) = (String::new(), Vec::new());
         let mut chunk: Vec<Vec<u8>> = Vec::new();
-        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        let (mut good, mut bad) = (Vec::new(), inlet::record::Rejections::new());
         for i in 0..n {
             message(i, avro, &mut json, &mut buf);
             chunk.push(buf.clone());
@@ -201,7 +201,7 @@ fn rows(n: u64, avro: Option<u32>) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     let mut buf = String::new();
     let mut chunk: Vec<Vec<u8>> = Vec::new();
-    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    let (mut good, mut bad) = (Vec::new(), inlet::record::Rejections::new());
     for id in 0..n {
         payload(id, &mut buf);
         chunk.push(buf.clone().into_bytes());

@@ -11,9 +11,11 @@ use arrow::array::RecordBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use inlet::config::MetadataColumns;
 use inlet::config::TransformSpec;
-use inlet::constraints::Constraints;
-use inlet::decode::{assemble, JsonDecoder, KafkaRecord, Rejection};
+use inlet::conform::assemble;
+use inlet::conform::constraints::Constraints;
+use inlet::decode::JsonDecoder;
 use inlet::decode::{AvroDecoder, ProtobufDecoder};
+use inlet::record::{KafkaRecord, Rejections};
 use inlet::schema::{table_schema, TableLayout};
 use inlet::transform::TransformPlan;
 use parquet::arrow::ArrowWriter;
@@ -86,7 +88,7 @@ fn decode(
     decoder: &mut JsonDecoder,
     recs: &[Rec],
     good: &mut Vec<usize>,
-    rejected: &mut Vec<Rejection>,
+    rejected: &mut Rejections,
 ) -> RecordBatch {
     let values: Vec<Option<&[u8]>> = recs.iter().map(KafkaRecord::value).collect();
     rejected.clear();
@@ -98,7 +100,7 @@ fn benches(c: &mut Criterion) {
     let bytes: usize = recs.iter().map(|r| r.value.len()).sum();
     let layout = layout();
     let mut decoder = JsonDecoder::new(layout.value.clone()).unwrap();
-    let (mut good, mut rejected) = (Vec::new(), Vec::new());
+    let (mut good, mut rejected) = (Vec::new(), Rejections::new());
 
     let mut g = c.benchmark_group("json_decode");
     g.throughput(Throughput::Elements(CHUNK as u64));
@@ -205,8 +207,8 @@ fn avro(c: &mut Criterion) {
         .collect();
     let mut decoder = AvroDecoder::new();
     decoder.add_schema(ID, AVRO_SCHEMA).unwrap();
-    let (mut good, mut rejected) = (Vec::new(), Vec::new());
-    let mut run = |good: &mut Vec<usize>, rejected: &mut Vec<Rejection>| {
+    let (mut good, mut rejected) = (Vec::new(), Rejections::new());
+    let mut run = |good: &mut Vec<usize>, rejected: &mut Rejections| {
         good.clear();
         rejected.clear();
         decoder.decode(ID, &messages, good, rejected).unwrap()
@@ -281,8 +283,8 @@ fn protobuf(c: &mut Criterion) {
         .collect();
     let mut decoder = ProtobufDecoder::new();
     decoder.add_schema(ID, &schema).unwrap();
-    let (mut parts, mut rejected) = (Vec::new(), Vec::new());
-    let mut run = |parts: &mut Vec<inlet::decode::Part>, rejected: &mut Vec<Rejection>| {
+    let (mut parts, mut rejected) = (Vec::new(), Rejections::new());
+    let mut run = |parts: &mut Vec<inlet::decode::Part>, rejected: &mut Rejections| {
         parts.clear();
         rejected.clear();
         decoder.decode(ID, &messages, parts, rejected).unwrap();
@@ -333,7 +335,7 @@ fn transforms(c: &mut Criterion, decoded: &RecordBatch) {
         })
         .collect();
     let values: Vec<Option<&[u8]>> = raw_values.iter().map(|v| Some(v.as_slice())).collect();
-    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    let (mut good, mut bad) = (Vec::new(), Rejections::new());
     let camel = json.decode(&values, &mut good, &mut bad).unwrap();
     assert_eq!(camel.num_rows(), CHUNK);
     // The same in snake_case, event_time still a string.

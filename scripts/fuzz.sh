@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A longer fuzz run of the decoders (src/decode/fuzz.rs, the key decoders in
-# src/pipeline/key.rs): INPUTS inputs per target (default 2,000,000; CI runs
+# src/conform/key.rs): INPUTS inputs per target (default 2,000,000; CI runs
 # 100,000 of each as part of the test suite). Every run prints its seed;
 # INLET_FUZZ_SEED=<u64> replays it. A failure prints the smallest chunk
 # proptest shrank it to: keep that input as a regression test in

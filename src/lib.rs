@@ -22,7 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
-pub mod constraints;
+pub mod conform;
 pub mod decode;
 pub mod fault;
 pub mod maintenance;
@@ -30,6 +30,7 @@ pub mod migrate;
 pub mod observability;
 pub mod pipeline;
 pub mod quarantine;
+pub mod record;
 pub mod registry;
 pub mod schema;
 pub mod sink;

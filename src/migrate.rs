@@ -708,7 +708,7 @@ fn check_constraint(
     }
     use deltalake::kernel::engine::arrow_conversion::TryIntoArrow as _;
     let arrow: arrow::datatypes::Schema = schema.try_into_arrow().map_err(|e| e.to_string())?;
-    crate::constraints::Constraint::compile(name, expr, &arrow)
+    crate::conform::constraints::Constraint::compile(name, expr, &arrow)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

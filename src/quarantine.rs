@@ -27,7 +27,7 @@ use arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
 use arrow::error::ArrowError;
 
 use crate::config::{MetadataColumns, TableConfig};
-use crate::decode::{KafkaRecord, Rejection, Stage};
+use crate::record::{KafkaRecord, Rejection, Stage};
 use crate::source::loss::LOST_LAST_OFFSET_HEADER;
 
 /// The quarantine table's columns, in Spark DDL.
@@ -87,7 +87,7 @@ pub fn rows<R: KafkaRecord>(
         error.append_value(&r.reason);
         headers_of.push(r.index);
     }
-    let headers = crate::decode::headers_column(records, &headers_of);
+    let headers = crate::conform::headers_column(records, &headers_of);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(topic.finish()),
         Arc::new(partition.finish()),
@@ -209,7 +209,8 @@ mod tests {
 
     #[test]
     fn a_lost_range_is_trimmed_by_its_last_offset() {
-        use crate::source::loss::{LostRange, LostRecord, Next};
+        use crate::record::{LostRange, Next};
+        use crate::source::loss::LostRecord;
         let range = LostRange {
             source: "s".into(),
             topic: "t".into(),

@@ -119,7 +119,7 @@ struct Msg {
     value: Vec<u8>,
 }
 
-impl inlet::decode::KafkaRecord for Msg {
+impl inlet::record::KafkaRecord for Msg {
     fn topic(&self) -> &str {
         "events"
     }
@@ -148,7 +148,7 @@ impl inlet::decode::KafkaRecord for Msg {
 /// only the rows past the stored version.
 #[tokio::test]
 async fn quarantine_commit_keeps_each_row_once() {
-    use inlet::decode::{Rejection, Stage};
+    use inlet::record::{Rejection, Stage};
     let dir = tempfile::tempdir().unwrap();
     let cfg = sink_config(dir.path().join("t").to_str().unwrap(), "");
     let qcfg = inlet::quarantine::table_config(

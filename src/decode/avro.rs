@@ -21,7 +21,8 @@ use arrow::datatypes::SchemaRef;
 use arrow_avro::reader::{Decoder, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 
-use super::{Rejection, Stage, MAX_CHUNK};
+use super::MAX_CHUNK;
+use crate::record::{Rejection, Rejections, Stage};
 
 /// A writer schema arrow-avro can decode, with its decoder.
 struct Writer {
@@ -50,9 +51,24 @@ pub enum AvroError {
     /// the batch is built, such as UTF-8): some message in it is at fault.
     #[error("undecodable Avro body: {0}")]
     Refused(String),
+    /// arrow-avro refused the chunk's bytes when building the batch.
+    #[error("undecodable Avro body: {0}")]
+    Flush(#[source] arrow_avro::errors::AvroError),
     /// inlet's own bug (a schema not added, a chunk too long).
     #[error("Avro decoder: {0}")]
     Internal(String),
+    /// Joining the batches of a chunk failed (a bug).
+    #[error("Avro decoder: {0}")]
+    Concat(#[source] arrow::error::ArrowError),
+}
+
+impl crate::fault::Classify for AvroError {
+    fn fault(&self) -> crate::fault::Fault {
+        match self {
+            AvroError::Refused(_) | AvroError::Flush(_) => crate::fault::Fault::Message,
+            AvroError::Internal(_) | AvroError::Concat(_) => crate::fault::Fault::Internal,
+        }
+    }
 }
 
 /// Decodes Confluent-framed Avro values, one writer schema at a time.
@@ -121,7 +137,7 @@ impl AvroDecoder {
         id: u32,
         messages: &[(usize, &[u8])],
         good: &mut Vec<usize>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<RecordBatch, AvroError> {
         let w = self
             .writers
@@ -133,7 +149,6 @@ impl AvroDecoder {
                 messages.len()
             )));
         }
-        let refused = |e: arrow_avro::errors::AvroError| AvroError::Refused(e.to_string());
         let mut done: Vec<RecordBatch> = Vec::new();
         // Good messages fed since the last failure (indices into `messages`).
         let mut since_failure: Vec<usize> = Vec::new();
@@ -152,14 +167,14 @@ impl AvroDecoder {
                     for &p in &since_failure {
                         push_one(&mut w.decoder, messages[p].1).map_err(AvroError::Refused)?;
                     }
-                    if let Some(b) = w.decoder.flush().map_err(refused)? {
+                    if let Some(b) = w.decoder.flush().map_err(AvroError::Flush)? {
                         done.push(b);
                     }
                     since_failure.clear();
                 }
             }
         }
-        if let Some(b) = w.decoder.flush().map_err(refused)? {
+        if let Some(b) = w.decoder.flush().map_err(AvroError::Flush)? {
             done.push(b);
         }
         debug_assert_eq!(
@@ -171,8 +186,7 @@ impl AvroDecoder {
             1 => Ok(done
                 .pop()
                 .unwrap_or_else(|| RecordBatch::new_empty(w.arrow.clone()))),
-            _ => arrow::compute::concat_batches(&w.arrow, &done)
-                .map_err(|e| AvroError::Internal(e.to_string())),
+            _ => arrow::compute::concat_batches(&w.arrow, &done).map_err(AvroError::Concat),
         }
     }
 }
@@ -245,7 +259,7 @@ mod tests {
         let good2 = record(7, 4, "d");
         let msgs: Vec<(usize, &[u8])> =
             vec![(0, &good1), (1, &truncated), (2, &trailing), (3, &good2)];
-        let (mut good, mut rejected) = (Vec::new(), Vec::new());
+        let (mut good, mut rejected) = (Vec::new(), Rejections::new());
         let batch = d.decode(7, &msgs, &mut good, &mut rejected).unwrap();
         assert_eq!(good, vec![0, 3]);
         assert_eq!(
@@ -269,7 +283,7 @@ mod tests {
         let msgs: Vec<(usize, &[u8])> = (0..MAX_CHUNK)
             .map(|i| (i, if i % 2 == 0 { &good[..] } else { &bad[..] }))
             .collect();
-        let (mut ok, mut rejected) = (Vec::new(), Vec::new());
+        let (mut ok, mut rejected) = (Vec::new(), Rejections::new());
         let t = std::time::Instant::now();
         let batch = d.decode(1, &msgs, &mut ok, &mut rejected).unwrap();
         assert!(t.elapsed() < std::time::Duration::from_secs(20));

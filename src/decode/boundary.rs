@@ -19,7 +19,7 @@ use std::any::Any;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::{Rejection, Stage};
+use crate::record::{Rejection, Stage};
 
 /// How decoding a range of a chunk failed.
 #[derive(Debug)]
@@ -120,14 +120,6 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
     }
 }
 
-/// Rejections at the decode stage, shifted into the chunk's indices.
-pub(crate) fn shifted(rejected: Vec<Rejection>, offset: usize) -> impl Iterator<Item = Rejection> {
-    rejected.into_iter().map(move |mut r| {
-        r.index += offset;
-        r
-    })
-}
-
 /// A rejection at the decode stage.
 pub(crate) fn decode_rejection(index: usize, reason: String) -> Rejection {
     Rejection::new(index, Stage::Decode, reason)
@@ -170,18 +162,19 @@ pub(crate) fn quiet_test_panics() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Rejections;
 
     /// Rows are the indices of good messages; rejections as they are.
     #[derive(Default, Debug)]
     struct Rows {
         rows: Vec<usize>,
-        rejected: Vec<Rejection>,
+        rejected: Rejections,
     }
 
     impl Piece for Rows {
-        fn append(&mut self, other: Self, offset: usize) {
+        fn append(&mut self, mut other: Self, offset: usize) {
             self.rows.extend(other.rows.iter().map(|r| r + offset));
-            self.rejected.extend(shifted(other.rejected, offset));
+            self.rejected.merge_shifted(&mut other.rejected, offset);
         }
         fn reject(&mut self, index: usize, reason: String) {
             self.rejected.push(decode_rejection(index, reason));

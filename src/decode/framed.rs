@@ -18,14 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
 
-use super::{AvroDecoder, JsonDecoder, Part, ProtobufDecoder, Rejection, Stage};
+use super::{AvroDecoder, AvroError, JsonDecoder, Part, ProtobufDecoder};
 use crate::fault::{Backoff, Classify, Fault, Shutdown};
 use crate::observability::events::{
     RegistryUnavailable, SchemaFetched, SchemaIdFoundAfterWait, SchemaIdGivenUp,
     SchemaIdNotFoundYet,
 };
 use crate::observability::{InternalEvent, Metrics};
+use crate::record::{Rejection, Rejections, Stage};
 use crate::registry::{
     split_frame, Lookup, RegistryError, ResolvedSchema, SchemaKind, SchemaRegistry,
 };
@@ -62,11 +64,25 @@ pub enum FramedError {
     /// Shutdown was requested while waiting for the registry.
     #[error("stopped while waiting for the schema registry")]
     Shutdown,
-    /// The decoder refused the bytes of a chunk as a whole: a message in it
-    /// is at fault. [`super::ValueDecoder::decode`]'s panic boundary finds
-    /// it and rejects it; this never leaves that boundary.
-    #[error("{0}")]
-    Undecodable(String),
+    /// The Avro decoder failed: it refused the bytes of a chunk as a whole
+    /// (a message in it is at fault: [`super::ValueDecoder::decode`]'s panic
+    /// boundary finds it and rejects it, so this never leaves that
+    /// boundary), or a bug.
+    #[error(transparent)]
+    Avro(#[from] AvroError),
+    /// The JSON decoder refused the bytes of a chunk as a whole: a message
+    /// in it is at fault (this too never leaves the panic boundary).
+    #[error("JSON decoder: {0}")]
+    Json(#[source] ArrowError),
+    /// Arrow failed where no message is at fault (a bug).
+    #[error("{context}: {source}")]
+    Arrow {
+        /// What inlet was doing.
+        context: &'static str,
+        /// Arrow's error.
+        #[source]
+        source: ArrowError,
+    },
     /// A bug.
     #[error("{0}")]
     Internal(String),
@@ -79,8 +95,9 @@ impl Classify for FramedError {
             // The chunk was not decided for want of the registry: it is read
             // again by the next run.
             FramedError::Shutdown => Fault::Environment,
-            FramedError::Undecodable(_) => Fault::Message,
-            FramedError::Internal(_) => Fault::Internal,
+            FramedError::Avro(e) => e.fault(),
+            FramedError::Json(_) => Fault::Message,
+            FramedError::Arrow { .. } | FramedError::Internal(_) => Fault::Internal,
         }
     }
 }
@@ -147,15 +164,12 @@ impl FramedDecoder {
         &mut self,
         values: &[Option<&[u8]>],
         parts: &mut Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(), FramedError> {
-        // Only what this call adds is sorted below.
-        let first_rejected = rejected.len();
         // Usually one id per chunk: a short vector beats a map.
         let mut groups: Vec<Group<'_>> = Vec::new();
         for (i, v) in values.iter().enumerate() {
-            let Some(v) = v else {
-                rejected.push(Rejection::new(i, Stage::Decode, "null value (tombstone)"));
+            let Some(v) = super::not_tombstone(i, *v, rejected) else {
                 continue;
             };
             match split_frame(v) {
@@ -198,7 +212,7 @@ impl FramedDecoder {
                 }
             }
         }
-        rejected[first_rejected..].sort_by_key(|r| r.index);
+        rejected.sort();
         Ok(())
     }
 
@@ -206,7 +220,7 @@ impl FramedDecoder {
         &mut self,
         id: u32,
         messages: &[(usize, &[u8])],
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(RecordBatch, Vec<usize>), FramedError> {
         let mut rows = Vec::with_capacity(messages.len());
         match self.kind {
@@ -214,12 +228,7 @@ impl FramedDecoder {
                 let batch = self
                     .avro
                     .decode(id, messages, &mut rows, rejected)
-                    .map_err(|e| match &e {
-                        super::avro::AvroError::Refused(_) => {
-                            FramedError::Undecodable(e.to_string())
-                        }
-                        super::avro::AvroError::Internal(_) => FramedError::Internal(e.to_string()),
-                    })?;
+                    .map_err(FramedError::Avro)?;
                 Ok((batch, rows))
             }
             FramedKind::JsonSchema => {
@@ -230,15 +239,12 @@ impl FramedDecoder {
                 let bodies: Vec<Option<&[u8]>> =
                     messages.iter().map(|(_, v)| Some(&v[5..])).collect();
                 let mut good = Vec::with_capacity(messages.len());
-                let mut local = Vec::new();
+                let mut local = Rejections::new();
                 let batch = decoder
                     .decode(&bodies, &mut good, &mut local)
-                    .map_err(|e| FramedError::Undecodable(format!("JSON decoder: {e}")))?;
+                    .map_err(FramedError::Json)?;
                 rows.extend(good.iter().map(|&g| messages[g].0));
-                rejected.extend(local.into_iter().map(|mut r| {
-                    r.index = messages[r.index].0;
-                    r
-                }));
+                rejected.merge_mapped(&mut local, |i| messages[i].0);
                 Ok((batch, rows))
             }
             FramedKind::Protobuf => Err(FramedError::Internal(
@@ -249,12 +255,12 @@ impl FramedDecoder {
 
     /// Fresh decoders for every known schema, after a refusal or a panic.
     pub(super) fn reset(&mut self) -> Result<(), FramedError> {
-        self.avro
-            .reset()
-            .map_err(|e| FramedError::Internal(e.to_string()))?;
+        self.avro.reset()?;
         for d in self.json.values_mut() {
-            d.reset()
-                .map_err(|e| FramedError::Internal(format!("JSON decoder: {e}")))?;
+            d.reset().map_err(|source| FramedError::Arrow {
+                context: "JSON decoder",
+                source,
+            })?;
         }
         Ok(())
     }

@@ -231,7 +231,7 @@ fn check_value(
     values: &[Option<&[u8]>],
     valid: &[bool],
 ) -> Result<usize, TestCaseError> {
-    let (mut parts, mut rejected) = (Vec::new(), Vec::new());
+    let (mut parts, mut rejected) = (Vec::new(), Rejections::new());
     d.decode(values, MAX_BYTES, &mut parts, &mut rejected)
         .map_err(|e| TestCaseError::fail(format!("decoding stopped: {e}")))?;
     assert_partition(values.len(), &parts, &rejected);

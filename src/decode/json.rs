@@ -13,8 +13,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::json::reader::{Decoder, ReaderBuilder};
 
-use super::{Rejection, Stage};
 use crate::config::DEFAULT_MAX_DEPTH;
+use crate::record::{Rejection, Rejections, Stage};
 
 /// Decodes JSON message values of one table into record batches.
 pub struct JsonDecoder {
@@ -128,10 +128,9 @@ impl JsonDecoder {
         &mut self,
         values: &[Option<&[u8]>],
         good: &mut Vec<usize>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<RecordBatch, ArrowError> {
         good.clear();
-        let first_rejected = rejected.len();
         if values.len() > MAX_CHUNK {
             return Err(ArrowError::InvalidArgumentError(format!(
                 "chunk of {} messages exceeds {MAX_CHUNK}",
@@ -139,8 +138,7 @@ impl JsonDecoder {
             )));
         }
         for (i, v) in values.iter().enumerate() {
-            let Some(v) = v else {
-                rejected.push(Rejection::new(i, Stage::Decode, "null value (tombstone)"));
+            let Some(v) = super::not_tombstone(i, *v, rejected) else {
                 continue;
             };
             if too_deep(v, self.max_depth) {
@@ -171,20 +169,18 @@ impl JsonDecoder {
             Ok(batch) => Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()))),
             Err(_) => {
                 self.decoder = new_decoder(&self.schema)?;
-                self.isolate(values, good, rejected, first_rejected)
+                self.isolate(values, good, rejected)
             }
         }
     }
 
     /// Slow path: decode each good message alone to find those that do not fit
-    /// the schema, then decode the rest together. Only the rejections from
-    /// `first_rejected` on are this call's to sort.
+    /// the schema, then decode the rest together.
     fn isolate(
         &mut self,
         values: &[Option<&[u8]>],
         good: &mut Vec<usize>,
-        rejected: &mut Vec<Rejection>,
-        first_rejected: usize,
+        rejected: &mut Rejections,
     ) -> Result<RecordBatch, ArrowError> {
         let mut single = new_decoder(&self.schema)?;
         let mut fits = Vec::with_capacity(good.len());
@@ -209,7 +205,7 @@ impl JsonDecoder {
                 }
             }
         }
-        rejected[first_rejected..].sort_by_key(|r| r.index);
+        rejected.sort();
         *good = fits;
         for &i in good.iter() {
             push_one(&mut self.decoder, values[i].unwrap_or_default())
@@ -265,9 +261,9 @@ mod tests {
         ]))
     }
 
-    fn run(values: &[Option<&[u8]>]) -> (RecordBatch, Vec<usize>, Vec<Rejection>) {
+    fn run(values: &[Option<&[u8]>]) -> (RecordBatch, Vec<usize>, Rejections) {
         let mut d = JsonDecoder::new(schema()).unwrap();
-        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        let (mut good, mut bad) = (Vec::new(), Rejections::new());
         let batch = d.decode(values, &mut good, &mut bad).unwrap();
         (batch, good, bad)
     }
@@ -354,7 +350,7 @@ mod tests {
     #[test]
     fn decoder_is_reusable_after_errors() {
         let mut d = JsonDecoder::new(schema()).unwrap();
-        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        let (mut good, mut bad) = (Vec::new(), Rejections::new());
         d.decode(&[Some(br#"{"id":"x"}"#)], &mut good, &mut bad)
             .unwrap();
         bad.clear();

@@ -5,7 +5,6 @@ mod avro;
 pub(crate) mod boundary;
 mod framed;
 mod json;
-mod metadata;
 mod protobuf;
 mod raw;
 mod value;
@@ -26,10 +25,12 @@ pub use avro::{AvroDecoder, AvroError};
 pub use boundary::TEST_PANIC_MARKER;
 pub use framed::{FramedDecoder, FramedError, FramedKind};
 pub use json::{JsonDecoder, MAX_CHUNK};
-pub use metadata::{assemble, assemble_with_key, headers_column};
+
 pub use protobuf::{compile_schema, message_arrow_schema, protobuf_arrow_schema, ProtobufDecoder};
 pub use raw::RawDecoder;
 pub use value::ValueDecoder;
+
+use crate::record::{Rejections, Stage};
 
 /// Decoded rows of one input schema (one writer schema id of a framed
 /// format; id 0 for fixed-schema formats).
@@ -43,79 +44,15 @@ pub struct Part {
     pub rows: Vec<usize>,
 }
 
-/// Where in the pipeline a message was found unusable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// The bytes are not a value of the format (bad JSON, tombstone).
-    Decode,
-    /// The value does not fit the table schema.
-    Schema,
-    /// A transform failed on the row.
-    Transform,
-    /// The row violates a table constraint.
-    Constraint,
-    /// Not a message: a range of offsets the broker deleted before inlet
-    /// read them (`fail_on_data_loss = false`); see [`crate::source::loss`].
-    Lost,
-}
-
-impl Stage {
-    /// Lower-case name, as logged and stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Decode => "decode",
-            Stage::Schema => "schema",
-            Stage::Transform => "transform",
-            Stage::Constraint => "constraint",
-            Stage::Lost => "lost",
-        }
+/// The value of message `index`, or `None` once it is rejected as a
+/// tombstone (a message without a value): the one place the decoders check.
+fn not_tombstone<'v>(
+    index: usize,
+    value: Option<&'v [u8]>,
+    rejected: &mut Rejections,
+) -> Option<&'v [u8]> {
+    if value.is_none() {
+        rejected.reject(index, Stage::Decode, "null value (tombstone)");
     }
-}
-
-/// A message that cannot become a row: the poison pill's index in its chunk,
-/// the stage and the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// Index of the message in the decoded chunk.
-    pub index: usize,
-    /// The stage that refused it.
-    pub stage: Stage,
-    /// Why, in words.
-    pub reason: String,
-}
-
-impl Rejection {
-    /// A rejection of message `index`.
-    pub fn new(index: usize, stage: Stage, reason: impl Into<String>) -> Self {
-        Rejection {
-            index,
-            stage,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// What the decoder needs to know of a Kafka message; implemented for
-/// rdkafka's borrowed messages so that nothing is copied before decoding.
-pub trait KafkaRecord {
-    /// Topic name.
-    fn topic(&self) -> &str;
-    /// An identity of the topic that is cheaper to compare than its name
-    /// (librdkafka's topic handle), or `None` where there is none. Two
-    /// records with the same `Some` handle have the same topic.
-    fn topic_handle(&self) -> Option<usize> {
-        None
-    }
-    /// Partition.
-    fn partition(&self) -> i32;
-    /// Offset.
-    fn offset(&self) -> i64;
-    /// Timestamp in milliseconds since the epoch, if the broker gave one.
-    fn timestamp_ms(&self) -> Option<i64>;
-    /// Key bytes.
-    fn key(&self) -> Option<&[u8]>;
-    /// Value bytes; `None` for a tombstone.
-    fn value(&self) -> Option<&[u8]>;
-    /// Calls `f` for each header, in order.
-    fn for_each_header(&self, f: &mut dyn FnMut(&str, Option<&[u8]>));
+    value
 }

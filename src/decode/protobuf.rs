@@ -53,7 +53,8 @@ use arrow::datatypes::{
 };
 use prost_reflect::{FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
 
-use super::{Part, Rejection, Stage};
+use super::Part;
+use crate::record::{Rejection, Rejections, Stage};
 use crate::registry::{ResolvedSchema, HEADER_LEN};
 
 /// Longest message-index array accepted (nesting depth of the message type).
@@ -1356,7 +1357,7 @@ impl ProtobufDecoder {
         id: u32,
         messages: &[(usize, &[u8])],
         parts: &mut Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(), String> {
         let w = self
             .writers

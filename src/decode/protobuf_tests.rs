@@ -12,6 +12,7 @@ use prost_reflect::prost::Message as _;
 use prost_reflect::{DynamicMessage, MapKey, Value as PValue};
 
 use super::*;
+use crate::record::{Rejections, Stage};
 use crate::registry::{frame, SchemaKind, SchemaReference};
 
 const COMMON: &str = r#"
@@ -152,13 +153,13 @@ fn order(i: i64) -> Vec<u8> {
     m.encode_to_vec()
 }
 
-fn decode_all(d: &mut ProtobufDecoder, id: u32, values: &[Vec<u8>]) -> (Vec<Part>, Vec<Rejection>) {
+fn decode_all(d: &mut ProtobufDecoder, id: u32, values: &[Vec<u8>]) -> (Vec<Part>, Rejections) {
     let msgs: Vec<(usize, &[u8])> = values
         .iter()
         .enumerate()
         .map(|(i, v)| (i, &v[..]))
         .collect();
-    let (mut parts, mut rejected) = (Vec::new(), Vec::new());
+    let (mut parts, mut rejected) = (Vec::new(), Rejections::new());
     d.decode(id, &msgs, &mut parts, &mut rejected).unwrap();
     (parts, rejected)
 }
@@ -337,7 +338,7 @@ fn poison_pills_are_rejected_and_the_rest_lands() {
     ];
     let (parts, mut rejected) = decode_all(&mut d, 7, &values);
     // The framed decoder sorts a chunk's rejections; this one comes by type.
-    rejected.sort_by_key(|r| r.index);
+    rejected.sort();
     let got: Vec<(usize, Stage)> = rejected.iter().map(|r| (r.index, r.stage)).collect();
     assert_eq!(
         got,

@@ -6,7 +6,7 @@ use arrow::array::{ArrayRef, BinaryBuilder, RecordBatch, StringBuilder};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 
-use super::{Rejection, Stage};
+use crate::record::{Rejections, Stage};
 
 /// Copies values into a BINARY or STRING column (the schema's only field).
 #[derive(Debug)]
@@ -48,26 +48,20 @@ impl RawDecoder {
         &self,
         values: &[Option<&[u8]>],
         good: &mut Vec<usize>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<RecordBatch, ArrowError> {
         good.clear();
         let bytes: usize = values.iter().flatten().map(|v| v.len()).sum();
         let column: ArrayRef = if self.utf8 {
             let mut b = StringBuilder::with_capacity(values.len(), bytes);
             for (i, v) in values.iter().enumerate() {
-                if let Some(v) = v {
-                    super::boundary::test_panic(v);
-                }
-                match v.map(std::str::from_utf8) {
-                    None => {
-                        rejected.push(Rejection::new(i, Stage::Decode, "null value (tombstone)"))
-                    }
-                    Some(Err(e)) => rejected.push(Rejection::new(
-                        i,
-                        Stage::Decode,
-                        format!("invalid UTF-8: {e}"),
-                    )),
-                    Some(Ok(s)) => {
+                let Some(v) = super::not_tombstone(i, *v, rejected) else {
+                    continue;
+                };
+                super::boundary::test_panic(v);
+                match std::str::from_utf8(v) {
+                    Err(e) => rejected.reject(i, Stage::Decode, format!("invalid UTF-8: {e}")),
+                    Ok(s) => {
                         b.append_value(s);
                         good.push(i);
                     }
@@ -77,16 +71,12 @@ impl RawDecoder {
         } else {
             let mut b = BinaryBuilder::with_capacity(values.len(), bytes);
             for (i, v) in values.iter().enumerate() {
-                match v {
-                    None => {
-                        rejected.push(Rejection::new(i, Stage::Decode, "null value (tombstone)"))
-                    }
-                    Some(v) => {
-                        super::boundary::test_panic(v);
-                        b.append_value(v);
-                        good.push(i);
-                    }
-                }
+                let Some(v) = super::not_tombstone(i, *v, rejected) else {
+                    continue;
+                };
+                super::boundary::test_panic(v);
+                b.append_value(v);
+                good.push(i);
             }
             Arc::new(b.finish())
         };
@@ -104,7 +94,7 @@ mod tests {
     fn strings_must_be_utf8_and_tombstones_are_rejected() {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Utf8, true)]));
         let d = RawDecoder::new(schema).unwrap();
-        let (mut good, mut rejected) = (Vec::new(), Vec::new());
+        let (mut good, mut rejected) = (Vec::new(), Rejections::new());
         let values: Vec<Option<&[u8]>> = vec![Some(b"a"), None, Some(&[0xff, 0xfe]), Some(b"")];
         let b = d.decode(&values, &mut good, &mut rejected).unwrap();
         assert_eq!(good, vec![0, 3]);
@@ -118,7 +108,7 @@ mod tests {
     fn bytes_keep_everything_but_tombstones() {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Binary, true)]));
         let d = RawDecoder::new(schema).unwrap();
-        let (mut good, mut rejected) = (Vec::new(), Vec::new());
+        let (mut good, mut rejected) = (Vec::new(), Rejections::new());
         let values: Vec<Option<&[u8]>> = vec![Some(&[0xff]), None];
         let b = d.decode(&values, &mut good, &mut rejected).unwrap();
         assert_eq!(b.column(0).as_binary::<i32>().value(0), &[0xff]);

@@ -14,6 +14,7 @@ use super::*;
 use crate::config::RegistryConfig;
 use crate::fault::Shutdown;
 use crate::observability::Metrics;
+use crate::record::{Rejection, Rejections, Stage};
 use crate::registry::mock::MockRegistry;
 use crate::registry::SchemaRegistry;
 
@@ -101,8 +102,8 @@ pub(crate) fn decode(
     d: &mut ValueDecoder,
     values: &[Option<&[u8]>],
     max_bytes: usize,
-) -> (Vec<Part>, Vec<Rejection>) {
-    let (mut parts, mut rejected) = (Vec::new(), Vec::new());
+) -> (Vec<Part>, Rejections) {
+    let (mut parts, mut rejected) = (Vec::new(), Rejections::new());
     d.decode(values, max_bytes, &mut parts, &mut rejected)
         .expect("no message's bytes stop decoding");
     assert_partition(values.len(), &parts, &rejected);
@@ -381,7 +382,7 @@ fn a_stop_during_isolation_is_never_quarantine() {
     let poison = strings_record(a, 1, 0, b"\xff");
     let new_id = crate::registry::frame(4242, &[2]);
     let values = [Some(&poison[..]), Some(&warm[..]), Some(&new_id[..])];
-    let (mut parts, mut rejected) = (Vec::new(), Vec::new());
+    let (mut parts, mut rejected) = (Vec::new(), Rejections::new());
     let r = f
         .decoder
         .decode(&values, usize::MAX, &mut parts, &mut rejected);

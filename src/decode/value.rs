@@ -7,7 +7,8 @@ use arrow::datatypes::SchemaRef;
 
 use super::boundary::{self, Failure, Piece, RangeDecoder};
 use super::framed::{FramedDecoder, FramedError};
-use super::{JsonDecoder, Part, RawDecoder, Rejection, Stage};
+use super::{JsonDecoder, Part, RawDecoder};
+use crate::record::{Rejections, Stage};
 
 /// Decodes message values of one table into parts (one per input schema).
 #[derive(Debug)]
@@ -38,7 +39,7 @@ impl ValueDecoder {
         values: &[Option<&[u8]>],
         max_bytes: usize,
         parts: &mut Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(), FramedError> {
         if !values.iter().flatten().any(|v| v.len() > max_bytes) {
             return self.decode_all(values, parts, rejected);
@@ -49,34 +50,28 @@ impl ValueDecoder {
             .collect();
         for (i, v) in values.iter().enumerate() {
             if let Some(v) = v.filter(|v| v.len() > max_bytes) {
-                rejected.push(Rejection::new(
+                rejected.reject(
                     i,
                     Stage::Decode,
                     format!(
                         "value of {} bytes exceeds tables.<name>.max_value_bytes ({max_bytes} bytes)",
                         v.len()
                     ),
-                ));
+                );
             }
         }
         let subset: Vec<Option<&[u8]>> = kept.iter().map(|&i| values[i]).collect();
         let first_part = parts.len();
         // The subset's rejections are collected apart: they are indices into
-        // the subset, and a decoder may reorder what it is handed (a shared
-        // vector once mixed the two index spaces, and an oversized message
-        // took another message's coordinates).
-        let mut local = Vec::new();
+        // the subset (commit 2244d37).
+        let mut local = Rejections::new();
         self.decode_all(&subset, parts, &mut local)?;
         for p in &mut parts[first_part..] {
             for r in &mut p.rows {
                 *r = kept[*r];
             }
         }
-        rejected.extend(local.into_iter().map(|mut r| {
-            r.index = kept[r.index];
-            r
-        }));
-        rejected.sort_by_key(|r| r.index);
+        rejected.merge_subset(&mut local, &kept);
         Ok(())
     }
 
@@ -86,7 +81,7 @@ impl ValueDecoder {
         &mut self,
         values: &[Option<&[u8]>],
         parts: &mut Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(), FramedError> {
         let (first_part, first_rejected) = (parts.len(), rejected.len());
         // The common case writes straight into the caller's vectors.
@@ -113,17 +108,21 @@ impl ValueDecoder {
         &mut self,
         values: &[Option<&[u8]>],
         parts: &mut Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(), FramedError> {
         let mut rows = Vec::with_capacity(values.len());
         let batch = match self {
             ValueDecoder::Framed(d) => return d.decode(values, parts, rejected),
             ValueDecoder::Json(d) => d
                 .decode(values, &mut rows, rejected)
-                .map_err(|e| FramedError::Undecodable(format!("JSON decoder: {e}")))?,
-            ValueDecoder::Raw(d) => d
-                .decode(values, &mut rows, rejected)
-                .map_err(|e| FramedError::Internal(format!("decoder: {e}")))?,
+                .map_err(FramedError::Json)?,
+            ValueDecoder::Raw(d) => {
+                d.decode(values, &mut rows, rejected)
+                    .map_err(|source| FramedError::Arrow {
+                        context: "decoder",
+                        source,
+                    })?
+            }
         };
         parts.push(Part {
             schema_id: 0,
@@ -136,9 +135,10 @@ impl ValueDecoder {
     /// Fresh decoder state after a refusal or a panic.
     fn reset(&mut self) -> Result<(), FramedError> {
         match self {
-            ValueDecoder::Json(d) => d
-                .reset()
-                .map_err(|e| FramedError::Internal(format!("JSON decoder: {e}"))),
+            ValueDecoder::Json(d) => d.reset().map_err(|source| FramedError::Arrow {
+                context: "JSON decoder",
+                source,
+            }),
             ValueDecoder::Raw(_) => Ok(()),
             ValueDecoder::Framed(d) => d.reset(),
         }
@@ -182,19 +182,18 @@ impl RangeDecoder for Ranges<'_, '_> {
 #[derive(Default)]
 struct Decoded {
     parts: Vec<Part>,
-    rejected: Vec<Rejection>,
+    rejected: Rejections,
 }
 
 impl Piece for Decoded {
-    fn append(&mut self, other: Self, offset: usize) {
+    fn append(&mut self, mut other: Self, offset: usize) {
         for mut p in other.parts {
             for r in &mut p.rows {
                 *r += offset;
             }
             self.parts.push(p);
         }
-        self.rejected
-            .extend(boundary::shifted(other.rejected, offset));
+        self.rejected.merge_shifted(&mut other.rejected, offset);
     }
 
     fn reject(&mut self, index: usize, reason: String) {
@@ -211,9 +210,8 @@ impl Decoded {
     fn finish(
         mut self,
         parts: &mut Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(), FramedError> {
-        self.rejected.sort_by_key(|r| r.index);
         rejected.append(&mut self.rejected);
         let mut merged: Vec<(u32, Vec<RecordBatch>, Vec<usize>)> = Vec::new();
         for p in self.parts {
@@ -228,8 +226,12 @@ impl Decoded {
         for (schema_id, mut batches, rows) in merged {
             let batch = match batches.len() {
                 1 => batches.swap_remove(0),
-                _ => arrow::compute::concat_batches(&batches[0].schema(), &batches)
-                    .map_err(|e| FramedError::Internal(format!("joining decoded ranges: {e}")))?,
+                _ => arrow::compute::concat_batches(&batches[0].schema(), &batches).map_err(
+                    |source| FramedError::Arrow {
+                        context: "joining decoded ranges",
+                        source,
+                    },
+                )?,
             };
             parts.push(Part {
                 schema_id,
@@ -286,7 +288,7 @@ mod tests {
             Some(&bad_magic[..]),
             Some(&good[..]),
         ];
-        let (mut parts, mut rejected) = (Vec::new(), Vec::new());
+        let (mut parts, mut rejected) = (Vec::new(), Rejections::new());
         decoder
             .decode(&values, 16, &mut parts, &mut rejected)
             .unwrap();

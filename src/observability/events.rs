@@ -8,7 +8,7 @@ use super::metrics::{
     CompactionLabels, Metrics, PartitionLabels, RejectLabels, TableLabels, TopicLabels,
     UnknownIdLabels,
 };
-use crate::decode::Stage;
+use crate::record::Stage;
 
 /// Something that happened, with everything needed to log and count it.
 pub trait InternalEvent {
@@ -80,7 +80,7 @@ impl InternalEvent for MessageRejected<'_> {
 #[derive(Debug)]
 pub struct DataLost<'a> {
     /// The lost range.
-    pub range: &'a crate::source::LostRange,
+    pub range: &'a crate::record::LostRange,
 }
 
 impl InternalEvent for DataLost<'_> {

@@ -15,7 +15,8 @@ use super::progress::Progress;
 use super::route::Router;
 use super::{PipelineError, Result};
 use crate::config::{OffsetSpec, RangeBound};
-use crate::source::{Next, RunKind, TopicPartition};
+use crate::record::{Next, TopicPartition};
+use crate::source::RunKind;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -25,8 +25,8 @@ use crate::config::{CommitConfig, FlushConfig};
 use crate::fault::{storage_fault, Backoff, Fault, Shutdown};
 use crate::observability::events::WriteFailed;
 use crate::observability::{InternalEvent, Metrics};
+use crate::record::TopicPartition;
 use crate::sink::WriterFactory;
-use crate::source::TopicPartition;
 
 struct TableBuffer {
     name: String,

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::source::TopicPartition;
+use crate::record::TopicPartition;
 
 /// Rounds of re-fetching before a run that keeps losing batches gives up.
 pub const MAX_ROUNDS: u32 = 5;

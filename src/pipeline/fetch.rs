@@ -25,21 +25,21 @@ use tracing::{debug, info, warn};
 
 use super::commit::Drained;
 use super::completion::{Completion, Verdict};
-use super::key::{KeyDecoder, KeyError};
-use super::normalize::{NormalizeError, Normalizer};
 use super::rebalance::Rebalancer;
 use super::{Chunk, FetchEvent, PipelineError};
 use crate::config::{MetadataColumns, OffsetSpec};
-use crate::constraints::Constraints;
-use crate::decode::{assemble_with_key, FramedError, KafkaRecord, Rejection, Stage, ValueDecoder};
+use crate::conform::constraints::Constraints;
+use crate::conform::{assemble_with_key, KeyDecoder, KeyError, NormalizeError, Normalizer};
+use crate::decode::{FramedError, ValueDecoder};
 use crate::fault::{Classify, Fault, Shutdown};
 use crate::observability::events::{
     ConsumerPaused, ConsumerResumed, MessageRejected, MessagesConsumed, SchemaEvolved,
 };
 use crate::observability::{InternalEvent, Metrics};
+use crate::record::{KafkaRecord, Rejection, Rejections, Stage, TopicPartition};
 use crate::schema::TableLayout;
 use crate::source::kafka::WATERMARK_TIMEOUT;
-use crate::source::{to_rd_offset, InletContext, TopicPartition};
+use crate::source::{to_rd_offset, InletContext};
 
 /// The consumer type of the pipeline.
 pub type InletConsumer = BaseConsumer<InletContext<Arc<Rebalancer>>>;
@@ -828,7 +828,7 @@ fn decode_failure(table: &str, e: &FramedError) -> PipelineError {
 impl DecodeStage {
     /// Decodes chunks until the poll thread closes the queue.
     fn run(&mut self, raw: crossbeam_channel::Receiver<RawChunk<'_>>) -> Result<(), PipelineError> {
-        let mut rejected: Vec<Rejection> = Vec::new();
+        let mut rejected = Rejections::new();
         let mut parts = Vec::new();
         for mut p in raw {
             if let Some(token) = p.drain.take() {
@@ -871,7 +871,7 @@ impl DecodeStage {
                     .iter()
                     .map(|&i| KafkaRecord::key(&p.messages[i]))
                     .collect();
-                let mut local = Vec::new();
+                let mut local = Rejections::new();
                 let (column, kept) = match kd.decode(&keys, &mut local) {
                     Ok(k) => k,
                     Err(KeyError::Framed(FramedError::Shutdown)) => return Ok(()),
@@ -887,7 +887,7 @@ impl DecodeStage {
                             .into_iter()
                             .map(|r| Rejection::new(good[r.index], r.stage, r.reason)),
                     );
-                    rejected.sort_by_key(|r| r.index);
+                    rejected.sort();
                     let take = UInt32Array::from_iter_values(kept.iter().map(|&k| k as u32));
                     values_batch = arrow::compute::take_record_batch(&values_batch, &take)
                         .map_err(|e| PipelineError::Internal(format!("dropping bad keys: {e}")))?;
@@ -1018,7 +1018,7 @@ fn check_constraints(
     constraints: &Constraints,
     batch: RecordBatch,
     good: &mut Vec<usize>,
-    rejected: &mut Vec<Rejection>,
+    rejected: &mut Rejections,
 ) -> Result<RecordBatch, PipelineError> {
     let violations = constraints
         .violations(&batch)
@@ -1031,7 +1031,7 @@ fn check_constraints(
         keep[v.row] = false;
         rejected.push(Rejection::new(good[v.row], Stage::Constraint, v.reason));
     }
-    rejected.sort_by_key(|r| r.index);
+    rejected.sort();
     let mut row = 0;
     good.retain(|_| {
         row += 1;

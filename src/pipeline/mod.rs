@@ -12,8 +12,6 @@ mod buffer;
 mod commit;
 mod completion;
 mod fetch;
-mod key;
-mod normalize;
 mod plan;
 mod progress;
 mod rebalance;
@@ -32,12 +30,13 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::{Config, Format, KeyFormat, RangeBound};
+use crate::conform::Normalizer;
 use crate::decode::{FramedDecoder, FramedKind, JsonDecoder, RawDecoder, ValueDecoder};
 use crate::fault::{Classify, Shutdown};
 use crate::observability::Metrics;
+use crate::record::TopicPartition;
 use crate::sink::DeltaSink;
-use crate::source::{create_consumer, TopicPartition};
-use normalize::Normalizer;
+use crate::source::create_consumer;
 
 pub use completion::{Gap, GapCause, Unfinished};
 pub use plan::{load_config, load_config_str};
@@ -122,7 +121,7 @@ async fn schema_from_registry(
     // Conforming to an empty table: every field is new, in a type Delta stores.
     let empty = arrow::datatypes::Schema::empty();
     let conformer =
-        crate::schema::Conformer::new(&shaped, &empty, crate::config::EvolutionPolicy::AddColumns)
+        crate::conform::Conformer::new(&shaped, &empty, crate::config::EvolutionPolicy::AddColumns)
             .map_err(|e| setup(&e))?;
     info!(
         table = name,
@@ -218,14 +217,14 @@ fn table_decode(
     }
     let key = match tc.key_format {
         KeyFormat::Bytes => None,
-        KeyFormat::String => Some(key::KeyDecoder::Utf8),
+        KeyFormat::String => Some(crate::conform::KeyDecoder::Utf8),
         format => {
             let column = tc.metadata_columns.key.as_deref().unwrap_or_default();
             let fields = layout
                 .table
                 .field_with_name(column)
                 .ok()
-                .and_then(|f| key::struct_fields(f.data_type()).cloned())
+                .and_then(|f| crate::conform::struct_fields(f.data_type()).cloned())
                 .ok_or_else(|| setup(&format!("key column `{column}` is not a STRUCT")))?;
             let schema = Arc::new(arrow::datatypes::Schema::new(fields.clone()));
             let decoder = match format {
@@ -250,7 +249,7 @@ fn table_decode(
                     .prepare(fixed)
                     .map_err(|e| PipelineError::Setup(e.to_string()))?;
             }
-            Some(key::KeyDecoder::Structured {
+            Some(crate::conform::KeyDecoder::Structured {
                 decoder: Box::new(decoder),
                 normalizer: Box::new(normalizer),
                 fields,
@@ -261,8 +260,9 @@ fn table_decode(
     let properties = sink
         .properties()
         .map_err(|e| PipelineError::Setup(e.to_string()))?;
-    let constraints = crate::constraints::Constraints::from_properties(&properties, &layout.table)
-        .map_err(|e| setup(&e))?;
+    let constraints =
+        crate::conform::constraints::Constraints::from_properties(&properties, &layout.table)
+            .map_err(|e| setup(&e))?;
     Ok(fetch::TableDecode {
         name: name.to_string(),
         layout,

@@ -159,7 +159,7 @@ fn check_transforms(
             )
             .because(e)
         })?;
-    crate::schema::Conformer::new(plan.output_schema(), &table, t.evolution).map_err(|e| {
+    crate::conform::Conformer::new(plan.output_schema(), &table, t.evolution).map_err(|e| {
         InvalidKey::new(
             format!("{key}.transforms"),
             format!("the transforms' output does not fit the table: {e}"),

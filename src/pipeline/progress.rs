@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
-use crate::source::TopicPartition;
+use crate::record::TopicPartition;
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
 

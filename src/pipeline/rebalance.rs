@@ -13,15 +13,13 @@ use tracing::info;
 use super::route::Router;
 use super::{Chunk, FetchEvent, PipelineError};
 use crate::config::{CommitConfig, OffsetSpec};
-use crate::decode::{Rejection, Stage};
 use crate::fault::Shutdown;
 use crate::observability::events::{ConsumerLag, DataLost};
 use crate::observability::{InternalEvent, Metrics};
+use crate::record::{LostRange, Next, Rejection, Stage, TopicPartition};
 use crate::sink::{txn_app_id, DeltaSink, Patience};
 use crate::source::loss::{self, LostRecord};
-use crate::source::{
-    DataLossError, LostRange, Next, RebalanceHandler, RunKind, TopicPartition, Watermarks,
-};
+use crate::source::{DataLossError, RebalanceHandler, RunKind, Watermarks};
 
 /// The assignment generation. The committer holds the lock while it checks a
 /// batch's generation and commits it; a rebalance takes the lock to bump the

@@ -35,7 +35,7 @@ impl ResolvedSchema {
             )));
         }
         let mut root: Value = serde_json::from_str(&self.schema).map_err(|e| {
-            RegistryError::invalid(format!("schema id {} is not JSON: {e}", self.id))
+            RegistryError::not_json(format!("schema id {} is not JSON: {e}", self.id), e)
         })?;
         let mut available = HashMap::new();
         let mut visited = HashSet::new();
@@ -75,7 +75,7 @@ fn collect_references(
             )));
         }
         let value: Value = serde_json::from_str(&target.schema)
-            .map_err(|e| RegistryError::invalid(format!("{} is not JSON: {e}", describe())))?;
+            .map_err(|e| RegistryError::not_json(format!("{} is not JSON: {e}", describe()), e))?;
         collect_definitions(&value, "", out)?;
         collect_references(target, out, visited)?;
     }

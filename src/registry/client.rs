@@ -407,11 +407,12 @@ impl SchemaRegistry {
 
     fn parse<T: for<'de> Deserialize<'de>>(&self, segments: &[&str], bytes: &[u8]) -> Result<T> {
         serde_json::from_slice(bytes).map_err(|e| {
-            RegistryError::invalid(format!(
+            let message = format!(
                 "the answer to {} is not what a Schema Registry answers ({e}): {}",
                 self.endpoint(segments),
                 snippet(bytes)
-            ))
+            );
+            RegistryError::not_json(message, e)
         })
     }
 
@@ -484,6 +485,7 @@ impl SchemaRegistry {
             }
             RegistryError::Unavailable {
                 message: format!("{request_name}: {detail}"),
+                source: Some(Arc::new(e)),
             }
         };
         let response = request.send().await.map_err(transport)?;
@@ -577,6 +579,7 @@ fn status_error(
         },
         408 | 429 | 500..=599 => RegistryError::Unavailable {
             message: format!("{request} answered HTTP {status} (error {code}): {message}"),
+            source: None,
         },
         other => RegistryError::Rejected {
             status: other,

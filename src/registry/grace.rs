@@ -151,6 +151,7 @@ mod tests {
     use crate::decode::{FramedDecoder, FramedKind};
     use crate::fault::{Backoff, Classify, Fault, Shutdown};
     use crate::observability::Metrics;
+    use crate::record::Rejections;
     use crate::registry::mock::{MockRegistry, Outage};
     use crate::registry::{frame, RegistryError, SchemaRegistry};
 
@@ -345,7 +346,7 @@ mod tests {
         let unknown = frame(4242, &[2]);
         let values = [Some(&good[..]), Some(&unknown[..]), Some(&good[..])];
         let mut decode = || {
-            let (mut parts, mut rejected) = (Vec::new(), Vec::new());
+            let (mut parts, mut rejected) = (Vec::new(), Rejections::new());
             let started = Instant::now();
             decoder.decode(&values, &mut parts, &mut rejected).unwrap();
             let rows: Vec<usize> = parts.iter().flat_map(|p| p.rows.clone()).collect();

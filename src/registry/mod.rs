@@ -84,6 +84,9 @@ pub enum RegistryError {
     Unavailable {
         /// The request and what went wrong.
         message: String,
+        /// The transport's error (without the URL), where one failed.
+        #[source]
+        source: Option<Arc<reqwest::Error>>,
     },
     /// The registry refused the request in a way no retry will change (HTTP
     /// 4xx other than the above, e.g. 409 incompatible schema, 422 invalid
@@ -105,6 +108,9 @@ pub enum RegistryError {
     Invalid {
         /// What is wrong, naming the schema id or the request.
         message: String,
+        /// The parser's error, where a body or schema does not parse.
+        #[source]
+        source: Option<Arc<serde_json::Error>>,
     },
     /// The registry still had no such schema after
     /// `schema_registry.unknown_id_grace` of retries: the message that names
@@ -149,6 +155,15 @@ impl RegistryError {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         RegistryError::Invalid {
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`RegistryError::Invalid`] for JSON that does not parse.
+    pub(crate) fn not_json(message: impl Into<String>, source: serde_json::Error) -> Self {
+        RegistryError::Invalid {
+            message: message.into(),
+            source: Some(Arc::new(source)),
         }
     }
 

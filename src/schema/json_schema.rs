@@ -160,92 +160,42 @@ impl Mapper<'_> {
                 .ok_or_else(|| unsupported(path, "`$ref` must be a string"))?;
             return self.map_ref(reference, doc, path);
         }
-        for key in ["oneOf", "anyOf"] {
-            let Some(branches) = obj.get(key) else {
-                continue;
-            };
-            let branches = branches
-                .as_array()
-                .ok_or_else(|| unsupported(path, format!("`{key}` must be an array")))?;
-            let non_null: Vec<&Value> = branches.iter().filter(|b| !is_null_schema(b)).collect();
-            return match non_null.as_slice() {
-                [one] => self.map(one, doc, path),
-                [] => Err(unsupported(path, format!("`{key}` allows only null"))),
-                more => Err(unsupported(
-                    path,
-                    format!(
-                        "`{key}` of {} non-null schemas: a column has one type; use one schema \
-                         (or a nullable one: `{key}` of it and {{\"type\": \"null\"}})",
-                        more.len()
-                    ),
-                )),
-            };
+        if let Some(one) = union_branch(obj, path)? {
+            return self.map(one, doc, path);
         }
-        if let Some(all) = obj.get("allOf") {
-            return match all.as_array().map(Vec::as_slice) {
-                Some([one]) => self.map(one, doc, path),
-                _ => Err(unsupported(
-                    path,
-                    "`allOf` of several schemas is not supported",
-                )),
-            };
-        }
-        let ty = match obj.get("type") {
-            None => infer_type(obj).ok_or_else(|| unsupported(path, "the schema has no `type` (nor keywords or `enum` values of one type that imply it)"))?,
-            Some(Value::String(t)) => t.as_str(),
-            Some(Value::Array(types)) => {
-                let mut names = Vec::new();
-                for t in types {
-                    let t = t
-                        .as_str()
-                        .ok_or_else(|| unsupported(path, "`type` must list type names"))?;
-                    if t != "null" {
-                        names.push(t);
-                    }
-                }
-                names.sort_unstable();
-                match names.as_slice() {
-                    [one] => one,
-                    ["integer", "number"] => "number",
-                    [] => return Err(unsupported(path, "`type` allows only null")),
-                    more => {
-                        return Err(unsupported(
-                            path,
-                            format!(
-                                "`type` {more:?}: a column has one type; allow one type (and \"null\")"
-                            ),
-                        ))
-                    }
-                }
-            }
-            Some(_) => return Err(unsupported(path, "`type` must be a string or an array")),
-        };
-        Ok(match ty {
-            "string" => match obj.get("format").and_then(Value::as_str) {
+        match type_name(obj, path)? {
+            "string" => Ok(match obj.get("format").and_then(Value::as_str) {
                 Some("date-time") => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
                 Some("date") => DataType::Date32,
                 _ => DataType::Utf8,
-            },
-            "integer" => DataType::Int64,
-            "number" => DataType::Float64,
-            "boolean" => DataType::Boolean,
-            "object" => self.map_object(obj, doc, path)?,
-            "array" => match (obj.get("items"), obj.get("prefixItems")) {
-                (Some(Value::Array(_)), _) | (None, Some(_)) => {
-                    return Err(unsupported(
-                        path,
-                        "tuples (`items` as an array, `prefixItems`) are not supported",
-                    ))
-                }
-                (Some(items), _) => {
-                    let item = self.map(items, doc, &format!("{path}.element"))?;
-                    DataType::List(Arc::new(Field::new("element", item, true)))
-                }
-                (None, None) => return Err(unsupported(path, "an array without `items`")),
-            },
-            "null" => return Err(unsupported(path, "`type` allows only null")),
-            other => return Err(unsupported(path, format!("unknown type {other:?}"))),
-        })
+            }),
+            "integer" => Ok(DataType::Int64),
+            "number" => Ok(DataType::Float64),
+            "boolean" => Ok(DataType::Boolean),
+            "object" => self.map_object(obj, doc, path),
+            "array" => self.map_array(obj, doc, path),
+            "null" => Err(unsupported(path, "`type` allows only null")),
+            other => Err(unsupported(path, format!("unknown type {other:?}"))),
+        }
+    }
+
+    fn map_array(
+        &mut self,
+        obj: &serde_json::Map<String, Value>,
+        doc: &Doc,
+        path: &str,
+    ) -> Result<DataType, JsonSchemaError> {
+        match (obj.get("items"), obj.get("prefixItems")) {
+            (Some(Value::Array(_)), _) | (None, Some(_)) => Err(unsupported(
+                path,
+                "tuples (`items` as an array, `prefixItems`) are not supported",
+            )),
+            (Some(items), _) => {
+                let item = self.map(items, doc, &format!("{path}.element"))?;
+                Ok(DataType::List(Arc::new(Field::new("element", item, true))))
+            }
+            (None, None) => Err(unsupported(path, "an array without `items`")),
+        }
     }
 
     fn map_object(
@@ -337,6 +287,87 @@ impl Mapper<'_> {
         let result = self.map(&target, &target_doc, path);
         self.stack.pop();
         result
+    }
+}
+
+/// A union's null branch, as the error's way on names it.
+const NULL_BRANCH: &str = r#"{"type": "null"}"#;
+
+/// The one schema a `oneOf` / `anyOf` (besides null branches) or `allOf`
+/// stands for; `None` when the schema has none of these keywords.
+fn union_branch<'v>(
+    obj: &'v serde_json::Map<String, Value>,
+    path: &str,
+) -> Result<Option<&'v Value>, JsonSchemaError> {
+    for key in ["oneOf", "anyOf"] {
+        let Some(branches) = obj.get(key) else {
+            continue;
+        };
+        let branches = branches
+            .as_array()
+            .ok_or_else(|| unsupported(path, format!("`{key}` must be an array")))?;
+        let non_null: Vec<&Value> = branches.iter().filter(|b| !is_null_schema(b)).collect();
+        return match non_null.as_slice() {
+            [one] => Ok(Some(one)),
+            [] => Err(unsupported(path, format!("`{key}` allows only null"))),
+            more => Err(unsupported(
+                path,
+                format!(
+                    "`{key}` of {} non-null schemas: a column has one type; use one schema \
+                     (or a nullable one: `{key}` of it and {NULL_BRANCH})",
+                    more.len()
+                ),
+            )),
+        };
+    }
+    match obj.get("allOf") {
+        None => Ok(None),
+        Some(all) => match all.as_array().map(Vec::as_slice) {
+            Some([one]) => Ok(Some(one)),
+            _ => Err(unsupported(
+                path,
+                "`allOf` of several schemas is not supported",
+            )),
+        },
+    }
+}
+
+/// The schema's one type name: its `type` (a nullable one: the type beside
+/// `"null"`), or the type its keywords or values imply.
+fn type_name<'v>(
+    obj: &'v serde_json::Map<String, Value>,
+    path: &str,
+) -> Result<&'v str, JsonSchemaError> {
+    match obj.get("type") {
+        None => infer_type(obj).ok_or_else(|| {
+            unsupported(
+                path,
+                "the schema has no `type` (nor keywords or `enum` values of one type that imply it)",
+            )
+        }),
+        Some(Value::String(t)) => Ok(t.as_str()),
+        Some(Value::Array(types)) => {
+            let mut names = Vec::new();
+            for t in types {
+                let t = t
+                    .as_str()
+                    .ok_or_else(|| unsupported(path, "`type` must list type names"))?;
+                if t != "null" {
+                    names.push(t);
+                }
+            }
+            names.sort_unstable();
+            match names.as_slice() {
+                [one] => Ok(one),
+                ["integer", "number"] => Ok("number"),
+                [] => Err(unsupported(path, "`type` allows only null")),
+                more => Err(unsupported(
+                    path,
+                    format!("`type` {more:?}: a column has one type; allow one type (and \"null\")"),
+                )),
+            }
+        }
+        Some(_) => Err(unsupported(path, "`type` must be a string or an array")),
     }
 }
 

@@ -1,6 +1,5 @@
 //! Table schemas: Spark DDL parsing and the Kafka metadata columns.
 
-mod conform;
 mod ddl;
 mod json_schema;
 
@@ -8,7 +7,6 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
-pub use conform::{ConformError, Conformed, Conformer};
 pub use ddl::{parse_ddl, DdlError};
 pub use json_schema::{json_schema_to_arrow, JsonSchemaError};
 

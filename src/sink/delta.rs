@@ -318,12 +318,12 @@ impl DeltaSink {
     }
 
     /// The table's CHECK constraints, compiled against its schema.
-    pub fn constraints(&self) -> Result<crate::constraints::Constraints> {
+    pub fn constraints(&self) -> Result<crate::conform::constraints::Constraints> {
         let snapshot = self.table.snapshot().map_err(|source| SinkError::Delta {
             table: self.name.clone(),
             source,
         })?;
-        crate::constraints::Constraints::from_properties(
+        crate::conform::constraints::Constraints::from_properties(
             snapshot.metadata().configuration(),
             &self.layout.table,
         )

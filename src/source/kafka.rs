@@ -13,10 +13,7 @@ use rdkafka::ClientContext;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, OffsetSpec};
-use crate::decode::KafkaRecord;
-
-/// A topic-partition.
-pub type TopicPartition = (String, i32);
+use crate::record::{KafkaRecord, TopicPartition};
 
 /// Looks up a partition's (low, high) watermarks on the broker.
 pub type Watermarks<'a> = dyn Fn(&str, i32) -> Result<(i64, i64), KafkaError> + 'a;

@@ -5,6 +5,6 @@ pub mod loss;
 
 pub use kafka::{
     client_config, create_consumer, list_partitions, to_rd_offset, InletContext, RebalanceHandler,
-    TopicPartition, Watermarks,
+    Watermarks,
 };
-pub use loss::{DataLossError, LostRange, Next, RunKind};
+pub use loss::{DataLossError, RunKind};

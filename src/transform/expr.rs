@@ -22,8 +22,9 @@ use deltalake::datafusion::physical_expr::expressions::Column;
 use deltalake::datafusion::physical_plan::PhysicalExpr;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, ExprWithAlias, GroupByExpr, Ident, ObjectNamePart, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, WildcardAdditionalOptions,
+    Expr as SqlExpr, ExprWithAlias, GroupByExpr, Ident, ObjectNamePart, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableWithJoins,
+    WildcardAdditionalOptions,
 };
 use deltalake::datafusion::sql::sqlparser::dialect::GenericDialect;
 use deltalake::datafusion::sql::sqlparser::parser::Parser;
@@ -204,155 +205,191 @@ impl SqlCompiler {
     }
 
     pub(crate) fn query(&self, ctx: &Ctx<'_>, query: &str) -> Result<Compiled, String> {
-        let schema = ctx.schema.as_ref();
         let parsed = Parser::parse_sql(&GenericDialect {}, query)
             .map_err(|e| format!("the query does not parse: {e}; {SUPPORTED}"))?;
         let [Statement::Query(q)] = parsed.as_slice() else {
             return Err(format!("expected one SELECT query; {SUPPORTED}"));
         };
-        let unsupported = |what: &str| Err(format!("{what} is not supported; {SUPPORTED}"));
-        if q.with.is_some() {
-            return unsupported("WITH");
-        }
-        if q.order_by.is_some() {
-            return unsupported("ORDER BY");
-        }
-        if q.limit_clause.is_some() || q.fetch.is_some() {
-            return unsupported("LIMIT");
-        }
-        let SetExpr::Select(select) = q.body.as_ref() else {
-            return unsupported("anything but a single SELECT (UNION, VALUES, ...)");
-        };
-        if select.distinct.is_some() {
-            return unsupported("DISTINCT");
-        }
-        let grouped = match &select.group_by {
-            GroupByExpr::All(_) => true,
-            GroupByExpr::Expressions(e, m) => !e.is_empty() || !m.is_empty(),
-        };
-        if grouped || select.having.is_some() {
-            return unsupported("GROUP BY / HAVING (each batch is transformed row by row)");
-        }
-        let [from] = select.from.as_slice() else {
-            return unsupported("a FROM other than exactly `FROM input`");
-        };
-        if !from.joins.is_empty() {
-            return unsupported("JOIN");
-        }
-        let TableFactor::Table { name, alias, .. } = &from.relation else {
-            return unsupported("a FROM other than exactly `FROM input`");
-        };
-        let is_input = matches!(name.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.value.eq_ignore_ascii_case("input"));
-        if !is_input {
-            return Err(format!(
-                "the table is `{name}`, but the only table is `input` (the batch); {SUPPORTED}"
-            ));
-        }
-        if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
-            return unsupported("column aliases on `input`");
-        }
-        let qualifier = alias
-            .as_ref()
-            .map_or("input".to_string(), |a| a.name.value.clone());
-        // Anything else (QUALIFY, WINDOW, LATERAL VIEW, table hints, ...):
-        // compare with a plain query once the supported parts are blanked.
-        let baseline = Parser::parse_sql(&GenericDialect {}, "SELECT * FROM input")
-            .map_err(|e| e.to_string())?;
-        let [Statement::Query(base)] = baseline.as_slice() else {
-            return Err("internal: baseline query".to_string());
-        };
-        let SetExpr::Select(base_select) = base.body.as_ref() else {
-            return Err("internal: baseline query".to_string());
-        };
-        let mut rest_query = q.as_ref().clone();
-        rest_query.body = base.body.clone();
-        let blank = |s: &deltalake::datafusion::sql::sqlparser::ast::Select| {
-            let mut s = s.clone();
-            s.projection.clear();
-            s.from.clear();
-            s.selection = None;
-            s
-        };
-        let mut rest_from = from.clone();
-        if let TableFactor::Table { name, alias, .. } = &mut rest_from.relation {
-            *name = base_select.from[0].relation_name();
-            *alias = None;
-        }
-        if rest_query != **base
-            || blank(select) != blank(base_select)
-            || rest_from != base_select.from[0]
-        {
-            return Err(format!(
-                "the query has a clause that is not supported; {SUPPORTED}"
-            ));
-        }
-
-        let df_schema = DFSchema::try_from_qualified_schema(qualifier.as_str(), schema)
-            .map_err(|e| e.strip_backtrace())?;
+        let (select, from) = single_select(q)?;
+        let qualifier = input_qualifier(from)?;
+        no_other_clauses(q, select, from)?;
+        let df_schema =
+            DFSchema::try_from_qualified_schema(qualifier.as_str(), ctx.schema.as_ref())
+                .map_err(|e| e.strip_backtrace())?;
         let filter = match &select.selection {
             None => None,
-            Some(w) => {
-                let text = w.to_string();
-                let physical = self
-                    .physical(schema, &df_schema, w.clone())
-                    .map_err(|e| format!("WHERE `{text}`: {e}"))?;
-                Some(ExprFn::new(ctx, physical, &text)?.predicate()?)
-            }
+            Some(w) => Some(self.sql_fn(ctx, &df_schema, w, "WHERE ")?.predicate()?),
         };
         let mut columns: Vec<(FieldRef, ColumnFn)> = Vec::new();
         for item in &select.projection {
-            match item {
-                SelectItem::Wildcard(options) => {
-                    columns.extend(wildcard(ctx, options)?);
-                }
-                SelectItem::QualifiedWildcard(
-                    SelectItemQualifiedWildcardKind::ObjectName(n),
-                    options,
-                ) if matches!(n.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.value == qualifier || i.value.eq_ignore_ascii_case("input")) =>
-                {
-                    columns.extend(wildcard(ctx, options)?);
-                }
-                SelectItem::UnnamedExpr(e) => {
-                    let name = match e {
-                        SqlExpr::Identifier(Ident { value, .. }) => value.clone(),
-                        SqlExpr::CompoundIdentifier(parts) => {
-                            parts.last().map(|p| p.value.clone()).unwrap_or_default()
-                        }
-                        other => {
-                            return Err(format!(
-                                "`{other}` needs a name: write `{other} AS <name>`"
-                            ));
-                        }
-                    };
-                    let text = e.to_string();
-                    let physical = self
-                        .physical(schema, &df_schema, e.clone())
-                        .map_err(|m| format!("`{text}`: {m}"))?;
-                    columns.push(ExprFn::new(ctx, physical, &text)?.into_column(ctx.schema, &name));
-                }
-                SelectItem::ExprWithAlias { expr, alias } => {
-                    let text = expr.to_string();
-                    let physical = self
-                        .physical(schema, &df_schema, expr.clone())
-                        .map_err(|m| format!("`{text}`: {m}"))?;
-                    columns.push(
-                        ExprFn::new(ctx, physical, &text)?.into_column(ctx.schema, &alias.value),
-                    );
-                }
-                other => return Err(format!("the item `{other}` is not supported; {SUPPORTED}")),
-            }
+            columns.extend(self.select_item(ctx, &df_schema, &qualifier, item)?);
         }
-        let mut seen = HashSet::new();
-        for (field, _) in &columns {
-            if !seen.insert(field.name().as_str()) {
-                return Err(format!(
-                    "the query makes two columns named `{0}`; to replace a column write `* EXCEPT ({0}), <expression> AS {0}`",
-                    field.name()
-                ));
-            }
-        }
+        unique_names(&columns)?;
         Ok(Compiled { filter, columns })
     }
+
+    /// The column(s) one SELECT item makes.
+    fn select_item(
+        &self,
+        ctx: &Ctx<'_>,
+        df_schema: &DFSchema,
+        qualifier: &str,
+        item: &SelectItem,
+    ) -> Result<Vec<(FieldRef, ColumnFn)>, String> {
+        match item {
+            SelectItem::Wildcard(options) => wildcard(ctx, options),
+            SelectItem::QualifiedWildcard(
+                SelectItemQualifiedWildcardKind::ObjectName(n),
+                options,
+            ) if matches!(n.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.value == qualifier || i.value.eq_ignore_ascii_case("input")) => {
+                wildcard(ctx, options)
+            }
+            SelectItem::UnnamedExpr(e) => {
+                let name = match e {
+                    SqlExpr::Identifier(Ident { value, .. }) => value.clone(),
+                    SqlExpr::CompoundIdentifier(parts) => {
+                        parts.last().map(|p| p.value.clone()).unwrap_or_default()
+                    }
+                    other => {
+                        return Err(format!("`{other}` needs a name: write `{other} AS <name>`"));
+                    }
+                };
+                let f = self.sql_fn(ctx, df_schema, e, "")?;
+                Ok(vec![f.into_column(ctx.schema, &name)])
+            }
+            SelectItem::ExprWithAlias { expr, alias } => {
+                let f = self.sql_fn(ctx, df_schema, expr, "")?;
+                Ok(vec![f.into_column(ctx.schema, &alias.value)])
+            }
+            other => Err(format!("the item `{other}` is not supported; {SUPPORTED}")),
+        }
+    }
+
+    /// A SQL expression of the query compiled; its errors quote it after
+    /// `what` (`WHERE ` for the condition).
+    fn sql_fn(
+        &self,
+        ctx: &Ctx<'_>,
+        df_schema: &DFSchema,
+        e: &SqlExpr,
+        what: &str,
+    ) -> Result<ExprFn, String> {
+        let text = e.to_string();
+        let physical = self
+            .physical(ctx.schema.as_ref(), df_schema, e.clone())
+            .map_err(|m| format!("{what}`{text}`: {m}"))?;
+        ExprFn::new(ctx, physical, &text)
+    }
+}
+
+/// The query's one SELECT and its one FROM, refusing the clauses that are
+/// not row by row.
+fn single_select(q: &Query) -> Result<(&Select, &TableWithJoins), String> {
+    let unsupported = |what: &str| Err(format!("{what} is not supported; {SUPPORTED}"));
+    if q.with.is_some() {
+        return unsupported("WITH");
+    }
+    if q.order_by.is_some() {
+        return unsupported("ORDER BY");
+    }
+    if q.limit_clause.is_some() || q.fetch.is_some() {
+        return unsupported("LIMIT");
+    }
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return unsupported("anything but a single SELECT (UNION, VALUES, ...)");
+    };
+    if select.distinct.is_some() {
+        return unsupported("DISTINCT");
+    }
+    let grouped = match &select.group_by {
+        GroupByExpr::All(_) => true,
+        GroupByExpr::Expressions(e, m) => !e.is_empty() || !m.is_empty(),
+    };
+    if grouped || select.having.is_some() {
+        return unsupported("GROUP BY / HAVING (each batch is transformed row by row)");
+    }
+    let [from] = select.from.as_slice() else {
+        return unsupported("a FROM other than exactly `FROM input`");
+    };
+    if !from.joins.is_empty() {
+        return unsupported("JOIN");
+    }
+    Ok((select, from))
+}
+
+/// The name the query gives `input` (its alias, or `input`), refusing any
+/// other table.
+fn input_qualifier(from: &TableWithJoins) -> Result<String, String> {
+    let TableFactor::Table { name, alias, .. } = &from.relation else {
+        return Err(format!(
+            "a FROM other than exactly `FROM input` is not supported; {SUPPORTED}"
+        ));
+    };
+    let is_input = matches!(name.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.value.eq_ignore_ascii_case("input"));
+    if !is_input {
+        return Err(format!(
+            "the table is `{name}`, but the only table is `input` (the batch); {SUPPORTED}"
+        ));
+    }
+    if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+        return Err(format!(
+            "column aliases on `input` is not supported; {SUPPORTED}"
+        ));
+    }
+    Ok(alias
+        .as_ref()
+        .map_or("input".to_string(), |a| a.name.value.clone()))
+}
+
+/// Anything else (QUALIFY, WINDOW, LATERAL VIEW, table hints, ...) is
+/// refused: the query is compared with a plain one once the supported
+/// parts are blanked.
+fn no_other_clauses(q: &Query, select: &Select, from: &TableWithJoins) -> Result<(), String> {
+    let baseline =
+        Parser::parse_sql(&GenericDialect {}, "SELECT * FROM input").map_err(|e| e.to_string())?;
+    let [Statement::Query(base)] = baseline.as_slice() else {
+        return Err("internal: baseline query".to_string());
+    };
+    let SetExpr::Select(base_select) = base.body.as_ref() else {
+        return Err("internal: baseline query".to_string());
+    };
+    let mut rest_query = q.clone();
+    rest_query.body = base.body.clone();
+    let blank = |s: &Select| {
+        let mut s = s.clone();
+        s.projection.clear();
+        s.from.clear();
+        s.selection = None;
+        s
+    };
+    let mut rest_from = from.clone();
+    if let TableFactor::Table { name, alias, .. } = &mut rest_from.relation {
+        *name = base_select.from[0].relation_name();
+        *alias = None;
+    }
+    if rest_query != **base
+        || blank(select) != blank(base_select)
+        || rest_from != base_select.from[0]
+    {
+        return Err(format!(
+            "the query has a clause that is not supported; {SUPPORTED}"
+        ));
+    }
+    Ok(())
+}
+
+/// Two columns of one name are refused, with the way to replace one.
+fn unique_names(columns: &[(FieldRef, ColumnFn)]) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for (field, _) in columns {
+        if !seen.insert(field.name().as_str()) {
+            return Err(format!(
+                "the query makes two columns named `{0}`; to replace a column write `* EXCEPT ({0}), <expression> AS {0}`",
+                field.name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 trait RelationName {

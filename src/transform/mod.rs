@@ -62,15 +62,27 @@ pub enum TransformError {
         /// What went wrong.
         message: String,
     },
+    /// Arrow failed on a whole batch, for inlet's own reasons (as `Eval`).
+    #[error("transforms[{index}] ({op}): {source}")]
+    Arrow {
+        /// Position of the entry in the table's `transforms` list.
+        index: usize,
+        /// Its `op`.
+        op: &'static str,
+        /// Arrow's error.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
 }
 
 impl TransformError {
     /// What went wrong, without the transform's name.
-    pub fn message(&self) -> &str {
+    pub fn message(&self) -> std::borrow::Cow<'_, str> {
         match self {
             TransformError::Config { message, .. } | TransformError::Eval { message, .. } => {
-                message
+                message.into()
             }
+            TransformError::Arrow { source, .. } => source.to_string().into(),
         }
     }
 }
@@ -83,7 +95,7 @@ impl Classify for TransformError {
     fn fault(&self) -> Fault {
         match self {
             TransformError::Config { .. } => Fault::Operator,
-            TransformError::Eval { .. } => Fault::Internal,
+            TransformError::Eval { .. } | TransformError::Arrow { .. } => Fault::Internal,
         }
     }
 }
@@ -255,9 +267,13 @@ impl TransformPlan {
             current = out.batch;
         }
         if self.steps.is_empty() {
-            current = current
-                .with_schema(self.output.clone())
-                .map_err(|e| self.mismatch(e.to_string()))?;
+            current = current.with_schema(self.output.clone()).map_err(|source| {
+                TransformError::Arrow {
+                    index: 0,
+                    op: self.steps.first().map_or("none", |s| s.op),
+                    source,
+                }
+            })?;
         }
         rejected.sort_by_key(|r| r.0);
         Ok(Transformed {
@@ -498,6 +514,14 @@ impl Step {
         Ok(())
     }
 
+    fn arrow_error(&self, source: arrow::error::ArrowError) -> TransformError {
+        TransformError::Arrow {
+            index: self.index,
+            op: self.op,
+            source,
+        }
+    }
+
     fn eval_error(&self, message: impl fmt::Display) -> TransformError {
         TransformError::Eval {
             index: self.index,
@@ -557,7 +581,7 @@ impl Step {
             let good = BooleanBuffer::from(good);
             let predicate = BooleanArray::new(good.clone(), None);
             for array in &mut arrays {
-                *array = filter(array, &predicate).map_err(|e| self.eval_error(e))?;
+                *array = filter(array, &predicate).map_err(|e| self.arrow_error(e))?;
             }
             rows = good.count_set_bits();
             // Back to the step's input rows.
@@ -583,7 +607,7 @@ impl Step {
             arrays,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )
-        .map_err(|e| self.eval_error(e))?;
+        .map_err(|e| self.arrow_error(e))?;
         Ok(StepOut {
             batch,
             kept,

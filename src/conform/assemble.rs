@@ -9,8 +9,8 @@ use arrow::array::{
 };
 use arrow::error::ArrowError;
 
-use super::KafkaRecord;
 use crate::config::MetadataKind;
+use crate::record::KafkaRecord;
 use crate::schema::TableLayout;
 
 /// Builds the table's batch: decoded value columns, and metadata columns for

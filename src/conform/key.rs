@@ -9,7 +9,8 @@ use arrow::datatypes::{DataType, Fields, Schema};
 
 use super::normalize::{NormalizeError, Normalizer};
 use crate::decode::boundary::{self, Failure, Piece, RangeDecoder};
-use crate::decode::{FramedError, Rejection, Stage, ValueDecoder};
+use crate::decode::{FramedError, ValueDecoder};
+use crate::record::{Rejection, Rejections, Stage};
 
 /// Decodes the keys of one table.
 #[derive(Debug)]
@@ -52,7 +53,7 @@ impl KeyDecoder {
     pub fn decode(
         &mut self,
         keys: &[Option<&[u8]>],
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(ArrayRef, Vec<usize>), KeyError> {
         let first_rejected = rejected.len();
         let reason = match boundary::attempt(|| {
@@ -88,7 +89,7 @@ impl KeyDecoder {
     fn decode_unguarded(
         &mut self,
         keys: &[Option<&[u8]>],
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(ArrayRef, Vec<usize>), KeyError> {
         match self {
             KeyDecoder::Utf8 => {
@@ -123,17 +124,11 @@ impl KeyDecoder {
                 let present: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].is_some()).collect();
                 let values: Vec<Option<&[u8]>> = present.iter().map(|&i| keys[i]).collect();
                 let mut parts = Vec::new();
-                let mut local = Vec::new();
+                let mut local = Rejections::new();
                 decoder.decode(&values, *max_bytes, &mut parts, &mut local)?;
                 let normalized = normalizer.normalize(parts, &mut local)?;
-                for r in local {
-                    rejected.push(Rejection::new(
-                        present[r.index],
-                        r.stage,
-                        format!("key: {}", r.reason),
-                    ));
-                }
-                rejected.sort_by_key(|r| r.index);
+                local.prefix_reasons("key: ");
+                rejected.merge_subset(&mut local, &present);
                 // Row of each kept key in the decoded batch; absent keys are
                 // null rows (a null take index).
                 let mut decoded_row = vec![None; keys.len()];
@@ -187,15 +182,14 @@ impl RangeDecoder for KeyRanges<'_, '_> {
 struct Keys {
     columns: Vec<ArrayRef>,
     kept: Vec<usize>,
-    rejected: Vec<Rejection>,
+    rejected: Rejections,
 }
 
 impl Piece for Keys {
-    fn append(&mut self, other: Self, offset: usize) {
+    fn append(&mut self, mut other: Self, offset: usize) {
         self.columns.extend(other.columns);
         self.kept.extend(other.kept.iter().map(|k| k + offset));
-        self.rejected
-            .extend(boundary::shifted(other.rejected, offset));
+        self.rejected.merge_shifted(&mut other.rejected, offset);
     }
 
     fn reject(&mut self, index: usize, reason: String) {
@@ -213,9 +207,8 @@ impl Keys {
     fn finish(
         mut self,
         data_type: &DataType,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<(ArrayRef, Vec<usize>), KeyError> {
-        self.rejected.sort_by_key(|r| r.index);
         rejected.append(&mut self.rejected);
         let column = if self.columns.is_empty() {
             arrow::array::new_empty_array(data_type)
@@ -297,7 +290,7 @@ mod tests {
         keys: &[Option<&[u8]>],
         valid: &[bool],
     ) -> Result<usize, TestCaseError> {
-        let mut rejected = Vec::new();
+        let mut rejected = Rejections::new();
         let (column, kept) = d
             .decode(keys, &mut rejected)
             .map_err(|e| TestCaseError::fail(format!("key decoding stopped: {e}")))?;
@@ -333,7 +326,7 @@ mod tests {
             let keys = [Some(&good[..]), None, Some(&bad[..]), Some(&good[..])];
             let valid = [true, false, false, true];
             assert_eq!(check(&mut d, &keys, &valid).unwrap(), 1);
-            let mut rejected = Vec::new();
+            let mut rejected = Rejections::new();
             let (column, kept) = d.decode(&keys, &mut rejected).unwrap();
             assert_eq!(kept, [0, 1, 3]);
             assert_eq!(column.len(), 3);

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::datatypes::SchemaRef;
 
+use super::{ConformError, Conformer};
 use crate::config::{EvolutionPolicy, TransformSpec};
-use crate::decode::{Part, Rejection, Stage};
+use crate::decode::Part;
 use crate::fault::{Classify, Fault};
-use crate::schema::{ConformError, Conformer};
+use crate::record::{Rejections, Stage};
 use crate::transform::{TransformError, TransformPlan};
 
 /// Failures that stop the pipeline.
@@ -232,7 +233,7 @@ impl Normalizer {
     pub fn normalize(
         &mut self,
         parts: Vec<Part>,
-        rejected: &mut Vec<Rejection>,
+        rejected: &mut Rejections,
     ) -> Result<Normalized, NormalizeError> {
         let mut added = Vec::new();
         let mut outs: Vec<(RecordBatch, Vec<usize>)> = Vec::with_capacity(parts.len());
@@ -242,7 +243,7 @@ impl Normalizer {
             let (transform, conformer) = match &self.plans[&part.schema_id].fate {
                 Fate::Refused(stage, reason) => {
                     for &m in &part.rows {
-                        rejected.push(Rejection::new(m, *stage, reason.clone()));
+                        rejected.reject(m, *stage, reason.clone());
                     }
                     continue;
                 }
@@ -259,9 +260,7 @@ impl Normalizer {
                             table: self.table.clone(),
                             source,
                         })?;
-                    for (r, reason) in out.rejected {
-                        rejected.push(Rejection::new(part.rows[r], Stage::Transform, reason));
-                    }
+                    rejected.extend_subset(Stage::Transform, out.rejected, &part.rows);
                     let rows = out.rows.iter().map(|&r| part.rows[r]).collect();
                     (out.batch, rows)
                 }
@@ -273,13 +272,11 @@ impl Normalizer {
                     message: format!("conforming rows: {e}"),
                 })?;
             // Only NOT NULL breaks here: the types were checked when planning.
-            for (r, reason) in out.rejected {
-                rejected.push(Rejection::new(rows[r], Stage::Constraint, reason));
-            }
+            rejected.extend_subset(Stage::Constraint, out.rejected, &rows);
             let rows: Vec<usize> = out.rows.iter().map(|&r| rows[r]).collect();
             outs.push((out.batch, rows));
         }
-        rejected.sort_by_key(|r| r.index);
+        rejected.sort();
         // A part planned before a later part widened the table lacks the new
         // columns: they are null for it.
         for (batch, _) in &mut outs {
@@ -367,7 +364,7 @@ mod tests {
     fn a_transform_failing_for_inlets_reasons_stops_and_rejects_nothing() {
         for id in [0, 7] {
             let mut n = normalizer(UNRUNNABLE_BRANCH);
-            let mut rejected = Vec::new();
+            let mut rejected = Rejections::new();
             let err = n.normalize(vec![part(id)], &mut rejected).unwrap_err();
             assert_eq!(err.fault(), Fault::Internal, "{err}");
             let text = err.to_string();
@@ -384,7 +381,7 @@ mod tests {
         // Found when compiling for schema id 7, at run time: inlet's fault,
         // not the writer's; its messages are not quarantined.
         let mut n = normalizer("digest(s, code)");
-        let mut rejected = Vec::new();
+        let mut rejected = Rejections::new();
         let err = n.normalize(vec![part(7)], &mut rejected).unwrap_err();
         assert_eq!(err.fault(), Fault::Internal, "{err}");
         assert!(
@@ -410,7 +407,7 @@ mod tests {
     #[test]
     fn rows_failing_on_their_own_data_are_rejected() {
         let mut n = normalizer("CAST(code AS INT)");
-        let mut rejected = Vec::new();
+        let mut rejected = Rejections::new();
         let out = n.normalize(vec![part(0)], &mut rejected).unwrap();
         assert_eq!(out.batch.num_rows(), 0);
         assert_eq!(rejected.iter().map(|r| r.index).collect::<Vec<_>>(), [4, 9]);
