@@ -196,7 +196,7 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             dry_run,
         } => {
             let cfg = inlet::config::load(&config)?;
-            let reports = inlet::migrate::Migrator::new(cfg, dir)
+            let reports = inlet::commands::migrate::Migrator::new(cfg, dir)
                 .with_tables(table)
                 .with_dry_run(dry_run)
                 .run()
@@ -235,19 +235,19 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 if !table.is_empty() && !table.contains(name) {
                     continue;
                 }
-                let outcome = inlet::maintenance::compact(name, tc, force).await;
+                let outcome = inlet::sink::compaction::compact(name, tc, force).await;
                 match &outcome {
-                    inlet::maintenance::CompactOutcome::Done {
+                    inlet::sink::compaction::CompactOutcome::Done {
                         version,
                         files_removed,
                         files_added,
                     } => println!(
                         "{name}: compacted {files_removed} files into {files_added} (version {version})"
                     ),
-                    inlet::maintenance::CompactOutcome::Skipped { reason } => {
+                    inlet::sink::compaction::CompactOutcome::Skipped { reason } => {
                         println!("{name}: skipped ({reason})")
                     }
-                    inlet::maintenance::CompactOutcome::Failed { error } => {
+                    inlet::sink::compaction::CompactOutcome::Failed { error } => {
                         failed = true;
                         eprintln!("{name}: failed: {error}")
                     }
@@ -267,7 +267,7 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             if let Some(id) = app_id {
                 cfg.app_id = id;
             }
-            let status = inlet::status::collect(&cfg).await?;
+            let status = inlet::commands::status::collect(&cfg).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {

@@ -288,12 +288,12 @@ pub struct TableCompacted<'a> {
     /// Table name.
     pub table: &'a str,
     /// What happened.
-    pub outcome: &'a crate::maintenance::CompactOutcome,
+    pub outcome: &'a crate::sink::compaction::CompactOutcome,
 }
 
 impl InternalEvent for TableCompacted<'_> {
     fn emit(self, m: &Metrics) {
-        use crate::maintenance::CompactOutcome;
+        use crate::sink::compaction::CompactOutcome;
         let outcome = match self.outcome {
             CompactOutcome::Done { .. } => "done",
             CompactOutcome::Skipped { .. } => "skipped",

@@ -3,8 +3,10 @@
 
 mod attempt;
 mod classify;
+pub mod compaction;
 mod delta;
 mod features;
+pub mod storage;
 
 pub use attempt::{commit_id, Patience, COMMIT_ID_KEY};
 pub use classify::{delta_fault, store_fault};

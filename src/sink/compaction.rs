@@ -57,7 +57,7 @@ pub async fn compact(name: &str, cfg: &TableConfig, force: bool) -> CompactOutco
 }
 
 async fn try_compact(cfg: &TableConfig, force: bool) -> Result<CompactOutcome, DeltaTableError> {
-    let mut table = crate::storage::table(&cfg.uri, &cfg.storage_options)?;
+    let mut table = crate::sink::storage::table(&cfg.uri, &cfg.storage_options)?;
     match table.load().await {
         Ok(()) => {}
         Err(DeltaTableError::NotATable(_)) => {

@@ -248,7 +248,7 @@ impl Migrator {
             table: name.to_string(),
             source,
         };
-        let mut table = crate::storage::table(&cfg.uri, &cfg.storage_options).map_err(delta)?;
+        let mut table = crate::sink::storage::table(&cfg.uri, &cfg.storage_options).map_err(delta)?;
         let mut report = TableReport {
             table: name.to_string(),
             from: 0,
@@ -349,7 +349,7 @@ impl Migrator {
 
 /// Whether a table exists at `uri` now (another migrator created it).
 async fn created_meanwhile(uri: &str, options: &BTreeMap<String, String>) -> bool {
-    match crate::storage::table(uri, options) {
+    match crate::sink::storage::table(uri, options) {
         Ok(mut t) => t.load().await.is_ok(),
         Err(_) => false,
     }

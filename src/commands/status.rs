@@ -100,7 +100,7 @@ pub async fn collect(cfg: &Config) -> Result<Status, StatusError> {
             table: name.clone(),
             message: e.to_string(),
         };
-        let mut table = crate::storage::table(&tc.uri, &tc.storage_options).map_err(err)?;
+        let mut table = crate::sink::storage::table(&tc.uri, &tc.storage_options).map_err(err)?;
         let exists = match table.load().await {
             Ok(()) => true,
             Err(DeltaTableError::NotATable(_)) => false,
@@ -177,7 +177,7 @@ async fn count_rows(
         table: format!("{name} (quarantine)"),
         message: e.to_string(),
     };
-    let mut table = crate::storage::table(uri, &tc.storage_options).map_err(err)?;
+    let mut table = crate::sink::storage::table(uri, &tc.storage_options).map_err(err)?;
     match table.load().await {
         Ok(()) => {}
         Err(DeltaTableError::NotATable(_)) => return Ok(0),
