@@ -325,7 +325,7 @@ fn validate(c: &Config) -> Result<()> {
             t.quarantine_uri.as_ref(),
         ))) {
             if let Some(uri) = uri {
-                crate::sink::storage::check_uri(uri).map_err(|problem| {
+                crate::config::uri::check_uri(uri).map_err(|problem| {
                     ConfigError::invalid(
                         format!("{key}.{field}"),
                         problem,

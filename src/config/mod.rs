@@ -8,6 +8,7 @@
 
 mod load;
 mod offsets;
+pub mod uri;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -29,7 +29,7 @@ pub fn replay_target(
         ("--quarantine-uri", &quarantine_uri),
     ] {
         if let Some(uri) = uri {
-            crate::sink::storage::check_uri(uri).map_err(|e| format!("{flag} `{uri}`: {e}"))?;
+            crate::config::uri::check_uri(uri).map_err(|e| format!("{flag} `{uri}`: {e}"))?;
         }
     }
     if table_uri.is_some() && t.quarantine_uri.is_some() && quarantine_uri.is_none() {
