@@ -347,6 +347,38 @@ impl Migrator {
     }
 }
 
+/// `inlet migrate`: applies the pending migrations of `dir` (only to
+/// `tables`, when given) and prints a line per table; with `dry_run`, only
+/// says what it would apply.
+pub async fn run(
+    config: &Path,
+    dir: PathBuf,
+    tables: Vec<String>,
+    dry_run: bool,
+) -> super::Result {
+    let cfg = crate::config::load(config)?;
+    let reports = Migrator::new(cfg, dir)
+        .with_tables(tables)
+        .with_dry_run(dry_run)
+        .run()
+        .await?;
+    let verb = if dry_run { "would apply" } else { "applied" };
+    for r in reports {
+        if r.applied.is_empty() {
+            println!("{}: at version {}, nothing to apply", r.table, r.from);
+        } else {
+            println!(
+                "{}: version {} -> {}, {verb} {}",
+                r.table,
+                r.from,
+                r.to,
+                r.applied.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Whether a table exists at `uri` now (another migrator created it).
 async fn created_meanwhile(uri: &str, options: &BTreeMap<String, String>) -> bool {
     match crate::sink::storage::table(uri, options) {

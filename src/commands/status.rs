@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use deltalake::DeltaTableError;
@@ -164,6 +165,23 @@ pub async fn collect(cfg: &Config) -> Result<Status, StatusError> {
         app_id: cfg.app_id.clone(),
         tables,
     })
+}
+
+/// `inlet status`: prints the status of `config`'s tables and partitions,
+/// as a table or (`json`) as JSON; `app_id` shows the offsets stored under
+/// that app id instead of the config's (e.g. a replay's).
+pub async fn run(config: &Path, json: bool, app_id: Option<String>) -> super::Result {
+    let mut cfg = crate::config::load(config)?;
+    if let Some(id) = app_id {
+        cfg.app_id = id;
+    }
+    let status = collect(&cfg).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(())
 }
 
 /// Rows of the quarantine table at `uri`, from the file statistics in the log

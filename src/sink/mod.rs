@@ -55,32 +55,6 @@ pub enum SinkError {
     },
 }
 
-/// Checks every table of `cfg` that exists, and its quarantine table, the
-/// way a run opens them (see [`DeltaSink::check_existing`]); one line per
-/// table saying what a run will do with it.
-pub async fn check_tables(cfg: &crate::config::Config) -> Result<Vec<String>> {
-    let mut lines = Vec::new();
-    for (name, tc) in &cfg.tables {
-        let mut tables = vec![(name.clone(), tc.clone())];
-        if let Some(uri) = &tc.quarantine_uri {
-            tables.push((
-                format!("{name}_quarantine"),
-                crate::quarantine::table_config(tc, uri),
-            ));
-        }
-        for (name, tc) in tables {
-            lines.push(match DeltaSink::check_existing(&name, &tc).await? {
-                Some(v) => format!("table `{name}` at {}: version {v}, writable", tc.uri),
-                None => format!(
-                    "table `{name}` at {}: not there yet, a run creates it",
-                    tc.uri
-                ),
-            });
-        }
-    }
-    Ok(lines)
-}
-
 /// Result alias for the sink.
 pub type Result<T, E = SinkError> = std::result::Result<T, E>;
 
