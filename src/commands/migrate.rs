@@ -248,7 +248,8 @@ impl Migrator {
             table: name.to_string(),
             source,
         };
-        let mut table = crate::sink::storage::table(&cfg.uri, &cfg.storage_options).map_err(delta)?;
+        let mut table =
+            crate::sink::storage::table(&cfg.uri, &cfg.storage_options).map_err(delta)?;
         let mut report = TableReport {
             table: name.to_string(),
             from: 0,
@@ -350,12 +351,7 @@ impl Migrator {
 /// `inlet migrate`: applies the pending migrations of `dir` (only to
 /// `tables`, when given) and prints a line per table; with `dry_run`, only
 /// says what it would apply.
-pub async fn run(
-    config: &Path,
-    dir: PathBuf,
-    tables: Vec<String>,
-    dry_run: bool,
-) -> super::Result {
+pub async fn run(config: &Path, dir: PathBuf, tables: Vec<String>, dry_run: bool) -> super::Result {
     let cfg = crate::config::load(config)?;
     let reports = Migrator::new(cfg, dir)
         .with_tables(tables)

@@ -147,9 +147,7 @@ pub fn spawn_periodic(
                     if !shutdown.sleep(interval).await {
                         return;
                     }
-                    compact(&name, &cfg, false)
-                        .await
-                        .emit(&name, &metrics);
+                    compact(&name, &cfg, false).await.emit(&name, &metrics);
                 }
             }))
         })
