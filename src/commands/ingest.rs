@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use crate::config::RangeBound;
-use crate::pipeline::{replay_app_id, replay_target};
-use crate::{Mode, Pipeline};
+use crate::pipeline::{replay_app_id, replay_target, Mode, Pipeline};
 
 /// `inlet run`: ingests until a signal, or with `available_now` up to the
 /// high watermarks seen at start.
