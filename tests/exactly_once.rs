@@ -3,8 +3,15 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::common::assertions::{
+    assert_exactly_once, assert_exactly_once_in_either, crash_loop, CrashLoop,
+};
+use crate::common::brokers::{Broker, MockBroker, TansuBroker};
 use crate::common::process::Running;
-use crate::common::*;
+use crate::common::producing::{background_producer, event, produce};
+use crate::common::required;
+use crate::common::tables::read_table;
+use crate::common::workspace::{ConfigSpec, Workspace};
 
 fn spec<'a>(bootstrap: &'a str, topic: &'a str, max_age: &'a str) -> ConfigSpec<'a> {
     ConfigSpec {

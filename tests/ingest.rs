@@ -3,8 +3,15 @@
 
 use std::time::Duration;
 
-use crate::common::process::Running;
-use crate::common::*;
+use crate::common::assertions::{
+    app_ids, assert_exactly_once, assert_exactly_once_in_either, last_offsets,
+};
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::{run_available_now, Running};
+use crate::common::producing::{event, produce, Landed};
+use crate::common::required;
+use crate::common::tables::{duckdb_read, read_quarantine, read_table, txn_versions};
+use crate::common::workspace::{ConfigSpec, Workspace};
 
 fn spec<'a>(bootstrap: &'a str, topic: &'a str, max_rows: usize) -> ConfigSpec<'a> {
     ConfigSpec {

@@ -5,10 +5,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::assertions::{assert_exactly_once, crash_loop, wait_rows_at, CrashLoop};
 use crate::common::avro::{framed_json, Datum};
-use crate::common::process::Running;
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::{run_available_now, Running};
+use crate::common::producing::{produce, produce_values, Landed};
 use crate::common::registry::{MockRegistry, Outage};
-use crate::common::*;
+use crate::common::required;
+use crate::common::tables::{duckdb_read, read_quarantine, read_table, table_batches, Location};
 
 const PILL_SCHEMA: &str = r#"{"type":"record","name":"Pill","fields":[
   {"name":"id","type":"long"},

@@ -6,10 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::process::Running;
+use crate::common::assertions::{assert_exactly_once_in_either, wait_rows_at};
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::{run_available_now, Running};
+use crate::common::producing::{event, produce, Landed};
 use crate::common::proxy::Proxy;
+use crate::common::required;
 use crate::common::s3::SeaweedS3;
-use crate::common::*;
+use crate::common::workspace::{ConfigSpec, Workspace};
 
 /// An S3 table that inlet reaches through a proxy the test can switch to
 /// refusing, and a mock broker with topic `events`.
