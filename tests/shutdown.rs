@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::common::assertions::{assert_exactly_once_in_either, wait_rows_at};
 use crate::common::brokers::{Broker, MockBroker};
-use crate::common::process::{run_available_now, Running};
+use crate::common::process::{metrics_toml, run_available_now, Running};
 use crate::common::producing::{event, produce, Landed};
 use crate::common::proxy::Proxy;
-use crate::common::required;
 use crate::common::s3::SeaweedS3;
 use crate::common::workspace::{ConfigSpec, Workspace};
+use crate::common::{free_port, required};
 
 /// An S3 table that inlet reaches through a proxy the test can switch to
 /// refusing, and a mock broker with topic `events`.
@@ -23,6 +23,8 @@ struct Outage {
     broker: MockBroker,
     ws: Workspace,
     config: std::path::PathBuf,
+    /// Where inlet serves its metrics.
+    metrics: u16,
 }
 
 impl Outage {
@@ -36,13 +38,15 @@ impl Outage {
         let mut broker = MockBroker::start();
         broker.create_topic("events", 4);
         let ws = Workspace::on_s3(&s3, bucket);
+        let metrics = free_port();
+        let extra = metrics_toml(metrics);
         let config = ws.config(&ConfigSpec {
             bootstrap: &broker.bootstrap(),
             topic: "events",
             group: bucket,
             max_rows: 500,
             max_age: "500ms",
-            extra: "",
+            extra: &extra,
             session_timeout_ms: 6000,
         });
         // inlet talks to the store through the proxy; the test reads it directly.
@@ -64,6 +68,7 @@ impl Outage {
             broker,
             ws,
             config,
+            metrics,
         })
     }
 
@@ -116,9 +121,9 @@ fn sigterm_during_a_failing_commit_exits_within_the_shutdown_timeout() {
     // The store starts refusing; new messages make a batch that cannot land.
     o.proxy.refuse();
     landed.extend(o.produce(1000..2000));
-    // Within max_age (500 ms) of reading them, inlet flushes the new rows
-    // to the refusing store; give it that and a margin.
-    std::thread::sleep(Duration::from_secs(2));
+    // Once it has read the first 500 of them (max_rows), inlet flushes them
+    // to the refusing store.
+    run.wait_consumed(o.metrics, "events", 1500, Duration::from_secs(60));
     let stopped = Instant::now();
     run.signal("TERM");
     let code = run.wait(limit + Duration::from_secs(20));

@@ -174,16 +174,20 @@ impl Running {
     }
 
     /// Waits until the process's metrics on `port` (see [`metrics_toml`])
-    /// count `n` messages consumed from `topic`; fails with its log on
-    /// time-out.
+    /// count at least `n` messages decoded from `topic`; fails with its log
+    /// on time-out.
     pub fn wait_consumed(&self, port: u16, topic: &str, n: u64, limit: Duration) {
-        let sample = format!("inlet_records_consumed_total{{topic=\"{topic}\"}} {n}");
+        let prefix = format!("inlet_records_consumed_total{{topic=\"{topic}\"}} ");
+        let consumed = || -> Option<u64> {
+            let (_, body) = http_get(port, "/metrics")?;
+            let line = body.lines().find(|l| l.starts_with(&prefix))?;
+            line[prefix.len()..].trim().parse().ok()
+        };
         let deadline = Instant::now() + limit;
-        while !http_get(port, "/metrics").is_some_and(|(_, body)| body.lines().any(|l| l == sample))
-        {
+        while consumed().is_none_or(|c| c < n) {
             assert!(
                 Instant::now() < deadline,
-                "no `{sample}` in /metrics; log:\n{}",
+                "fewer than {n} messages of {topic} consumed; log:\n{}",
                 self.log().join("\n")
             );
             std::thread::sleep(Duration::from_millis(50));
