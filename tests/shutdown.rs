@@ -121,9 +121,11 @@ fn sigterm_during_a_failing_commit_exits_within_the_shutdown_timeout() {
     // The store starts refusing; new messages make a batch that cannot land.
     o.proxy.refuse();
     landed.extend(o.produce(1000..2000));
-    // Once it has read the first 500 of them (max_rows), inlet flushes them
-    // to the refusing store.
-    run.wait_consumed(o.metrics, "events", 1500, Duration::from_secs(60));
+    // Within max_age (500 ms) of reading them, inlet flushes the new rows
+    // to the refusing store: wait until it has read some, then give it that
+    // and a margin (the write's retries take longer).
+    run.wait_consumed(o.metrics, "events", 1001, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
     let stopped = Instant::now();
     run.signal("TERM");
     let code = run.wait(limit + Duration::from_secs(20));
