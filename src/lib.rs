@@ -21,12 +21,11 @@
 // The other lints are set for every target in Cargo.toml.
 #![warn(missing_docs)]
 
+pub mod commands;
 pub mod config;
 pub mod conform;
 pub mod decode;
 pub mod fault;
-pub mod maintenance;
-pub mod migrate;
 pub mod observability;
 pub mod pipeline;
 pub mod quarantine;
@@ -35,8 +34,6 @@ pub mod registry;
 pub mod schema;
 pub mod sink;
 pub mod source;
-pub mod status;
-pub mod storage;
 pub mod transform;
 
 pub use config::Config;

@@ -179,102 +179,13 @@ fn exit_code(e: &(dyn std::error::Error + 'static)) -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+async fn dispatch(command: Command) -> inlet::commands::Result {
+    use inlet::commands;
     match command {
-        Command::Check { config } => {
-            let cfg = inlet::pipeline::load_config(&config)?;
-            for line in inlet::sink::check_tables(&cfg).await? {
-                println!("{line}");
-            }
-            println!("{}: ok", config.display());
-            Ok(())
-        }
-        Command::Migrate {
+        Command::Run {
             config,
-            dir,
-            table,
-            dry_run,
-        } => {
-            let cfg = inlet::pipeline::load_config(&config)?;
-            let reports = inlet::migrate::Migrator::new(cfg, dir)
-                .with_tables(table)
-                .with_dry_run(dry_run)
-                .run()
-                .await?;
-            for r in reports {
-                let verb = if dry_run { "would apply" } else { "applied" };
-                if r.applied.is_empty() {
-                    println!("{}: at version {}, nothing to apply", r.table, r.from);
-                } else {
-                    println!(
-                        "{}: version {} -> {}, {verb} {}",
-                        r.table,
-                        r.from,
-                        r.to,
-                        r.applied.join(", ")
-                    );
-                }
-            }
-            Ok(())
-        }
-        Command::Compact {
-            config,
-            table,
-            force,
-        } => {
-            let cfg = inlet::pipeline::load_config(&config)?;
-            for name in &table {
-                if !cfg.tables.contains_key(name) {
-                    return Err(
-                        format!("--table {name}: no [tables.{name}] in the configuration").into(),
-                    );
-                }
-            }
-            let mut failed = false;
-            for (name, tc) in &cfg.tables {
-                if !table.is_empty() && !table.contains(name) {
-                    continue;
-                }
-                let outcome = inlet::maintenance::compact(name, tc, force).await;
-                match &outcome {
-                    inlet::maintenance::CompactOutcome::Done {
-                        version,
-                        files_removed,
-                        files_added,
-                    } => println!(
-                        "{name}: compacted {files_removed} files into {files_added} (version {version})"
-                    ),
-                    inlet::maintenance::CompactOutcome::Skipped { reason } => {
-                        println!("{name}: skipped ({reason})")
-                    }
-                    inlet::maintenance::CompactOutcome::Failed { error } => {
-                        failed = true;
-                        eprintln!("{name}: failed: {error}")
-                    }
-                }
-            }
-            if failed {
-                return Err("compaction failed for some tables".into());
-            }
-            Ok(())
-        }
-        Command::Status {
-            config,
-            json,
-            app_id,
-        } => {
-            let mut cfg = inlet::pipeline::load_config(&config)?;
-            if let Some(id) = app_id {
-                cfg.app_id = id;
-            }
-            let status = inlet::status::collect(&cfg).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{}", status.render());
-            }
-            Ok(())
-        }
+            available_now,
+        } => commands::ingest::run(&config, available_now).await,
         Command::Replay {
             config,
             from,
@@ -283,64 +194,31 @@ async fn dispatch(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             quarantine_uri,
             replay_id,
         } => {
-            let mut cfg = inlet::pipeline::load_config(&config)?;
-            let from_bound: inlet::config::RangeBound =
-                from.parse().map_err(|e| format!("--from: {e}"))?;
-            let to_bound: inlet::config::RangeBound =
-                to.parse().map_err(|e| format!("--to: {e}"))?;
-            cfg.app_id = replay_id
-                .unwrap_or_else(|| inlet::pipeline::replay_app_id(&cfg.app_id, &from, &to));
-            inlet::pipeline::replay_target(&mut cfg, table_uri, quarantine_uri)?;
-            tracing::info!(app_id = %cfg.app_id, "replay");
-            let mode = inlet::Mode::Replay {
-                from: from_bound,
-                to: to_bound,
+            let replay = commands::ingest::Replay {
+                from,
+                to,
+                table_uri,
+                quarantine_uri,
+                replay_id,
             };
-            run_pipeline(inlet::Pipeline::new(cfg).with_mode(mode)).await
+            commands::ingest::replay(&config, replay).await
         }
-        Command::Run {
+        Command::Status {
             config,
-            available_now,
-        } => {
-            let cfg = inlet::pipeline::load_config(&config)?;
-            let mode = if available_now {
-                inlet::Mode::AvailableNow
-            } else {
-                inlet::Mode::Continuous
-            };
-            run_pipeline(inlet::Pipeline::new(cfg).with_mode(mode)).await
-        }
-    }
-}
-
-async fn run_pipeline(pipeline: inlet::Pipeline) -> Result<(), Box<dyn std::error::Error>> {
-    let shutdown = pipeline.shutdown_handle();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received: committing what is buffered, then exiting");
-        shutdown.trigger();
-    });
-    let summary = pipeline.run().await?;
-    println!(
-        "consumed {} messages, wrote {} rows in {} commits, rejected {} (quarantined {}), fenced {}",
-        summary.consumed,
-        summary.rows_written,
-        summary.commits,
-        summary.rejected,
-        summary.quarantined,
-        summary.fenced
-    );
-    Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+            json,
+            app_id,
+        } => commands::status::run(&config, json, app_id).await,
+        Command::Migrate {
+            config,
+            dir,
+            table,
+            dry_run,
+        } => commands::migrate::run(&config, dir, table, dry_run).await,
+        Command::Compact {
+            config,
+            table,
+            force,
+        } => commands::compact::run(&config, &table, force).await,
+        Command::Check { config } => commands::check::run(&config).await,
     }
 }

@@ -9,9 +9,14 @@ use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 
+use crate::common::assertions::assert_exactly_once;
 use crate::common::avro::long;
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::run_available_now;
+use crate::common::producing::produce;
 use crate::common::registry::MockRegistry;
-use crate::common::*;
+use crate::common::required;
+use crate::common::tables::{duckdb_read, read_quarantine, read_table};
 
 const SCHEMA: &str = r#"{"type":"record","name":"Flip","fields":[
   {"name":"id","type":"long"},

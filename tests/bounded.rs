@@ -13,9 +13,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::assertions::{assert_exactly_once, assert_exactly_once_in_either, last_offsets};
+use crate::common::brokers::{Broker, MockBroker};
 use crate::common::faults::{self, Fault, Target};
+use crate::common::process::{inlet, wait_output};
+use crate::common::producing::{event, produce, Landed};
+use crate::common::required;
 use crate::common::s3::SeaweedS3;
-use crate::common::*;
+use crate::common::tables::{read_quarantine, read_quarantine_at, read_table, read_table_at};
+use crate::common::workspace::{ConfigSpec, Workspace};
 use inlet::{Mode, PipelineError, RunSummary};
 
 /// An event, or every 25th time a message that is not JSON.

@@ -3,7 +3,7 @@
 
 use std::process::Output;
 
-use crate::common::*;
+use crate::common::process::inlet;
 
 const GOOD: &str = r#"
 [kafka]

@@ -4,8 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::process::Running;
-use crate::common::*;
+use crate::common::assertions::{
+    app_ids, assert_exactly_once, assert_exactly_once_in_either, wait_rows,
+};
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::{inlet, run_available_now, Running};
+use crate::common::producing::{background_producer, event, produce};
+use crate::common::tables::{duckdb_read, read_table, txn_versions};
+use crate::common::workspace::{ConfigSpec, Workspace};
 
 fn spec<'a>(bootstrap: &'a str, topic: &'a str, extra: &'a str) -> ConfigSpec<'a> {
     ConfigSpec {

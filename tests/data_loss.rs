@@ -10,10 +10,15 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+use crate::common::assertions::{assert_exactly_once, wait_rows};
 use crate::common::avro::Datum;
-use crate::common::process::Running;
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::{http_get, inlet, run_available_now, wait_output, Running};
+use crate::common::producing::{event, produce, Landed};
 use crate::common::registry::{MockRegistry, Outage};
-use crate::common::*;
+use crate::common::tables::{duckdb_read, read_quarantine, read_table, txn_versions};
+use crate::common::workspace::{ConfigSpec, Workspace};
+use crate::common::{free_port, required};
 
 /// `fail_on_data_loss = false` for the harness's source, from the environment.
 const LENIENT: [(&str, &str); 1] = [("INLET_SOURCES__EVENTS__FAIL_ON_DATA_LOSS", "false")];
@@ -246,7 +251,7 @@ fn run_and_replay_stop_on_lost_offsets_and_go_on_when_told() {
                 low - 100
             );
             let deadline = Instant::now() + Duration::from_secs(30);
-            while !crate::metrics::get(port, "/metrics").is_some_and(|(_, b)| b.contains(&metric)) {
+            while !http_get(port, "/metrics").is_some_and(|(_, b)| b.contains(&metric)) {
                 assert!(Instant::now() < deadline, "no `{metric}` in /metrics");
                 std::thread::sleep(Duration::from_millis(100));
             }

@@ -3,8 +3,15 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::common::process::Running;
-use crate::common::*;
+use crate::common::assertions::{
+    assert_exactly_once, assert_exactly_once_in_either, crash_loop, CrashLoop,
+};
+use crate::common::brokers::{Broker, MockBroker, TansuBroker};
+use crate::common::process::{metrics_toml, Running};
+use crate::common::producing::{background_producer, event, produce};
+use crate::common::tables::read_table;
+use crate::common::workspace::{ConfigSpec, Workspace};
+use crate::common::{free_port, required};
 
 fn spec<'a>(bootstrap: &'a str, topic: &'a str, max_age: &'a str) -> ConfigSpec<'a> {
     ConfigSpec {
@@ -150,15 +157,19 @@ fn paused_zombie_does_not_commit_reassigned_offsets() {
     let bootstrap = broker.bootstrap();
     let ws = Workspace::new();
     // The zombie only flushes by age, well after it is woken up.
+    let port = free_port();
+    let metrics = metrics_toml(port);
     let config = ws.config(&ConfigSpec {
         max_rows: 1_000_000,
+        extra: &metrics,
         ..spec(&bootstrap, topic, "8s")
     });
     let mut zombie = Running::start(&config);
     assert!(zombie.wait_for("partitions assigned", 1, Duration::from_secs(60)));
     let payloads: Vec<Vec<u8>> = (0..300).map(event).collect();
     let mut landed = produce(&bootstrap, topic, &payloads);
-    std::thread::sleep(Duration::from_secs(2)); // the zombie buffers them
+    // The zombie buffers them.
+    zombie.wait_consumed(port, topic, 300, Duration::from_secs(60));
     zombie.signal("STOP");
 
     // The new owner, flushing fast, gets the partitions once the zombie's
@@ -168,7 +179,8 @@ fn paused_zombie_does_not_commit_reassigned_offsets() {
         &fast,
         std::fs::read_to_string(&config)
             .unwrap()
-            .replace("max_age = \"8s\"", "max_age = \"200ms\""),
+            .replace("max_age = \"8s\"", "max_age = \"200ms\"")
+            .replace(&metrics, ""),
     )
     .unwrap();
     let mut owner = Running::start(&fast);
@@ -180,9 +192,19 @@ fn paused_zombie_does_not_commit_reassigned_offsets() {
         assert!(Instant::now() < deadline, "owner did not commit everything");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Wake the zombie; its age timer fires with the old batch.
+    // Wake the zombie; its age timer fires with the old batch, which is
+    // fenced, or the revocation drops it first.
+    let asleep = zombie.log().len();
     zombie.signal("CONT");
-    std::thread::sleep(Duration::from_secs(12));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !zombie.log()[asleep..].iter().any(|l| {
+        l.contains("batch dropped")
+            || l.contains("revoked assignment dropped")
+            || l.contains("partitions revoked")
+    }) {
+        assert!(Instant::now() < deadline, "{:#?}", zombie.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     zombie.signal("TERM");
     let _ = zombie.wait(Duration::from_secs(60));
     owner.signal("TERM");

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::common::{progress, race_one_partition, sink_config};
+use crate::common::sink::{progress, race_one_partition, sink_config};
 use inlet::config::CommitConfig;
 use inlet::sink::{txn_app_id, CommitOutcome, DeltaSink};
 

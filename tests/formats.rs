@@ -8,10 +8,16 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::assertions::{assert_exactly_once, wait_rows_at};
 use crate::common::avro::{framed_json, Datum};
-use crate::common::process::Running;
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::{inlet, run_available_now, wait_output, Running};
+use crate::common::producing::{produce, produce_records, produce_values, Landed, Record};
 use crate::common::registry::MockRegistry;
-use crate::common::*;
+use crate::common::required;
+use crate::common::tables::{
+    duckdb_read, read_quarantine, read_table, table_batches, Location, QuarantineRow, TableContents,
+};
 
 /// A config with one source `events` of `format` feeding table `events`.
 struct Setup<'a> {

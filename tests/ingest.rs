@@ -3,8 +3,15 @@
 
 use std::time::Duration;
 
-use crate::common::process::Running;
-use crate::common::*;
+use crate::common::assertions::{
+    app_ids, assert_exactly_once, assert_exactly_once_in_either, last_offsets,
+};
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::{metrics_toml, run_available_now, Running};
+use crate::common::producing::{event, produce, Landed};
+use crate::common::tables::{duckdb_read, read_quarantine, read_table, txn_versions};
+use crate::common::workspace::{ConfigSpec, Workspace};
+use crate::common::{free_port, required};
 
 fn spec<'a>(bootstrap: &'a str, topic: &'a str, max_rows: usize) -> ConfigSpec<'a> {
     ConfigSpec {
@@ -202,8 +209,11 @@ fn sigterm_commits_buffered_rows_and_exits_zero() {
     let bootstrap = broker.bootstrap();
     let ws = Workspace::new();
     // Nothing flushes by itself: only the shutdown can commit.
+    let port = free_port();
+    let metrics = metrics_toml(port);
     let config = ws.config(&ConfigSpec {
         max_age: "10m",
+        extra: &metrics,
         ..spec(&bootstrap, topic, 1_000_000)
     });
     let mut inlet = Running::start(&config);
@@ -214,7 +224,7 @@ fn sigterm_commits_buffered_rows_and_exits_zero() {
     );
     let payloads: Vec<Vec<u8>> = (0..500).map(event).collect();
     let landed = produce(&bootstrap, topic, &payloads);
-    std::thread::sleep(Duration::from_secs(3));
+    inlet.wait_consumed(port, topic, 500, Duration::from_secs(60));
     assert_eq!(
         read_table(&ws.table()).coordinates.len(),
         0,

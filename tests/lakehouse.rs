@@ -6,7 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use crate::common::assertions::last_offsets;
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::{inlet, run_available_now};
+use crate::common::producing::produce;
+use crate::common::required;
+use crate::common::tables::{duckdb_read, read_quarantine, table_batches, txn_versions};
 
 /// The shared fixtures, beside the repository (CI lays `../shared` there).
 fn fixtures() -> Option<PathBuf> {

@@ -14,6 +14,7 @@ mod fencing;
 mod formats;
 mod ingest;
 mod lakehouse;
+mod layout;
 mod metrics;
 mod migrate;
 mod poison;

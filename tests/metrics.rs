@@ -1,26 +1,13 @@
 //! `inlet run` serves Prometheus metrics, `/healthz` and `/readyz`.
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::common::process::Running;
-use crate::common::*;
-
-/// A plain HTTP/1.1 GET: (status code, body).
-pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
-}
+use crate::common::assertions::wait_rows;
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::free_port;
+use crate::common::process::{http_get, Running};
+use crate::common::producing::{event, produce};
+use crate::common::workspace::{ConfigSpec, Workspace};
 
 /// The value of the sample line that starts with `prefix`.
 fn sample(body: &str, prefix: &str) -> Option<f64> {
@@ -51,7 +38,7 @@ fn metrics_health_and_readiness() {
     let mut inlet = Running::start(&config);
     let deadline = Instant::now() + Duration::from_secs(30);
     let health = loop {
-        if let Some(r) = get(port, "/healthz") {
+        if let Some(r) = http_get(port, "/healthz") {
             break r;
         }
         assert!(Instant::now() < deadline, "no /healthz: {:#?}", inlet.log());
@@ -59,8 +46,8 @@ fn metrics_health_and_readiness() {
     };
     assert_eq!(health.0, 200);
     assert!(inlet.wait_for("partitions assigned", 1, Duration::from_secs(60)));
-    assert_eq!(get(port, "/readyz").unwrap().0, 200);
-    assert_eq!(get(port, "/nope").unwrap().0, 404);
+    assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
+    assert_eq!(http_get(port, "/nope").unwrap().0, 404);
 
     let mut payloads: Vec<Vec<u8>> = (0..300).map(event).collect();
     payloads.extend([b"not json".to_vec(), b"{\"id\":".to_vec(), b"[]".to_vec()]);
@@ -77,7 +64,7 @@ fn metrics_health_and_readiness() {
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let body = loop {
-        let (code, body) = get(port, "/metrics").unwrap();
+        let (code, body) = http_get(port, "/metrics").unwrap();
         assert_eq!(code, 200);
         if (0..2).all(|p| lag(&body, p) == Some(0.0))
             && body.contains("inlet_records_rejected_total{")

@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use crate::common::*;
+use crate::common::assertions::assert_exactly_once_in_either;
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::{inlet, run_available_now, wait_output};
+use crate::common::producing::{event, produce};
+use crate::common::tables::{duckdb_read, read_quarantine, read_table};
+use crate::common::workspace::{ConfigSpec, Workspace};
 
 const CREATE: &str = r#"
 [create]

@@ -5,10 +5,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::assertions::{assert_exactly_once, crash_loop, wait_rows_at, CrashLoop};
 use crate::common::avro::{framed_json, Datum};
-use crate::common::process::Running;
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::{run_available_now, Running};
+use crate::common::producing::{produce, produce_values, Landed};
 use crate::common::registry::{MockRegistry, Outage};
-use crate::common::*;
+use crate::common::required;
+use crate::common::tables::{duckdb_read, read_quarantine, read_table, table_batches, Location};
 
 const PILL_SCHEMA: &str = r#"{"type":"record","name":"Pill","fields":[
   {"name":"id","type":"long"},
@@ -574,8 +578,15 @@ fn a_stalled_pipeline_pauses_the_consumer_which_keeps_its_group() {
         std::thread::sleep(Duration::from_millis(300));
     }
     // The queue is full once the last round is polled: 2 s later the
-    // consumer pauses; the stall lasts twice max.poll.interval.ms.
-    std::thread::sleep(Duration::from_secs(12));
+    // consumer pauses; the stall lasts twice max.poll.interval.ms from then
+    // (the pause and 10 s more), however late the pause comes.
+    assert!(
+        t.inlet
+            .wait_for("consumer paused", 1, Duration::from_secs(60)),
+        "{:#?}",
+        t.inlet.log()
+    );
+    std::thread::sleep(Duration::from_secs(10));
     t.registry.come_back();
     landed.extend(t.produce(80..100));
     let table = t.dir.path().join("avro_events");

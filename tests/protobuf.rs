@@ -10,8 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::common::assertions::assert_exactly_once;
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::run_available_now;
+use crate::common::producing::{produce, produce_records, Record};
 use crate::common::registry::MockRegistry;
-use crate::common::*;
+use crate::common::required;
+use crate::common::tables::{duckdb_read, read_quarantine, read_table};
 
 const COMMON: &str = r#"syntax = "proto3";
 package acme.common;

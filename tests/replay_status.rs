@@ -2,7 +2,12 @@
 
 use std::process::Output;
 
-use crate::common::*;
+use crate::common::assertions::{app_ids, assert_exactly_once, last_offsets};
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::{inlet, wait_output};
+use crate::common::producing::{event, produce, Landed};
+use crate::common::tables::{read_table, txn_versions};
+use crate::common::workspace::{ConfigSpec, Workspace};
 
 fn spec<'a>(bootstrap: &'a str, topic: &'a str) -> ConfigSpec<'a> {
     ConfigSpec {

@@ -9,9 +9,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::process::Running;
+use crate::common::assertions::assert_exactly_once_in_either;
+use crate::common::brokers::{Broker, TansuBroker};
+use crate::common::process::{inlet, Running};
+use crate::common::producing::{background_producer, event};
+use crate::common::required;
 use crate::common::s3::SeaweedS3;
-use crate::common::*;
+use crate::common::sink::{ids, progress, race_one_partition, sink_config};
+use crate::common::tables::{read_quarantine_at, read_table_at, table_batches_at, Location};
+use crate::common::workspace::{ConfigSpec, Workspace};
 use arrow::array::{Int64Array, RecordBatch};
 use deltalake::writer::DeltaWriter as _;
 use inlet::config::CommitConfig;

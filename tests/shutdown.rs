@@ -6,10 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::process::Running;
+use crate::common::assertions::{assert_exactly_once_in_either, wait_rows_at};
+use crate::common::brokers::{Broker, MockBroker};
+use crate::common::process::{metrics_toml, run_available_now, Running};
+use crate::common::producing::{event, produce, Landed};
 use crate::common::proxy::Proxy;
 use crate::common::s3::SeaweedS3;
-use crate::common::*;
+use crate::common::workspace::{ConfigSpec, Workspace};
+use crate::common::{free_port, required};
 
 /// An S3 table that inlet reaches through a proxy the test can switch to
 /// refusing, and a mock broker with topic `events`.
@@ -19,6 +23,8 @@ struct Outage {
     broker: MockBroker,
     ws: Workspace,
     config: std::path::PathBuf,
+    /// Where inlet serves its metrics.
+    metrics: u16,
 }
 
 impl Outage {
@@ -32,13 +38,15 @@ impl Outage {
         let mut broker = MockBroker::start();
         broker.create_topic("events", 4);
         let ws = Workspace::on_s3(&s3, bucket);
+        let metrics = free_port();
+        let extra = metrics_toml(metrics);
         let config = ws.config(&ConfigSpec {
             bootstrap: &broker.bootstrap(),
             topic: "events",
             group: bucket,
             max_rows: 500,
             max_age: "500ms",
-            extra: "",
+            extra: &extra,
             session_timeout_ms: 6000,
         });
         // inlet talks to the store through the proxy; the test reads it directly.
@@ -60,6 +68,7 @@ impl Outage {
             broker,
             ws,
             config,
+            metrics,
         })
     }
 
@@ -113,8 +122,10 @@ fn sigterm_during_a_failing_commit_exits_within_the_shutdown_timeout() {
     o.proxy.refuse();
     landed.extend(o.produce(1000..2000));
     // Within max_age (500 ms) of reading them, inlet flushes the new rows
-    // to the refusing store; give it that and a margin.
-    std::thread::sleep(Duration::from_secs(2));
+    // to the refusing store: wait until it has read some, then give it that
+    // and a margin (the write's retries take longer).
+    run.wait_consumed(o.metrics, "events", 1001, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
     let stopped = Instant::now();
     run.signal("TERM");
     let code = run.wait(limit + Duration::from_secs(20));

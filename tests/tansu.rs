@@ -8,8 +8,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::common::process::Running;
-use crate::common::*;
+use crate::common::assertions::{app_ids, assert_exactly_once, last_offsets, wait_rows};
+use crate::common::brokers::{Broker, TansuBroker};
+use crate::common::process::{run_available_now, Running};
+use crate::common::producing::{event, produce, Landed};
+use crate::common::required;
+use crate::common::tables::{read_table, txn_versions};
+use crate::common::workspace::{ConfigSpec, Workspace};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 fn tansu() -> Option<TansuBroker> {

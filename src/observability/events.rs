@@ -282,49 +282,71 @@ impl InternalEvent for QuarantineCommitted<'_> {
     }
 }
 
-/// A compaction of a table finished, was skipped, or failed.
+/// A compaction rewrote small files of a table.
 #[derive(Debug)]
 pub struct TableCompacted<'a> {
     /// Table name.
     pub table: &'a str,
-    /// What happened.
-    pub outcome: &'a crate::maintenance::CompactOutcome,
+    /// Table version of the compaction commit.
+    pub version: i64,
+    /// Small files replaced.
+    pub files_removed: u64,
+    /// Files written.
+    pub files_added: u64,
 }
 
 impl InternalEvent for TableCompacted<'_> {
     fn emit(self, m: &Metrics) {
-        use crate::maintenance::CompactOutcome;
-        let outcome = match self.outcome {
-            CompactOutcome::Done { .. } => "done",
-            CompactOutcome::Skipped { .. } => "skipped",
-            CompactOutcome::Failed { .. } => "failed",
-        };
-        m.compactions
-            .get_or_create(&CompactionLabels {
-                table: self.table.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
-        match self.outcome {
-            CompactOutcome::Done {
-                version,
-                files_removed,
-                files_added,
-            } => tracing::info!(
-                table = self.table,
-                version,
-                files_removed,
-                files_added,
-                "table compacted"
-            ),
-            CompactOutcome::Skipped { reason } => {
-                tracing::debug!(table = self.table, reason = %reason, "compaction skipped")
-            }
-            CompactOutcome::Failed { error } => {
-                tracing::warn!(table = self.table, error = %error, "compaction failed; will try again at the next interval")
-            }
-        }
+        count_compaction(m, self.table, "done");
+        tracing::info!(
+            table = self.table,
+            version = self.version,
+            files_removed = self.files_removed,
+            files_added = self.files_added,
+            "table compacted"
+        );
     }
+}
+
+/// A compaction of a table found nothing worth doing.
+#[derive(Debug)]
+pub struct CompactionSkipped<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// Why.
+    pub reason: &'a str,
+}
+
+impl InternalEvent for CompactionSkipped<'_> {
+    fn emit(self, m: &Metrics) {
+        count_compaction(m, self.table, "skipped");
+        tracing::debug!(table = self.table, reason = %self.reason, "compaction skipped");
+    }
+}
+
+/// A compaction of a table failed; the table is unchanged.
+#[derive(Debug)]
+pub struct CompactionFailed<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// Why.
+    pub error: &'a str,
+}
+
+impl InternalEvent for CompactionFailed<'_> {
+    fn emit(self, m: &Metrics) {
+        count_compaction(m, self.table, "failed");
+        tracing::warn!(table = self.table, error = %self.error, "compaction failed; will try again at the next interval");
+    }
+}
+
+fn count_compaction(m: &Metrics, table: &str, outcome: &str) {
+    m.compactions
+        .get_or_create(&CompactionLabels {
+            table: table.to_string(),
+            outcome: outcome.to_string(),
+        })
+        .inc();
 }
 
 /// A writer schema was fetched from the Schema Registry.

@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Labels of per-topic metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,6 +133,21 @@ pub struct Totals {
     pub fenced: AtomicU64,
 }
 
+/// A registry being filled: each metric is registered under its name and
+/// help, and handed back to be kept as a field (its clone shares the values).
+struct Registering(Registry);
+
+impl Registering {
+    fn add<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        self.add_with(name, help, M::default())
+    }
+
+    fn add_with<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -140,139 +155,79 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with every metric registered.
+    /// A fresh registry with every metric registered (in this order, which
+    /// is the order of the Prometheus text).
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("inlet");
-        let consumed = Family::<TopicLabels, Counter>::default();
-        let consumed_bytes = Family::<TopicLabels, Counter>::default();
-        let written = Family::<TopicLabels, Counter>::default();
-        let rejected = Family::<RejectLabels, Counter>::default();
-        let batches = Family::<TableLabels, Counter>::default();
-        let quarantined = Family::<TableLabels, Counter>::default();
-        let commit_latency =
-            Family::<TableLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram,
-            );
-        let commit_retries = Family::<TableLabels, Counter>::default();
-        let write_retries = Family::<TableLabels, Counter>::default();
-        let commit_conflicts = Family::<TableLabels, Counter>::default();
-        let lag = Family::<PartitionLabels, Gauge>::default();
-        let offsets_lost = Family::<PartitionLabels, Counter>::default();
-        let compactions = Family::<CompactionLabels, Counter>::default();
-        let schemas_fetched = Counter::default();
-        let registry_retries = Counter::default();
-        let registry_unknown_ids = Family::<UnknownIdLabels, Counter>::default();
+        let mut r = Registering(Registry::with_prefix("inlet"));
+        let metrics = Metrics {
+            consumed: r.add("records_consumed", "Messages consumed"),
+            consumed_bytes: r.add("bytes_consumed", "Message value bytes consumed"),
+            written: r.add("records_written", "Rows committed to tables"),
+            rejected: r.add(
+                "records_rejected",
+                "Messages that could not become rows (poison pills)",
+            ),
+            batches: r.add("batches_committed", "Delta commits"),
+            quarantined: r.add("records_quarantined", "Rows committed to quarantine tables"),
+            commit_latency: r.add_with(
+                "commit_latency_seconds",
+                "Time from flush to Delta commit",
+                Family::new_with_constructor(latency_histogram),
+            ),
+            commit_retries: r.add(
+                "commit_retries",
+                "Commit attempts that failed and were retried",
+            ),
+            write_retries: r.add(
+                "write_retries",
+                "Parquet writes that failed in the object store and were read again \
+                 from the table's offsets",
+            ),
+            commit_conflicts: r.add(
+                "commit_conflicts",
+                "Batches fenced because another writer had committed their offsets",
+            ),
+            lag: r.add("consumer_lag", "Consumer lag in messages"),
+            offsets_lost: r.add(
+                "offsets_lost",
+                "Offsets deleted by the broker before inlet read them (fail_on_data_loss = false)",
+            ),
+            compactions: r.add("compactions", "Background compactions by outcome"),
+            schemas_fetched: r.add(
+                "registry_schemas_fetched",
+                "Writer schemas fetched from the Schema Registry (each id once)",
+            ),
+            registry_retries: r.add(
+                "registry_retries",
+                "Schema Registry requests retried after a transient failure",
+            ),
+            registry_unknown_ids: r.add(
+                "registry_unknown_ids",
+                "Schema ids the registry answered 404 for, by outcome: found within \
+                 schema_registry.unknown_id_grace, or given_up (their messages \
+                 quarantined)",
+            ),
+            schema_evolutions: r.add(
+                "schema_evolutions",
+                "Schema changes that added columns to a table",
+            ),
+            consumer_pauses: r.add(
+                "consumer_pauses",
+                "Times the consumer paused its partitions while the stages behind it were stalled",
+            ),
+            totals: Totals::default(),
+            ready: AtomicBool::new(false),
+            registry: r.0,
+        };
         for outcome in ["found", "given_up"] {
-            registry_unknown_ids
+            metrics
+                .registry_unknown_ids
                 .get_or_create(&UnknownIdLabels {
                     outcome: outcome.into(),
                 })
                 .inc_by(0);
         }
-        let schema_evolutions = Family::<TableLabels, Counter>::default();
-        let consumer_pauses = Counter::default();
-        registry.register("records_consumed", "Messages consumed", consumed.clone());
-        registry.register(
-            "bytes_consumed",
-            "Message value bytes consumed",
-            consumed_bytes.clone(),
-        );
-        registry.register(
-            "records_written",
-            "Rows committed to tables",
-            written.clone(),
-        );
-        registry.register(
-            "records_rejected",
-            "Messages that could not become rows (poison pills)",
-            rejected.clone(),
-        );
-        registry.register("batches_committed", "Delta commits", batches.clone());
-        registry.register(
-            "records_quarantined",
-            "Rows committed to quarantine tables",
-            quarantined.clone(),
-        );
-        registry.register(
-            "commit_latency_seconds",
-            "Time from flush to Delta commit",
-            commit_latency.clone(),
-        );
-        registry.register(
-            "commit_retries",
-            "Commit attempts that failed and were retried",
-            commit_retries.clone(),
-        );
-        registry.register(
-            "write_retries",
-            "Parquet writes that failed in the object store and were read again from the table's offsets",
-            write_retries.clone(),
-        );
-        registry.register(
-            "commit_conflicts",
-            "Batches fenced because another writer had committed their offsets",
-            commit_conflicts.clone(),
-        );
-        registry.register("consumer_lag", "Consumer lag in messages", lag.clone());
-        registry.register(
-            "offsets_lost",
-            "Offsets deleted by the broker before inlet read them (fail_on_data_loss = false)",
-            offsets_lost.clone(),
-        );
-        registry.register(
-            "compactions",
-            "Background compactions by outcome",
-            compactions.clone(),
-        );
-        registry.register(
-            "registry_schemas_fetched",
-            "Writer schemas fetched from the Schema Registry (each id once)",
-            schemas_fetched.clone(),
-        );
-        registry.register(
-            "registry_retries",
-            "Schema Registry requests retried after a transient failure",
-            registry_retries.clone(),
-        );
-        registry.register(
-            "registry_unknown_ids",
-            "Schema ids the registry answered 404 for, by outcome: found within \
-             schema_registry.unknown_id_grace, or given_up (their messages quarantined)",
-            registry_unknown_ids.clone(),
-        );
-        registry.register(
-            "schema_evolutions",
-            "Schema changes that added columns to a table",
-            schema_evolutions.clone(),
-        );
-        registry.register(
-            "consumer_pauses",
-            "Times the consumer paused its partitions while the stages behind it were stalled",
-            consumer_pauses.clone(),
-        );
-        Metrics {
-            registry,
-            consumed,
-            consumed_bytes,
-            written,
-            rejected,
-            batches,
-            quarantined,
-            commit_latency,
-            commit_retries,
-            write_retries,
-            commit_conflicts,
-            lag,
-            offsets_lost,
-            compactions,
-            schemas_fetched,
-            registry_retries,
-            registry_unknown_ids,
-            schema_evolutions,
-            consumer_pauses,
-            totals: Totals::default(),
-            ready: AtomicBool::new(false),
-        }
+        metrics
     }
 
     /// The metrics in Prometheus text format.
@@ -281,5 +236,76 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric is in the text once it has a value, under its name and
+    /// help, in registration order.
+    #[test]
+    fn every_metric_is_registered_with_its_help() {
+        let m = Metrics::new();
+        let topic = TopicLabels { topic: "t".into() };
+        let table = TableLabels { table: "x".into() };
+        let partition = PartitionLabels {
+            topic: "t".into(),
+            partition: "0".into(),
+        };
+        m.consumed.get_or_create(&topic).inc();
+        m.consumed_bytes.get_or_create(&topic).inc();
+        m.written.get_or_create(&topic).inc();
+        let reject = RejectLabels {
+            topic: "t".into(),
+            stage: "decode".into(),
+        };
+        m.rejected.get_or_create(&reject).inc();
+        for family in [&m.batches, &m.quarantined, &m.commit_retries] {
+            family.get_or_create(&table).inc();
+        }
+        for family in [&m.write_retries, &m.commit_conflicts, &m.schema_evolutions] {
+            family.get_or_create(&table).inc();
+        }
+        m.commit_latency.get_or_create(&table).observe(0.1);
+        m.lag.get_or_create(&partition).set(1);
+        m.offsets_lost.get_or_create(&partition).inc();
+        let compaction = CompactionLabels {
+            table: "x".into(),
+            outcome: "done".into(),
+        };
+        m.compactions.get_or_create(&compaction).inc();
+        let text = m.encode();
+        let help: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
+        let names: Vec<&str> = help
+            .iter()
+            .map(|l| l.split(' ').nth(2).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "inlet_records_consumed",
+                "inlet_bytes_consumed",
+                "inlet_records_written",
+                "inlet_records_rejected",
+                "inlet_batches_committed",
+                "inlet_records_quarantined",
+                "inlet_commit_latency_seconds",
+                "inlet_commit_retries",
+                "inlet_write_retries",
+                "inlet_commit_conflicts",
+                "inlet_consumer_lag",
+                "inlet_offsets_lost",
+                "inlet_compactions",
+                "inlet_registry_schemas_fetched",
+                "inlet_registry_retries",
+                "inlet_registry_unknown_ids",
+                "inlet_schema_evolutions",
+                "inlet_consumer_pauses",
+            ],
+            "{text}"
+        );
+        println!("{text}");
     }
 }

@@ -548,7 +548,7 @@ impl Pipeline {
         // Background compaction only for long-running ingest; bounded runs
         // leave it to `inlet compact`.
         let compactions = if matches!(self.mode, Mode::Continuous) {
-            crate::maintenance::spawn_periodic(
+            crate::sink::compaction::spawn_periodic(
                 router
                     .tables()
                     .iter()

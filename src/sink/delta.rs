@@ -128,7 +128,7 @@ impl DeltaSink {
     /// Whether the table exists (without creating it).
     pub async fn exists(name: &str, cfg: &TableConfig) -> Result<bool> {
         let mut table =
-            crate::storage::table(&cfg.uri, &cfg.storage_options).map_err(|source| {
+            crate::sink::storage::table(&cfg.uri, &cfg.storage_options).map_err(|source| {
                 SinkError::Delta {
                     table: name.to_string(),
                     source,
@@ -184,7 +184,7 @@ impl DeltaSink {
             table: name.to_string(),
             source,
         };
-        let mut table = crate::storage::table(&cfg.uri, &cfg.storage_options).map_err(err)?;
+        let mut table = crate::sink::storage::table(&cfg.uri, &cfg.storage_options).map_err(err)?;
         match table.load().await {
             Ok(()) => {}
             Err(DeltaTableError::NotATable(_)) => return Ok(None),
@@ -206,7 +206,7 @@ impl DeltaSink {
             table: name.to_string(),
             source,
         };
-        let mut table = crate::storage::table(&cfg.uri, &cfg.storage_options).map_err(err)?;
+        let mut table = crate::sink::storage::table(&cfg.uri, &cfg.storage_options).map_err(err)?;
         match table.load().await {
             Ok(()) => {}
             Err(DeltaTableError::NotATable(_)) => {

@@ -3,8 +3,10 @@
 
 mod attempt;
 mod classify;
+pub mod compaction;
 mod delta;
 mod features;
+pub mod storage;
 
 pub use attempt::{commit_id, Patience, COMMIT_ID_KEY};
 pub use classify::{delta_fault, store_fault};
@@ -51,32 +53,6 @@ pub enum SinkError {
         /// The last error seen.
         last: String,
     },
-}
-
-/// Checks every table of `cfg` that exists, and its quarantine table, the
-/// way a run opens them (see [`DeltaSink::check_existing`]); one line per
-/// table saying what a run will do with it.
-pub async fn check_tables(cfg: &crate::config::Config) -> Result<Vec<String>> {
-    let mut lines = Vec::new();
-    for (name, tc) in &cfg.tables {
-        let mut tables = vec![(name.clone(), tc.clone())];
-        if let Some(uri) = &tc.quarantine_uri {
-            tables.push((
-                format!("{name}_quarantine"),
-                crate::quarantine::table_config(tc, uri),
-            ));
-        }
-        for (name, tc) in tables {
-            lines.push(match DeltaSink::check_existing(&name, &tc).await? {
-                Some(v) => format!("table `{name}` at {}: version {v}, writable", tc.uri),
-                None => format!(
-                    "table `{name}` at {}: not there yet, a run creates it",
-                    tc.uri
-                ),
-            });
-        }
-    }
-    Ok(lines)
 }
 
 /// Result alias for the sink.

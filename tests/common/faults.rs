@@ -370,7 +370,7 @@ impl LogStoreFactory for LogStores {
 pub fn register() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        inlet::storage::register();
+        inlet::sink::storage::register();
         for scheme in ["faulty+file://", "faulty+s3://"] {
             let url = Url::parse(scheme).unwrap();
             object_store_factories().insert(url.clone(), Arc::new(Stores));

@@ -1,10 +1,77 @@
-//! A running `inlet run` process whose log lines the test can wait for.
+//! The inlet binary: run to completion with a time limit, or in the
+//! background as a process whose log lines and metrics the test can wait for.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The inlet binary, logging with its default filter (or `INLET_TEST_LOG`).
+pub fn inlet() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_inlet"));
+    c.env_remove("INLET_LOG");
+    if let Ok(filter) = std::env::var("INLET_TEST_LOG") {
+        c.env("INLET_LOG", filter);
+    }
+    c
+}
+
+/// Runs `inlet run -c <config> --available-now` to completion, with a time limit.
+pub fn run_available_now(config: &Path) -> std::process::Output {
+    let child = inlet()
+        .args(["run", "--available-now", "-c"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(120))
+}
+
+/// Waits for a child with a time limit, killing it on expiry. Its output is
+/// drained while it runs, so a chatty child never blocks on a full pipe.
+pub fn wait_output(child: Child, limit: Duration) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            let out = rx.recv().unwrap().unwrap();
+            panic!(
+                "inlet did not finish in {limit:?}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET to 127.0.0.1: (status code, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// TOML serving a process's metrics on 127.0.0.1:`port` (for a config's
+/// `extra`), so a test can wait for its counters.
+pub fn metrics_toml(port: u16) -> String {
+    format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")
+}
 
 /// `inlet run -c <config>` in the background.
 pub struct Running {
@@ -26,7 +93,7 @@ impl Running {
 
     /// Starts `inlet <args> -c <config>`, e.g. `&["run", "--available-now"]`.
     pub fn start_args(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
-        let mut child = super::inlet()
+        let mut child = inlet()
             .envs(env.iter().copied())
             .args(args)
             .arg("-c")
@@ -102,6 +169,27 @@ impl Running {
                     self.log().join("\n")
                 );
             }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the process's metrics on `port` (see [`metrics_toml`])
+    /// count at least `n` messages decoded from `topic`; fails with its log
+    /// on time-out.
+    pub fn wait_consumed(&self, port: u16, topic: &str, n: u64, limit: Duration) {
+        let prefix = format!("inlet_records_consumed_total{{topic=\"{topic}\"}} ");
+        let consumed = || -> Option<u64> {
+            let (_, body) = http_get(port, "/metrics")?;
+            let line = body.lines().find(|l| l.starts_with(&prefix))?;
+            line[prefix.len()..].trim().parse().ok()
+        };
+        let deadline = Instant::now() + limit;
+        while consumed().is_none_or(|c| c < n) {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} messages of {topic} consumed; log:\n{}",
+                self.log().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -15,7 +15,7 @@ use deltalake::DeltaTableError;
 
 use crate::config::TableConfig;
 use crate::fault::Shutdown;
-use crate::observability::events::TableCompacted;
+use crate::observability::events::{CompactionFailed, CompactionSkipped, TableCompacted};
 use crate::observability::{InternalEvent, Metrics};
 
 /// What a compaction did.
@@ -43,6 +43,27 @@ pub enum CompactOutcome {
     },
 }
 
+impl CompactOutcome {
+    /// Logs and counts the outcome of compacting table `table`.
+    pub fn emit(&self, table: &str, metrics: &Metrics) {
+        match self {
+            CompactOutcome::Done {
+                version,
+                files_removed,
+                files_added,
+            } => TableCompacted {
+                table,
+                version: *version,
+                files_removed: *files_removed,
+                files_added: *files_added,
+            }
+            .emit(metrics),
+            CompactOutcome::Skipped { reason } => CompactionSkipped { table, reason }.emit(metrics),
+            CompactOutcome::Failed { error } => CompactionFailed { table, error }.emit(metrics),
+        }
+    }
+}
+
 /// Compacts table `name` once. With `force`, compacts even when fewer than
 /// `compaction.min_small_files` files are small.
 pub async fn compact(name: &str, cfg: &TableConfig, force: bool) -> CompactOutcome {
@@ -57,7 +78,7 @@ pub async fn compact(name: &str, cfg: &TableConfig, force: bool) -> CompactOutco
 }
 
 async fn try_compact(cfg: &TableConfig, force: bool) -> Result<CompactOutcome, DeltaTableError> {
-    let mut table = crate::storage::table(&cfg.uri, &cfg.storage_options)?;
+    let mut table = crate::sink::storage::table(&cfg.uri, &cfg.storage_options)?;
     match table.load().await {
         Ok(()) => {}
         Err(DeltaTableError::NotATable(_)) => {
@@ -126,12 +147,7 @@ pub fn spawn_periodic(
                     if !shutdown.sleep(interval).await {
                         return;
                     }
-                    let outcome = compact(&name, &cfg, false).await;
-                    TableCompacted {
-                        table: &name,
-                        outcome: &outcome,
-                    }
-                    .emit(&metrics);
+                    compact(&name, &cfg, false).await.emit(&name, &metrics);
                 }
             }))
         })

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use deltalake::DeltaTableError;
 use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::error::KafkaError;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -20,15 +22,25 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     /// Kafka could not be asked.
+    #[error("kafka: {what}: {source}")]
+    Kafka {
+        /// What was asked.
+        what: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The blocking task that asks Kafka did not finish.
     #[error("kafka: {0}")]
-    Kafka(String),
+    Task(#[from] tokio::task::JoinError),
     /// A table could not be read.
-    #[error("table `{table}`: {message}")]
+    #[error("table `{table}`: {source}")]
     Table {
         /// Table name.
         table: String,
         /// What failed.
-        message: String,
+        #[source]
+        source: DeltaTableError,
     },
 }
 
@@ -84,9 +96,7 @@ pub async fn collect(cfg: &Config) -> Result<Status, StatusError> {
     let router = Router::new(cfg);
     // librdkafka calls block: keep them off the async workers.
     let kafka_cfg = cfg.clone();
-    let watermarks = tokio::task::spawn_blocking(move || watermarks(&kafka_cfg))
-        .await
-        .map_err(|e| StatusError::Kafka(e.to_string()))??;
+    let watermarks = tokio::task::spawn_blocking(move || watermarks(&kafka_cfg)).await??;
     let mut by_table: BTreeMap<usize, Vec<(String, i32, i64, i64)>> = BTreeMap::new();
     for (t, p, low, high) in watermarks {
         if let Some(table) = router.table_for(&t) {
@@ -96,11 +106,11 @@ pub async fn collect(cfg: &Config) -> Result<Status, StatusError> {
     let mut tables = Vec::new();
     for (idx, name) in router.tables().iter().enumerate() {
         let tc = &cfg.tables[name];
-        let err = |e: DeltaTableError| StatusError::Table {
+        let err = |source| StatusError::Table {
             table: name.clone(),
-            message: e.to_string(),
+            source,
         };
-        let mut table = crate::storage::table(&tc.uri, &tc.storage_options).map_err(err)?;
+        let mut table = crate::sink::storage::table(&tc.uri, &tc.storage_options).map_err(err)?;
         let exists = match table.load().await {
             Ok(()) => true,
             Err(DeltaTableError::NotATable(_)) => false,
@@ -166,6 +176,23 @@ pub async fn collect(cfg: &Config) -> Result<Status, StatusError> {
     })
 }
 
+/// `inlet status`: prints the status of `config`'s tables and partitions,
+/// as a table or (`json`) as JSON; `app_id` shows the offsets stored under
+/// that app id instead of the config's (e.g. a replay's).
+pub async fn run(config: &Path, json: bool, app_id: Option<String>) -> super::Result {
+    let mut cfg = crate::pipeline::load_config(config)?;
+    if let Some(id) = app_id {
+        cfg.app_id = id;
+    }
+    let status = collect(&cfg).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(())
+}
+
 /// Rows of the quarantine table at `uri`, from the file statistics in the log
 /// (0 while it does not exist).
 async fn count_rows(
@@ -173,11 +200,11 @@ async fn count_rows(
     uri: &str,
     tc: &crate::config::TableConfig,
 ) -> Result<u64, StatusError> {
-    let err = |e: DeltaTableError| StatusError::Table {
+    let err = |source| StatusError::Table {
         table: format!("{name} (quarantine)"),
-        message: e.to_string(),
+        source,
     };
-    let mut table = crate::storage::table(uri, &tc.storage_options).map_err(err)?;
+    let mut table = crate::sink::storage::table(uri, &tc.storage_options).map_err(err)?;
     match table.load().await {
         Ok(()) => {}
         Err(DeltaTableError::NotATable(_)) => return Ok(0),
@@ -196,14 +223,24 @@ fn watermarks(cfg: &Config) -> Result<Vec<(String, i32, i64, i64)>, StatusError>
     let router = Router::new(cfg);
     let consumer: BaseConsumer<DefaultConsumerContext> = crate::source::client_config(cfg)
         .create()
-        .map_err(|e| StatusError::Kafka(e.to_string()))?;
-    let parts = crate::source::list_partitions(&consumer, |t| router.reads(t), TIMEOUT)
-        .map_err(|e| StatusError::Kafka(format!("listing topics: {e}")))?;
+        .map_err(|source| StatusError::Kafka {
+            what: "creating a client".into(),
+            source,
+        })?;
+    let parts = crate::source::list_partitions(&consumer, |t| router.reads(t), TIMEOUT).map_err(
+        |source| StatusError::Kafka {
+            what: "listing topics".into(),
+            source,
+        },
+    )?;
     let mut out = Vec::with_capacity(parts.len());
     for (t, p) in parts {
         let (low, high) = consumer
             .fetch_watermarks(&t, p, TIMEOUT)
-            .map_err(|e| StatusError::Kafka(format!("watermarks of {t}/{p}: {e}")))?;
+            .map_err(|source| StatusError::Kafka {
+                what: format!("watermarks of {t}/{p}"),
+                source,
+            })?;
         out.push((t, p, low, high));
     }
     Ok(out)

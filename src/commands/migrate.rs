@@ -248,7 +248,8 @@ impl Migrator {
             table: name.to_string(),
             source,
         };
-        let mut table = crate::storage::table(&cfg.uri, &cfg.storage_options).map_err(delta)?;
+        let mut table =
+            crate::sink::storage::table(&cfg.uri, &cfg.storage_options).map_err(delta)?;
         let mut report = TableReport {
             table: name.to_string(),
             from: 0,
@@ -277,40 +278,7 @@ impl Migrator {
             let Some(next) = migrations.iter().find(|m| m.version > at) else {
                 return Ok(report);
             };
-            match (&next.change, exists, current) {
-                (Change::Create(_), true, _) => {
-                    return Err(MigrateError::State {
-                        table: name.to_string(),
-                        problem: format!(
-                            "`{}` creates the table, but a table already exists at {} (migration version {at})",
-                            next.name, cfg.uri
-                        ),
-                        fix: format!(
-                            "start this table's migrations after the create, or set the table property `{VERSION_PROPERTY}` to the version it matches"
-                        ),
-                    });
-                }
-                (Change::Alter { .. }, false, _) => {
-                    return Err(MigrateError::State {
-                        table: name.to_string(),
-                        problem: format!(
-                            "`{}` alters the table, but there is no table at {}",
-                            next.name, cfg.uri
-                        ),
-                        fix: "begin the table's migrations with a `[create]`".into(),
-                    });
-                }
-                (Change::Alter { .. }, true, None) => {
-                    return Err(MigrateError::State {
-                        table: name.to_string(),
-                        problem: format!("the table at {} was not created by migrations", cfg.uri),
-                        fix: format!(
-                            "set the table property `{VERSION_PROPERTY}` to the version it matches (e.g. 1 for a table created as 0001 describes)"
-                        ),
-                    });
-                }
-                _ => {}
-            }
+            check_state(name, &cfg.uri, next, exists, current)?;
             if self.dry_run {
                 // Nothing changes: list everything pending.
                 for m in migrations.iter().filter(|m| m.version > at) {
@@ -347,9 +315,81 @@ impl Migrator {
     }
 }
 
+/// `inlet migrate`: applies the pending migrations of `dir` (only to
+/// `tables`, when given) and prints a line per table; with `dry_run`, only
+/// says what it would apply.
+pub async fn run(config: &Path, dir: PathBuf, tables: Vec<String>, dry_run: bool) -> super::Result {
+    let cfg = crate::pipeline::load_config(config)?;
+    let reports = Migrator::new(cfg, dir)
+        .with_tables(tables)
+        .with_dry_run(dry_run)
+        .run()
+        .await?;
+    let verb = if dry_run { "would apply" } else { "applied" };
+    for r in reports {
+        if r.applied.is_empty() {
+            println!("{}: at version {}, nothing to apply", r.table, r.from);
+        } else {
+            println!(
+                "{}: version {} -> {}, {verb} {}",
+                r.table,
+                r.from,
+                r.to,
+                r.applied.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether migration `next` can be applied to table `name` at `uri` as it
+/// is: created by migrations (`current`, the recorded version) or not, and
+/// there or not (`exists`).
+fn check_state(
+    name: &str,
+    uri: &str,
+    next: &Migration,
+    exists: bool,
+    current: Option<u64>,
+) -> Result<()> {
+    let state = |problem: String, fix: String| {
+        Err(MigrateError::State {
+            table: name.to_string(),
+            problem,
+            fix,
+        })
+    };
+    let at = current.unwrap_or(0);
+    match (&next.change, exists, current) {
+        (Change::Create(_), true, _) => state(
+            format!(
+                "`{}` creates the table, but a table already exists at {uri} (migration version {at})",
+                next.name
+            ),
+            format!(
+                "start this table's migrations after the create, or set the table property `{VERSION_PROPERTY}` to the version it matches"
+            ),
+        ),
+        (Change::Alter { .. }, false, _) => state(
+            format!(
+                "`{}` alters the table, but there is no table at {uri}",
+                next.name
+            ),
+            "begin the table's migrations with a `[create]`".into(),
+        ),
+        (Change::Alter { .. }, true, None) => state(
+            format!("the table at {uri} was not created by migrations"),
+            format!(
+                "set the table property `{VERSION_PROPERTY}` to the version it matches (e.g. 1 for a table created as 0001 describes)"
+            ),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Whether a table exists at `uri` now (another migrator created it).
 async fn created_meanwhile(uri: &str, options: &BTreeMap<String, String>) -> bool {
-    match crate::storage::table(uri, options) {
+    match crate::sink::storage::table(uri, options) {
         Ok(mut t) => t.load().await.is_ok(),
         Err(_) => false,
     }
@@ -548,67 +588,38 @@ pub fn load_table_dir(dir: &Path) -> Result<Vec<Migration>> {
 }
 
 fn load_file(path: &Path) -> Result<Migration> {
-    let invalid = |problem: String, fix: &str| MigrateError::Invalid {
-        path: path.to_path_buf(),
-        problem,
-        fix: fix.to_string(),
-    };
     let name = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default()
         .to_string();
-    let digits: String = name.chars().take_while(|c| c.is_ascii_digit()).collect();
-    let version: u64 = match digits.parse() {
-        Ok(v) if v > 0 && name[digits.len()..].starts_with('_') => v,
-        _ => {
-            return Err(invalid(
-                "the file name does not start with a version".into(),
-                "name it `<version>_<what>.toml` with a version of 1 or more, e.g. 0002_add_country.toml",
-            ))
-        }
+    let Some(version) = file_version(&name) else {
+        return Err(invalid(
+            path,
+            "the file name does not start with a version".into(),
+            "name it `<version>_<what>.toml` with a version of 1 or more, e.g. 0002_add_country.toml",
+        ));
     };
     let text = std::fs::read_to_string(path).map_err(|source| MigrateError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let file: MigrationFile =
-        toml_from_str(&text).map_err(|e| invalid(e, "see migrations/README.md for the format"))?;
+    let file: MigrationFile = toml_from_str(&text)
+        .map_err(|e| invalid(path, e, "see migrations/README.md for the format"))?;
     let change = match file {
         MigrationFile {
             create: Some(create),
             add_columns: None,
             set_properties: None,
         } => {
-            let schema = ddl_to_delta(&create.schema).map_err(|e| {
-                invalid(
-                    format!("create.schema: {e}"),
-                    "write the columns as `name TYPE, ...` in Spark DDL",
-                )
-            })?;
-            for p in &create.partition_by {
-                if schema.field(p).is_none() {
-                    return Err(invalid(
-                        format!("create.partition_by: `{p}` is not a column"),
-                        "name a column of create.schema",
-                    ));
-                }
-            }
-            check_properties(&create.properties).map_err(|e| invalid(e, "remove the property"))?;
-            for (cname, expr) in &create.constraints {
-                check_constraint(&schema, cname, expr).map_err(|e| {
-                    invalid(
-                        format!("create.constraints.{cname}: {e}"),
-                        "write a SQL boolean expression over the table's columns",
-                    )
-                })?;
-            }
+            check_create(path, &create)?;
             Change::Create(create)
         }
         MigrationFile {
             create: Some(_), ..
         } => {
             return Err(invalid(
+                path,
                 "[create] cannot be combined with add_columns or set_properties".into(),
                 "put the change in a migration of its own",
             ))
@@ -619,6 +630,7 @@ fn load_file(path: &Path) -> Result<Migration> {
             set_properties: None,
         } => {
             return Err(invalid(
+                path,
                 "the migration changes nothing".into(),
                 "give it [create], add_columns or set_properties",
             ))
@@ -627,49 +639,110 @@ fn load_file(path: &Path) -> Result<Migration> {
             create: None,
             add_columns,
             set_properties,
-        } => {
-            let add_columns = match add_columns {
-                None => Vec::new(),
-                Some(ddl) => {
-                    let schema = ddl_to_delta(&ddl).map_err(|e| {
-                        invalid(
-                            format!("add_columns: {e}"),
-                            "write the columns as `name TYPE, ...` in Spark DDL",
-                        )
-                    })?;
-                    let fields: Vec<StructField> = schema.fields().cloned().collect();
-                    if let Some(f) = fields.iter().find(|f| !f.is_nullable()) {
-                        return Err(invalid(
-                            format!("add_columns: `{}` is NOT NULL, but existing rows have no value for it", f.name()),
-                            "add it as a nullable column",
-                        ));
-                    }
-                    fields
-                }
-            };
-            let set_properties = set_properties.unwrap_or_default();
-            check_properties(&set_properties).map_err(|e| invalid(e, "remove the property"))?;
-            if let Some(k) = set_properties
-                .keys()
-                .find(|k| !add_columns.is_empty() && PROTOCOL_PROPERTIES.contains(&k.as_str()))
-            {
-                return Err(invalid(
-                    format!(
-                        "`{k}` changes the table protocol and cannot be combined with add_columns"
-                    ),
-                    "set it in a migration of its own",
-                ));
-            }
-            Change::Alter {
-                add_columns,
-                set_properties,
-            }
-        }
+        } => alter_change(path, add_columns, set_properties.unwrap_or_default())?,
     };
     Ok(Migration {
         version,
         name,
         change,
+    })
+}
+
+/// The version a migration file name starts with (`0002_country` → 2):
+/// digits of at least 1, then `_`.
+fn file_version(name: &str) -> Option<u64> {
+    let digits: String = name.chars().take_while(|c| c.is_ascii_digit()).collect();
+    match digits.parse() {
+        Ok(v) if v > 0 && name[digits.len()..].starts_with('_') => Some(v),
+        _ => None,
+    }
+}
+
+fn invalid(path: &Path, problem: String, fix: &str) -> MigrateError {
+    MigrateError::Invalid {
+        path: path.to_path_buf(),
+        problem,
+        fix: fix.to_string(),
+    }
+}
+
+/// Checks the `[create]` of the migration file at `path`: its schema, its
+/// partition columns, properties and constraints.
+fn check_create(path: &Path, create: &CreateTable) -> Result<()> {
+    let schema = ddl_to_delta(&create.schema).map_err(|e| {
+        invalid(
+            path,
+            format!("create.schema: {e}"),
+            "write the columns as `name TYPE, ...` in Spark DDL",
+        )
+    })?;
+    for p in &create.partition_by {
+        if schema.field(p).is_none() {
+            return Err(invalid(
+                path,
+                format!("create.partition_by: `{p}` is not a column"),
+                "name a column of create.schema",
+            ));
+        }
+    }
+    check_properties(&create.properties).map_err(|e| invalid(path, e, "remove the property"))?;
+    for (cname, expr) in &create.constraints {
+        check_constraint(&schema, cname, expr).map_err(|e| {
+            invalid(
+                path,
+                format!("create.constraints.{cname}: {e}"),
+                "write a SQL boolean expression over the table's columns",
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The change of a migration file at `path` without `[create]`: nullable
+/// columns to add and properties to set.
+fn alter_change(
+    path: &Path,
+    add_columns: Option<String>,
+    set_properties: BTreeMap<String, String>,
+) -> Result<Change> {
+    let add_columns = match add_columns {
+        None => Vec::new(),
+        Some(ddl) => {
+            let schema = ddl_to_delta(&ddl).map_err(|e| {
+                invalid(
+                    path,
+                    format!("add_columns: {e}"),
+                    "write the columns as `name TYPE, ...` in Spark DDL",
+                )
+            })?;
+            let fields: Vec<StructField> = schema.fields().cloned().collect();
+            if let Some(f) = fields.iter().find(|f| !f.is_nullable()) {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "add_columns: `{}` is NOT NULL, but existing rows have no value for it",
+                        f.name()
+                    ),
+                    "add it as a nullable column",
+                ));
+            }
+            fields
+        }
+    };
+    check_properties(&set_properties).map_err(|e| invalid(path, e, "remove the property"))?;
+    if let Some(k) = set_properties
+        .keys()
+        .find(|k| !add_columns.is_empty() && PROTOCOL_PROPERTIES.contains(&k.as_str()))
+    {
+        return Err(invalid(
+            path,
+            format!("`{k}` changes the table protocol and cannot be combined with add_columns"),
+            "set it in a migration of its own",
+        ));
+    }
+    Ok(Change::Alter {
+        add_columns,
+        set_properties,
     })
 }
 
