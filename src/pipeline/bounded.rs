@@ -10,7 +10,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::info;
 
-use super::fetch::{FetchLoop, InletConsumer};
+use super::poll::{FetchLoop, InletConsumer};
 use super::progress::Progress;
 use super::route::Router;
 use super::{PipelineError, Result};

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::completion::Completion;
-use super::fetch::InletConsumer;
+use super::poll::InletConsumer;
 use super::rebalance::Gate;
 use super::{PendingCommit, PipelineError};
 use crate::config::CommitConfig;

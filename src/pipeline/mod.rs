@@ -11,9 +11,9 @@ mod bounded;
 mod buffer;
 mod commit;
 mod completion;
-mod fetch;
 mod key;
 mod normalize;
+mod poll;
 mod progress;
 mod rebalance;
 mod replay;
@@ -142,7 +142,7 @@ fn table_decode(
     )>,
     shutdown: &Shutdown,
     metrics: &Arc<Metrics>,
-) -> Result<fetch::TableDecode> {
+) -> Result<poll::TableDecode> {
     let name = sink.name();
     let tc = &cfg.tables[name];
     let setup = |e: &dyn std::fmt::Display| PipelineError::Setup(format!("table `{name}`: {e}"));
@@ -261,7 +261,7 @@ fn table_decode(
         .map_err(|e| PipelineError::Setup(e.to_string()))?;
     let constraints = crate::constraints::Constraints::from_properties(&properties, &layout.table)
         .map_err(|e| setup(&e))?;
-    Ok(fetch::TableDecode {
+    Ok(poll::TableDecode {
         name: name.to_string(),
         layout,
         meta: tc.metadata_columns.clone(),
@@ -668,7 +668,7 @@ impl Pipeline {
         let bounded = !matches!(self.mode, Mode::Continuous);
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
 
-        let fetch = fetch::FetchLoop {
+        let fetch = poll::FetchLoop {
             consumer: consumer.clone(),
             tables,
             events: events_tx,
@@ -680,7 +680,7 @@ impl Pipeline {
             progress: None,
             quarantine: quarantine_sinks.iter().map(Option::is_some).collect(),
             chunk_messages: cfg.flush.max_rows.min(crate::decode::MAX_CHUNK),
-            pause_after: fetch::pause_after(&cfg.kafka_properties()),
+            pause_after: poll::pause_after(&cfg.kafka_properties()),
         };
         let mode = self.mode.clone();
         let subscription = router.subscription();
