@@ -19,8 +19,8 @@ use deltalake::DeltaTableError;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::commit::CommitRequest;
-use super::{Chunk, FetchEvent, PendingCommit, PipelineError};
+use super::messages::{Chunk, CommitRequest, FetchEvent, PendingCommit};
+use super::PipelineError;
 use crate::config::{CommitConfig, FlushConfig};
 use crate::fault::{storage_fault, Backoff, Fault, Shutdown};
 use crate::observability::events::WriteFailed;

@@ -10,9 +10,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::completion::Completion;
+use super::messages::{CommitRequest, Drained, PendingCommit};
 use super::poll::InletConsumer;
 use super::rebalance::Gate;
-use super::{PendingCommit, PipelineError};
+use super::PipelineError;
 use crate::config::CommitConfig;
 use crate::observability::events::{BatchCommitted, BatchFenced, QuarantineCommitted};
 use crate::observability::{InternalEvent, Metrics};
@@ -21,20 +22,6 @@ use crate::sink::{txn_app_id, CommitOutcome, DeltaSink, PartitionProgress};
 /// Fenced batches in a row, with no commit between, before inlet stops: a
 /// stored offset past the partition's end makes every batch overlap.
 const MAX_FENCED_IN_A_ROW: u32 = 5;
-
-/// From the buffer stage to the committer, in order.
-#[derive(Debug)]
-pub enum CommitRequest {
-    /// A batch to commit.
-    Batch(PendingCommit),
-    /// Everything sent before was committed or dropped: answer the token.
-    Drain(Drained),
-}
-
-/// Answered once everything sent before it is committed or dropped (a
-/// bounded run waits for it before it checks its range).
-#[derive(Debug)]
-pub struct Drained(pub std::sync::mpsc::Sender<()>);
 
 /// Tells a bounded run's range which partition of `batch` another writer
 /// fenced.

@@ -11,7 +11,9 @@ mod bounded;
 mod buffer;
 mod commit;
 mod completion;
+mod decode;
 mod key;
+mod messages;
 mod normalize;
 mod poll;
 mod progress;
@@ -19,13 +21,9 @@ mod rebalance;
 mod replay;
 mod route;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-use arrow::array::RecordBatch;
-use deltalake::kernel::Add;
 use rdkafka::consumer::Consumer;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -35,7 +33,8 @@ use crate::decode::{FramedDecoder, FramedKind, JsonDecoder, RawDecoder, ValueDec
 use crate::fault::{Classify, Shutdown};
 use crate::observability::Metrics;
 use crate::sink::DeltaSink;
-use crate::source::{create_consumer, TopicPartition};
+use crate::source::create_consumer;
+use messages::FetchEvent;
 use normalize::Normalizer;
 
 pub use completion::{Gap, GapCause, Unfinished};
@@ -142,7 +141,7 @@ fn table_decode(
     )>,
     shutdown: &Shutdown,
     metrics: &Arc<Metrics>,
-) -> Result<poll::TableDecode> {
+) -> Result<decode::TableDecode> {
     let name = sink.name();
     let tc = &cfg.tables[name];
     let setup = |e: &dyn std::fmt::Display| PipelineError::Setup(format!("table `{name}`: {e}"));
@@ -261,7 +260,7 @@ fn table_decode(
         .map_err(|e| PipelineError::Setup(e.to_string()))?;
     let constraints = crate::constraints::Constraints::from_properties(&properties, &layout.table)
         .map_err(|e| setup(&e))?;
-    Ok(poll::TableDecode {
+    Ok(decode::TableDecode {
         name: name.to_string(),
         layout,
         meta: tc.metadata_columns.clone(),
@@ -348,67 +347,6 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Result alias for the pipeline.
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
-
-/// From the consumer thread to the buffer stage, in order.
-#[derive(Debug)]
-pub enum FetchEvent {
-    /// Decoded rows of one table.
-    Chunk(Chunk),
-    /// The assignment changed: drop everything buffered.
-    Rebalanced {
-        /// The new generation.
-        generation: u64,
-    },
-    /// No more input: flush and stop.
-    End,
-    /// Flush everything, then answer the token once it is committed.
-    Drain(commit::Drained),
-    /// The consumer hit an unrecoverable error.
-    Fatal(String),
-}
-
-/// Decoded messages of one table.
-#[derive(Debug)]
-pub struct Chunk {
-    /// Table index.
-    pub table: usize,
-    /// Assignment generation the messages were fetched in.
-    pub generation: u64,
-    /// Rows, in the table's schema.
-    pub batch: RecordBatch,
-    /// First and last offset per partition, rejected messages included.
-    pub progress: BTreeMap<TopicPartition, (i64, i64)>,
-    /// How many messages became no row.
-    pub rejected: usize,
-    /// Rows per topic.
-    pub rows_by_topic: Vec<(String, u64)>,
-    /// Quarantine rows of the rejected messages (when configured).
-    pub quarantine: Option<RecordBatch>,
-}
-
-/// A flushed batch waiting for its commit.
-#[derive(Debug)]
-pub struct PendingCommit {
-    /// Table index.
-    pub table: usize,
-    /// Assignment generation of the data.
-    pub generation: u64,
-    /// The Parquet files written.
-    pub adds: Vec<Add>,
-    /// The schema they were written with (wider than the table's after
-    /// schema evolution).
-    pub schema: arrow::datatypes::SchemaRef,
-    /// First and last offset per partition.
-    pub offsets: BTreeMap<TopicPartition, (i64, i64)>,
-    /// Rows in the files.
-    pub rows: u64,
-    /// Rows per topic.
-    pub rows_by_topic: Vec<(String, u64)>,
-    /// Quarantine rows, committed before the data.
-    pub quarantine: Vec<RecordBatch>,
-    /// When the flush started.
-    pub flushed_at: Instant,
-}
 
 /// How the pipeline runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,21 +1,20 @@
-//! The consumer side: a poll thread and a decode thread.
+//! The consumer side's poll thread: pause/resume, assignment, positions and
+//! the ends of bounded runs.
 //!
 //! The poll thread polls librdkafka, routes messages to tables and cuts them
-//! into chunks; the decode thread decodes each chunk straight from
-//! librdkafka's buffers (the messages are borrowed, not copied) into an Arrow
-//! batch and hands it to the buffer stage. Polling and decoding overlap; the
-//! chunk queue between them is short, so memory stays bounded.
+//! into chunks for the decode thread ([`super::decode`]), which it starts.
+//! Polling and decoding overlap; the chunk queue between them is short, so
+//! memory stays bounded.
 //!
 //! The poll thread is a plain thread, not a tokio task, because librdkafka
 //! serves the rebalance callback from `poll`, and that callback blocks on the
 //! Delta log to read stored offsets before any fetch starts.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{BooleanArray, RecordBatch, UInt32Array};
 use crossbeam_channel::SendTimeoutError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::BorrowedMessage;
@@ -23,21 +22,16 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::commit::Drained;
 use super::completion::{Completion, Verdict};
-use super::key::{KeyDecoder, KeyError};
-use super::normalize::{NormalizeError, Normalizer};
+use super::decode::{DecodeStage, TableDecode};
+use super::messages::{Drained, FetchEvent, RawChunk};
 use super::rebalance::Rebalancer;
-use super::{Chunk, FetchEvent, PipelineError};
-use crate::config::{MetadataColumns, OffsetSpec};
-use crate::constraints::Constraints;
-use crate::decode::{assemble_with_key, FramedError, KafkaRecord, Rejection, Stage, ValueDecoder};
-use crate::fault::{Classify, Fault, Shutdown};
-use crate::observability::events::{
-    ConsumerPaused, ConsumerResumed, MessageRejected, MessagesConsumed, SchemaEvolved,
-};
+use super::PipelineError;
+use crate::config::OffsetSpec;
+use crate::decode::KafkaRecord;
+use crate::fault::Shutdown;
+use crate::observability::events::{ConsumerPaused, ConsumerResumed};
 use crate::observability::{InternalEvent, Metrics};
-use crate::schema::TableLayout;
 use crate::source::kafka::WATERMARK_TIMEOUT;
 use crate::source::{to_rd_offset, InletContext, TopicPartition};
 
@@ -112,16 +106,6 @@ fn mark_done(
     true
 }
 
-/// What a chunk held of one topic.
-struct TopicStats<'a> {
-    /// librdkafka's topic handle: compared, never dereferenced.
-    handle: *mut rdkafka::types::RDKafkaTopic,
-    name: &'a str,
-    messages: u64,
-    bytes: u64,
-    rows: u64,
-}
-
 /// Housekeeping runs every this many messages (and on every empty poll).
 const CHECK_EVERY: u32 = 64;
 
@@ -143,15 +127,6 @@ struct Run {
 /// Messages of one table waiting to be decoded.
 struct Pending<'c> {
     messages: Vec<BorrowedMessage<'c>>,
-}
-
-/// A chunk on its way from the poll thread to the decode thread.
-struct RawChunk<'c> {
-    table: usize,
-    generation: u64,
-    messages: Vec<BorrowedMessage<'c>>,
-    /// No messages: everything before is to be committed, then answered.
-    drain: Option<Drained>,
 }
 
 /// Chunks queued between polling and decoding: enough to keep both busy,
@@ -192,54 +167,6 @@ fn pausable(consumer: &InletConsumer, ends: &Ends) -> TopicPartitionList {
 enum Stopped {
     /// Shutdown or the end of a bounded run: the buffer stage gets `End`.
     Done,
-}
-
-/// How messages of one table become its rows.
-#[derive(Debug)]
-pub struct TableDecode {
-    /// Table name.
-    pub name: String,
-    /// Value vs metadata columns (wider after schema evolution).
-    pub layout: TableLayout,
-    /// The table's metadata columns.
-    pub meta: MetadataColumns,
-    /// Value bytes into Arrow.
-    pub decoder: ValueDecoder,
-    /// Transforms and conforming to the table.
-    pub normalizer: Normalizer,
-    /// CHECK constraints.
-    pub constraints: Constraints,
-    /// Table properties, to compile the constraints again after evolution.
-    pub properties: HashMap<String, String>,
-    /// Longer values are rejected undecoded.
-    pub max_value_bytes: usize,
-    /// Decodes keys into the key column (`key_format` other than `bytes`).
-    pub key: Option<KeyDecoder>,
-}
-
-impl TableDecode {
-    /// The table gained columns: lay them out and recompile the constraints.
-    fn evolve(&mut self, added: &[String], metrics: &Metrics) -> Result<(), PipelineError> {
-        self.layout = self
-            .layout
-            .with_value(self.normalizer.value_schema(), &self.meta);
-        self.constraints = Constraints::from_properties(&self.properties, &self.layout.table)
-            .map_err(|e| PipelineError::Internal(e.to_string()))?;
-        SchemaEvolved {
-            table: &self.name,
-            columns: added,
-        }
-        .emit(metrics);
-        Ok(())
-    }
-}
-
-/// The decode thread's state.
-struct DecodeStage {
-    tables: Vec<TableDecode>,
-    quarantine: Vec<bool>,
-    events: mpsc::Sender<FetchEvent>,
-    metrics: Arc<Metrics>,
 }
 
 impl FetchLoop {
@@ -814,229 +741,4 @@ fn reopen(
         }
     }
     Ok(reopened)
-}
-
-/// What stops the pipeline when a decoder of `table` fails (a shutdown
-/// aside), by whose fault the failure is.
-fn decode_failure(table: &str, e: &FramedError) -> PipelineError {
-    match e.fault() {
-        Fault::Internal => PipelineError::Internal(e.to_string()),
-        _ => PipelineError::Setup(format!("table `{table}`: {e}")),
-    }
-}
-
-impl DecodeStage {
-    /// Decodes chunks until the poll thread closes the queue.
-    fn run(&mut self, raw: crossbeam_channel::Receiver<RawChunk<'_>>) -> Result<(), PipelineError> {
-        let mut rejected: Vec<Rejection> = Vec::new();
-        let mut parts = Vec::new();
-        for mut p in raw {
-            if let Some(token) = p.drain.take() {
-                if self.events.blocking_send(FetchEvent::Drain(token)).is_err() {
-                    return Err(PipelineError::Internal("buffer stage stopped".into()));
-                }
-                continue;
-            }
-            let (table, generation) = (p.table, p.generation);
-            let t = &mut self.tables[table];
-            // One small vector per chunk, borrowing librdkafka's buffers.
-            let values: Vec<Option<&[u8]>> =
-                p.messages.iter().map(|m| KafkaRecord::value(m)).collect();
-            rejected.clear();
-            match t
-                .decoder
-                .decode(&values, t.max_value_bytes, &mut parts, &mut rejected)
-            {
-                Ok(()) => {}
-                // Stopping while the registry is down: this chunk and those
-                // behind it are not committed, and are read again next time.
-                Err(FramedError::Shutdown) => return Ok(()),
-                Err(e) => return Err(decode_failure(&t.name, &e)),
-            }
-            let normalized = t
-                .normalizer
-                .normalize(std::mem::take(&mut parts), &mut rejected)
-                .map_err(|e| match crate::fault::Classify::fault(&e) {
-                    crate::fault::Fault::Internal => PipelineError::Internal(e.to_string()),
-                    _ => PipelineError::Setup(e.to_string()),
-                })?;
-            if !normalized.added.is_empty() {
-                t.evolve(&normalized.added, &self.metrics)?;
-            }
-            let mut good = normalized.rows;
-            let mut values_batch = normalized.batch;
-            let mut key_column = None;
-            if let Some(kd) = &mut t.key {
-                let keys: Vec<Option<&[u8]>> = good
-                    .iter()
-                    .map(|&i| KafkaRecord::key(&p.messages[i]))
-                    .collect();
-                let mut local = Vec::new();
-                let (column, kept) = match kd.decode(&keys, &mut local) {
-                    Ok(k) => k,
-                    Err(KeyError::Framed(FramedError::Shutdown)) => return Ok(()),
-                    Err(KeyError::Framed(e)) => return Err(decode_failure(&t.name, &e)),
-                    Err(KeyError::Normalize(e @ NormalizeError::Policy { .. })) => {
-                        return Err(PipelineError::Setup(e.to_string()))
-                    }
-                    Err(e) => return Err(PipelineError::Internal(e.to_string())),
-                };
-                if kept.len() != good.len() {
-                    rejected.extend(
-                        local
-                            .into_iter()
-                            .map(|r| Rejection::new(good[r.index], r.stage, r.reason)),
-                    );
-                    rejected.sort_by_key(|r| r.index);
-                    let take = UInt32Array::from_iter_values(kept.iter().map(|&k| k as u32));
-                    values_batch = arrow::compute::take_record_batch(&values_batch, &take)
-                        .map_err(|e| PipelineError::Internal(format!("dropping bad keys: {e}")))?;
-                    good = kept.iter().map(|&k| good[k]).collect();
-                }
-                key_column = Some(column);
-            }
-            let mut batch = assemble_with_key(
-                &t.layout,
-                &values_batch,
-                &p.messages,
-                &good,
-                key_column.as_ref(),
-            )
-            .map_err(|e| PipelineError::Internal(format!("assembling batch: {e}")))?;
-            if !t.constraints.is_empty() {
-                batch = check_constraints(&t.constraints, batch, &mut good, &mut rejected)?;
-            }
-            for r in &rejected {
-                let m = &p.messages[r.index];
-                MessageRejected {
-                    topic: m.topic(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    stage: r.stage,
-                    reason: &r.reason,
-                }
-                .emit(&self.metrics);
-            }
-            // Per topic: messages, value bytes, rows; per partition: the
-            // offsets covered. One pass; messages come in runs of one
-            // partition, so only a run's first message looks anything up
-            // (topic names by librdkafka's topic handle, compared, never
-            // dereferenced), and short vectors beat maps.
-            let mut by_topic: Vec<TopicStats<'_>> = Vec::new();
-            let mut ranges: Vec<(usize, i32, i64, i64)> = Vec::new();
-            let mut current: Option<(usize, usize)> = None;
-            let mut good_iter = good.iter().peekable();
-            for (i, m) in p.messages.iter().enumerate() {
-                let is_good = good_iter.peek() == Some(&&i);
-                if is_good {
-                    good_iter.next();
-                }
-                let (handle, partition, offset) = (m.topic_ptr(), m.partition(), m.offset());
-                let (t, r) = match current {
-                    Some((t, r)) if by_topic[t].handle == handle && ranges[r].1 == partition => {
-                        (t, r)
-                    }
-                    _ => {
-                        let t = match by_topic.iter().position(|e| e.handle == handle) {
-                            Some(t) => t,
-                            None => {
-                                by_topic.push(TopicStats {
-                                    handle,
-                                    name: KafkaRecord::topic(m),
-                                    messages: 0,
-                                    bytes: 0,
-                                    rows: 0,
-                                });
-                                by_topic.len() - 1
-                            }
-                        };
-                        let r = match ranges.iter().position(|e| e.0 == t && e.1 == partition) {
-                            Some(r) => r,
-                            None => {
-                                ranges.push((t, partition, offset, offset));
-                                ranges.len() - 1
-                            }
-                        };
-                        current = Some((t, r));
-                        (t, r)
-                    }
-                };
-                let stats = &mut by_topic[t];
-                stats.messages += 1;
-                stats.bytes += m.payload_len() as u64;
-                stats.rows += u64::from(is_good);
-                let range = &mut ranges[r];
-                range.2 = range.2.min(offset);
-                range.3 = range.3.max(offset);
-            }
-            for t in &by_topic {
-                MessagesConsumed {
-                    topic: t.name,
-                    count: t.messages,
-                    bytes: t.bytes,
-                }
-                .emit(&self.metrics);
-            }
-            let quarantine = if self.quarantine[table] && !rejected.is_empty() {
-                Some(
-                    crate::quarantine::rows(&p.messages, &rejected)
-                        .map_err(|e| PipelineError::Internal(format!("quarantine rows: {e}")))?,
-                )
-            } else {
-                None
-            };
-            let rows_by_topic = by_topic
-                .iter()
-                .map(|t| (t.name.to_string(), t.rows))
-                .collect();
-            let progress: BTreeMap<TopicPartition, (i64, i64)> = ranges
-                .into_iter()
-                .map(|(t, p, first, last)| ((by_topic[t].name.to_string(), p), (first, last)))
-                .collect();
-            let chunk = Chunk {
-                table,
-                generation,
-                batch,
-                progress,
-                rejected: rejected.len(),
-                rows_by_topic,
-                quarantine,
-            };
-            // Releases librdkafka's buffers before waiting on the buffer stage.
-            drop(p);
-            if self.events.blocking_send(FetchEvent::Chunk(chunk)).is_err() {
-                return Err(PipelineError::Internal("buffer stage stopped".into()));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Moves the rows of `batch` that violate a constraint to `rejected` (as
-/// constraint-stage rejections of their messages) and returns the rest.
-fn check_constraints(
-    constraints: &Constraints,
-    batch: RecordBatch,
-    good: &mut Vec<usize>,
-    rejected: &mut Vec<Rejection>,
-) -> Result<RecordBatch, PipelineError> {
-    let violations = constraints
-        .violations(&batch)
-        .map_err(|e| PipelineError::Internal(e.to_string()))?;
-    if violations.is_empty() {
-        return Ok(batch);
-    }
-    let mut keep = vec![true; batch.num_rows()];
-    for v in violations {
-        keep[v.row] = false;
-        rejected.push(Rejection::new(good[v.row], Stage::Constraint, v.reason));
-    }
-    rejected.sort_by_key(|r| r.index);
-    let mut row = 0;
-    good.retain(|_| {
-        row += 1;
-        keep[row - 1]
-    });
-    arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep))
-        .map_err(|e| PipelineError::Internal(format!("filtering violations: {e}")))
 }

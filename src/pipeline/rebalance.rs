@@ -10,8 +10,9 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tracing::info;
 
+use super::messages::{Chunk, FetchEvent};
 use super::route::Router;
-use super::{Chunk, FetchEvent, PipelineError};
+use super::PipelineError;
 use crate::config::{CommitConfig, OffsetSpec};
 use crate::decode::{Rejection, Stage};
 use crate::fault::Shutdown;
