@@ -291,6 +291,9 @@ pub enum PipelineError {
     /// Delta commits kept failing after retries.
     #[error("delta: {0}")]
     Delta(String),
+    /// A look-up of partition offsets failed.
+    #[error("kafka: {0}")]
+    Lookup(#[from] crate::source::watermarks::LookupError),
     /// Offsets to read are gone from the broker (the operator decides how
     /// to go on).
     #[error(transparent)]
@@ -323,6 +326,7 @@ impl crate::fault::Classify for PipelineError {
         match self {
             PipelineError::Setup(_) => Fault::Operator,
             PipelineError::Kafka(_)
+            | PipelineError::Lookup(_)
             | PipelineError::Delta(_)
             | PipelineError::ShutdownTimeout(_) => Fault::Environment,
             PipelineError::DataLoss(e) => e.fault(),

@@ -328,18 +328,13 @@ impl RebalanceHandler for Arc<Rebalancer> {
     }
 
     fn on_stats(&self, stats: &rdkafka::statistics::Statistics) {
-        for (topic, t) in &stats.topics {
-            for (partition, p) in &t.partitions {
-                // -1 is librdkafka's "internal" partition and unknown lags.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    ConsumerLag {
-                        topic,
-                        partition: *partition,
-                        lag: p.consumer_lag,
-                    }
-                    .emit(&self.metrics);
-                }
+        for (topic, partition, lag) in crate::source::watermarks::consumer_lags(stats) {
+            ConsumerLag {
+                topic,
+                partition,
+                lag,
             }
+            .emit(&self.metrics);
         }
     }
 
