@@ -12,6 +12,7 @@ mod buffer;
 mod commit;
 mod completion;
 mod decode;
+mod ends;
 mod key;
 mod messages;
 mod normalize;

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::completion::{Completion, Verdict};
 use super::decode::{DecodeStage, TableDecode};
+use super::ends::{AtEnd, RangeEnds};
 use super::messages::{Drained, FetchEvent, RawChunk};
 use super::rebalance::Rebalancer;
 use super::PipelineError;
@@ -84,21 +85,12 @@ pub fn pause_after(kafka: &std::collections::BTreeMap<String, String>) -> Durati
     Duration::from_millis((max_poll / 3).clamp(100, 5_000))
 }
 
-/// (end offset, done) per topic and partition of a bounded run.
-type Ends = HashMap<String, HashMap<i32, (i64, bool)>>;
-
 /// Marks a partition of a bounded run done and pauses it; true when it was
 /// not done before.
-fn mark_done(
-    consumer: &InletConsumer,
-    state: &mut (i64, bool),
-    topic: &str,
-    partition: i32,
-) -> bool {
-    if state.1 {
+fn mark_done(consumer: &InletConsumer, ends: &mut RangeEnds, topic: &str, partition: i32) -> bool {
+    if !ends.mark_done(topic, partition) {
         return false;
     }
-    state.1 = true;
     info!(topic, partition, "partition reached its end offset");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
@@ -146,21 +138,49 @@ struct Outbox<'c> {
 
 /// The assigned partitions a stall may pause: all but those a bounded run
 /// has finished, which stay paused.
-fn pausable(consumer: &InletConsumer, ends: &Ends) -> TopicPartitionList {
+fn pausable(consumer: &InletConsumer, ends: &RangeEnds) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     let Ok(assignment) = consumer.assignment() else {
         return tpl;
     };
     for e in assignment.elements() {
-        let done = ends
-            .get(e.topic())
-            .and_then(|m| m.get(&e.partition()))
-            .is_some_and(|(_, done)| *done);
-        if !done {
+        if !ends.is_done(e.topic(), e.partition()) {
             tpl.add_partition(e.topic(), e.partition());
         }
     }
     tpl
+}
+
+/// The poll loop's state between messages.
+struct PollState<'c> {
+    /// Per table: messages waiting to be decoded.
+    pending: Vec<Pending<'c>>,
+    /// Messages pending, over all tables.
+    count: usize,
+    /// When the first pending message was polled.
+    chunk_started: Option<Instant>,
+    /// The assignment generation the pending messages were polled in.
+    generation: u64,
+    /// Where a bounded run's partitions end, and which are done.
+    ends: RangeEnds,
+    /// Topic → table, cached here so the hot loop takes no lock.
+    routes: HashMap<String, Option<usize>>,
+    /// Topic names, by the index a [`Run`] keeps.
+    names: Vec<String>,
+    /// The run of messages of one partition being polled.
+    run: Option<Run>,
+    /// Messages since the last housekeeping.
+    since_check: u32,
+}
+
+/// What the housekeeping between messages decided.
+enum Housekeeping {
+    /// Poll on.
+    Go,
+    /// A bounded run reads partitions again: poll on, housekeeping later.
+    ReadAgain,
+    /// Stop polling.
+    Stop,
 }
 
 /// How the poll loop ended.
@@ -248,76 +268,29 @@ impl FetchLoop {
         tables: usize,
         out: &mut Outbox<'c>,
     ) -> Result<Stopped, PipelineError> {
-        let mut pending: Vec<Pending<'c>> = (0..tables)
-            .map(|_| Pending {
-                messages: Vec::with_capacity(self.chunk_messages),
-            })
-            .collect();
-        let mut count = 0usize;
-        let mut chunk_started: Option<Instant> = None;
-        let mut generation = self.rebalancer().generation();
-        // `--available-now`/replay: (end, done) per topic and partition, and
-        // how many partitions are not done yet.
-        let mut ends: Ends = HashMap::new();
-        for ((topic, p), end) in self.targets.iter().flatten() {
-            ends.entry(topic.clone())
-                .or_default()
-                .insert(*p, (*end, false));
-        }
-        let mut open = ends.values().map(HashMap::len).sum::<usize>();
-        // Topic → table, cached here so the hot loop takes no lock.
-        let mut routes: HashMap<String, Option<usize>> = HashMap::new();
-        let mut names: Vec<String> = Vec::new();
-        let mut run: Option<Run> = None;
-        let mut since_check = CHECK_EVERY;
+        let mut st = PollState {
+            pending: (0..tables)
+                .map(|_| Pending {
+                    messages: Vec::with_capacity(self.chunk_messages),
+                })
+                .collect(),
+            count: 0,
+            chunk_started: None,
+            generation: self.rebalancer().generation(),
+            // `--available-now`/replay: where each partition ends.
+            ends: RangeEnds::new(self.targets.as_ref()),
+            routes: HashMap::new(),
+            names: Vec::new(),
+            run: None,
+            since_check: CHECK_EVERY,
+        };
         loop {
-            if since_check >= CHECK_EVERY {
-                since_check = 0;
-                if let Some(e) = self.rebalancer().take_fatal() {
-                    // The buffer stage stops; this thread's error is the cause.
-                    let stopped = super::CONSUMER_STOPPED.to_string();
-                    let _ = self.events.blocking_send(FetchEvent::Fatal(stopped));
-                    return Err(e);
-                }
-                if self.resync.swap(false, Ordering::AcqRel) {
-                    let (reopened, done) = self.resync_positions(consumer, &mut ends)?;
-                    open += reopened;
-                    for (t, p) in done {
-                        let state = ends.get_mut(&t).and_then(|m| m.get_mut(&p));
-                        if state.is_some_and(|s| mark_done(consumer, s, &t, p)) {
-                            open -= 1;
-                        }
-                    }
-                    // Held messages belong to the positions just replaced.
-                    out.held.clear();
-                    run = None;
-                }
-                let reached = self.targets.is_some() && open == 0;
-                if reached && !self.shutdown.is_triggered() {
-                    // Every position is at its end; the run ends only once
-                    // the table holds the whole range.
-                    self.end_run(run.take(), &names);
-                    self.send_raw(&mut pending, generation, out, &ends)?;
-                    count = 0;
-                    chunk_started = None;
-                    if let Some(reopened) = self.settle(consumer, out, generation, &mut ends)? {
-                        open += reopened;
-                        generation = self.rebalancer().generation();
-                        continue;
-                    }
-                }
-                if self.shutdown.is_triggered() || reached {
-                    self.end_run(run.take(), &names);
-                    if let Some(p) = &mut self.progress {
-                        p.finish();
-                    }
-                    self.send_raw(&mut pending, generation, out, &ends)?;
-                    return Ok(Stopped::Done);
-                }
-                if chunk_started.is_some_and(|t| t.elapsed() >= CHUNK_LINGER) {
-                    self.send_raw(&mut pending, generation, out, &ends)?;
-                    count = 0;
-                    chunk_started = None;
+            if st.since_check >= CHECK_EVERY {
+                st.since_check = 0;
+                match self.housekeeping(consumer, out, &mut st)? {
+                    Housekeeping::Stop => return Ok(Stopped::Done),
+                    Housekeeping::ReadAgain => continue,
+                    Housekeeping::Go => {}
                 }
             }
             // Messages polled while paused come first, in their order.
@@ -325,113 +298,196 @@ impl FetchLoop {
                 Some(m) => Some(Ok(m)),
                 None => consumer.poll(POLL_TIMEOUT),
             };
-            let now_gen = self.rebalancer().generation();
-            if now_gen != generation {
-                // Messages polled before the rebalance belong to the old
-                // assignment: the new one restarts from the table's offsets.
-                for p in &mut pending {
-                    p.messages.clear();
-                }
-                count = 0;
-                chunk_started = None;
-                generation = now_gen;
-                run = None;
-            }
-            let msg = match polled {
-                None => {
-                    since_check = CHECK_EVERY;
-                    self.end_run(run.take(), &names);
-                    if count > 0 {
-                        self.send_raw(&mut pending, generation, out, &ends)?;
-                        count = 0;
-                        chunk_started = None;
-                    }
-                    if self.targets.is_some() {
-                        open -= self.check_positions(consumer, &mut ends);
-                    }
-                    continue;
-                }
+            self.follow_generation(&mut st);
+            match polled {
+                None => self.idle(consumer, out, &mut st)?,
                 Some(Err(e)) => {
                     if self.consumer_error(&e) {
-                        since_check = CHECK_EVERY;
-                    }
-                    continue;
-                }
-                Some(Ok(msg)) => msg,
-            };
-            since_check += 1;
-            let (partition, offset) = (msg.partition(), msg.offset());
-            if !run
-                .as_ref()
-                .is_some_and(|r| r.topic == msg.topic_ptr() && r.partition == partition)
-            {
-                self.end_run(run.take(), &names);
-                let topic = msg.topic();
-                let topic_idx = match names.iter().position(|n| n == topic) {
-                    Some(i) => i,
-                    None => {
-                        names.push(topic.to_string());
-                        names.len() - 1
-                    }
-                };
-                let table = match routes.get(topic) {
-                    Some(t) => *t,
-                    None => {
-                        let t = self.rebalancer().router().table_for(topic);
-                        routes.insert(topic.to_string(), t);
-                        t
-                    }
-                };
-                if table.is_none() {
-                    debug!(topic, "messages of a topic no source reads");
-                }
-                let end = match &self.targets {
-                    None => Some(i64::MAX),
-                    Some(_) => ends
-                        .get(topic)
-                        .and_then(|m| m.get(&partition))
-                        .map(|(end, _)| *end),
-                };
-                run = Some(Run {
-                    topic: msg.topic_ptr(),
-                    partition,
-                    topic_idx,
-                    table,
-                    end,
-                    last: None,
-                });
-            }
-            let Some(r) = run.as_mut() else { continue };
-            let (Some(table), Some(end)) = (r.table, r.end) else {
-                // No table reads the topic, or the partition is outside a
-                // bounded run's range.
-                continue;
-            };
-            if offset + 1 >= end {
-                let topic = &names[r.topic_idx];
-                if let Some(state) = ends.get_mut(topic).and_then(|m| m.get_mut(&partition)) {
-                    if mark_done(consumer, state, topic, partition) {
-                        open -= 1;
-                        since_check = CHECK_EVERY;
+                        st.since_check = CHECK_EVERY;
                     }
                 }
-                if offset >= end {
-                    // Beyond the end of the range: the next run's.
-                    continue;
+                Some(Ok(msg)) => {
+                    st.since_check += 1;
+                    self.take(consumer, out, &mut st, msg)?;
                 }
-            }
-            r.last = Some(offset);
-            pending[table].messages.push(msg);
-            count += 1;
-            if count == 1 {
-                chunk_started = Some(Instant::now());
-            }
-            if count >= self.chunk_messages {
-                self.send_raw(&mut pending, generation, out, &ends)?;
-                count = 0;
-                chunk_started = None;
             }
         }
+    }
+
+    /// The poll loop's checks between messages: fatal errors, resync,
+    /// the end of a bounded run, shutdown, chunk linger.
+    fn housekeeping<'c>(
+        &mut self,
+        consumer: &'c InletConsumer,
+        out: &mut Outbox<'c>,
+        st: &mut PollState<'c>,
+    ) -> Result<Housekeeping, PipelineError> {
+        if let Some(e) = self.rebalancer().take_fatal() {
+            // The buffer stage stops; this thread's error is the cause.
+            let stopped = super::CONSUMER_STOPPED.to_string();
+            let _ = self.events.blocking_send(FetchEvent::Fatal(stopped));
+            return Err(e);
+        }
+        if self.resync.swap(false, Ordering::AcqRel) {
+            self.resync_positions(consumer, &mut st.ends)?;
+            // Held messages belong to the positions just replaced.
+            out.held.clear();
+            st.run = None;
+        }
+        let reached = st.ends.all_done();
+        if reached && !self.shutdown.is_triggered() {
+            // Every position is at its end; the run ends only once
+            // the table holds the whole range.
+            self.end_run(st.run.take(), &st.names);
+            self.send_pending(st, out)?;
+            if self.settle(consumer, out, st.generation, &mut st.ends)? {
+                st.generation = self.rebalancer().generation();
+                return Ok(Housekeeping::ReadAgain);
+            }
+        }
+        if self.shutdown.is_triggered() || reached {
+            self.end_run(st.run.take(), &st.names);
+            if let Some(p) = &mut self.progress {
+                p.finish();
+            }
+            self.send_pending(st, out)?;
+            return Ok(Housekeeping::Stop);
+        }
+        if st
+            .chunk_started
+            .is_some_and(|t| t.elapsed() >= CHUNK_LINGER)
+        {
+            self.send_pending(st, out)?;
+        }
+        Ok(Housekeeping::Go)
+    }
+
+    /// Messages polled before a rebalance belong to the old assignment: the
+    /// new one restarts from the table's offsets.
+    fn follow_generation(&self, st: &mut PollState<'_>) {
+        let now_gen = self.rebalancer().generation();
+        if now_gen != st.generation {
+            for p in &mut st.pending {
+                p.messages.clear();
+            }
+            st.count = 0;
+            st.chunk_started = None;
+            st.generation = now_gen;
+            st.run = None;
+        }
+    }
+
+    /// A poll came back empty: hands on what is pending and, in a bounded
+    /// run, looks for partitions whose position reached their end.
+    fn idle<'c>(
+        &mut self,
+        consumer: &'c InletConsumer,
+        out: &mut Outbox<'c>,
+        st: &mut PollState<'c>,
+    ) -> Result<(), PipelineError> {
+        st.since_check = CHECK_EVERY;
+        self.end_run(st.run.take(), &st.names);
+        if st.count > 0 {
+            self.send_pending(st, out)?;
+        }
+        if st.ends.bounded() {
+            self.check_positions(consumer, &mut st.ends);
+        }
+        Ok(())
+    }
+
+    /// Takes one polled message into its table's pending chunk, unless no
+    /// table reads it or it is beyond its partition's range.
+    fn take<'c>(
+        &mut self,
+        consumer: &'c InletConsumer,
+        out: &mut Outbox<'c>,
+        st: &mut PollState<'c>,
+        msg: BorrowedMessage<'c>,
+    ) -> Result<(), PipelineError> {
+        let (partition, offset) = (msg.partition(), msg.offset());
+        if !st
+            .run
+            .as_ref()
+            .is_some_and(|r| r.topic == msg.topic_ptr() && r.partition == partition)
+        {
+            self.end_run(st.run.take(), &st.names);
+            st.run = Some(self.start_run(st, &msg));
+        }
+        let Some(r) = st.run.as_mut() else {
+            return Ok(());
+        };
+        let (Some(table), Some(end)) = (r.table, r.end) else {
+            // No table reads the topic, or the partition is outside a
+            // bounded run's range.
+            return Ok(());
+        };
+        let at = AtEnd::of(offset, end);
+        if at.ends_partition() {
+            let topic = &st.names[r.topic_idx];
+            if mark_done(consumer, &mut st.ends, topic, partition) {
+                st.since_check = CHECK_EVERY;
+            }
+            if !at.taken() {
+                // Beyond the end of the range: the next run's.
+                return Ok(());
+            }
+        }
+        r.last = Some(offset);
+        st.pending[table].messages.push(msg);
+        st.count += 1;
+        if st.count == 1 {
+            st.chunk_started = Some(Instant::now());
+        }
+        if st.count >= self.chunk_messages {
+            self.send_pending(st, out)?;
+        }
+        Ok(())
+    }
+
+    /// A run of messages of a partition begins: its table and range end,
+    /// looked up once for the run.
+    fn start_run(&self, st: &mut PollState<'_>, msg: &BorrowedMessage<'_>) -> Run {
+        let topic = msg.topic();
+        let partition = msg.partition();
+        let topic_idx = match st.names.iter().position(|n| n == topic) {
+            Some(i) => i,
+            None => {
+                st.names.push(topic.to_string());
+                st.names.len() - 1
+            }
+        };
+        let table = match st.routes.get(topic) {
+            Some(t) => *t,
+            None => {
+                let t = self.rebalancer().router().table_for(topic);
+                st.routes.insert(topic.to_string(), t);
+                t
+            }
+        };
+        if table.is_none() {
+            debug!(topic, "messages of a topic no source reads");
+        }
+        Run {
+            topic: msg.topic_ptr(),
+            partition,
+            topic_idx,
+            table,
+            end: st.ends.end(topic, partition),
+            last: None,
+        }
+    }
+
+    /// Hands everything pending to the decode thread.
+    fn send_pending<'c>(
+        &self,
+        st: &mut PollState<'c>,
+        out: &mut Outbox<'c>,
+    ) -> Result<(), PipelineError> {
+        self.send_raw(&mut st.pending, st.generation, out, &st.ends)?;
+        st.count = 0;
+        st.chunk_started = None;
+        Ok(())
     }
 
     /// Reports how far a finished run of one partition's messages got.
@@ -451,7 +507,7 @@ impl FetchLoop {
         pending: &mut [Pending<'c>],
         generation: u64,
         out: &mut Outbox<'c>,
-        ends: &Ends,
+        ends: &RangeEnds,
     ) -> Result<(), PipelineError> {
         for (table, p) in pending.iter_mut().enumerate() {
             if p.messages.is_empty() {
@@ -515,7 +571,7 @@ impl FetchLoop {
         &self,
         mut chunk: RawChunk<'c>,
         out: &mut Outbox<'c>,
-        ends: &Ends,
+        ends: &RangeEnds,
     ) -> Result<bool, PipelineError> {
         let consumer = out.consumer;
         let paused = pausable(consumer, ends);
@@ -566,37 +622,28 @@ impl FetchLoop {
 
     /// `--available-now`: a partition is done once its fetch position reaches
     /// the target (covers control records and compacted gaps at the end).
-    /// Returns how many partitions this found done.
-    fn check_positions(&self, consumer: &InletConsumer, ends: &mut Ends) -> usize {
+    fn check_positions(&self, consumer: &InletConsumer, ends: &mut RangeEnds) {
         let Ok(pos) = consumer.position() else {
-            return 0;
+            return;
         };
-        let mut done = 0;
         for e in pos.elements() {
-            let Some(state) = ends
-                .get_mut(e.topic())
-                .and_then(|m| m.get_mut(&e.partition()))
-            else {
-                continue;
-            };
             if let Offset::Offset(o) = e.offset() {
-                if o >= state.0 && mark_done(consumer, state, e.topic(), e.partition()) {
-                    done += 1;
+                if ends.reached_at(e.topic(), e.partition(), o) {
+                    mark_done(consumer, ends, e.topic(), e.partition());
                 }
             }
         }
-        done
     }
 
     /// A batch was fenced, or a position fell out of range: drop everything
     /// buffered and restart every assigned partition from the offsets now
-    /// in the table. Returns how many partitions a bounded run had finished
-    /// and now reads again, and the partitions it finds done.
+    /// in the table. A bounded run's partitions whose stored offsets are at
+    /// their ends stay done, and paused.
     fn resync_positions(
         &self,
         consumer: &InletConsumer,
-        ends: &mut Ends,
-    ) -> Result<(usize, Vec<TopicPartition>), PipelineError> {
+        ends: &mut RangeEnds,
+    ) -> Result<(), PipelineError> {
         let assignment = consumer
             .assignment()
             .map_err(|e| PipelineError::Kafka(e.to_string()))?;
@@ -608,16 +655,13 @@ impl FetchLoop {
         let mut tpl = TopicPartitionList::new();
         let mut done = Vec::new();
         for ((t, p), s) in parts.iter().zip(starts) {
-            let s = if let (Some(targets), OffsetSpec::Offset(o)) = (&self.targets, s) {
+            if let OffsetSpec::Offset(o) = s {
                 // Keep done partitions paused at their end.
-                if targets.get(&(t.clone(), *p)).is_some_and(|&hw| o >= hw) {
+                if ends.reached_at(t, *p, o) {
                     done.push((t.clone(), *p));
                     continue;
                 }
-                s
-            } else {
-                s
-            };
+            }
             tpl.add_partition_offset(t, *p, to_rd_offset(s))
                 .map_err(|e| PipelineError::Kafka(e.to_string()))?;
         }
@@ -625,22 +669,25 @@ impl FetchLoop {
             partitions = tpl.count(),
             "re-reading positions from the table"
         );
-        let reopened = reopen(consumer, &tpl, ends)?;
-        Ok((reopened, done))
+        reopen(consumer, &tpl, ends)?;
+        for (t, p) in done {
+            mark_done(consumer, ends, &t, p);
+        }
+        Ok(())
     }
 
     /// A bounded run read every partition to its end: waits until all of it
     /// is committed or dropped, re-reads the stored offsets and decides
-    /// (see [`Completion`]). `Some(n)`: `n` partitions are read again.
+    /// (see [`Completion`]). True when partitions are read again.
     fn settle<'c>(
         &self,
         consumer: &InletConsumer,
         out: &mut Outbox<'c>,
         generation: u64,
-        ends: &mut Ends,
-    ) -> Result<Option<usize>, PipelineError> {
+        ends: &mut RangeEnds,
+    ) -> Result<bool, PipelineError> {
         if !self.drain(out, generation)? {
-            return Ok(None);
+            return Ok(false);
         }
         // The check below re-reads every partition from the table.
         self.resync.store(false, Ordering::Release);
@@ -660,7 +707,7 @@ impl FetchLoop {
             .expect("completion lock")
             .check(&stored);
         match verdict {
-            Verdict::Complete => Ok(None),
+            Verdict::Complete => Ok(false),
             Verdict::Incomplete(unfinished) => Err(PipelineError::Incomplete(unfinished)),
             Verdict::Refetch(parts) => {
                 // A new generation: the committer drops batches of the one
@@ -675,7 +722,8 @@ impl FetchLoop {
                     partitions = parts.len(),
                     "bounded run: fetching again what is not in the table"
                 );
-                Ok(Some(reopen(consumer, &tpl, ends)?))
+                reopen(consumer, &tpl, ends)?;
+                Ok(true)
             }
         }
     }
@@ -716,29 +764,20 @@ impl FetchLoop {
 }
 
 /// Assigns `tpl` (resumed: finished partitions were paused), and marks its
-/// partitions of a bounded run not done again; returns how many were done.
+/// partitions of a bounded run not done again.
 fn reopen(
     consumer: &InletConsumer,
     tpl: &TopicPartitionList,
-    ends: &mut Ends,
-) -> Result<usize, PipelineError> {
+    ends: &mut RangeEnds,
+) -> Result<(), PipelineError> {
     consumer
         .assign(tpl)
         .map_err(|e| PipelineError::Kafka(e.to_string()))?;
     if let Err(e) = consumer.resume(tpl) {
         warn!(error = %e, "resuming partitions failed");
     }
-    let mut reopened = 0;
     for e in tpl.elements() {
-        if let Some(state) = ends
-            .get_mut(e.topic())
-            .and_then(|m| m.get_mut(&e.partition()))
-        {
-            if state.1 {
-                state.1 = false;
-                reopened += 1;
-            }
-        }
+        ends.reopen(e.topic(), e.partition());
     }
-    Ok(reopened)
+    Ok(())
 }
