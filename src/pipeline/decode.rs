@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use rdkafka::message::BorrowedMessage;
 use tokio::sync::mpsc;
 
 use super::key::{KeyDecoder, KeyError};
@@ -15,7 +16,9 @@ use super::normalize::{NormalizeError, Normalizer};
 use super::PipelineError;
 use crate::config::MetadataColumns;
 use crate::constraints::Constraints;
-use crate::decode::{assemble_with_key, FramedError, KafkaRecord, Rejection, Stage, ValueDecoder};
+use crate::decode::{
+    assemble_with_key, FramedError, KafkaRecord, Part, Rejection, Stage, ValueDecoder,
+};
 use crate::fault::{Classify, Fault};
 use crate::observability::events::{MessageRejected, MessagesConsumed, SchemaEvolved};
 use crate::observability::{InternalEvent, Metrics};
@@ -108,170 +111,10 @@ impl DecodeStage {
                 }
                 continue;
             }
-            let (table, generation) = (p.table, p.generation);
-            let t = &mut self.tables[table];
-            // One small vector per chunk, borrowing librdkafka's buffers.
-            let values: Vec<Option<&[u8]>> =
-                p.messages.iter().map(|m| KafkaRecord::value(m)).collect();
-            rejected.clear();
-            match t
-                .decoder
-                .decode(&values, t.max_value_bytes, &mut parts, &mut rejected)
-            {
-                Ok(()) => {}
+            let Some(chunk) = self.decode_chunk(&p, &mut rejected, &mut parts)? else {
                 // Stopping while the registry is down: this chunk and those
                 // behind it are not committed, and are read again next time.
-                Err(FramedError::Shutdown) => return Ok(()),
-                Err(e) => return Err(decode_failure(&t.name, &e)),
-            }
-            let normalized = t
-                .normalizer
-                .normalize(std::mem::take(&mut parts), &mut rejected)
-                .map_err(|e| match crate::fault::Classify::fault(&e) {
-                    crate::fault::Fault::Internal => PipelineError::Internal(e.to_string()),
-                    _ => PipelineError::Setup(e.to_string()),
-                })?;
-            if !normalized.added.is_empty() {
-                t.evolve(&normalized.added, &self.metrics)?;
-            }
-            let mut good = normalized.rows;
-            let mut values_batch = normalized.batch;
-            let mut key_column = None;
-            if let Some(kd) = &mut t.key {
-                let keys: Vec<Option<&[u8]>> = good
-                    .iter()
-                    .map(|&i| KafkaRecord::key(&p.messages[i]))
-                    .collect();
-                let mut local = Vec::new();
-                let (column, kept) = match kd.decode(&keys, &mut local) {
-                    Ok(k) => k,
-                    Err(KeyError::Framed(FramedError::Shutdown)) => return Ok(()),
-                    Err(KeyError::Framed(e)) => return Err(decode_failure(&t.name, &e)),
-                    Err(KeyError::Normalize(e @ NormalizeError::Policy { .. })) => {
-                        return Err(PipelineError::Setup(e.to_string()))
-                    }
-                    Err(e) => return Err(PipelineError::Internal(e.to_string())),
-                };
-                if kept.len() != good.len() {
-                    rejected.extend(
-                        local
-                            .into_iter()
-                            .map(|r| Rejection::new(good[r.index], r.stage, r.reason)),
-                    );
-                    rejected.sort_by_key(|r| r.index);
-                    let take = UInt32Array::from_iter_values(kept.iter().map(|&k| k as u32));
-                    values_batch = arrow::compute::take_record_batch(&values_batch, &take)
-                        .map_err(|e| PipelineError::Internal(format!("dropping bad keys: {e}")))?;
-                    good = kept.iter().map(|&k| good[k]).collect();
-                }
-                key_column = Some(column);
-            }
-            let mut batch = assemble_with_key(
-                &t.layout,
-                &values_batch,
-                &p.messages,
-                &good,
-                key_column.as_ref(),
-            )
-            .map_err(|e| PipelineError::Internal(format!("assembling batch: {e}")))?;
-            if !t.constraints.is_empty() {
-                batch = check_constraints(&t.constraints, batch, &mut good, &mut rejected)?;
-            }
-            for r in &rejected {
-                let m = &p.messages[r.index];
-                MessageRejected {
-                    topic: m.topic(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    stage: r.stage,
-                    reason: &r.reason,
-                }
-                .emit(&self.metrics);
-            }
-            // Per topic: messages, value bytes, rows; per partition: the
-            // offsets covered. One pass; messages come in runs of one
-            // partition, so only a run's first message looks anything up
-            // (topic names by librdkafka's topic handle, compared, never
-            // dereferenced), and short vectors beat maps.
-            let mut by_topic: Vec<TopicStats<'_>> = Vec::new();
-            let mut ranges: Vec<(usize, i32, i64, i64)> = Vec::new();
-            let mut current: Option<(usize, usize)> = None;
-            let mut good_iter = good.iter().peekable();
-            for (i, m) in p.messages.iter().enumerate() {
-                let is_good = good_iter.peek() == Some(&&i);
-                if is_good {
-                    good_iter.next();
-                }
-                let (handle, partition, offset) = (m.topic_ptr(), m.partition(), m.offset());
-                let (t, r) = match current {
-                    Some((t, r)) if by_topic[t].handle == handle && ranges[r].1 == partition => {
-                        (t, r)
-                    }
-                    _ => {
-                        let t = match by_topic.iter().position(|e| e.handle == handle) {
-                            Some(t) => t,
-                            None => {
-                                by_topic.push(TopicStats {
-                                    handle,
-                                    name: KafkaRecord::topic(m),
-                                    messages: 0,
-                                    bytes: 0,
-                                    rows: 0,
-                                });
-                                by_topic.len() - 1
-                            }
-                        };
-                        let r = match ranges.iter().position(|e| e.0 == t && e.1 == partition) {
-                            Some(r) => r,
-                            None => {
-                                ranges.push((t, partition, offset, offset));
-                                ranges.len() - 1
-                            }
-                        };
-                        current = Some((t, r));
-                        (t, r)
-                    }
-                };
-                let stats = &mut by_topic[t];
-                stats.messages += 1;
-                stats.bytes += m.payload_len() as u64;
-                stats.rows += u64::from(is_good);
-                let range = &mut ranges[r];
-                range.2 = range.2.min(offset);
-                range.3 = range.3.max(offset);
-            }
-            for t in &by_topic {
-                MessagesConsumed {
-                    topic: t.name,
-                    count: t.messages,
-                    bytes: t.bytes,
-                }
-                .emit(&self.metrics);
-            }
-            let quarantine = if self.quarantine[table] && !rejected.is_empty() {
-                Some(
-                    crate::quarantine::rows(&p.messages, &rejected)
-                        .map_err(|e| PipelineError::Internal(format!("quarantine rows: {e}")))?,
-                )
-            } else {
-                None
-            };
-            let rows_by_topic = by_topic
-                .iter()
-                .map(|t| (t.name.to_string(), t.rows))
-                .collect();
-            let progress: BTreeMap<TopicPartition, (i64, i64)> = ranges
-                .into_iter()
-                .map(|(t, p, first, last)| ((by_topic[t].name.to_string(), p), (first, last)))
-                .collect();
-            let chunk = Chunk {
-                table,
-                generation,
-                batch,
-                progress,
-                rejected: rejected.len(),
-                rows_by_topic,
-                quarantine,
+                return Ok(());
             };
             // Releases librdkafka's buffers before waiting on the buffer stage.
             drop(p);
@@ -281,6 +124,209 @@ impl DecodeStage {
         }
         Ok(())
     }
+
+    /// Decodes one chunk into the table's rows, its rejections and their
+    /// quarantine rows; `None` when a decoder stopped for shutdown.
+    fn decode_chunk(
+        &mut self,
+        p: &RawChunk<'_>,
+        rejected: &mut Vec<Rejection>,
+        parts: &mut Vec<Part>,
+    ) -> Result<Option<Chunk>, PipelineError> {
+        let (table, generation) = (p.table, p.generation);
+        let t = &mut self.tables[table];
+        // One small vector per chunk, borrowing librdkafka's buffers.
+        let values: Vec<Option<&[u8]>> = p.messages.iter().map(|m| KafkaRecord::value(m)).collect();
+        rejected.clear();
+        match t
+            .decoder
+            .decode(&values, t.max_value_bytes, parts, rejected)
+        {
+            Ok(()) => {}
+            Err(FramedError::Shutdown) => return Ok(None),
+            Err(e) => return Err(decode_failure(&t.name, &e)),
+        }
+        let normalized = t
+            .normalizer
+            .normalize(std::mem::take(parts), rejected)
+            .map_err(|e| match crate::fault::Classify::fault(&e) {
+                crate::fault::Fault::Internal => PipelineError::Internal(e.to_string()),
+                _ => PipelineError::Setup(e.to_string()),
+            })?;
+        if !normalized.added.is_empty() {
+            t.evolve(&normalized.added, &self.metrics)?;
+        }
+        let mut good = normalized.rows;
+        let mut values_batch = normalized.batch;
+        let mut key_column = None;
+        if let Some(kd) = &mut t.key {
+            let Some(column) = decode_keys(
+                kd,
+                &t.name,
+                &p.messages,
+                &mut good,
+                &mut values_batch,
+                rejected,
+            )?
+            else {
+                return Ok(None);
+            };
+            key_column = Some(column);
+        }
+        let mut batch = assemble_with_key(
+            &t.layout,
+            &values_batch,
+            &p.messages,
+            &good,
+            key_column.as_ref(),
+        )
+        .map_err(|e| PipelineError::Internal(format!("assembling batch: {e}")))?;
+        if !t.constraints.is_empty() {
+            batch = check_constraints(&t.constraints, batch, &mut good, rejected)?;
+        }
+        for r in rejected.iter() {
+            let m = &p.messages[r.index];
+            MessageRejected {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+                stage: r.stage,
+                reason: &r.reason,
+            }
+            .emit(&self.metrics);
+        }
+        let (by_topic, ranges) = tally(&p.messages, &good);
+        for t in &by_topic {
+            MessagesConsumed {
+                topic: t.name,
+                count: t.messages,
+                bytes: t.bytes,
+            }
+            .emit(&self.metrics);
+        }
+        let quarantine = if self.quarantine[table] && !rejected.is_empty() {
+            Some(
+                crate::quarantine::rows(&p.messages, rejected)
+                    .map_err(|e| PipelineError::Internal(format!("quarantine rows: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let rows_by_topic = by_topic
+            .iter()
+            .map(|t| (t.name.to_string(), t.rows))
+            .collect();
+        let progress: BTreeMap<TopicPartition, (i64, i64)> = ranges
+            .into_iter()
+            .map(|(t, p, first, last)| ((by_topic[t].name.to_string(), p), (first, last)))
+            .collect();
+        Ok(Some(Chunk {
+            table,
+            generation,
+            batch,
+            progress,
+            rejected: rejected.len(),
+            rows_by_topic,
+            quarantine,
+        }))
+    }
+}
+
+/// Decodes the keys of the `good` messages into the key column; messages
+/// whose key fails are rejected, and dropped from `good` and `values_batch`.
+/// `None` when the key decoder stopped for shutdown.
+fn decode_keys(
+    kd: &mut KeyDecoder,
+    table: &str,
+    messages: &[BorrowedMessage<'_>],
+    good: &mut Vec<usize>,
+    values_batch: &mut RecordBatch,
+    rejected: &mut Vec<Rejection>,
+) -> Result<Option<ArrayRef>, PipelineError> {
+    let keys: Vec<Option<&[u8]>> = good
+        .iter()
+        .map(|&i| KafkaRecord::key(&messages[i]))
+        .collect();
+    let mut local = Vec::new();
+    let (column, kept) = match kd.decode(&keys, &mut local) {
+        Ok(k) => k,
+        Err(KeyError::Framed(FramedError::Shutdown)) => return Ok(None),
+        Err(KeyError::Framed(e)) => return Err(decode_failure(table, &e)),
+        Err(KeyError::Normalize(e @ NormalizeError::Policy { .. })) => {
+            return Err(PipelineError::Setup(e.to_string()))
+        }
+        Err(e) => return Err(PipelineError::Internal(e.to_string())),
+    };
+    if kept.len() != good.len() {
+        rejected.extend(
+            local
+                .into_iter()
+                .map(|r| Rejection::new(good[r.index], r.stage, r.reason)),
+        );
+        rejected.sort_by_key(|r| r.index);
+        let take = UInt32Array::from_iter_values(kept.iter().map(|&k| k as u32));
+        *values_batch = arrow::compute::take_record_batch(values_batch, &take)
+            .map_err(|e| PipelineError::Internal(format!("dropping bad keys: {e}")))?;
+        *good = kept.iter().map(|&k| good[k]).collect();
+    }
+    Ok(Some(column))
+}
+
+/// Partitions covered by a chunk: (index into the topic stats, partition,
+/// first offset, last offset).
+type Ranges = Vec<(usize, i32, i64, i64)>;
+
+/// Per topic: messages, value bytes, rows; per partition: the offsets
+/// covered. One pass; messages come in runs of one partition, so only a
+/// run's first message looks anything up (topic names by librdkafka's topic
+/// handle, compared, never dereferenced), and short vectors beat maps.
+fn tally<'m>(messages: &'m [BorrowedMessage<'_>], good: &[usize]) -> (Vec<TopicStats<'m>>, Ranges) {
+    let mut by_topic: Vec<TopicStats<'_>> = Vec::new();
+    let mut ranges: Ranges = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    let mut good_iter = good.iter().peekable();
+    for (i, m) in messages.iter().enumerate() {
+        let is_good = good_iter.peek() == Some(&&i);
+        if is_good {
+            good_iter.next();
+        }
+        let (handle, partition, offset) = (m.topic_ptr(), m.partition(), m.offset());
+        let (t, r) = match current {
+            Some((t, r)) if by_topic[t].handle == handle && ranges[r].1 == partition => (t, r),
+            _ => {
+                let t = match by_topic.iter().position(|e| e.handle == handle) {
+                    Some(t) => t,
+                    None => {
+                        by_topic.push(TopicStats {
+                            handle,
+                            name: KafkaRecord::topic(m),
+                            messages: 0,
+                            bytes: 0,
+                            rows: 0,
+                        });
+                        by_topic.len() - 1
+                    }
+                };
+                let r = match ranges.iter().position(|e| e.0 == t && e.1 == partition) {
+                    Some(r) => r,
+                    None => {
+                        ranges.push((t, partition, offset, offset));
+                        ranges.len() - 1
+                    }
+                };
+                current = Some((t, r));
+                (t, r)
+            }
+        };
+        let stats = &mut by_topic[t];
+        stats.messages += 1;
+        stats.bytes += m.payload_len() as u64;
+        stats.rows += u64::from(is_good);
+        let range = &mut ranges[r];
+        range.2 = range.2.min(offset);
+        range.3 = range.3.max(offset);
+    }
+    (by_topic, ranges)
 }
 
 /// Moves the rows of `batch` that violate a constraint to `rejected` (as
