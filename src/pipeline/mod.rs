@@ -131,26 +131,35 @@ async fn schema_from_registry(
     Ok(conformer.output_schema().as_ref().clone())
 }
 
+/// The schema registry client and its backoff (first, max).
+type RegistryClient = (
+    crate::registry::SchemaRegistry,
+    (std::time::Duration, std::time::Duration),
+);
+
 /// How messages of the table of `sink` become its rows: decoder by format,
 /// transforms and evolution policy, constraints.
 fn table_decode(
     sink: &DeltaSink,
     cfg: &Config,
-    registry: Option<&(
-        crate::registry::SchemaRegistry,
-        (std::time::Duration, std::time::Duration),
-    )>,
+    registry: Option<&RegistryClient>,
     shutdown: &Shutdown,
     metrics: &Arc<Metrics>,
 ) -> Result<decode::TableDecode> {
     let name = sink.name();
     let tc = &cfg.tables[name];
-    let setup = |e: &dyn std::fmt::Display| PipelineError::Setup(format!("table `{name}`: {e}"));
+    let d = Decoders {
+        name,
+        tc,
+        registry,
+        shutdown,
+        metrics,
+    };
     let mut layout = sink.layout().clone();
     // Decoded nullable: a null in a NOT NULL column is then a constraint
     // violation of that row, found when conforming, not a decode failure.
     let input = match &tc.input_schema {
-        Some(ddl) => crate::schema::parse_ddl(ddl).map_err(|e| setup(&e))?,
+        Some(ddl) => crate::schema::parse_ddl(ddl).map_err(|e| d.setup(&e))?,
         None => (*layout.value).clone(),
     };
     let input = Arc::new(arrow::datatypes::Schema::new(
@@ -160,46 +169,7 @@ fn table_decode(
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect::<Vec<_>>(),
     ));
-    let format = cfg.table_format(name);
-    let framed = |kind| -> Result<ValueDecoder> {
-        let (registry, backoff) =
-            registry.ok_or_else(|| setup(&"the format needs [schema_registry]"))?;
-        Ok(ValueDecoder::Framed(Box::new(
-            FramedDecoder::new(
-                kind,
-                registry.clone(),
-                tokio::runtime::Handle::current(),
-                *backoff,
-                shutdown.clone(),
-                metrics.clone(),
-            )
-            .with_max_depth(tc.max_nesting_depth),
-        )))
-    };
-    let decoder = match format {
-        Format::Json => ValueDecoder::Json(
-            JsonDecoder::new(input)
-                .map_err(|e| setup(&e))?
-                .with_max_depth(tc.max_nesting_depth),
-        ),
-        Format::Bytes | Format::String => {
-            let want = if format == Format::Bytes {
-                arrow::datatypes::DataType::Binary
-            } else {
-                arrow::datatypes::DataType::Utf8
-            };
-            if !matches!(input.fields().as_ref(), [f] if f.data_type() == &want) {
-                return Err(setup(&format!(
-                    "the {format:?} format fills one {want} value column; the table's value columns are {:?}",
-                    input.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>()
-                )));
-            }
-            ValueDecoder::Raw(RawDecoder::new(input).map_err(|e| setup(&e))?)
-        }
-        Format::Avro => framed(FramedKind::Avro)?,
-        Format::JsonSchema => framed(FramedKind::JsonSchema)?,
-        Format::Protobuf => framed(FramedKind::Protobuf)?,
-    };
+    let decoder = d.value(cfg.table_format(name), input)?;
     let mut normalizer = Normalizer::new(
         name,
         tc.transforms.clone(),
@@ -214,53 +184,12 @@ fn table_decode(
             layout = layout.with_value(normalizer.value_schema(), &tc.metadata_columns);
         }
     }
-    let key = match tc.key_format {
-        KeyFormat::Bytes => None,
-        KeyFormat::String => Some(key::KeyDecoder::Utf8),
-        format => {
-            let column = tc.metadata_columns.key.as_deref().unwrap_or_default();
-            let fields = layout
-                .table
-                .field_with_name(column)
-                .ok()
-                .and_then(|f| key::struct_fields(f.data_type()).cloned())
-                .ok_or_else(|| setup(&format!("key column `{column}` is not a STRUCT")))?;
-            let schema = Arc::new(arrow::datatypes::Schema::new(fields.clone()));
-            let decoder = match format {
-                KeyFormat::Avro => framed(FramedKind::Avro)?,
-                KeyFormat::JsonSchema => framed(FramedKind::JsonSchema)?,
-                KeyFormat::Protobuf => framed(FramedKind::Protobuf)?,
-                _ => ValueDecoder::Json(
-                    JsonDecoder::new(schema.clone())
-                        .map_err(|e| setup(&e))?
-                        .with_max_depth(tc.max_nesting_depth),
-                ),
-            };
-            // Keys keep the column's fields: new ones are ignored.
-            let mut normalizer = Normalizer::new(
-                &format!("{name} (key)"),
-                Vec::new(),
-                crate::schema::EvolutionPolicy::Ignore,
-                schema,
-            );
-            if let Some(fixed) = decoder.fixed_schema() {
-                normalizer
-                    .prepare(fixed)
-                    .map_err(|e| PipelineError::Setup(e.to_string()))?;
-            }
-            Some(key::KeyDecoder::Structured {
-                decoder: Box::new(decoder),
-                normalizer: Box::new(normalizer),
-                fields,
-                max_bytes: usize::try_from(tc.max_value_bytes.as_u64()).unwrap_or(usize::MAX),
-            })
-        }
-    };
+    let key = d.key(&layout)?;
     let properties = sink
         .properties()
         .map_err(|e| PipelineError::Setup(e.to_string()))?;
     let constraints = crate::constraints::Constraints::from_properties(&properties, &layout.table)
-        .map_err(|e| setup(&e))?;
+        .map_err(|e| d.setup(&e))?;
     Ok(decode::TableDecode {
         name: name.to_string(),
         layout,
@@ -272,6 +201,114 @@ fn table_decode(
         max_value_bytes: usize::try_from(tc.max_value_bytes.as_u64()).unwrap_or(usize::MAX),
         key,
     })
+}
+
+/// What the decoders of one table are made from.
+struct Decoders<'a> {
+    name: &'a str,
+    tc: &'a crate::config::TableConfig,
+    registry: Option<&'a RegistryClient>,
+    shutdown: &'a Shutdown,
+    metrics: &'a Arc<Metrics>,
+}
+
+impl Decoders<'_> {
+    fn setup(&self, e: &dyn std::fmt::Display) -> PipelineError {
+        PipelineError::Setup(format!("table `{}`: {e}", self.name))
+    }
+
+    /// A decoder of Confluent-framed values, with registry look-ups.
+    fn framed(&self, kind: FramedKind) -> Result<ValueDecoder> {
+        let (registry, backoff) = self
+            .registry
+            .ok_or_else(|| self.setup(&"the format needs [schema_registry]"))?;
+        Ok(ValueDecoder::Framed(Box::new(
+            FramedDecoder::new(
+                kind,
+                registry.clone(),
+                tokio::runtime::Handle::current(),
+                *backoff,
+                self.shutdown.clone(),
+                self.metrics.clone(),
+            )
+            .with_max_depth(self.tc.max_nesting_depth),
+        )))
+    }
+
+    /// The value decoder of `format`, into `input`.
+    fn value(&self, format: Format, input: arrow::datatypes::SchemaRef) -> Result<ValueDecoder> {
+        Ok(match format {
+            Format::Json => ValueDecoder::Json(
+                JsonDecoder::new(input)
+                    .map_err(|e| self.setup(&e))?
+                    .with_max_depth(self.tc.max_nesting_depth),
+            ),
+            Format::Bytes | Format::String => {
+                let want = if format == Format::Bytes {
+                    arrow::datatypes::DataType::Binary
+                } else {
+                    arrow::datatypes::DataType::Utf8
+                };
+                if !matches!(input.fields().as_ref(), [f] if f.data_type() == &want) {
+                    return Err(self.setup(&format!(
+                        "the {format:?} format fills one {want} value column; the table's value columns are {:?}",
+                        input.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>()
+                    )));
+                }
+                ValueDecoder::Raw(RawDecoder::new(input).map_err(|e| self.setup(&e))?)
+            }
+            Format::Avro => self.framed(FramedKind::Avro)?,
+            Format::JsonSchema => self.framed(FramedKind::JsonSchema)?,
+            Format::Protobuf => self.framed(FramedKind::Protobuf)?,
+        })
+    }
+
+    /// The key decoder (`key_format` other than `bytes`) into the key column
+    /// of `layout`.
+    fn key(&self, layout: &crate::schema::TableLayout) -> Result<Option<key::KeyDecoder>> {
+        let tc = self.tc;
+        let format = match tc.key_format {
+            KeyFormat::Bytes => return Ok(None),
+            KeyFormat::String => return Ok(Some(key::KeyDecoder::Utf8)),
+            format => format,
+        };
+        let column = tc.metadata_columns.key.as_deref().unwrap_or_default();
+        let fields = layout
+            .table
+            .field_with_name(column)
+            .ok()
+            .and_then(|f| key::struct_fields(f.data_type()).cloned())
+            .ok_or_else(|| self.setup(&format!("key column `{column}` is not a STRUCT")))?;
+        let schema = Arc::new(arrow::datatypes::Schema::new(fields.clone()));
+        let decoder = match format {
+            KeyFormat::Avro => self.framed(FramedKind::Avro)?,
+            KeyFormat::JsonSchema => self.framed(FramedKind::JsonSchema)?,
+            KeyFormat::Protobuf => self.framed(FramedKind::Protobuf)?,
+            _ => ValueDecoder::Json(
+                JsonDecoder::new(schema.clone())
+                    .map_err(|e| self.setup(&e))?
+                    .with_max_depth(tc.max_nesting_depth),
+            ),
+        };
+        // Keys keep the column's fields: new ones are ignored.
+        let mut normalizer = Normalizer::new(
+            &format!("{} (key)", self.name),
+            Vec::new(),
+            crate::schema::EvolutionPolicy::Ignore,
+            schema,
+        );
+        if let Some(fixed) = decoder.fixed_schema() {
+            normalizer
+                .prepare(fixed)
+                .map_err(|e| PipelineError::Setup(e.to_string()))?;
+        }
+        Ok(Some(key::KeyDecoder::Structured {
+            decoder: Box::new(decoder),
+            normalizer: Box::new(normalizer),
+            fields,
+            max_bytes: usize::try_from(tc.max_value_bytes.as_u64()).unwrap_or(usize::MAX),
+        }))
+    }
 }
 
 /// What the buffer stage hears when the consumer thread failed.
