@@ -502,124 +502,13 @@ impl Pipeline {
     }
 
     async fn run_stages(self) -> Result<RunSummary> {
-        let cfg = self.config;
-        let server = match cfg.metrics.listen {
-            Some(addr) => Some(
-                crate::observability::http::serve(addr, self.metrics.clone())
-                    .await
-                    .map_err(|e| {
-                        PipelineError::Setup(format!(
-                            "metrics.listen: cannot serve on {addr}: {e}; pick a free address"
-                        ))
-                    })?,
-            ),
-            None => None,
-        };
-        let router = Arc::new(Router::new(&cfg));
-        // Background compaction only for long-running ingest; bounded runs
-        // leave it to `inlet compact`.
-        let compactions = if matches!(self.mode, Mode::Continuous) {
-            crate::maintenance::spawn_periodic(
-                router
-                    .tables()
-                    .iter()
-                    .map(|n| (n.clone(), cfg.tables[n].clone()))
-                    .collect(),
-                self.shutdown.clone(),
-                self.metrics.clone(),
-            )
-        } else {
-            Vec::new()
-        };
-        let mut commit_sinks = Vec::new();
-        let mut offset_sinks = Vec::new();
-        // Opening retries the object store's transient errors like a commit,
-        // and stops at once on SIGTERM. Commit retries are not cut short by
-        // SIGTERM: the final commit keeps trying until shutdown_timeout.
-        let patience = |name: &str| {
-            crate::sink::Patience::new(
-                format!("opening table `{name}`"),
-                &cfg.commit,
-                &self.shutdown,
-            )
-        };
-        for name in router.tables() {
-            let tc = &cfg.tables[name];
-            let derived = if tc.schema.is_none()
-                && cfg.table_format(name).uses_registry()
-                && !DeltaSink::exists_retrying(name, tc, &mut patience(name))
-                    .await
-                    .map_err(|e| PipelineError::Setup(e.to_string()))?
-            {
-                Some(schema_from_registry(&cfg, name, &self.shutdown).await?)
-            } else {
-                None
-            };
-            for sinks in [&mut commit_sinks, &mut offset_sinks] {
-                sinks.push(
-                    DeltaSink::open_retrying(name, tc, derived.as_ref(), &mut patience(name))
-                        .await
-                        .map_err(|e| PipelineError::Setup(e.to_string()))?
-                        .with_metrics(self.metrics.clone()),
-                );
-            }
-        }
-        let mut quarantine_sinks = Vec::new();
-        for name in router.tables() {
-            let tc = &cfg.tables[name];
-            quarantine_sinks.push(match &tc.quarantine_uri {
-                Some(uri) => Some(
-                    DeltaSink::open_retrying(
-                        &format!("{name}_quarantine"),
-                        &crate::quarantine::table_config(tc, uri),
-                        None,
-                        &mut patience(name),
-                    )
-                    .await
-                    .map_err(|e| PipelineError::Setup(e.to_string()))?
-                    .with_metrics(self.metrics.clone()),
-                ),
-                None => None,
-            });
-        }
-        for name in router.tables() {
-            // Counters exist from the start, at 0, so rates and alerts work.
-            let labels = crate::observability::TableLabels {
-                table: name.clone(),
-            };
-            self.metrics.batches.get_or_create(&labels).inc_by(0);
-            self.metrics.commit_retries.get_or_create(&labels).inc_by(0);
-            self.metrics
-                .commit_conflicts
-                .get_or_create(&labels)
-                .inc_by(0);
-        }
-        let registry = match &cfg.schema_registry {
-            Some(r) => Some((
-                crate::registry::SchemaRegistry::new(r)
-                    .map_err(|e| PipelineError::Setup(format!("schema_registry: {e}")))?,
-                (r.retry_backoff, r.max_backoff),
-            )),
-            None => None,
-        };
-        let mut tables = Vec::new();
-        let mut writers = Vec::new();
-        for s in &commit_sinks {
-            tables.push(table_decode(
-                s,
-                &cfg,
-                registry.as_ref(),
-                &self.shutdown,
-                &self.metrics,
-            )?);
-            writers.push((
-                s.name().to_string(),
-                s.writer()
-                    .map_err(|e| PipelineError::Setup(e.to_string()))?,
-                s.writer_factory()
-                    .map_err(|e| PipelineError::Setup(e.to_string()))?,
-            ));
-        }
+        let cfg = &self.config;
+        let server = self.serve_metrics().await?;
+        let router = Arc::new(Router::new(cfg));
+        let compactions = self.spawn_compactions(&router);
+        let sinks = self.open_sinks(&router).await?;
+        self.zero_counters(&router);
+        let (tables, writers) = self.decoders(&sinks.commit)?;
 
         let metrics = self.metrics.clone();
         let (events_tx, events_rx) = mpsc::channel(4);
@@ -630,7 +519,7 @@ impl Pipeline {
                 cfg.app_id.clone(),
                 gate.clone(),
                 router.clone(),
-                offset_sinks,
+                sinks.offset,
                 tokio::runtime::Handle::current(),
                 events_tx.clone(),
                 metrics.clone(),
@@ -640,7 +529,7 @@ impl Pipeline {
             .with_retry(cfg.commit.clone(), Shutdown::new()),
         );
         let consumer = Arc::new(
-            create_consumer(&cfg, rebalancer.clone())
+            create_consumer(cfg, rebalancer.clone())
                 .map_err(|e| PipelineError::Setup(format!("kafka consumer: {e}")))?,
         );
         let resync = Arc::new(AtomicBool::new(false));
@@ -658,49 +547,16 @@ impl Pipeline {
             metrics: metrics.clone(),
             targets: None,
             progress: None,
-            quarantine: quarantine_sinks.iter().map(Option::is_some).collect(),
+            quarantine: sinks.quarantine.iter().map(Option::is_some).collect(),
             chunk_messages: cfg.flush.max_rows.min(crate::decode::MAX_CHUNK),
             pause_after: poll::pause_after(&cfg.kafka_properties()),
         };
-        let mode = self.mode.clone();
-        let subscription = router.subscription();
-        let fetch_router = router.clone();
-        let fetch_thread = std::thread::Builder::new()
-            .name("inlet-consumer".into())
-            .spawn(move || -> Result<()> {
-                let mut fetch = fetch;
-                let setup = match mode {
-                    Mode::Continuous => {
-                        let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
-                        fetch
-                            .consumer
-                            .subscribe(&topics)
-                            .map_err(|e| PipelineError::Kafka(format!("subscribe: {e}")))
-                    }
-                    Mode::AvailableNow => bounded::available_now(&mut fetch, &fetch_router),
-                    Mode::Replay { from, to } => {
-                        bounded::replay(&mut fetch, &fetch_router, &from, &to)
-                    }
-                };
-                let result = setup.and_then(|()| fetch.run());
-                if result.is_ok() {
-                    // Keep the consumer open until the last commit is done, so
-                    // that the advisory group commit goes through.
-                    let _ = done_rx.recv();
-                } else {
-                    let _ = fetch
-                        .events
-                        .try_send(FetchEvent::Fatal(CONSUMER_STOPPED.into()));
-                }
-                drop(fetch);
-                result
-            })
-            .map_err(|e| PipelineError::Internal(format!("spawning consumer thread: {e}")))?;
+        let fetch_thread = spawn_consumer(fetch, self.mode.clone(), router.clone(), done_rx)?;
 
         let committer = commit::Committer {
             app_id: cfg.app_id.clone(),
-            sinks: commit_sinks,
-            quarantine: quarantine_sinks,
+            sinks: sinks.commit,
+            quarantine: sinks.quarantine,
             gate,
             retry: cfg.commit.clone(),
             consumer,
@@ -733,22 +589,7 @@ impl Pipeline {
             .await
             .map_err(|e| PipelineError::Internal(format!("commit task: {e}")))?;
         let _ = done_tx.send(());
-        // Closing the consumer leaves the group; a broker that does not answer
-        // must not keep a finished (or failed) run from exiting. Everything
-        // is committed by now, and the group expires the member anyway.
-        let join = tokio::task::spawn_blocking(move || fetch_thread.join());
-        let fetched = match tokio::time::timeout(CONSUMER_CLOSE_TIMEOUT, join).await {
-            Ok(joined) => joined
-                .map_err(|e| PipelineError::Internal(format!("joining consumer thread: {e}")))?
-                .map_err(|_| PipelineError::Internal("consumer thread panicked".into()))?,
-            Err(_) => {
-                warn!(
-                    timeout_s = CONSUMER_CLOSE_TIMEOUT.as_secs(),
-                    "the consumer did not close in time; leaving it to the group's session timeout"
-                );
-                Ok(())
-            }
-        };
+        let fetched = join_consumer(fetch_thread).await?;
         // A compaction cut short leaves at most unreferenced files behind:
         // its commit is all or nothing.
         for c in compactions {
@@ -766,37 +607,270 @@ impl Pipeline {
         fetched?;
         if bounded && self.shutdown.is_triggered() {
             // Stopped early: exit 0 only if the range is in the table anyway.
-            let parts = completion.lock().expect("completion lock").partitions();
-            let reb = rebalancer.clone();
-            let stored = tokio::task::spawn_blocking(move || {
-                reb.stored_offsets(&parts)
-                    .map(|s| parts.into_iter().zip(s).collect())
-            })
-            .await
-            .map_err(|e| PipelineError::Internal(format!("reading stored offsets: {e}")))?
-            .map_err(PipelineError::Delta)?;
-            let left = completion
-                .lock()
-                .expect("completion lock")
-                .remaining(&stored);
-            if !left.is_empty() {
-                return Err(PipelineError::Interrupted(left));
-            }
+            range_left(&completion, &rebalancer).await?;
         }
         metrics.ready.store(false, Ordering::Release);
         if let Some(server) = server {
             server.abort();
         }
+        let summary = RunSummary::of(&metrics);
+        info!(?summary, "pipeline stopped");
+        Ok(summary)
+    }
+
+    /// Serves `/metrics` on `[metrics] listen`, if set.
+    async fn serve_metrics(&self) -> Result<Option<tokio::task::JoinHandle<()>>> {
+        let Some(addr) = self.config.metrics.listen else {
+            return Ok(None);
+        };
+        let server = crate::observability::http::serve(addr, self.metrics.clone())
+            .await
+            .map_err(|e| {
+                PipelineError::Setup(format!(
+                    "metrics.listen: cannot serve on {addr}: {e}; pick a free address"
+                ))
+            })?;
+        Ok(Some(server))
+    }
+
+    /// Background compaction only for long-running ingest; bounded runs
+    /// leave it to `inlet compact`.
+    fn spawn_compactions(&self, router: &Router) -> Vec<tokio::task::JoinHandle<()>> {
+        if !matches!(self.mode, Mode::Continuous) {
+            return Vec::new();
+        }
+        crate::maintenance::spawn_periodic(
+            router
+                .tables()
+                .iter()
+                .map(|n| (n.clone(), self.config.tables[n].clone()))
+                .collect(),
+            self.shutdown.clone(),
+            self.metrics.clone(),
+        )
+    }
+
+    /// Opens (or creates) every table, twice (the committer's and the
+    /// rebalance callback's handles), and each quarantine table.
+    async fn open_sinks(&self, router: &Router) -> Result<Sinks> {
+        let cfg = &self.config;
+        let mut sinks = Sinks {
+            commit: Vec::new(),
+            offset: Vec::new(),
+            quarantine: Vec::new(),
+        };
+        // Opening retries the object store's transient errors like a commit,
+        // and stops at once on SIGTERM. Commit retries are not cut short by
+        // SIGTERM: the final commit keeps trying until shutdown_timeout.
+        let patience = |name: &str| {
+            crate::sink::Patience::new(
+                format!("opening table `{name}`"),
+                &cfg.commit,
+                &self.shutdown,
+            )
+        };
+        for name in router.tables() {
+            let tc = &cfg.tables[name];
+            let derived = if tc.schema.is_none()
+                && cfg.table_format(name).uses_registry()
+                && !DeltaSink::exists_retrying(name, tc, &mut patience(name))
+                    .await
+                    .map_err(|e| PipelineError::Setup(e.to_string()))?
+            {
+                Some(schema_from_registry(cfg, name, &self.shutdown).await?)
+            } else {
+                None
+            };
+            for sinks in [&mut sinks.commit, &mut sinks.offset] {
+                sinks.push(
+                    DeltaSink::open_retrying(name, tc, derived.as_ref(), &mut patience(name))
+                        .await
+                        .map_err(|e| PipelineError::Setup(e.to_string()))?
+                        .with_metrics(self.metrics.clone()),
+                );
+            }
+        }
+        for name in router.tables() {
+            let tc = &cfg.tables[name];
+            sinks.quarantine.push(match &tc.quarantine_uri {
+                Some(uri) => Some(
+                    DeltaSink::open_retrying(
+                        &format!("{name}_quarantine"),
+                        &crate::quarantine::table_config(tc, uri),
+                        None,
+                        &mut patience(name),
+                    )
+                    .await
+                    .map_err(|e| PipelineError::Setup(e.to_string()))?
+                    .with_metrics(self.metrics.clone()),
+                ),
+                None => None,
+            });
+        }
+        Ok(sinks)
+    }
+
+    /// Counters exist from the start, at 0, so rates and alerts work.
+    fn zero_counters(&self, router: &Router) {
+        for name in router.tables() {
+            let labels = crate::observability::TableLabels {
+                table: name.clone(),
+            };
+            self.metrics.batches.get_or_create(&labels).inc_by(0);
+            self.metrics.commit_retries.get_or_create(&labels).inc_by(0);
+            self.metrics
+                .commit_conflicts
+                .get_or_create(&labels)
+                .inc_by(0);
+        }
+    }
+
+    /// Per table: how its messages become rows, and its Parquet writers.
+    fn decoders(&self, sinks: &[DeltaSink]) -> Result<(Vec<decode::TableDecode>, Vec<Writers>)> {
+        let cfg = &self.config;
+        let registry = match &cfg.schema_registry {
+            Some(r) => Some((
+                crate::registry::SchemaRegistry::new(r)
+                    .map_err(|e| PipelineError::Setup(format!("schema_registry: {e}")))?,
+                (r.retry_backoff, r.max_backoff),
+            )),
+            None => None,
+        };
+        let mut tables = Vec::new();
+        let mut writers = Vec::new();
+        for s in sinks {
+            tables.push(table_decode(
+                s,
+                cfg,
+                registry.as_ref(),
+                &self.shutdown,
+                &self.metrics,
+            )?);
+            writers.push((
+                s.name().to_string(),
+                s.writer()
+                    .map_err(|e| PipelineError::Setup(e.to_string()))?,
+                s.writer_factory()
+                    .map_err(|e| PipelineError::Setup(e.to_string()))?,
+            ));
+        }
+        Ok((tables, writers))
+    }
+}
+
+/// The tables a run writes, in router order.
+struct Sinks {
+    /// The committer's handles.
+    commit: Vec<DeltaSink>,
+    /// The rebalance callback's handles, to read stored offsets.
+    offset: Vec<DeltaSink>,
+    /// Each table's quarantine table, when configured.
+    quarantine: Vec<Option<DeltaSink>>,
+}
+
+/// A table's name, Parquet writer, and writers for a wider schema.
+type Writers = (
+    String,
+    deltalake::writer::RecordBatchWriter,
+    crate::sink::WriterFactory,
+);
+
+/// Starts the consumer thread: subscribes (continuous) or assigns a
+/// bounded run's range, then polls until the run ends.
+fn spawn_consumer(
+    mut fetch: poll::FetchLoop,
+    mode: Mode,
+    router: Arc<Router>,
+    done: std::sync::mpsc::Receiver<()>,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let subscription = router.subscription();
+    std::thread::Builder::new()
+        .name("inlet-consumer".into())
+        .spawn(move || -> Result<()> {
+            let setup = match mode {
+                Mode::Continuous => {
+                    let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
+                    fetch
+                        .consumer
+                        .subscribe(&topics)
+                        .map_err(|e| PipelineError::Kafka(format!("subscribe: {e}")))
+                }
+                Mode::AvailableNow => bounded::available_now(&mut fetch, &router),
+                Mode::Replay { from, to } => bounded::replay(&mut fetch, &router, &from, &to),
+            };
+            let result = setup.and_then(|()| fetch.run());
+            if result.is_ok() {
+                // Keep the consumer open until the last commit is done, so
+                // that the advisory group commit goes through.
+                let _ = done.recv();
+            } else {
+                let _ = fetch
+                    .events
+                    .try_send(FetchEvent::Fatal(CONSUMER_STOPPED.into()));
+            }
+            drop(fetch);
+            result
+        })
+        .map_err(|e| PipelineError::Internal(format!("spawning consumer thread: {e}")))
+}
+
+/// Waits for the consumer thread to close the consumer. Closing leaves the
+/// group; a broker that does not answer must not keep a finished (or
+/// failed) run from exiting. Everything is committed by now, and the group
+/// expires the member anyway. The outer error is the join's, the inner the
+/// thread's.
+async fn join_consumer(thread: std::thread::JoinHandle<Result<()>>) -> Result<Result<()>> {
+    let join = tokio::task::spawn_blocking(move || thread.join());
+    match tokio::time::timeout(CONSUMER_CLOSE_TIMEOUT, join).await {
+        Ok(joined) => Ok(joined
+            .map_err(|e| PipelineError::Internal(format!("joining consumer thread: {e}")))?
+            .map_err(|_| PipelineError::Internal("consumer thread panicked".into()))?),
+        Err(_) => {
+            warn!(
+                timeout_s = CONSUMER_CLOSE_TIMEOUT.as_secs(),
+                "the consumer did not close in time; leaving it to the group's session timeout"
+            );
+            Ok(Ok(()))
+        }
+    }
+}
+
+/// A bounded run stopped early: fails with what of its range is not in the
+/// table yet, if anything.
+async fn range_left(
+    completion: &Arc<std::sync::Mutex<completion::Completion>>,
+    rebalancer: &Arc<rebalance::Rebalancer>,
+) -> Result<()> {
+    let parts = completion.lock().expect("completion lock").partitions();
+    let reb = rebalancer.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        reb.stored_offsets(&parts)
+            .map(|s| parts.into_iter().zip(s).collect())
+    })
+    .await
+    .map_err(|e| PipelineError::Internal(format!("reading stored offsets: {e}")))?
+    .map_err(PipelineError::Delta)?;
+    let left = completion
+        .lock()
+        .expect("completion lock")
+        .remaining(&stored);
+    if !left.is_empty() {
+        return Err(PipelineError::Interrupted(left));
+    }
+    Ok(())
+}
+
+impl RunSummary {
+    /// The run totals counted in `metrics`.
+    fn of(metrics: &Metrics) -> Self {
         let c = &metrics.totals;
-        let summary = RunSummary {
+        RunSummary {
             consumed: c.consumed.load(Ordering::Relaxed),
             rows_written: c.rows_written.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
             quarantined: c.quarantined.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
             fenced: c.fenced.load(Ordering::Relaxed),
-        };
-        info!(?summary, "pipeline stopped");
-        Ok(summary)
+        }
     }
 }
