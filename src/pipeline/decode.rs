@@ -133,7 +133,7 @@ impl DecodeStage {
         rejected: &mut Vec<Rejection>,
         parts: &mut Vec<Part>,
     ) -> Result<Option<Chunk>, PipelineError> {
-        let (table, generation) = (p.table, p.generation);
+        let table = p.table;
         let t = &mut self.tables[table];
         // One small vector per chunk, borrowing librdkafka's buffers.
         let values: Vec<Option<&[u8]>> = p.messages.iter().map(|m| KafkaRecord::value(m)).collect();
@@ -184,7 +184,20 @@ impl DecodeStage {
         if !t.constraints.is_empty() {
             batch = check_constraints(&t.constraints, batch, &mut good, rejected)?;
         }
-        for r in rejected.iter() {
+        Ok(Some(self.chunk(p, batch, &good, rejected)?))
+    }
+
+    /// The chunk of `batch` for the buffer stage, with its rejections
+    /// counted and quarantined, and the messages counted per topic.
+    fn chunk(
+        &self,
+        p: &RawChunk<'_>,
+        batch: RecordBatch,
+        good: &[usize],
+        rejected: &[Rejection],
+    ) -> Result<Chunk, PipelineError> {
+        let table = p.table;
+        for r in rejected {
             let m = &p.messages[r.index];
             MessageRejected {
                 topic: m.topic(),
@@ -195,7 +208,7 @@ impl DecodeStage {
             }
             .emit(&self.metrics);
         }
-        let (by_topic, ranges) = tally(&p.messages, &good);
+        let (by_topic, ranges) = tally(&p.messages, good);
         for t in &by_topic {
             MessagesConsumed {
                 topic: t.name,
@@ -220,15 +233,15 @@ impl DecodeStage {
             .into_iter()
             .map(|(t, p, first, last)| ((by_topic[t].name.to_string(), p), (first, last)))
             .collect();
-        Ok(Some(Chunk {
+        Ok(Chunk {
             table,
-            generation,
+            generation: p.generation,
             batch,
             progress,
             rejected: rejected.len(),
             rows_by_topic,
             quarantine,
-        }))
+        })
     }
 }
 

@@ -595,16 +595,7 @@ impl Pipeline {
         for c in compactions {
             c.abort();
         }
-        // The consumer's own error is the cause when the other stages only
-        // saw it stop.
-        let consumer_failed = matches!(
-            (&buffered, &fetched),
-            (Err(PipelineError::Kafka(m)), Err(_)) if m == CONSUMER_STOPPED
-        );
-        let buffered = if consumer_failed { Ok(()) } else { buffered };
-        committed?;
-        buffered?;
-        fetched?;
+        first_cause(committed, buffered, fetched)?;
         if bounded && self.shutdown.is_triggered() {
             // Stopped early: exit 0 only if the range is in the table anyway.
             range_left(&completion, &rebalancer).await?;
@@ -833,6 +824,20 @@ async fn join_consumer(thread: std::thread::JoinHandle<Result<()>>) -> Result<Re
             Ok(Ok(()))
         }
     }
+}
+
+/// The error that ended a run, of the commit stage's, the buffer stage's
+/// and the consumer thread's, in that order; the consumer's own error is the
+/// cause when the buffer stage only saw it stop.
+fn first_cause(committed: Result<()>, buffered: Result<()>, fetched: Result<()>) -> Result<()> {
+    let consumer_failed = matches!(
+        (&buffered, &fetched),
+        (Err(PipelineError::Kafka(m)), Err(_)) if m == CONSUMER_STOPPED
+    );
+    let buffered = if consumer_failed { Ok(()) } else { buffered };
+    committed?;
+    buffered?;
+    fetched
 }
 
 /// A bounded run stopped early: fails with what of its range is not in the
