@@ -514,24 +514,12 @@ impl Pipeline {
         let (events_tx, events_rx) = mpsc::channel(4);
         let (commits_tx, commits_rx) = mpsc::channel(1);
         let gate: rebalance::Gate = Arc::new(tokio::sync::Mutex::new(0));
-        let rebalancer = Arc::new(
-            rebalance::Rebalancer::new(
-                cfg.app_id.clone(),
-                gate.clone(),
-                router.clone(),
-                sinks.offset,
-                tokio::runtime::Handle::current(),
-                events_tx.clone(),
-                metrics.clone(),
-            )
-            // Like commit retries, bounded by shutdown_timeout rather than
-            // cut short by SIGTERM: a resync in flight then still lands.
-            .with_retry(cfg.commit.clone(), Shutdown::new()),
-        );
-        let consumer = Arc::new(
-            create_consumer(cfg, rebalancer.clone())
-                .map_err(|e| PipelineError::Setup(format!("kafka consumer: {e}")))?,
-        );
+        let (rebalancer, consumer) = self.consumer(
+            gate.clone(),
+            router.clone(),
+            sinks.offset,
+            events_tx.clone(),
+        )?;
         let resync = Arc::new(AtomicBool::new(false));
         let completion = Arc::new(std::sync::Mutex::new(completion::Completion::default()));
         let bounded = !matches!(self.mode, Mode::Continuous);
@@ -553,27 +541,21 @@ impl Pipeline {
         };
         let fetch_thread = spawn_consumer(fetch, self.mode.clone(), router.clone(), done_rx)?;
 
-        let committer = commit::Committer {
-            app_id: cfg.app_id.clone(),
-            sinks: sinks.commit,
-            quarantine: sinks.quarantine,
-            gate,
-            retry: cfg.commit.clone(),
-            consumer,
-            resync: resync.clone(),
-            completion: completion.clone(),
-            advise: matches!(self.mode, Mode::Continuous),
-            metrics: metrics.clone(),
-        };
-        // A failed commit stage stops the whole pipeline, not just itself.
-        let stop = self.shutdown.clone();
-        let mut commit_task = AbortOnDrop(tokio::spawn(async move {
-            let result = committer.run(commits_rx).await;
-            if result.is_err() {
-                stop.trigger();
-            }
-            result
-        }));
+        let mut commit_task = self.spawn_committer(
+            commit::Committer {
+                app_id: cfg.app_id.clone(),
+                sinks: sinks.commit,
+                quarantine: sinks.quarantine,
+                gate,
+                retry: cfg.commit.clone(),
+                consumer,
+                resync: resync.clone(),
+                completion: completion.clone(),
+                advise: matches!(self.mode, Mode::Continuous),
+                metrics: metrics.clone(),
+            },
+            commits_rx,
+        );
         let recovery = buffer::Recovery {
             resync: resync.clone(),
             retry: cfg.commit.clone(),
@@ -607,6 +589,54 @@ impl Pipeline {
         let summary = RunSummary::of(&metrics);
         info!(?summary, "pipeline stopped");
         Ok(summary)
+    }
+
+    /// Starts the commit stage; a failed commit stage stops the whole
+    /// pipeline, not just itself.
+    fn spawn_committer(
+        &self,
+        committer: commit::Committer,
+        requests: mpsc::Receiver<messages::CommitRequest>,
+    ) -> AbortOnDrop<Result<()>> {
+        let stop = self.shutdown.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let result = committer.run(requests).await;
+            if result.is_err() {
+                stop.trigger();
+            }
+            result
+        }))
+    }
+
+    /// The consumer, with the rebalance callback that reads start offsets
+    /// from `sinks`.
+    fn consumer(
+        &self,
+        gate: rebalance::Gate,
+        router: Arc<Router>,
+        sinks: Vec<DeltaSink>,
+        events: mpsc::Sender<FetchEvent>,
+    ) -> Result<(Arc<rebalance::Rebalancer>, Arc<poll::InletConsumer>)> {
+        let cfg = &self.config;
+        let rebalancer = Arc::new(
+            rebalance::Rebalancer::new(
+                cfg.app_id.clone(),
+                gate,
+                router,
+                sinks,
+                tokio::runtime::Handle::current(),
+                events,
+                self.metrics.clone(),
+            )
+            // Like commit retries, bounded by shutdown_timeout rather than
+            // cut short by SIGTERM: a resync in flight then still lands.
+            .with_retry(cfg.commit.clone(), Shutdown::new()),
+        );
+        let consumer = Arc::new(
+            create_consumer(cfg, rebalancer.clone())
+                .map_err(|e| PipelineError::Setup(format!("kafka consumer: {e}")))?,
+        );
+        Ok((rebalancer, consumer))
     }
 
     /// Serves `/metrics` on `[metrics] listen`, if set.
