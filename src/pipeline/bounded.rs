@@ -17,16 +17,12 @@ use crate::config::{OffsetSpec, RangeBound};
 use crate::source::watermarks::{self, LOOKUP_TIMEOUT};
 use crate::source::{Next, RunKind, TopicPartition};
 
-fn kafka(e: impl std::fmt::Display) -> PipelineError {
-    PipelineError::Kafka(e.to_string())
-}
-
 /// `--available-now`: every partition of the configured topics, from its
 /// stored offset + 1 (or `starting_offsets`) to the high watermark seen now.
 pub(super) fn available_now(fetch: &mut FetchLoop, router: &Router) -> Result<()> {
     let parts =
         crate::source::list_partitions(&fetch.consumer, |t| router.reads(t), LOOKUP_TIMEOUT)
-            .map_err(|e| kafka(format!("listing topics: {e}")))?;
+            .map_err(|e| PipelineError::kafka_by(format!("listing topics: {e}"), e))?;
     let reb = fetch.consumer.context().handler().clone();
     let consumer = fetch.consumer.clone();
     let wm =
@@ -64,7 +60,7 @@ pub(super) fn replay(
         }
         RangeBound::Timestamp(_) => {
             crate::source::list_partitions(&fetch.consumer, |t| router.reads(t), LOOKUP_TIMEOUT)
-                .map_err(|e| kafka(format!("listing topics: {e}")))?
+                .map_err(|e| PipelineError::kafka_by(format!("listing topics: {e}"), e))?
         }
     };
     let lookup = |parts: &[TopicPartition], ts: i64| {
@@ -73,7 +69,9 @@ pub(super) fn replay(
     let starts = resolve(&lookup, &parts, from, OffsetSpec::Earliest)?;
     let ends = resolve(&lookup, &parts, to, OffsetSpec::Latest)?;
     let reb = fetch.consumer.context().handler().clone();
-    let stored = reb.stored_offsets(&parts).map_err(PipelineError::Kafka)?;
+    let stored = reb
+        .stored_offsets(&parts)
+        .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
     let mut ranges = Vec::with_capacity(parts.len());
     let mut lost = Vec::new();
     for (((tp, start), end), stored) in parts.into_iter().zip(starts).zip(ends).zip(stored) {
@@ -155,7 +153,7 @@ fn assign(
             continue;
         }
         tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(start))
-            .map_err(kafka)?;
+            .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
         starts.insert(tp.clone(), start);
         targets.insert(tp, end);
     }
@@ -169,7 +167,7 @@ fn assign(
     fetch
         .consumer
         .assign(&tpl)
-        .map_err(|e| kafka(format!("assign: {e}")))?;
+        .map_err(|e| PipelineError::kafka_by(format!("assign: {e}"), e))?;
     fetch
         .completion
         .lock()

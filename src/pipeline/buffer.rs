@@ -222,10 +222,13 @@ pub(super) async fn run(
                 return match done {
                     Ok(()) => Ok(()),
                     Err(Failed::Stop(e)) => Err(e),
-                    Err(Failed::Store { table, error }) => Err(PipelineError::Delta(format!(
-                        "table `{}`: writing Parquet failed: {error}",
-                        b.tables[table].name
-                    ))),
+                    Err(Failed::Store { table, error }) => Err(PipelineError::delta_by(
+                        format!(
+                            "table `{}`: writing Parquet failed: {error}",
+                            b.tables[table].name
+                        ),
+                        error,
+                    )),
                 };
             }
             Some(FetchEvent::Fatal(msg)) => return Err(PipelineError::Kafka(msg)),
@@ -326,9 +329,10 @@ impl Buffers {
                 Fault::Environment => format!("{} attempts", self.failures_in_a_row),
                 other => format!("{other} fault, not retried"),
             };
-            return Err(PipelineError::Delta(format!(
-                "table `{name}`: writing Parquet failed ({what}): {error}"
-            )));
+            return Err(PipelineError::delta_by(
+                format!("table `{name}`: writing Parquet failed ({what}): {error}"),
+                error,
+            ));
         }
         for t in &mut self.tables {
             t.clear();

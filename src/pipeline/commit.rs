@@ -181,7 +181,7 @@ impl Committer {
                 &self.retry,
             )
             .await
-            .map_err(|e| PipelineError::Delta(e.to_string()))?;
+            .map_err(|e| PipelineError::delta_by(e.to_string(), e))?;
         drop(gate);
         let after = fences.after(batch.generation, &outcome);
         match outcome {
@@ -233,7 +233,7 @@ impl Committer {
                 &self.retry,
             )
             .await
-            .map_err(|e| PipelineError::Delta(e.to_string()))?;
+            .map_err(|e| PipelineError::delta_by(e.to_string(), e))?;
         QuarantineCommitted {
             table: q.name(),
             rows: rows as u64,

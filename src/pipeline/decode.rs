@@ -65,7 +65,7 @@ impl TableDecode {
             .layout
             .with_value(self.normalizer.value_schema(), &self.meta);
         self.constraints = Constraints::from_properties(&self.properties, &self.layout.table)
-            .map_err(|e| PipelineError::Internal(e.to_string()))?;
+            .map_err(|e| PipelineError::internal_by(e.to_string(), e))?;
         SchemaEvolved {
             table: &self.name,
             columns: added,
@@ -89,10 +89,10 @@ pub(super) struct DecodeStage {
 
 /// What stops the pipeline when a decoder of `table` fails (a shutdown
 /// aside), by whose fault the failure is.
-fn decode_failure(table: &str, e: &FramedError) -> PipelineError {
+fn decode_failure(table: &str, e: FramedError) -> PipelineError {
     match e.fault() {
-        Fault::Internal => PipelineError::Internal(e.to_string()),
-        _ => PipelineError::Setup(format!("table `{table}`: {e}")),
+        Fault::Internal => PipelineError::internal_by(e.to_string(), e),
+        _ => PipelineError::setup_by(format!("table `{table}`: {e}"), e),
     }
 }
 
@@ -144,14 +144,14 @@ impl DecodeStage {
         {
             Ok(()) => {}
             Err(FramedError::Shutdown) => return Ok(None),
-            Err(e) => return Err(decode_failure(&t.name, &e)),
+            Err(e) => return Err(decode_failure(&t.name, e)),
         }
         let normalized = t
             .normalizer
             .normalize(std::mem::take(parts), rejected)
             .map_err(|e| match crate::fault::Classify::fault(&e) {
-                crate::fault::Fault::Internal => PipelineError::Internal(e.to_string()),
-                _ => PipelineError::Setup(e.to_string()),
+                crate::fault::Fault::Internal => PipelineError::internal_by(e.to_string(), e),
+                _ => PipelineError::setup_by(e.to_string(), e),
             })?;
         if !normalized.added.is_empty() {
             t.evolve(&normalized.added, &self.metrics)?;
@@ -180,7 +180,7 @@ impl DecodeStage {
             &good,
             key_column.as_ref(),
         )
-        .map_err(|e| PipelineError::Internal(format!("assembling batch: {e}")))?;
+        .map_err(|e| PipelineError::internal_by(format!("assembling batch: {e}"), e))?;
         if !t.constraints.is_empty() {
             batch = check_constraints(&t.constraints, batch, &mut good, rejected)?;
         }
@@ -220,7 +220,7 @@ impl DecodeStage {
         let quarantine = if self.quarantine[table] && !rejected.is_empty() {
             Some(
                 crate::quarantine::rows(&p.messages, rejected)
-                    .map_err(|e| PipelineError::Internal(format!("quarantine rows: {e}")))?,
+                    .map_err(|e| PipelineError::internal_by(format!("quarantine rows: {e}"), e))?,
             )
         } else {
             None
@@ -264,11 +264,11 @@ fn decode_keys(
     let (column, kept) = match kd.decode(&keys, &mut local) {
         Ok(k) => k,
         Err(KeyError::Framed(FramedError::Shutdown)) => return Ok(None),
-        Err(KeyError::Framed(e)) => return Err(decode_failure(table, &e)),
+        Err(KeyError::Framed(e)) => return Err(decode_failure(table, e)),
         Err(KeyError::Normalize(e @ NormalizeError::Policy { .. })) => {
-            return Err(PipelineError::Setup(e.to_string()))
+            return Err(PipelineError::setup_by(e.to_string(), e))
         }
-        Err(e) => return Err(PipelineError::Internal(e.to_string())),
+        Err(e) => return Err(PipelineError::internal_by(e.to_string(), e)),
     };
     if kept.len() != good.len() {
         rejected.extend(
@@ -279,7 +279,7 @@ fn decode_keys(
         rejected.sort_by_key(|r| r.index);
         let take = UInt32Array::from_iter_values(kept.iter().map(|&k| k as u32));
         *values_batch = arrow::compute::take_record_batch(values_batch, &take)
-            .map_err(|e| PipelineError::Internal(format!("dropping bad keys: {e}")))?;
+            .map_err(|e| PipelineError::internal_by(format!("dropping bad keys: {e}"), e))?;
         *good = kept.iter().map(|&k| good[k]).collect();
     }
     Ok(Some(column))
@@ -352,7 +352,7 @@ fn check_constraints(
 ) -> Result<RecordBatch, PipelineError> {
     let violations = constraints
         .violations(&batch)
-        .map_err(|e| PipelineError::Internal(e.to_string()))?;
+        .map_err(|e| PipelineError::internal_by(e.to_string(), e))?;
     if violations.is_empty() {
         return Ok(batch);
     }
@@ -368,5 +368,5 @@ fn check_constraints(
         keep[row - 1]
     });
     arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep))
-        .map_err(|e| PipelineError::Internal(format!("filtering violations: {e}")))
+        .map_err(|e| PipelineError::internal_by(format!("filtering violations: {e}"), e))
 }

@@ -51,28 +51,34 @@ async fn schema_from_registry(
     name: &str,
     shutdown: &Shutdown,
 ) -> Result<arrow::datatypes::Schema> {
-    let setup = |e: &dyn std::fmt::Display| {
-        PipelineError::Setup(format!(
+    let message = |e: &dyn std::fmt::Display| {
+        format!(
             "table `{name}` does not exist and has no `schema`; creating it from the registry: {e}; \
              fix: set tables.{name}.schema"
-        ))
+        )
+    };
+    let setup = |e: &str| PipelineError::Setup(message(&e));
+    let failed = |e: BoxError| PipelineError::SetupBy {
+        message: message(&e),
+        source: e,
     };
     let (source, topic) = cfg
         .sources
         .values()
         .filter(|s| s.table == name)
         .find_map(|s| s.topics.first().map(|t| (s, t)))
-        .ok_or_else(|| setup(&"its sources name topics by pattern only"))?;
+        .ok_or_else(|| setup("its sources name topics by pattern only"))?;
     let record_name = source.record_name.as_deref();
     let subject = source
         .subject_name_strategy
         .value_subject(topic, record_name)
-        .ok_or_else(|| setup(&"the subject name strategy needs `record_name`"))?;
+        .ok_or_else(|| setup("the subject name strategy needs `record_name`"))?;
     let registry_cfg = cfg
         .schema_registry
         .as_ref()
-        .ok_or_else(|| setup(&"no [schema_registry]"))?;
-    let registry = crate::registry::SchemaRegistry::new(registry_cfg).map_err(|e| setup(&e))?;
+        .ok_or_else(|| setup("no [schema_registry]"))?;
+    let registry =
+        crate::registry::SchemaRegistry::new(registry_cfg).map_err(|e| failed(Box::new(e)))?;
     let mut backoff = registry_cfg.backoff().with_max_attempts(5);
     let latest = loop {
         match registry.latest(&subject).await {
@@ -81,28 +87,33 @@ async fn schema_from_registry(
             Err(e) if e.is_retryable() => {
                 warn!(subject, error = %e, "schema registry cannot answer yet; retrying");
                 if backoff.wait(shutdown).await.is_err() {
-                    return Err(setup(&e));
+                    return Err(failed(Box::new(e)));
                 }
             }
-            Err(e) => return Err(setup(&e)),
+            Err(e) => return Err(failed(Box::new(e))),
         }
     };
     let input: arrow::datatypes::SchemaRef = match latest.kind {
         crate::registry::SchemaKind::Avro => {
-            let text = latest.avro_self_contained().map_err(|e| setup(&e))?;
+            let text = latest
+                .avro_self_contained()
+                .map_err(|e| failed(Box::new(e)))?;
             crate::decode::AvroDecoder::new()
                 .add_schema(latest.id, &text)
                 .map_err(|e| setup(&e))?
         }
         crate::registry::SchemaKind::Json => {
             let doc: serde_json::Value =
-                serde_json::from_str(&latest.schema).map_err(|e| setup(&e))?;
+                serde_json::from_str(&latest.schema).map_err(|e| failed(Box::new(e)))?;
             let resolve = |r: &str| {
                 latest
                     .json_reference(r)
                     .and_then(|x| serde_json::from_str(&x.schema).ok())
             };
-            Arc::new(crate::schema::json_schema_to_arrow(&doc, &resolve).map_err(|e| setup(&e))?)
+            Arc::new(
+                crate::schema::json_schema_to_arrow(&doc, &resolve)
+                    .map_err(|e| failed(Box::new(e)))?,
+            )
         }
         crate::registry::SchemaKind::Protobuf => {
             crate::decode::protobuf_arrow_schema(&latest, record_name).map_err(|e| setup(&e))?
@@ -113,7 +124,7 @@ async fn schema_from_registry(
         input
     } else {
         crate::transform::TransformPlan::compile(&tc.transforms, input)
-            .map_err(|e| setup(&e))?
+            .map_err(|e| failed(Box::new(e)))?
             .output_schema()
             .clone()
     };
@@ -121,7 +132,7 @@ async fn schema_from_registry(
     let empty = arrow::datatypes::Schema::empty();
     let conformer =
         crate::schema::Conformer::new(&shaped, &empty, crate::schema::EvolutionPolicy::AddColumns)
-            .map_err(|e| setup(&e))?;
+            .map_err(|e| failed(Box::new(e)))?;
     info!(
         table = name,
         subject,
@@ -159,7 +170,7 @@ fn table_decode(
     // Decoded nullable: a null in a NOT NULL column is then a constraint
     // violation of that row, found when conforming, not a decode failure.
     let input = match &tc.input_schema {
-        Some(ddl) => crate::schema::parse_ddl(ddl).map_err(|e| d.setup(&e))?,
+        Some(ddl) => crate::schema::parse_ddl(ddl).map_err(|e| d.failed(e))?,
         None => (*layout.value).clone(),
     };
     let input = Arc::new(arrow::datatypes::Schema::new(
@@ -179,7 +190,7 @@ fn table_decode(
     if let Some(fixed) = decoder.fixed_schema() {
         let added = normalizer
             .prepare(fixed)
-            .map_err(|e| PipelineError::Setup(e.to_string()))?;
+            .map_err(|e| PipelineError::setup_by(e.to_string(), e))?;
         if !added.is_empty() {
             layout = layout.with_value(normalizer.value_schema(), &tc.metadata_columns);
         }
@@ -187,9 +198,9 @@ fn table_decode(
     let key = d.key(&layout)?;
     let properties = sink
         .properties()
-        .map_err(|e| PipelineError::Setup(e.to_string()))?;
+        .map_err(|e| PipelineError::setup_by(e.to_string(), e))?;
     let constraints = crate::constraints::Constraints::from_properties(&properties, &layout.table)
-        .map_err(|e| d.setup(&e))?;
+        .map_err(|e| d.failed(e))?;
     Ok(decode::TableDecode {
         name: name.to_string(),
         layout,
@@ -217,6 +228,10 @@ impl Decoders<'_> {
         PipelineError::Setup(format!("table `{}`: {e}", self.name))
     }
 
+    fn failed(&self, e: impl std::error::Error + Send + Sync + 'static) -> PipelineError {
+        PipelineError::setup_by(format!("table `{}`: {e}", self.name), e)
+    }
+
     /// A decoder of Confluent-framed values, with registry look-ups.
     fn framed(&self, kind: FramedKind) -> Result<ValueDecoder> {
         let (registry, backoff) = self
@@ -240,7 +255,7 @@ impl Decoders<'_> {
         Ok(match format {
             Format::Json => ValueDecoder::Json(
                 JsonDecoder::new(input)
-                    .map_err(|e| self.setup(&e))?
+                    .map_err(|e| self.failed(e))?
                     .with_max_depth(self.tc.max_nesting_depth),
             ),
             Format::Bytes | Format::String => {
@@ -286,7 +301,7 @@ impl Decoders<'_> {
             KeyFormat::Protobuf => self.framed(FramedKind::Protobuf)?,
             _ => ValueDecoder::Json(
                 JsonDecoder::new(schema.clone())
-                    .map_err(|e| self.setup(&e))?
+                    .map_err(|e| self.failed(e))?
                     .with_max_depth(tc.max_nesting_depth),
             ),
         };
@@ -300,7 +315,7 @@ impl Decoders<'_> {
         if let Some(fixed) = decoder.fixed_schema() {
             normalizer
                 .prepare(fixed)
-                .map_err(|e| PipelineError::Setup(e.to_string()))?;
+                .map_err(|e| PipelineError::setup_by(e.to_string(), e))?;
         }
         Ok(Some(key::KeyDecoder::Structured {
             decoder: Box::new(decoder),
@@ -323,12 +338,39 @@ pub enum PipelineError {
     /// The configuration or a table cannot be used: the operator must act.
     #[error("{0}")]
     Setup(String),
+    /// As [`Self::Setup`], caused by `source` (`message` includes its text).
+    #[error("{message}")]
+    SetupBy {
+        /// What cannot be used, and why.
+        message: String,
+        /// The error that says why.
+        #[source]
+        source: BoxError,
+    },
     /// Kafka failed in a way librdkafka does not retry.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// As [`Self::Kafka`], caused by `source` (`message` includes its text).
+    #[error("kafka: {message}")]
+    KafkaBy {
+        /// What failed.
+        message: String,
+        /// The error that says why.
+        #[source]
+        source: BoxError,
+    },
     /// Delta commits kept failing after retries.
     #[error("delta: {0}")]
     Delta(String),
+    /// As [`Self::Delta`], caused by `source` (`message` includes its text).
+    #[error("delta: {message}")]
+    DeltaBy {
+        /// What failed.
+        message: String,
+        /// The error that says why.
+        #[source]
+        source: BoxError,
+    },
     /// A look-up of partition offsets failed.
     #[error("kafka: {0}")]
     Lookup(#[from] crate::source::watermarks::LookupError),
@@ -339,6 +381,16 @@ pub enum PipelineError {
     /// A bug in inlet.
     #[error("internal error (a bug, please report it): {0}")]
     Internal(String),
+    /// As [`Self::Internal`], caused by `source` (`message` includes its
+    /// text).
+    #[error("internal error (a bug, please report it): {message}")]
+    InternalBy {
+        /// What failed.
+        message: String,
+        /// The error that says why.
+        #[source]
+        source: BoxError,
+    },
     /// A bounded run could not get its whole range into the table.
     #[error("{0}")]
     Incomplete(Unfinished),
@@ -362,17 +414,64 @@ impl crate::fault::Classify for PipelineError {
     fn fault(&self) -> crate::fault::Fault {
         use crate::fault::Fault;
         match self {
-            PipelineError::Setup(_) => Fault::Operator,
+            PipelineError::Setup(_) | PipelineError::SetupBy { .. } => Fault::Operator,
             PipelineError::Kafka(_)
+            | PipelineError::KafkaBy { .. }
             | PipelineError::Lookup(_)
             | PipelineError::Delta(_)
+            | PipelineError::DeltaBy { .. }
             | PipelineError::ShutdownTimeout(_) => Fault::Environment,
             PipelineError::DataLoss(e) => e.fault(),
-            PipelineError::Internal(_) => Fault::Internal,
+            PipelineError::Internal(_) | PipelineError::InternalBy { .. } => Fault::Internal,
             // Another writer of the app id: someone must look.
             PipelineError::Incomplete(_) => Fault::Operator,
             // Asked to stop: running again finishes the range.
             PipelineError::Interrupted(_) => Fault::Environment,
+        }
+    }
+}
+
+/// The error another part of inlet (or a library) reported.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl PipelineError {
+    fn setup_by(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        PipelineError::SetupBy {
+            message: message.into(),
+            source: Box::new(source),
+        }
+    }
+
+    fn kafka_by(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        PipelineError::KafkaBy {
+            message: message.into(),
+            source: Box::new(source),
+        }
+    }
+
+    fn delta_by(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        PipelineError::DeltaBy {
+            message: message.into(),
+            source: Box::new(source),
+        }
+    }
+
+    fn internal_by(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        PipelineError::InternalBy {
+            message: message.into(),
+            source: Box::new(source),
         }
     }
 }
@@ -569,7 +668,7 @@ impl Pipeline {
         }
         let committed = (&mut commit_task.0)
             .await
-            .map_err(|e| PipelineError::Internal(format!("commit task: {e}")))?;
+            .map_err(|e| PipelineError::internal_by(format!("commit task: {e}"), e))?;
         let _ = done_tx.send(());
         let fetched = join_consumer(fetch_thread).await?;
         // A compaction cut short leaves at most unreferenced files behind:
@@ -634,7 +733,7 @@ impl Pipeline {
         );
         let consumer = Arc::new(
             create_consumer(cfg, rebalancer.clone())
-                .map_err(|e| PipelineError::Setup(format!("kafka consumer: {e}")))?,
+                .map_err(|e| PipelineError::setup_by(format!("kafka consumer: {e}"), e))?,
         );
         Ok((rebalancer, consumer))
     }
@@ -647,9 +746,10 @@ impl Pipeline {
         let server = crate::observability::http::serve(addr, self.metrics.clone())
             .await
             .map_err(|e| {
-                PipelineError::Setup(format!(
-                    "metrics.listen: cannot serve on {addr}: {e}; pick a free address"
-                ))
+                PipelineError::setup_by(
+                    format!("metrics.listen: cannot serve on {addr}: {e}; pick a free address"),
+                    e,
+                )
             })?;
         Ok(Some(server))
     }
@@ -696,7 +796,7 @@ impl Pipeline {
                 && cfg.table_format(name).uses_registry()
                 && !DeltaSink::exists_retrying(name, tc, &mut patience(name))
                     .await
-                    .map_err(|e| PipelineError::Setup(e.to_string()))?
+                    .map_err(|e| PipelineError::setup_by(e.to_string(), e))?
             {
                 Some(schema_from_registry(cfg, name, &self.shutdown).await?)
             } else {
@@ -706,7 +806,7 @@ impl Pipeline {
                 sinks.push(
                     DeltaSink::open_retrying(name, tc, derived.as_ref(), &mut patience(name))
                         .await
-                        .map_err(|e| PipelineError::Setup(e.to_string()))?
+                        .map_err(|e| PipelineError::setup_by(e.to_string(), e))?
                         .with_metrics(self.metrics.clone()),
                 );
             }
@@ -722,7 +822,7 @@ impl Pipeline {
                         &mut patience(name),
                     )
                     .await
-                    .map_err(|e| PipelineError::Setup(e.to_string()))?
+                    .map_err(|e| PipelineError::setup_by(e.to_string(), e))?
                     .with_metrics(self.metrics.clone()),
                 ),
                 None => None,
@@ -752,7 +852,7 @@ impl Pipeline {
         let registry = match &cfg.schema_registry {
             Some(r) => Some((
                 crate::registry::SchemaRegistry::new(r)
-                    .map_err(|e| PipelineError::Setup(format!("schema_registry: {e}")))?,
+                    .map_err(|e| PipelineError::setup_by(format!("schema_registry: {e}"), e))?,
                 (r.retry_backoff, r.max_backoff),
             )),
             None => None,
@@ -770,9 +870,9 @@ impl Pipeline {
             writers.push((
                 s.name().to_string(),
                 s.writer()
-                    .map_err(|e| PipelineError::Setup(e.to_string()))?,
+                    .map_err(|e| PipelineError::setup_by(e.to_string(), e))?,
                 s.writer_factory()
-                    .map_err(|e| PipelineError::Setup(e.to_string()))?,
+                    .map_err(|e| PipelineError::setup_by(e.to_string(), e))?,
             ));
         }
         Ok((tables, writers))
@@ -814,7 +914,7 @@ fn spawn_consumer(
                     fetch
                         .consumer
                         .subscribe(&topics)
-                        .map_err(|e| PipelineError::Kafka(format!("subscribe: {e}")))
+                        .map_err(|e| PipelineError::kafka_by(format!("subscribe: {e}"), e))
                 }
                 Mode::AvailableNow => bounded::available_now(&mut fetch, &router),
                 Mode::Replay { from, to } => bounded::replay(&mut fetch, &router, &from, &to),
@@ -832,7 +932,7 @@ fn spawn_consumer(
             drop(fetch);
             result
         })
-        .map_err(|e| PipelineError::Internal(format!("spawning consumer thread: {e}")))
+        .map_err(|e| PipelineError::internal_by(format!("spawning consumer thread: {e}"), e))
 }
 
 /// Waits for the consumer thread to close the consumer. Closing leaves the
@@ -844,7 +944,7 @@ async fn join_consumer(thread: std::thread::JoinHandle<Result<()>>) -> Result<Re
     let join = tokio::task::spawn_blocking(move || thread.join());
     match tokio::time::timeout(CONSUMER_CLOSE_TIMEOUT, join).await {
         Ok(joined) => Ok(joined
-            .map_err(|e| PipelineError::Internal(format!("joining consumer thread: {e}")))?
+            .map_err(|e| PipelineError::internal_by(format!("joining consumer thread: {e}"), e))?
             .map_err(|_| PipelineError::Internal("consumer thread panicked".into()))?),
         Err(_) => {
             warn!(
@@ -883,8 +983,8 @@ async fn range_left(
             .map(|s| parts.into_iter().zip(s).collect())
     })
     .await
-    .map_err(|e| PipelineError::Internal(format!("reading stored offsets: {e}")))?
-    .map_err(PipelineError::Delta)?;
+    .map_err(|e| PipelineError::internal_by(format!("reading stored offsets: {e}"), e))?
+    .map_err(|e| PipelineError::delta_by(e.to_string(), e))?;
     let left = completion
         .lock()
         .expect("completion lock")

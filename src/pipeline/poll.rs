@@ -220,9 +220,10 @@ impl FetchLoop {
                 Ok(d) => d,
                 Err(e) => {
                     return (
-                        Err(PipelineError::Internal(format!(
-                            "spawning decode thread: {e}"
-                        ))),
+                        Err(PipelineError::internal_by(
+                            format!("spawning decode thread: {e}"),
+                            e,
+                        )),
                         Ok(()),
                     )
                 }
@@ -646,7 +647,7 @@ impl FetchLoop {
     ) -> Result<(), PipelineError> {
         let assignment = consumer
             .assignment()
-            .map_err(|e| PipelineError::Kafka(e.to_string()))?;
+            .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
         let parts = crate::source::kafka::partitions(&assignment);
         let reb = self.rebalancer();
         reb.bump();
@@ -663,7 +664,7 @@ impl FetchLoop {
                 }
             }
             tpl.add_partition_offset(t, *p, to_rd_offset(s))
-                .map_err(|e| PipelineError::Kafka(e.to_string()))?;
+                .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
         }
         info!(
             partitions = tpl.count(),
@@ -699,7 +700,7 @@ impl FetchLoop {
         let stored = self
             .rebalancer()
             .stored_offsets(&parts)
-            .map_err(PipelineError::Delta)?;
+            .map_err(|e| PipelineError::delta_by(e.to_string(), e))?;
         let stored = parts.into_iter().zip(stored).collect();
         let verdict = self
             .completion
@@ -716,7 +717,7 @@ impl FetchLoop {
                 let mut tpl = TopicPartitionList::new();
                 for ((t, p), from) in &parts {
                     tpl.add_partition_offset(t, *p, Offset::Offset(*from))
-                        .map_err(|e| PipelineError::Kafka(e.to_string()))?;
+                        .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
                 }
                 info!(
                     partitions = parts.len(),
@@ -772,7 +773,7 @@ fn reopen(
 ) -> Result<(), PipelineError> {
     consumer
         .assign(tpl)
-        .map_err(|e| PipelineError::Kafka(e.to_string()))?;
+        .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
     if let Err(e) = consumer.resume(tpl) {
         warn!(error = %e, "resuming partitions failed");
     }

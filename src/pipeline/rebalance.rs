@@ -18,8 +18,9 @@ use crate::decode::{Rejection, Stage};
 use crate::fault::Shutdown;
 use crate::observability::events::{ConsumerLag, DataLost};
 use crate::observability::{InternalEvent, Metrics};
-use crate::sink::{txn_app_id, DeltaSink, Patience};
+use crate::sink::{txn_app_id, DeltaSink, Patience, SinkError};
 use crate::source::loss::{self, LostRecord};
+use crate::source::watermarks::LookupError;
 use crate::source::{
     DataLossError, LostRange, Next, RebalanceHandler, RunKind, TopicPartition, Watermarks,
 };
@@ -30,6 +31,17 @@ use crate::source::{
 /// assignment can still be committed, and stored offsets read afterwards are
 /// final for this process.
 pub type Gate = Arc<tokio::sync::Mutex<u64>>;
+
+/// Why stored offsets could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredOffsetsError {
+    /// The partition's topic feeds no table.
+    #[error("topic `{0}` matches no source")]
+    NoSource(String),
+    /// The table could not be read.
+    #[error("{0}")]
+    Sink(#[source] SinkError),
+}
 
 /// Reads stored offsets for assignments; lives on the consumer's thread.
 pub struct Rebalancer {
@@ -152,13 +164,16 @@ impl Rebalancer {
 
     /// Stored version for each partition, `None` where the table holds none.
     /// The object store's transient failures are retried with backoff.
-    pub fn stored_offsets(&self, parts: &[TopicPartition]) -> Result<Vec<Option<i64>>, String> {
+    pub fn stored_offsets(
+        &self,
+        parts: &[TopicPartition],
+    ) -> Result<Vec<Option<i64>>, StoredOffsetsError> {
         let mut by_table: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (i, (topic, _)) in parts.iter().enumerate() {
             let table = self
                 .router
                 .table_for(topic)
-                .ok_or_else(|| format!("topic `{topic}` matches no source"))?;
+                .ok_or_else(|| StoredOffsetsError::NoSource(topic.clone()))?;
             by_table.entry(table).or_default().push(i);
         }
         let mut out = vec![None; parts.len()];
@@ -178,7 +193,7 @@ impl Rebalancer {
                 match self.runtime.block_on(sink.stored_versions(&ids)) {
                     Ok(v) => break v,
                     Err(e) if patience.again_blocking(&e) => {}
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(StoredOffsetsError::Sink(e)),
                 }
             };
             for (&i, v) in idx.iter().zip(versions) {
@@ -197,12 +212,17 @@ impl Rebalancer {
         parts: &[TopicPartition],
         watermarks: &Watermarks<'_>,
     ) -> Result<Vec<OffsetSpec>, PipelineError> {
-        let stored = self.stored_offsets(parts).map_err(PipelineError::Kafka)?;
+        let stored = self
+            .stored_offsets(parts)
+            .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
         let mut starts = Vec::with_capacity(parts.len());
         let mut lost = Vec::new();
         for ((topic, p), s) in parts.iter().zip(stored) {
-            let wm = watermarks(topic, *p)
-                .map_err(|e| PipelineError::Kafka(format!("watermarks of {topic}/{p}: {e}")))?;
+            let wm = watermarks(topic, *p).map_err(|source| LookupError::Watermarks {
+                topic: topic.clone(),
+                partition: *p,
+                source,
+            })?;
             let began = self
                 .began
                 .lock()
@@ -282,7 +302,7 @@ impl Rebalancer {
                 &[LostRecord::new(&r)],
                 &[Rejection::new(0, Stage::Lost, r.describe())],
             )
-            .map_err(|e| PipelineError::Internal(format!("lost-range row: {e}")))?;
+            .map_err(|e| PipelineError::internal_by(format!("lost-range row: {e}"), e))?;
             let chunk = Chunk {
                 table,
                 generation: self.generation(),
