@@ -40,7 +40,7 @@ pub enum StoredOffsetsError {
     NoSource(String),
     /// The table could not be read.
     #[error("{0}")]
-    Sink(#[source] SinkError),
+    Sink(#[source] Box<SinkError>),
 }
 
 /// Reads stored offsets for assignments; lives on the consumer's thread.
@@ -193,7 +193,7 @@ impl Rebalancer {
                 match self.runtime.block_on(sink.stored_versions(&ids)) {
                     Ok(v) => break v,
                     Err(e) if patience.again_blocking(&e) => {}
-                    Err(e) => return Err(StoredOffsetsError::Sink(e)),
+                    Err(e) => return Err(StoredOffsetsError::Sink(Box::new(e))),
                 }
             };
             for (&i, v) in idx.iter().zip(versions) {
