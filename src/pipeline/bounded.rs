@@ -4,31 +4,26 @@
 //! neither waits for nor disturbs a running group.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::info;
 
-use super::fetch::{FetchLoop, InletConsumer};
+use super::poll::FetchLoop;
 use super::progress::Progress;
 use super::route::Router;
 use super::{PipelineError, Result};
 use crate::config::{OffsetSpec, RangeBound};
 use crate::record::{Next, TopicPartition};
+use crate::source::watermarks::{self, LOOKUP_TIMEOUT};
 use crate::source::RunKind;
-
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn kafka(e: impl std::fmt::Display) -> PipelineError {
-    PipelineError::Kafka(e.to_string())
-}
 
 /// `--available-now`: every partition of the configured topics, from its
 /// stored offset + 1 (or `starting_offsets`) to the high watermark seen now.
 pub(super) fn available_now(fetch: &mut FetchLoop, router: &Router) -> Result<()> {
-    let parts = crate::source::list_partitions(&fetch.consumer, |t| router.reads(t), TIMEOUT)
-        .map_err(|e| kafka(format!("listing topics: {e}")))?;
+    let parts =
+        crate::source::list_partitions(&fetch.consumer, |t| router.reads(t), LOOKUP_TIMEOUT)
+            .map_err(|e| PipelineError::kafka_by(format!("listing topics: {e}"), e))?;
     let reb = fetch.consumer.context().handler().clone();
     let consumer = fetch.consumer.clone();
     let wm =
@@ -36,7 +31,7 @@ pub(super) fn available_now(fetch: &mut FetchLoop, router: &Router) -> Result<()
     let starts = reb.start_offsets(&parts, &wm)?;
     let mut ranges = Vec::with_capacity(parts.len());
     for (tp, start) in parts.into_iter().zip(starts) {
-        let (_, high) = watermarks(&fetch.consumer, &tp)?;
+        let (_, high) = watermarks::watermarks(&fetch.consumer, &tp)?;
         ranges.push((tp, start, high));
     }
     assign(fetch, ranges, "available-now")
@@ -65,19 +60,23 @@ pub(super) fn replay(
             parts
         }
         RangeBound::Timestamp(_) => {
-            crate::source::list_partitions(&fetch.consumer, |t| router.reads(t), TIMEOUT)
-                .map_err(|e| kafka(format!("listing topics: {e}")))?
+            crate::source::list_partitions(&fetch.consumer, |t| router.reads(t), LOOKUP_TIMEOUT)
+                .map_err(|e| PipelineError::kafka_by(format!("listing topics: {e}"), e))?
         }
     };
-    let lookup = |parts: &[TopicPartition], ts: i64| offsets_for_time(&fetch.consumer, parts, ts);
+    let lookup = |parts: &[TopicPartition], ts: i64| {
+        Ok(watermarks::offsets_for_time(&fetch.consumer, parts, ts)?)
+    };
     let starts = resolve(&lookup, &parts, from, OffsetSpec::Earliest)?;
     let ends = resolve(&lookup, &parts, to, OffsetSpec::Latest)?;
     let reb = fetch.consumer.context().handler().clone();
-    let stored = reb.stored_offsets(&parts).map_err(PipelineError::Kafka)?;
+    let stored = reb
+        .stored_offsets(&parts)
+        .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
     let mut ranges = Vec::with_capacity(parts.len());
     let mut lost = Vec::new();
     for (((tp, start), end), stored) in parts.into_iter().zip(starts).zip(ends).zip(stored) {
-        let (low, high) = watermarks(&fetch.consumer, &tp)?;
+        let (low, high) = watermarks::watermarks(&fetch.consumer, &tp)?;
         let end = concrete(end, low, high);
         let from = concrete(start, low, high);
         let next = match stored {
@@ -105,43 +104,8 @@ pub(super) fn concrete(spec: OffsetSpec, low: i64, high: i64) -> i64 {
     }
 }
 
-fn watermarks(consumer: &InletConsumer, (t, p): &TopicPartition) -> Result<(i64, i64)> {
-    consumer
-        .fetch_watermarks(t, *p, TIMEOUT)
-        .map_err(|e| kafka(format!("watermarks of {t}/{p}: {e}")))
-}
-
 /// Offsets-for-times: per partition, the first offset at or after a timestamp.
 type TimeLookup<'a> = dyn Fn(&[TopicPartition], i64) -> Result<Vec<Option<i64>>> + 'a;
-
-/// The broker's answer to "first offset with a timestamp at or after `ts`",
-/// per partition; `None` where no message is that late.
-fn offsets_for_time(
-    consumer: &InletConsumer,
-    parts: &[TopicPartition],
-    ts: i64,
-) -> Result<Vec<Option<i64>>> {
-    let mut tpl = TopicPartitionList::new();
-    for (t, p) in parts {
-        tpl.add_partition_offset(t, *p, Offset::Offset(ts))
-            .map_err(kafka)?;
-    }
-    let found = consumer
-        .offsets_for_times(tpl, TIMEOUT)
-        .map_err(|e| kafka(format!("offsets for timestamp {ts}: {e}")))?;
-    parts
-        .iter()
-        .map(|(t, p)| {
-            let e = found
-                .find_partition(t, *p)
-                .ok_or_else(|| kafka(format!("no offset for {t}/{p} at {ts}")))?;
-            Ok(match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            })
-        })
-        .collect()
-}
 
 /// One bound per partition: listed offsets (unlisted partitions get
 /// `default`), or the offsets of a timestamp (`lookup`, the broker's
@@ -182,7 +146,7 @@ fn assign(
     let mut starts: HashMap<TopicPartition, i64> = HashMap::new();
     let partitions = ranges.len();
     for (tp, start, end) in ranges {
-        let (low, high) = watermarks(&fetch.consumer, &tp)?;
+        let (low, high) = watermarks::watermarks(&fetch.consumer, &tp)?;
         // Checked for data loss already; should the low watermark move past
         // it meanwhile, the fetch is out of range and positions are re-read.
         let start = concrete(start, low, high);
@@ -190,7 +154,7 @@ fn assign(
             continue;
         }
         tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(start))
-            .map_err(kafka)?;
+            .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
         starts.insert(tp.clone(), start);
         targets.insert(tp, end);
     }
@@ -204,7 +168,7 @@ fn assign(
     fetch
         .consumer
         .assign(&tpl)
-        .map_err(|e| kafka(format!("assign: {e}")))?;
+        .map_err(|e| PipelineError::kafka_by(format!("assign: {e}"), e))?;
     fetch
         .completion
         .lock()

@@ -19,8 +19,8 @@ use deltalake::DeltaTableError;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::commit::CommitRequest;
-use super::{Chunk, FetchEvent, PendingCommit, PipelineError};
+use super::messages::{Chunk, CommitRequest, FetchEvent, PendingCommit};
+use super::PipelineError;
 use crate::config::{CommitConfig, FlushConfig};
 use crate::fault::{storage_fault, Backoff, Fault, Shutdown};
 use crate::observability::events::WriteFailed;
@@ -28,13 +28,61 @@ use crate::observability::{InternalEvent, Metrics};
 use crate::record::TopicPartition;
 use crate::sink::WriterFactory;
 
+/// How full a table's buffer is, and since when: what its flush triggers
+/// look at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Fill {
+    rows: usize,
+    bytes: usize,
+    /// When the first chunk since the last flush came.
+    opened: Option<Instant>,
+}
+
+/// Why a buffer is flushed before the stage is told to (`End`, `Drain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// `flush.max_rows` reached.
+    Rows,
+    /// `flush.max_bytes` reached.
+    Bytes,
+}
+
+impl Fill {
+    /// A chunk of `rows` rows taking `bytes` came at `now`.
+    fn add(&mut self, rows: usize, bytes: usize, now: Instant) {
+        self.rows += rows;
+        self.bytes += bytes;
+        self.opened.get_or_insert(now);
+    }
+
+    /// Whether rows or bytes reached their limit.
+    fn full(&self, flush: &FlushConfig) -> Option<Trigger> {
+        if self.rows >= flush.max_rows {
+            Some(Trigger::Rows)
+        } else if self.bytes as u64 >= flush.max_bytes.as_u64() {
+            Some(Trigger::Bytes)
+        } else {
+            None
+        }
+    }
+
+    /// When the oldest row has waited `flush.max_age`.
+    fn deadline(&self, flush: &FlushConfig) -> Option<Instant> {
+        self.opened.map(|t| t + flush.max_age)
+    }
+
+    /// Whether the oldest row has waited `flush.max_age` at `now`.
+    fn aged(&self, flush: &FlushConfig, now: Instant) -> bool {
+        self.opened
+            .is_some_and(|t| now.saturating_duration_since(t) >= flush.max_age)
+    }
+}
+
 struct TableBuffer {
     name: String,
     writer: RecordBatchWriter,
     factory: WriterFactory,
-    rows: usize,
-    bytes: usize,
-    opened: Option<Instant>,
+    fill: Fill,
     progress: BTreeMap<TopicPartition, (i64, i64)>,
     rows_by_topic: Vec<(String, u64)>,
     quarantine: Vec<RecordBatch>,
@@ -47,9 +95,7 @@ impl TableBuffer {
 
     fn clear(&mut self) {
         self.writer.reset();
-        self.rows = 0;
-        self.bytes = 0;
-        self.opened = None;
+        self.fill = Fill::default();
         self.progress.clear();
         self.rows_by_topic.clear();
         self.quarantine.clear();
@@ -116,9 +162,7 @@ pub(super) async fn run(
                 name,
                 writer,
                 factory,
-                rows: 0,
-                bytes: 0,
-                opened: None,
+                fill: Fill::default(),
                 progress: BTreeMap::new(),
                 rows_by_topic: Vec::new(),
                 quarantine: Vec::new(),
@@ -136,9 +180,8 @@ pub(super) async fn run(
         let deadline = b
             .tables
             .iter()
-            .filter_map(|t| t.opened)
-            .min()
-            .map(|t| t + b.flush.max_age);
+            .filter_map(|t| t.fill.deadline(&b.flush))
+            .min();
         let event = match deadline {
             Some(d) => {
                 tokio::select! {
@@ -179,10 +222,13 @@ pub(super) async fn run(
                 return match done {
                     Ok(()) => Ok(()),
                     Err(Failed::Stop(e)) => Err(e),
-                    Err(Failed::Store { table, error }) => Err(PipelineError::Delta(format!(
-                        "table `{}`: writing Parquet failed: {error}",
-                        b.tables[table].name
-                    ))),
+                    Err(Failed::Store { table, error }) => Err(PipelineError::delta_by(
+                        format!(
+                            "table `{}`: writing Parquet failed: {error}",
+                            b.tables[table].name
+                        ),
+                        error,
+                    )),
                 };
             }
             Some(FetchEvent::Fatal(msg)) => return Err(PipelineError::Kafka(msg)),
@@ -208,9 +254,8 @@ impl Buffers {
             flush_table(table, b, self.generation, &self.commits).await?;
             b.writer = b.factory.writer(chunk.batch.schema()).map_err(store)?;
         }
-        if chunk.batch.num_rows() > 0 {
-            b.rows += chunk.batch.num_rows();
-            b.bytes += chunk.batch.get_array_memory_size();
+        let (rows, bytes) = (chunk.batch.num_rows(), chunk.batch.get_array_memory_size());
+        if rows > 0 {
             b.writer.write(chunk.batch).await.map_err(store)?;
         }
         b.quarantine.extend(chunk.quarantine);
@@ -225,8 +270,10 @@ impl Buffers {
             e.0 = e.0.min(first);
             e.1 = e.1.max(last);
         }
-        b.opened.get_or_insert_with(Instant::now);
-        if b.rows >= self.flush.max_rows || b.bytes as u64 >= self.flush.max_bytes.as_u64() {
+        b.fill
+            .add(rows, if rows > 0 { bytes } else { 0 }, Instant::now());
+        if let Some(trigger) = b.fill.full(&self.flush) {
+            debug!(table = %b.name, ?trigger, "buffer full");
             flush_table(table, b, self.generation, &self.commits).await?;
             self.succeeded();
         }
@@ -242,8 +289,9 @@ impl Buffers {
     /// Flushes the tables whose oldest row has waited `max_age`.
     async fn flush_aged(&mut self) -> Result<(), Failed> {
         let mut flushed = false;
+        let now = Instant::now();
         for (table, b) in self.tables.iter_mut().enumerate() {
-            if b.opened.is_some_and(|t| t.elapsed() >= self.flush.max_age) {
+            if b.fill.aged(&self.flush, now) {
                 flush_table(table, b, self.generation, &self.commits).await?;
                 flushed = true;
             }
@@ -281,9 +329,10 @@ impl Buffers {
                 Fault::Environment => format!("{} attempts", self.failures_in_a_row),
                 other => format!("{other} fault, not retried"),
             };
-            return Err(PipelineError::Delta(format!(
-                "table `{name}`: writing Parquet failed ({what}): {error}"
-            )));
+            return Err(PipelineError::delta_by(
+                format!("table `{name}`: writing Parquet failed ({what}): {error}"),
+                error,
+            ));
         }
         for t in &mut self.tables {
             t.clear();
@@ -328,23 +377,239 @@ async fn flush_table(
         .await
         .map_err(|error| Failed::Store { table, error })?;
     let offsets = std::mem::take(&mut b.progress);
-    debug!(table, rows = b.rows, files = adds.len(), "flushing");
+    debug!(table, rows = b.fill.rows, files = adds.len(), "flushing");
     let pending = PendingCommit {
         table,
         generation,
         adds,
         schema: b.writer.arrow_schema(),
         offsets,
-        rows: b.rows as u64,
+        rows: b.fill.rows as u64,
         rows_by_topic: std::mem::take(&mut b.rows_by_topic),
         quarantine: std::mem::take(&mut b.quarantine),
         flushed_at,
     };
-    b.rows = 0;
-    b.bytes = 0;
-    b.opened = None;
+    b.fill = Fill::default();
     commits
         .send(CommitRequest::Batch(pending))
         .await
         .map_err(|_| Failed::Stop(PipelineError::Internal("committer stopped".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use arrow::array::Int64Array;
+
+    use super::*;
+    use crate::observability::Metrics;
+    use crate::pipeline::messages::Drained;
+    use crate::sink::DeltaSink;
+
+    fn limits(max_rows: usize, max_bytes: u64, max_age: Duration) -> FlushConfig {
+        FlushConfig {
+            max_rows,
+            max_bytes: bytesize::ByteSize::b(max_bytes),
+            max_age,
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn rows_and_bytes_fill_a_buffer() {
+        let now = Instant::now();
+        let flush = limits(5, 1000, HOUR);
+        let mut f = Fill::default();
+        f.add(3, 100, now);
+        assert_eq!(f.full(&flush), None);
+        f.add(2, 100, now);
+        assert_eq!(f.full(&flush), Some(Trigger::Rows));
+        let mut f = Fill::default();
+        f.add(1, 999, now);
+        assert_eq!(f.full(&flush), None);
+        f.add(1, 1, now);
+        assert_eq!(f.full(&flush), Some(Trigger::Bytes));
+    }
+
+    #[test]
+    fn the_oldest_row_sets_the_age() {
+        let t0 = Instant::now();
+        let flush = limits(5, 1000, Duration::from_secs(10));
+        let mut f = Fill::default();
+        assert_eq!(f.deadline(&flush), None, "nothing buffered: no deadline");
+        assert!(!f.aged(&flush, t0 + HOUR));
+        f.add(1, 1, t0);
+        f.add(1, 1, t0 + Duration::from_secs(5));
+        assert_eq!(f.deadline(&flush), Some(t0 + Duration::from_secs(10)));
+        assert!(!f.aged(&flush, t0 + Duration::from_secs(9)));
+        assert!(f.aged(&flush, t0 + Duration::from_secs(10)));
+    }
+
+    /// The buffer stage over a local table of one `id BIGINT` column.
+    struct Stage {
+        events: mpsc::Sender<FetchEvent>,
+        commits: mpsc::Receiver<CommitRequest>,
+        done: tokio::task::JoinHandle<Result<(), PipelineError>>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn stage(flush: FlushConfig) -> Stage {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::load_str(&format!(
+            r#"
+            [kafka]
+            bootstrap_servers = "127.0.0.1:1"
+            group_id = "g"
+            [sources.t]
+            topics = ["t"]
+            table = "t"
+            [tables.t]
+            uri = "{}"
+            schema = "id BIGINT"
+            "#,
+            dir.path().join("t").display()
+        ))
+        .unwrap();
+        let sink = DeltaSink::open_or_create("t", &cfg.tables["t"], None)
+            .await
+            .unwrap();
+        let writers = vec![(
+            "t".to_string(),
+            sink.writer().unwrap(),
+            sink.writer_factory().unwrap(),
+        )];
+        let (events, events_rx) = mpsc::channel(8);
+        let (commits_tx, commits) = mpsc::channel(8);
+        let recovery = Recovery {
+            resync: Arc::new(AtomicBool::new(false)),
+            retry: CommitConfig::default(),
+            shutdown: Shutdown::new(),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let done = tokio::spawn(run(writers, flush, events_rx, commits_tx, recovery));
+        Stage {
+            events,
+            commits,
+            done,
+            _dir: dir,
+        }
+    }
+
+    /// `rows` rows of partition t/0 from offset `first` on.
+    fn chunk(generation: u64, first: i64, rows: i64) -> FetchEvent {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, true),
+        ]));
+        let ids = Int64Array::from_iter_values(first..first + rows);
+        FetchEvent::Chunk(Chunk {
+            table: 0,
+            generation,
+            batch: RecordBatch::try_new(schema, vec![Arc::new(ids)]).unwrap(),
+            progress: BTreeMap::from([(("t".to_string(), 0), (first, first + rows - 1))]),
+            rejected: 0,
+            rows_by_topic: vec![("t".to_string(), rows as u64)],
+            quarantine: None,
+        })
+    }
+
+    impl Stage {
+        async fn send(&self, event: FetchEvent) {
+            self.events.send(event).await.unwrap();
+        }
+
+        /// The next batch sent to the committer: (generation, rows, offsets of t/0).
+        async fn batch(&mut self) -> (u64, u64, (i64, i64)) {
+            let next = tokio::time::timeout(Duration::from_secs(60), self.commits.recv());
+            match next.await.expect("a commit in time") {
+                Some(CommitRequest::Batch(b)) => summary(&b),
+                other => panic!("expected a batch, got {other:?}"),
+            }
+        }
+
+        /// Ends the stage (as at shutdown); the batches it sent from then on.
+        async fn end(mut self) -> Vec<(u64, u64, (i64, i64))> {
+            self.send(FetchEvent::End).await;
+            tokio::time::timeout(Duration::from_secs(60), self.done)
+                .await
+                .expect("the stage stops in time")
+                .unwrap()
+                .expect("the stage stops cleanly");
+            let mut batches = Vec::new();
+            while let Some(request) = self.commits.recv().await {
+                match request {
+                    CommitRequest::Batch(b) => batches.push(summary(&b)),
+                    other => panic!("expected a batch, got {other:?}"),
+                }
+            }
+            batches
+        }
+    }
+
+    fn summary(b: &PendingCommit) -> (u64, u64, (i64, i64)) {
+        (b.generation, b.rows, b.offsets[&("t".to_string(), 0)])
+    }
+
+    #[tokio::test]
+    async fn a_buffer_flushes_at_max_rows() {
+        let mut s = stage(limits(6, u64::MAX, HOUR)).await;
+        s.send(chunk(0, 0, 3)).await;
+        s.send(chunk(0, 3, 3)).await;
+        s.send(chunk(0, 6, 1)).await;
+        // The first three rows waited for the next three: one batch of six.
+        assert_eq!(s.batch().await, (0, 6, (0, 5)));
+        assert_eq!(s.end().await, [(0, 1, (6, 6))], "the last row at the end");
+    }
+
+    #[tokio::test]
+    async fn a_buffer_flushes_at_max_bytes() {
+        let mut s = stage(limits(1_000_000, 1, HOUR)).await;
+        s.send(chunk(0, 0, 3)).await;
+        s.send(chunk(0, 3, 2)).await;
+        assert_eq!(s.batch().await, (0, 3, (0, 2)));
+        assert_eq!(s.batch().await, (0, 2, (3, 4)));
+        assert_eq!(s.end().await, []);
+    }
+
+    #[tokio::test]
+    async fn a_buffer_flushes_at_max_age() {
+        let max_age = Duration::from_millis(200);
+        let mut s = stage(limits(1_000_000, u64::MAX, max_age)).await;
+        let sent = Instant::now();
+        s.send(chunk(0, 0, 3)).await;
+        assert_eq!(s.batch().await, (0, 3, (0, 2)));
+        assert!(
+            sent.elapsed() >= max_age,
+            "not before the oldest row is due"
+        );
+        assert_eq!(s.end().await, []);
+    }
+
+    #[tokio::test]
+    async fn shutdown_flushes_what_is_buffered_and_drain_answers_after_it() {
+        let mut s = stage(limits(1_000_000, u64::MAX, HOUR)).await;
+        s.send(chunk(0, 0, 3)).await;
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.send(FetchEvent::Drain(Drained(tx))).await;
+        assert_eq!(s.batch().await, (0, 3, (0, 2)), "drained: flushed first");
+        match s.commits.recv().await {
+            Some(CommitRequest::Drain(Drained(done))) => done.send(()).unwrap(),
+            other => panic!("expected the drain token, got {other:?}"),
+        }
+        rx.recv().unwrap();
+        s.send(chunk(0, 3, 2)).await;
+        assert_eq!(s.end().await, [(0, 2, (3, 4))], "End flushes the rest");
+    }
+
+    #[tokio::test]
+    async fn a_revocation_drops_what_is_buffered_and_chunks_of_the_old_assignment() {
+        let s = stage(limits(1_000_000, u64::MAX, HOUR)).await;
+        s.send(chunk(0, 0, 3)).await;
+        s.send(FetchEvent::Rebalanced { generation: 1 }).await;
+        // Polled before the rebalance, decoded after it: stale.
+        s.send(chunk(0, 3, 2)).await;
+        s.send(chunk(1, 10, 4)).await;
+        assert_eq!(s.end().await, [(1, 4, (10, 13))]);
+    }
 }

@@ -10,15 +10,17 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tracing::info;
 
+use super::messages::{Chunk, FetchEvent};
 use super::route::Router;
-use super::{Chunk, FetchEvent, PipelineError};
+use super::PipelineError;
 use crate::config::{CommitConfig, OffsetSpec};
 use crate::fault::Shutdown;
 use crate::observability::events::{ConsumerLag, DataLost};
 use crate::observability::{InternalEvent, Metrics};
 use crate::record::{LostRange, Next, Rejection, Stage, TopicPartition};
-use crate::sink::{txn_app_id, DeltaSink, Patience};
+use crate::sink::{txn_app_id, DeltaSink, Patience, SinkError};
 use crate::source::loss::{self, LostRecord};
+use crate::source::watermarks::LookupError;
 use crate::source::{DataLossError, RebalanceHandler, RunKind, Watermarks};
 
 /// The assignment generation. The committer holds the lock while it checks a
@@ -27,6 +29,17 @@ use crate::source::{DataLossError, RebalanceHandler, RunKind, Watermarks};
 /// assignment can still be committed, and stored offsets read afterwards are
 /// final for this process.
 pub type Gate = Arc<tokio::sync::Mutex<u64>>;
+
+/// Why stored offsets could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredOffsetsError {
+    /// The partition's topic feeds no table.
+    #[error("topic `{0}` matches no source")]
+    NoSource(String),
+    /// The table could not be read.
+    #[error("{0}")]
+    Sink(#[source] Box<SinkError>),
+}
 
 /// Reads stored offsets for assignments; lives on the consumer's thread.
 pub struct Rebalancer {
@@ -149,13 +162,16 @@ impl Rebalancer {
 
     /// Stored version for each partition, `None` where the table holds none.
     /// The object store's transient failures are retried with backoff.
-    pub fn stored_offsets(&self, parts: &[TopicPartition]) -> Result<Vec<Option<i64>>, String> {
+    pub fn stored_offsets(
+        &self,
+        parts: &[TopicPartition],
+    ) -> Result<Vec<Option<i64>>, StoredOffsetsError> {
         let mut by_table: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (i, (topic, _)) in parts.iter().enumerate() {
             let table = self
                 .router
                 .table_for(topic)
-                .ok_or_else(|| format!("topic `{topic}` matches no source"))?;
+                .ok_or_else(|| StoredOffsetsError::NoSource(topic.clone()))?;
             by_table.entry(table).or_default().push(i);
         }
         let mut out = vec![None; parts.len()];
@@ -175,7 +191,7 @@ impl Rebalancer {
                 match self.runtime.block_on(sink.stored_versions(&ids)) {
                     Ok(v) => break v,
                     Err(e) if patience.again_blocking(&e) => {}
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(StoredOffsetsError::Sink(Box::new(e))),
                 }
             };
             for (&i, v) in idx.iter().zip(versions) {
@@ -194,12 +210,17 @@ impl Rebalancer {
         parts: &[TopicPartition],
         watermarks: &Watermarks<'_>,
     ) -> Result<Vec<OffsetSpec>, PipelineError> {
-        let stored = self.stored_offsets(parts).map_err(PipelineError::Kafka)?;
+        let stored = self
+            .stored_offsets(parts)
+            .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
         let mut starts = Vec::with_capacity(parts.len());
         let mut lost = Vec::new();
         for ((topic, p), s) in parts.iter().zip(stored) {
-            let wm = watermarks(topic, *p)
-                .map_err(|e| PipelineError::Kafka(format!("watermarks of {topic}/{p}: {e}")))?;
+            let wm = watermarks(topic, *p).map_err(|source| LookupError::Watermarks {
+                topic: topic.clone(),
+                partition: *p,
+                source,
+            })?;
             let began = self
                 .began
                 .lock()
@@ -279,7 +300,7 @@ impl Rebalancer {
                 &[LostRecord::new(&r)],
                 &[Rejection::new(0, Stage::Lost, r.describe())],
             )
-            .map_err(|e| PipelineError::Internal(format!("lost-range row: {e}")))?;
+            .map_err(|e| PipelineError::internal_by(format!("lost-range row: {e}"), e))?;
             let chunk = Chunk {
                 table,
                 generation: self.generation(),
@@ -325,18 +346,13 @@ impl RebalanceHandler for Arc<Rebalancer> {
     }
 
     fn on_stats(&self, stats: &rdkafka::statistics::Statistics) {
-        for (topic, t) in &stats.topics {
-            for (partition, p) in &t.partitions {
-                // -1 is librdkafka's "internal" partition and unknown lags.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    ConsumerLag {
-                        topic,
-                        partition: *partition,
-                        lag: p.consumer_lag,
-                    }
-                    .emit(&self.metrics);
-                }
+        for (topic, partition, lag) in crate::source::watermarks::consumer_lags(stats) {
+            ConsumerLag {
+                topic,
+                partition,
+                lag,
             }
+            .emit(&self.metrics);
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod kafka;
 pub mod loss;
+pub mod watermarks;
 
 pub use kafka::{
     client_config, create_consumer, list_partitions, to_rd_offset, InletContext, RebalanceHandler,

@@ -1,0 +1,784 @@
+//! The consumer side's poll thread: pause/resume, assignment, positions and
+//! the ends of bounded runs.
+//!
+//! The poll thread polls librdkafka, routes messages to tables and cuts them
+//! into chunks for the decode thread ([`super::decode`]), which it starts.
+//! Polling and decoding overlap; the chunk queue between them is short, so
+//! memory stays bounded.
+//!
+//! The poll thread is a plain thread, not a tokio task, because librdkafka
+//! serves the rebalance callback from `poll`, and that callback blocks on the
+//! Delta log to read stored offsets before any fetch starts.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::SendTimeoutError;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::completion::{Completion, Verdict};
+use super::decode::{DecodeStage, TableDecode};
+use super::ends::{AtEnd, RangeEnds};
+use super::messages::{Drained, FetchEvent, RawChunk};
+use super::rebalance::Rebalancer;
+use super::PipelineError;
+use crate::config::OffsetSpec;
+use crate::fault::Shutdown;
+use crate::observability::events::{ConsumerPaused, ConsumerResumed};
+use crate::observability::{InternalEvent, Metrics};
+use crate::record::{KafkaRecord, TopicPartition};
+use crate::source::kafka::WATERMARK_TIMEOUT;
+use crate::source::{to_rd_offset, InletContext};
+
+/// The consumer type of the pipeline.
+pub type InletConsumer = BaseConsumer<InletContext<Arc<Rebalancer>>>;
+
+/// A chunk is decoded when its first message has waited this long (or it is full).
+const CHUNK_LINGER: Duration = Duration::from_millis(100);
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// What the consumer thread needs.
+pub struct FetchLoop {
+    /// The consumer, shared with the committer for advisory offset commits.
+    pub consumer: Arc<InletConsumer>,
+    /// Per table, in router order: how its messages become rows.
+    pub tables: Vec<TableDecode>,
+    /// Per table: whether rejected messages go to a quarantine table.
+    pub quarantine: Vec<bool>,
+    /// Stage output.
+    pub events: mpsc::Sender<FetchEvent>,
+    /// Set on SIGTERM/SIGINT.
+    pub shutdown: Shutdown,
+    /// Set by the committer when a batch was fenced: positions must be re-read.
+    pub resync: Arc<AtomicBool>,
+    /// A bounded run's range: checked against the table before the run ends.
+    pub completion: Arc<Mutex<Completion>>,
+    /// Metrics and run totals.
+    pub metrics: Arc<Metrics>,
+    /// `--available-now`: stop at these offsets (high watermarks at start).
+    pub targets: Option<HashMap<TopicPartition, i64>>,
+    /// Messages per chunk: at most [`crate::decode::MAX_CHUNK`], and at most
+    /// `flush.max_rows` so that a commit overshoots its row limit by less than
+    /// one chunk.
+    pub chunk_messages: usize,
+    /// Progress of a bounded run.
+    pub(super) progress: Option<super::progress::Progress>,
+    /// The poll thread pauses its partitions once the decode thread has
+    /// taken nothing for this long (see [`pause_after`]).
+    pub pause_after: Duration,
+}
+
+/// How long the poll thread waits on a stalled pipeline before it pauses its
+/// partitions: well inside `max.poll.interval.ms` (librdkafka's default 300 s)
+/// and long enough that a slow commit under load does not pause.
+pub fn pause_after(kafka: &std::collections::BTreeMap<String, String>) -> Duration {
+    let max_poll = kafka
+        .get("max.poll.interval.ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(300_000);
+    Duration::from_millis((max_poll / 3).clamp(100, 5_000))
+}
+
+/// Marks a partition of a bounded run done and pauses it; true when it was
+/// not done before.
+fn mark_done(consumer: &InletConsumer, ends: &mut RangeEnds, topic: &str, partition: i32) -> bool {
+    if !ends.mark_done(topic, partition) {
+        return false;
+    }
+    info!(topic, partition, "partition reached its end offset");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let _ = consumer.pause(&tpl);
+    true
+}
+
+/// Housekeeping runs every this many messages (and on every empty poll).
+const CHECK_EVERY: u32 = 64;
+
+/// The messages of one partition being polled one after another.
+struct Run {
+    /// librdkafka's topic handle: compared, never dereferenced.
+    topic: *mut rdkafka::types::RDKafkaTopic,
+    partition: i32,
+    topic_idx: usize,
+    /// The table the topic feeds.
+    table: Option<usize>,
+    /// End of a bounded run's range (`i64::MAX` when unbounded); `None`
+    /// when the partition is not in the range.
+    end: Option<i64>,
+    /// Last offset of the run taken.
+    last: Option<i64>,
+}
+
+/// Messages of one table waiting to be decoded.
+struct Pending<'c> {
+    messages: Vec<BorrowedMessage<'c>>,
+}
+
+/// Chunks queued between polling and decoding: enough to keep both busy,
+/// few enough to bound the librdkafka buffers held.
+const RAW_QUEUE: usize = 2;
+
+/// The poll thread's end of the queue to the decode thread.
+struct Outbox<'c> {
+    raw: crossbeam_channel::Sender<RawChunk<'c>>,
+    consumer: &'c InletConsumer,
+    /// Messages polled while the consumer was paused, taken before new polls.
+    held: VecDeque<BorrowedMessage<'c>>,
+    /// Set when the decode thread has returned (a chunk already queued is
+    /// then never taken: the queue lives on with this sender).
+    decoder_gone: Arc<AtomicBool>,
+}
+
+/// The assigned partitions a stall may pause: all but those a bounded run
+/// has finished, which stay paused.
+fn pausable(consumer: &InletConsumer, ends: &RangeEnds) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    let Ok(assignment) = consumer.assignment() else {
+        return tpl;
+    };
+    for e in assignment.elements() {
+        if !ends.is_done(e.topic(), e.partition()) {
+            tpl.add_partition(e.topic(), e.partition());
+        }
+    }
+    tpl
+}
+
+/// The poll loop's state between messages.
+struct PollState<'c> {
+    /// Per table: messages waiting to be decoded.
+    pending: Vec<Pending<'c>>,
+    /// Messages pending, over all tables.
+    count: usize,
+    /// When the first pending message was polled.
+    chunk_started: Option<Instant>,
+    /// The assignment generation the pending messages were polled in.
+    generation: u64,
+    /// Where a bounded run's partitions end, and which are done.
+    ends: RangeEnds,
+    /// Topic → table, cached here so the hot loop takes no lock.
+    routes: HashMap<String, Option<usize>>,
+    /// Topic names, by the index a [`Run`] keeps.
+    names: Vec<String>,
+    /// The run of messages of one partition being polled.
+    run: Option<Run>,
+    /// Messages since the last housekeeping.
+    since_check: u32,
+}
+
+/// What the housekeeping between messages decided.
+enum Housekeeping {
+    /// Poll on.
+    Go,
+    /// A bounded run reads partitions again: poll on, housekeeping later.
+    ReadAgain,
+    /// Stop polling.
+    Stop,
+}
+
+/// How the poll loop ended.
+enum Stopped {
+    /// Shutdown or the end of a bounded run: the buffer stage gets `End`.
+    Done,
+}
+
+impl FetchLoop {
+    fn rebalancer(&self) -> &Arc<Rebalancer> {
+        self.consumer.context().handler()
+    }
+
+    /// Polls and decodes until shutdown, the end of `--available-now`, or a
+    /// fatal error.
+    pub fn run(&mut self) -> Result<(), PipelineError> {
+        let consumer = self.consumer.clone();
+        let mut stage = DecodeStage {
+            tables: std::mem::take(&mut self.tables),
+            quarantine: std::mem::take(&mut self.quarantine),
+            events: self.events.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let tables = stage.tables.len();
+        let (polled, decoded) = std::thread::scope(|scope| {
+            let (tx, rx) = crossbeam_channel::bounded::<RawChunk<'_>>(RAW_QUEUE);
+            let decoder_gone = Arc::new(AtomicBool::new(false));
+            let gone = decoder_gone.clone();
+            let decoder = std::thread::Builder::new()
+                .name("inlet-decode".into())
+                .spawn_scoped(scope, move || {
+                    let result = stage.run(rx);
+                    gone.store(true, Ordering::Release);
+                    result
+                });
+            let decoder = match decoder {
+                Ok(d) => d,
+                Err(e) => {
+                    return (
+                        Err(PipelineError::internal_by(
+                            format!("spawning decode thread: {e}"),
+                            e,
+                        )),
+                        Ok(()),
+                    )
+                }
+            };
+            let mut out = Outbox {
+                raw: tx,
+                consumer: &consumer,
+                held: VecDeque::new(),
+                decoder_gone,
+            };
+            let polled = self.poll_loop(&consumer, tables, &mut out);
+            // Closing the queue lets the decode thread finish what it holds.
+            drop(out);
+            let decoded = decoder
+                .join()
+                .unwrap_or_else(|_| Err(PipelineError::Internal("decode thread panicked".into())));
+            (polled, decoded)
+        });
+        // A decode failure is the cause when both failed (the poll loop
+        // only saw the queue close).
+        decoded?;
+        match polled? {
+            Stopped::Done => {
+                // Every chunk is with the buffer stage by now.
+                let _ = self.events.blocking_send(FetchEvent::End);
+                Ok(())
+            }
+        }
+    }
+
+    /// Polls, routes and cuts chunks for the decode thread.
+    ///
+    /// Per message this only compares the message's partition with the run
+    /// of messages it follows (librdkafka hands out a partition's messages in
+    /// runs): routing, range ends and progress are looked up once per run,
+    /// and the housekeeping (fatal errors, resync, shutdown, chunk linger)
+    /// runs every [`CHECK_EVERY`] messages and whenever a poll comes back
+    /// empty. Per-message clock reads, locks and hash lookups were a
+    /// measurable share of this thread.
+    fn poll_loop<'c>(
+        &mut self,
+        consumer: &'c InletConsumer,
+        tables: usize,
+        out: &mut Outbox<'c>,
+    ) -> Result<Stopped, PipelineError> {
+        let mut st = PollState {
+            pending: (0..tables)
+                .map(|_| Pending {
+                    messages: Vec::with_capacity(self.chunk_messages),
+                })
+                .collect(),
+            count: 0,
+            chunk_started: None,
+            generation: self.rebalancer().generation(),
+            // `--available-now`/replay: where each partition ends.
+            ends: RangeEnds::new(self.targets.as_ref()),
+            routes: HashMap::new(),
+            names: Vec::new(),
+            run: None,
+            since_check: CHECK_EVERY,
+        };
+        loop {
+            if st.since_check >= CHECK_EVERY {
+                st.since_check = 0;
+                match self.housekeeping(consumer, out, &mut st)? {
+                    Housekeeping::Stop => return Ok(Stopped::Done),
+                    Housekeeping::ReadAgain => continue,
+                    Housekeeping::Go => {}
+                }
+            }
+            // Messages polled while paused come first, in their order.
+            let polled = match out.held.pop_front() {
+                Some(m) => Some(Ok(m)),
+                None => consumer.poll(POLL_TIMEOUT),
+            };
+            self.follow_generation(&mut st);
+            match polled {
+                None => self.idle(consumer, out, &mut st)?,
+                Some(Err(e)) => {
+                    if self.consumer_error(&e) {
+                        st.since_check = CHECK_EVERY;
+                    }
+                }
+                Some(Ok(msg)) => {
+                    st.since_check += 1;
+                    self.take(consumer, out, &mut st, msg)?;
+                }
+            }
+        }
+    }
+
+    /// The poll loop's checks between messages: fatal errors, resync,
+    /// the end of a bounded run, shutdown, chunk linger.
+    fn housekeeping<'c>(
+        &mut self,
+        consumer: &'c InletConsumer,
+        out: &mut Outbox<'c>,
+        st: &mut PollState<'c>,
+    ) -> Result<Housekeeping, PipelineError> {
+        if let Some(e) = self.rebalancer().take_fatal() {
+            // The buffer stage stops; this thread's error is the cause.
+            let stopped = super::CONSUMER_STOPPED.to_string();
+            let _ = self.events.blocking_send(FetchEvent::Fatal(stopped));
+            return Err(e);
+        }
+        if self.resync.swap(false, Ordering::AcqRel) {
+            self.resync_positions(consumer, &mut st.ends)?;
+            // Held messages belong to the positions just replaced.
+            out.held.clear();
+            st.run = None;
+        }
+        let reached = st.ends.all_done();
+        if reached && !self.shutdown.is_triggered() {
+            // Every position is at its end; the run ends only once
+            // the table holds the whole range.
+            self.end_run(st.run.take(), &st.names);
+            self.send_pending(st, out)?;
+            if self.settle(consumer, out, st.generation, &mut st.ends)? {
+                st.generation = self.rebalancer().generation();
+                return Ok(Housekeeping::ReadAgain);
+            }
+        }
+        if self.shutdown.is_triggered() || reached {
+            self.end_run(st.run.take(), &st.names);
+            if let Some(p) = &mut self.progress {
+                p.finish();
+            }
+            self.send_pending(st, out)?;
+            return Ok(Housekeeping::Stop);
+        }
+        if st
+            .chunk_started
+            .is_some_and(|t| t.elapsed() >= CHUNK_LINGER)
+        {
+            self.send_pending(st, out)?;
+        }
+        Ok(Housekeeping::Go)
+    }
+
+    /// Messages polled before a rebalance belong to the old assignment: the
+    /// new one restarts from the table's offsets.
+    fn follow_generation(&self, st: &mut PollState<'_>) {
+        let now_gen = self.rebalancer().generation();
+        if now_gen != st.generation {
+            for p in &mut st.pending {
+                p.messages.clear();
+            }
+            st.count = 0;
+            st.chunk_started = None;
+            st.generation = now_gen;
+            st.run = None;
+        }
+    }
+
+    /// A poll came back empty: hands on what is pending and, in a bounded
+    /// run, looks for partitions whose position reached their end.
+    fn idle<'c>(
+        &mut self,
+        consumer: &'c InletConsumer,
+        out: &mut Outbox<'c>,
+        st: &mut PollState<'c>,
+    ) -> Result<(), PipelineError> {
+        st.since_check = CHECK_EVERY;
+        self.end_run(st.run.take(), &st.names);
+        if st.count > 0 {
+            self.send_pending(st, out)?;
+        }
+        if st.ends.bounded() {
+            self.check_positions(consumer, &mut st.ends);
+        }
+        Ok(())
+    }
+
+    /// Takes one polled message into its table's pending chunk, unless no
+    /// table reads it or it is beyond its partition's range.
+    fn take<'c>(
+        &mut self,
+        consumer: &'c InletConsumer,
+        out: &mut Outbox<'c>,
+        st: &mut PollState<'c>,
+        msg: BorrowedMessage<'c>,
+    ) -> Result<(), PipelineError> {
+        let (partition, offset) = (msg.partition(), msg.offset());
+        if !st
+            .run
+            .as_ref()
+            .is_some_and(|r| r.topic == msg.topic_ptr() && r.partition == partition)
+        {
+            self.end_run(st.run.take(), &st.names);
+            st.run = Some(self.start_run(st, &msg));
+        }
+        let Some(r) = st.run.as_mut() else {
+            return Ok(());
+        };
+        let (Some(table), Some(end)) = (r.table, r.end) else {
+            // No table reads the topic, or the partition is outside a
+            // bounded run's range.
+            return Ok(());
+        };
+        let at = AtEnd::of(offset, end);
+        if at.ends_partition() {
+            let topic = &st.names[r.topic_idx];
+            if mark_done(consumer, &mut st.ends, topic, partition) {
+                st.since_check = CHECK_EVERY;
+            }
+            if !at.taken() {
+                // Beyond the end of the range: the next run's.
+                return Ok(());
+            }
+        }
+        r.last = Some(offset);
+        st.pending[table].messages.push(msg);
+        st.count += 1;
+        if st.count == 1 {
+            st.chunk_started = Some(Instant::now());
+        }
+        if st.count >= self.chunk_messages {
+            self.send_pending(st, out)?;
+        }
+        Ok(())
+    }
+
+    /// A run of messages of a partition begins: its table and range end,
+    /// looked up once for the run.
+    fn start_run(&self, st: &mut PollState<'_>, msg: &BorrowedMessage<'_>) -> Run {
+        let topic = msg.topic();
+        let partition = msg.partition();
+        let topic_idx = match st.names.iter().position(|n| n == topic) {
+            Some(i) => i,
+            None => {
+                st.names.push(topic.to_string());
+                st.names.len() - 1
+            }
+        };
+        let table = match st.routes.get(topic) {
+            Some(t) => *t,
+            None => {
+                let t = self.rebalancer().router().table_for(topic);
+                st.routes.insert(topic.to_string(), t);
+                t
+            }
+        };
+        if table.is_none() {
+            debug!(topic, "messages of a topic no source reads");
+        }
+        Run {
+            topic: msg.topic_ptr(),
+            partition,
+            topic_idx,
+            table,
+            end: st.ends.end(topic, partition),
+            last: None,
+        }
+    }
+
+    /// Hands everything pending to the decode thread.
+    fn send_pending<'c>(
+        &self,
+        st: &mut PollState<'c>,
+        out: &mut Outbox<'c>,
+    ) -> Result<(), PipelineError> {
+        self.send_raw(&mut st.pending, st.generation, out, &st.ends)?;
+        st.count = 0;
+        st.chunk_started = None;
+        Ok(())
+    }
+
+    /// Reports how far a finished run of one partition's messages got.
+    fn end_run(&mut self, run: Option<Run>, names: &[String]) {
+        if let (Some(p), Some(r)) = (&mut self.progress, run) {
+            if let Some(last) = r.last {
+                p.advance(&names[r.topic_idx], r.partition, last);
+            }
+        }
+    }
+
+    /// Hands every table's pending messages to the decode thread, pausing
+    /// the consumer while the decode thread takes nothing for longer than
+    /// `pause_after`.
+    fn send_raw<'c>(
+        &self,
+        pending: &mut [Pending<'c>],
+        generation: u64,
+        out: &mut Outbox<'c>,
+        ends: &RangeEnds,
+    ) -> Result<(), PipelineError> {
+        for (table, p) in pending.iter_mut().enumerate() {
+            if p.messages.is_empty() {
+                continue;
+            }
+            let messages =
+                std::mem::replace(&mut p.messages, Vec::with_capacity(self.chunk_messages));
+            let chunk = RawChunk {
+                table,
+                generation,
+                messages,
+                drain: None,
+            };
+            let chunk = match out.raw.send_timeout(chunk, self.pause_after) {
+                Ok(()) => continue,
+                Err(SendTimeoutError::Disconnected(_)) => return self.decode_stopped(),
+                Err(SendTimeoutError::Timeout(chunk)) => chunk,
+            };
+            if !self.send_paused(chunk, out, ends)? {
+                // A rebalance or shutdown: what is still pending is stale.
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles a consumer error; true when positions must be re-read.
+    /// librdkafka retries broker errors itself. A position out of the
+    /// partition's range stops that partition's fetching (with
+    /// `auto.offset.reset=error`): the positions are then re-read from the
+    /// table, which checks them for data loss.
+    fn consumer_error(&self, e: &rdkafka::error::KafkaError) -> bool {
+        if crate::source::kafka::is_offset_out_of_range(e) {
+            warn!(error = %e, "fetch position out of the partition's range; re-reading positions");
+            self.resync.store(true, Ordering::Release);
+            true
+        } else {
+            warn!(error = %e, "consumer error");
+            false
+        }
+    }
+
+    /// The decode thread stopped taking chunks; it stops early only when
+    /// told to stop.
+    fn decode_stopped(&self) -> Result<(), PipelineError> {
+        if self.shutdown.is_triggered() {
+            return Ok(());
+        }
+        Err(PipelineError::Internal("decode thread stopped".into()))
+    }
+
+    /// The stages behind the poll thread are stalled (the decode thread
+    /// waits for the registry, a commit retries against the object store):
+    /// pauses the assignment and keeps polling until `chunk` is taken, so
+    /// that the consumer is not thrown out of its group for exceeding
+    /// `max.poll.interval.ms`. Messages polled meanwhile are kept, in order,
+    /// for the poll loop: they were handed out, so dropping them would skip
+    /// them. Returns false, dropping the chunk, when a rebalance or shutdown
+    /// made it stale.
+    fn send_paused<'c>(
+        &self,
+        mut chunk: RawChunk<'c>,
+        out: &mut Outbox<'c>,
+        ends: &RangeEnds,
+    ) -> Result<bool, PipelineError> {
+        let consumer = out.consumer;
+        let paused = pausable(consumer, ends);
+        if let Err(e) = consumer.pause(&paused) {
+            warn!(error = %e, "pausing partitions failed");
+        }
+        ConsumerPaused {
+            partitions: paused.count(),
+            waited: self.pause_after,
+        }
+        .emit(&self.metrics);
+        let started = Instant::now();
+        let sent = loop {
+            match consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => out.held.push_back(m),
+                Some(Err(e)) => {
+                    self.consumer_error(&e);
+                }
+                None => {}
+            }
+            if self.rebalancer().generation() != chunk.generation {
+                out.held.clear();
+                break false;
+            }
+            if self.shutdown.is_triggered() {
+                break false;
+            }
+            match out.raw.send_timeout(chunk, POLL_TIMEOUT) {
+                Ok(()) => break true,
+                Err(SendTimeoutError::Timeout(c)) => chunk = c,
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    self.decode_stopped()?;
+                    break false;
+                }
+            }
+        };
+        // Also after a rebalance: a partition assigned again must fetch.
+        if let Err(e) = consumer.resume(&paused) {
+            warn!(error = %e, "resuming partitions failed");
+        }
+        ConsumerResumed {
+            partitions: paused.count(),
+            paused_for: started.elapsed(),
+        }
+        .emit(&self.metrics);
+        Ok(sent)
+    }
+
+    /// `--available-now`: a partition is done once its fetch position reaches
+    /// the target (covers control records and compacted gaps at the end).
+    fn check_positions(&self, consumer: &InletConsumer, ends: &mut RangeEnds) {
+        let Ok(pos) = consumer.position() else {
+            return;
+        };
+        for e in pos.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                if ends.reached_at(e.topic(), e.partition(), o) {
+                    mark_done(consumer, ends, e.topic(), e.partition());
+                }
+            }
+        }
+    }
+
+    /// A batch was fenced, or a position fell out of range: drop everything
+    /// buffered and restart every assigned partition from the offsets now
+    /// in the table. A bounded run's partitions whose stored offsets are at
+    /// their ends stay done, and paused.
+    fn resync_positions(
+        &self,
+        consumer: &InletConsumer,
+        ends: &mut RangeEnds,
+    ) -> Result<(), PipelineError> {
+        let assignment = consumer
+            .assignment()
+            .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
+        let parts = crate::source::kafka::partitions(&assignment);
+        let reb = self.rebalancer();
+        reb.bump();
+        let watermarks = |t: &str, p: i32| consumer.fetch_watermarks(t, p, WATERMARK_TIMEOUT);
+        let starts = reb.start_offsets(&parts, &watermarks)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut done = Vec::new();
+        for ((t, p), s) in parts.iter().zip(starts) {
+            if let OffsetSpec::Offset(o) = s {
+                // Keep done partitions paused at their end.
+                if ends.reached_at(t, *p, o) {
+                    done.push((t.clone(), *p));
+                    continue;
+                }
+            }
+            tpl.add_partition_offset(t, *p, to_rd_offset(s))
+                .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
+        }
+        info!(
+            partitions = tpl.count(),
+            "re-reading positions from the table"
+        );
+        reopen(consumer, &tpl, ends)?;
+        for (t, p) in done {
+            mark_done(consumer, ends, &t, p);
+        }
+        Ok(())
+    }
+
+    /// A bounded run read every partition to its end: waits until all of it
+    /// is committed or dropped, re-reads the stored offsets and decides
+    /// (see [`Completion`]). True when partitions are read again.
+    fn settle<'c>(
+        &self,
+        consumer: &InletConsumer,
+        out: &mut Outbox<'c>,
+        generation: u64,
+        ends: &mut RangeEnds,
+    ) -> Result<bool, PipelineError> {
+        if !self.drain(out, generation)? {
+            return Ok(false);
+        }
+        // The check below re-reads every partition from the table.
+        self.resync.store(false, Ordering::Release);
+        let parts = self
+            .completion
+            .lock()
+            .expect("completion lock")
+            .partitions();
+        let stored = self
+            .rebalancer()
+            .stored_offsets(&parts)
+            .map_err(|e| PipelineError::delta_by(e.to_string(), e))?;
+        let stored = parts.into_iter().zip(stored).collect();
+        let verdict = self
+            .completion
+            .lock()
+            .expect("completion lock")
+            .check(&stored);
+        match verdict {
+            Verdict::Complete => Ok(false),
+            Verdict::Incomplete(unfinished) => Err(PipelineError::Incomplete(unfinished)),
+            Verdict::Refetch(parts) => {
+                // A new generation: the committer drops batches of the one
+                // a fence happened in.
+                self.rebalancer().bump();
+                let mut tpl = TopicPartitionList::new();
+                for ((t, p), from) in &parts {
+                    tpl.add_partition_offset(t, *p, Offset::Offset(*from))
+                        .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
+                }
+                info!(
+                    partitions = parts.len(),
+                    "bounded run: fetching again what is not in the table"
+                );
+                reopen(consumer, &tpl, ends)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Sends a drain token behind every chunk and waits for the committer's
+    /// answer; false when shutdown came first.
+    fn drain(&self, out: &mut Outbox<'_>, generation: u64) -> Result<bool, PipelineError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let token = RawChunk {
+            table: 0,
+            generation,
+            messages: Vec::new(),
+            drain: Some(Drained(tx)),
+        };
+        if out.raw.send(token).is_err() {
+            self.decode_stopped()?;
+            return Ok(false);
+        }
+        loop {
+            match rx.recv_timeout(POLL_TIMEOUT) {
+                Ok(()) => return Ok(true),
+                Err(_) if self.shutdown.is_triggered() => return Ok(false),
+                // A decode failure: its error is the run's (see `run`).
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    if out.decoder_gone.load(Ordering::Acquire) =>
+                {
+                    self.decode_stopped()?;
+                    return Ok(false);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // The stage that failed reports why.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(PipelineError::Internal("commit stage stopped".into()))
+                }
+            }
+        }
+    }
+}
+
+/// Assigns `tpl` (resumed: finished partitions were paused), and marks its
+/// partitions of a bounded run not done again.
+fn reopen(
+    consumer: &InletConsumer,
+    tpl: &TopicPartitionList,
+    ends: &mut RangeEnds,
+) -> Result<(), PipelineError> {
+    consumer
+        .assign(tpl)
+        .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
+    if let Err(e) = consumer.resume(tpl) {
+        warn!(error = %e, "resuming partitions failed");
+    }
+    for e in tpl.elements() {
+        ends.reopen(e.topic(), e.partition());
+    }
+    Ok(())
+}
