@@ -2,9 +2,11 @@
 //! committing data together with the offsets it covers.
 
 mod attempt;
+mod checkpoint;
 mod classify;
 mod delta;
 mod features;
+mod state;
 
 pub use attempt::{commit_id, Patience, COMMIT_ID_KEY};
 pub use classify::{delta_fault, store_fault};
