@@ -15,8 +15,8 @@ use deltalake::logstore::{CommitOrBytes, LogStore, LogStoreRef};
 use deltalake::parquet::basic::{Compression as PqCompression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::table::config::TablePropertiesExt as _;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTableError;
 use object_store::ObjectStoreExt as _;
 use tracing::{debug, info, warn};
@@ -563,7 +563,9 @@ impl DeltaSink {
                 .await
             {
                 Ok(()) => {
-                    self.state.apply(&bytes).map_err(CommitAttemptError::delta)?;
+                    self.state
+                        .apply(&bytes)
+                        .map_err(CommitAttemptError::delta)?;
                     return Ok(version);
                 }
                 Err(TransactionError::VersionAlreadyExists(_)) => {
@@ -935,14 +937,13 @@ fn check_appendable(name: &str, state: &TableState) -> Result<()> {
 /// (each the operator's to fix), and the table's layout.
 fn checked_layout(name: &str, cfg: &TableConfig, state: &TableState) -> Result<TableLayout> {
     check_appendable(name, state)?;
-    let arrow: Schema =
-        state
-            .schema()
-            .try_into_arrow()
-            .map_err(|e| SinkError::Table {
-                table: name.to_string(),
-                message: format!("table schema has no Arrow equivalent: {e}"),
-            })?;
+    let arrow: Schema = state
+        .schema()
+        .try_into_arrow()
+        .map_err(|e| SinkError::Table {
+            table: name.to_string(),
+            message: format!("table schema has no Arrow equivalent: {e}"),
+        })?;
     let layout = TableLayout::new(Arc::new(arrow), &cfg.metadata_columns);
     for (kind, col) in cfg.metadata_columns.iter() {
         let ok = layout.table.field_with_name(col).is_ok_and(|f| match kind {
@@ -1123,7 +1124,12 @@ checkpoint_interval = {interval}
         let mut one = DeltaSink::open("events", &cfg).await.unwrap();
         for (i, first) in [0, 10, 20].into_iter().enumerate() {
             let v = commit(&mut one, first).await;
-            assert_eq!(v, CommitOutcome::Committed { version: i as i64 + 1 });
+            assert_eq!(
+                v,
+                CommitOutcome::Committed {
+                    version: i as i64 + 1
+                }
+            );
         }
         let log = path.join("_delta_log");
         assert!(

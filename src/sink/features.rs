@@ -61,11 +61,22 @@ fn can_write_to(protocol: &Protocol) -> Result<(), TransactionError> {
         0 | 1 => None,
         2 => Some(v2.to_vec()),
         3 => Some([&v2[..], &[F::CheckConstraints]].concat()),
-        4 => Some([&v2[..], &[F::CheckConstraints, F::ChangeDataFeed, F::GeneratedColumns]].concat()),
+        4 => Some(
+            [
+                &v2[..],
+                &[F::CheckConstraints, F::ChangeDataFeed, F::GeneratedColumns],
+            ]
+            .concat(),
+        ),
         5 => Some(
             [
                 &v2[..],
-                &[F::CheckConstraints, F::ChangeDataFeed, F::GeneratedColumns, F::ColumnMapping],
+                &[
+                    F::CheckConstraints,
+                    F::ChangeDataFeed,
+                    F::GeneratedColumns,
+                    F::ColumnMapping,
+                ],
             ]
             .concat(),
         ),

@@ -158,7 +158,9 @@ impl TableState {
     /// to the txn versions; protocol and metadata are already those of `to`.
     async fn replay(&mut self, log: &dyn LogStore, from: i64, to: i64) -> DeltaResult<()> {
         let mut commits = futures::stream::iter(from..=to)
-            .map(|v| async move { Ok::<_, DeltaTableError>((v, log.read_commit_entry(v as u64).await?)) })
+            .map(|v| async move {
+                Ok::<_, DeltaTableError>((v, log.read_commit_entry(v as u64).await?))
+            })
             .buffered(REPLAY_CONCURRENCY);
         while let Some((v, bytes)) = commits.try_next().await? {
             let bytes = bytes.ok_or_else(|| {
@@ -208,12 +210,11 @@ impl TableState {
     pub async fn refresh(&mut self, log: &dyn LogStore) -> DeltaResult<Changes> {
         let stale = self.properties.log_retention_duration() / 2;
         if self.refreshed.elapsed() >= stale {
-            let before = (self.protocol.clone(), self.metadata.clone());
             *self = Self::load(log).await?;
-            // Which app ids moved is unknown: everything counts as changed.
+            // What moved in the gap is unknown: everything counts as changed.
             return Ok(Changes {
-                protocol: before.0 != self.protocol,
-                metadata: before.1 != self.metadata,
+                protocol: true,
+                metadata: true,
                 app_ids: self.txns.keys().cloned().collect(),
             });
         }
@@ -402,16 +403,13 @@ mod tests {
         assert!(c.conflicts_with(&[]));
         assert_eq!(s.protocol().min_writer_version(), 7);
         let c = s
-            .apply(
-                format!(
-                    "{INFO}\n{}",
-                    metadata(r#""delta.checkpointInterval":"10""#)
-                )
-                .as_bytes(),
-            )
+            .apply(format!("{INFO}\n{}", metadata(r#""delta.checkpointInterval":"10""#)).as_bytes())
             .unwrap();
         assert!(c.metadata && c.conflicts_with(&["x".into()]));
-        assert_eq!(s.properties().checkpoint_interval.map(|n| n.get()), Some(10));
+        assert_eq!(
+            s.properties().checkpoint_interval.map(|n| n.get()),
+            Some(10)
+        );
         assert_eq!(s.version(), 2);
     }
 
