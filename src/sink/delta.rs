@@ -407,12 +407,14 @@ impl DeltaSink {
 
     /// Commits `adds` with one txn action per partition, exactly once.
     ///
-    /// Just before each attempt the stored versions are re-read on a fresh
-    /// snapshot: if any partition already holds a version at or past the
+    /// Just before each attempt the table state reads the commits made since
+    /// the last one: if any partition already holds a version at or past the
     /// batch's first offset, nothing is written ([`CommitOutcome::Fenced`]).
-    /// A concurrent writer that commits the same appId between that check and
-    /// the log write makes delta-rs fail with `ConcurrentTransaction` (the txn
-    /// app ids of a commit count as read); the loop then re-checks. An
+    /// The log write is conditional on the version after the state's; a
+    /// concurrent writer that took it is read in, and if it stored a version
+    /// for one of the batch's appIds (or changed the protocol or metadata)
+    /// the attempt fails with `ConcurrentTransaction` and the loop re-checks;
+    /// otherwise the write moves on to the next version. An
     /// attempt that landed although its call failed is recognised by its
     /// commit id (see [`super::COMMIT_ID_KEY`]) and is this batch's commit.
     ///

@@ -126,7 +126,10 @@ impl TableState {
                 state.base = Some(kernel_snapshot(log, c).await?);
                 state.replay(log, c + 1, version).await?;
             }
-            _ => {
+            // A checkpoint newer than the snapshot (written meanwhile):
+            // the kernel finds the one the snapshot's version can use.
+            Some(_) => state.base = Some(kernel_snapshot(log, version).await?),
+            None => {
                 if log.read_commit_entry(0).await?.is_some() {
                     state.replay(log, 0, version).await?;
                 } else {
