@@ -1175,6 +1175,37 @@ checkpoint_interval = {interval}
         assert!(log.join(format!("{:020}.checkpoint.parquet", 6)).exists());
     }
 
+    /// Another writer upgrading the protocol to a feature inlet cannot
+    /// write is seen by the next commit, which refuses (the operator's).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_foreign_protocol_change_is_seen_and_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut sink = DeltaSink::open("events", &config(&path, 100))
+            .await
+            .unwrap();
+        std::fs::write(
+            path.join("_delta_log").join(format!("{:020}.json", 1)),
+            r#"{"commitInfo":{"timestamp":1,"operation":"ALTER"}}
+{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":[],"writerFeatures":["rowTracking","domainMetadata"]}}"#,
+        )
+        .unwrap();
+        let schema = sink.schema();
+        let e = sink
+            .commit(
+                Vec::new(),
+                &schema,
+                &progress(0),
+                0,
+                &CommitConfig::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, SinkError::Table { .. }), "{e}");
+        assert!(e.to_string().contains("rowTracking"), "{e}");
+        assert_eq!(sink.state.version(), 1);
+    }
+
     /// A commit racing another writer for the same version: the loser reads
     /// the winner's commit; without a conflict it lands on the next version,
     /// with one (the same app id) it is fenced.
