@@ -1,7 +1,9 @@
 //! Per-commit cost as a table ages: the time inlet's commit path takes
 //! (refresh, stored-version reads, fencing check, log write; no Parquet
-//! encoding) at table versions of about 100, 5,000 and 20,000, and the peak
-//! RSS of a process that opens the table there and commits.
+//! encoding) at table versions of about 100, 5,000 and 20,000, the time of
+//! the commit that writes the next checkpoint (inlet writes one when the
+//! version it committed is a multiple of `delta.checkpointInterval`), and the
+//! peak RSS of a process that opens the table there and commits.
 //!
 //! The history is written directly as a realistic log, quicker than running
 //! inlet 20,000 times: every commit is a `STREAMING UPDATE` with
@@ -162,6 +164,32 @@ fn measure(table: &Path, version: u64, a: &Args) {
                 .unwrap();
             times.push(started.elapsed());
         }
+        // On to the next checkpoint inlet writes, timing that commit.
+        let log = table.join("_delta_log");
+        let mut checkpoint = None;
+        for i in a.commits..a.commits + CHECKPOINT_EVERY as usize + 1 {
+            let offset = (version as i64 + 1 + i as i64) * 100;
+            let progress: Vec<PartitionProgress> = (0..a.partitions)
+                .map(|p| PartitionProgress {
+                    app_id: txn_app_id("growth", "events", p),
+                    first: offset,
+                    last: offset + 99,
+                })
+                .collect();
+            let started = Instant::now();
+            let done = sink
+                .commit(Vec::new(), &schema, &progress, i as i64, &retry)
+                .await
+                .unwrap();
+            let took = started.elapsed();
+            let inlet::sink::CommitOutcome::Committed { version: v } = done else {
+                panic!("fenced: {done:?}");
+            };
+            if log.join(format!("{v:020}.checkpoint.parquet")).exists() {
+                checkpoint = Some((v, took));
+                break;
+            }
+        }
         times.sort();
         let median = times[times.len() / 2];
         let hwm = std::fs::read_to_string("/proc/self/status")
@@ -179,7 +207,26 @@ fn measure(table: &Path, version: u64, a: &Args) {
             ms(times[0]),
             ms(*times.last().unwrap())
         );
+        match checkpoint {
+            Some((v, took)) => println!(
+                "version {v:>6}: the commit writing its checkpoint took {:.1} ms",
+                ms(took)
+            ),
+            None => println!("no checkpoint written within {CHECKPOINT_EVERY} commits"),
+        }
     });
+}
+
+/// The table's latest version, from its log's file names.
+fn latest(table: &Path) -> u64 {
+    std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".json")?.parse().ok()
+        })
+        .max()
+        .unwrap()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -227,6 +274,6 @@ fn main() {
             .unwrap();
         assert!(status.success());
         // The measured commits moved the table on.
-        version = target + a.commits as u64;
+        version = latest(&table);
     }
 }

@@ -4,9 +4,8 @@
 //!
 //! A commit attempt can land and still fail: the response to the log PUT is
 //! lost (the store's client then retries the conditional PUT and hears
-//! "already exists", or delta-rs moves on to the next version and finds its
-//! own commit in the way as a concurrent transaction), or the checkpoint
-//! after it fails. Every attempt therefore writes a unique id into its
+//! "already exists" and reads its own commit in as a concurrent one that
+//! stored the batch's app ids). Every attempt therefore writes a unique id into its
 //! `commitInfo` (`inlet.commitId`), and after a failed attempt the commits
 //! made since the attempt's read version (and only those) are searched for
 //! it. Found, the batch is committed at that version.

@@ -5,19 +5,24 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
+use bytes::Bytes;
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{
-    CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
+    CommitConflictError, CommitData, CommitProperties, TransactionError,
 };
 use deltalake::kernel::{Action, Add, MetadataExt as _, StructType, Transaction};
+use deltalake::logstore::{CommitOrBytes, LogStore, LogStoreRef};
 use deltalake::parquet::basic::{Compression as PqCompression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
+use deltalake::table::config::TablePropertiesExt as _;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::DeltaTableError;
+use object_store::ObjectStoreExt as _;
 use tracing::{debug, info, warn};
 
 use super::attempt::{Attempts, Retrier};
+use super::state::{Changes, TableState};
 use super::{Result, SinkError, COMMIT_ID_KEY};
 use crate::config::{CommitConfig, Compression, MetadataKind, TableConfig};
 use crate::fault::{Classify, Fault, Shutdown};
@@ -28,6 +33,9 @@ use crate::schema::{table_schema_from, TableLayout};
 const TXN_RETENTION: &str = "delta.setTransactionRetentionDuration";
 /// Commits between checkpoints.
 const CHECKPOINT_INTERVAL: &str = "delta.checkpointInterval";
+/// Times one attempt moves on past commits of other writers that do not
+/// conflict with it, before it counts as failed (delta-rs' default).
+const MAX_RACES: usize = 15;
 
 /// What a commit covers for one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +108,12 @@ pub enum CommitOutcome {
 /// A Delta table inlet writes to.
 pub struct DeltaSink {
     name: String,
-    table: DeltaTable,
+    /// The table's location, for Parquet writers.
+    uri: String,
+    log: LogStoreRef,
+    state: TableState,
+    /// Whether commits write checkpoints (off once the table refused one).
+    checkpoints: bool,
     layout: TableLayout,
     writer_properties: WriterProperties,
     target_file_size: u64,
@@ -113,7 +126,7 @@ impl std::fmt::Debug for DeltaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeltaSink")
             .field("name", &self.name)
-            .field("version", &self.table.version())
+            .field("version", &self.state.version())
             .finish()
     }
 }
@@ -127,15 +140,16 @@ impl DeltaSink {
 
     /// Whether the table exists (without creating it).
     pub async fn exists(name: &str, cfg: &TableConfig) -> Result<bool> {
-        let mut table =
+        let table =
             crate::sink::storage::table(&cfg.uri, &cfg.storage_options).map_err(|source| {
                 SinkError::Delta {
                     table: name.to_string(),
                     source,
                 }
             })?;
-        match table.load().await {
-            Ok(()) => Ok(true),
+        // A snapshot without files: protocol and metadata only.
+        match deltalake::kernel::Snapshot::try_new(table.log_store().as_ref(), None).await {
+            Ok(_) => Ok(true),
             Err(DeltaTableError::NotATable(_)) => Ok(false),
             Err(source) => Err(SinkError::Delta {
                 table: name.to_string(),
@@ -184,14 +198,14 @@ impl DeltaSink {
             table: name.to_string(),
             source,
         };
-        let mut table = crate::sink::storage::table(&cfg.uri, &cfg.storage_options).map_err(err)?;
-        match table.load().await {
-            Ok(()) => {}
+        let table = crate::sink::storage::table(&cfg.uri, &cfg.storage_options).map_err(err)?;
+        let state = match TableState::load(table.log_store().as_ref()).await {
+            Ok(s) => s,
             Err(DeltaTableError::NotATable(_)) => return Ok(None),
             Err(e) => return Err(err(e)),
-        }
-        checked_layout(name, cfg, &table)?;
-        Ok(table.version().map(|v| v as i64))
+        };
+        checked_layout(name, cfg, &state)?;
+        Ok(Some(state.version()))
     }
 
     /// Like [`DeltaSink::open`]; a missing table without `cfg.schema` is
@@ -206,9 +220,10 @@ impl DeltaSink {
             table: name.to_string(),
             source,
         };
-        let mut table = crate::sink::storage::table(&cfg.uri, &cfg.storage_options).map_err(err)?;
-        match table.load().await {
-            Ok(()) => {}
+        let table = crate::sink::storage::table(&cfg.uri, &cfg.storage_options).map_err(err)?;
+        let log = table.log_store();
+        let state = match TableState::load(log.as_ref()).await {
+            Ok(state) => state,
             Err(DeltaTableError::NotATable(_)) => {
                 let base = match (cfg.schema.as_deref(), value) {
                     (Some(ddl), _) => crate::schema::parse_ddl(ddl).map_err(|e| SinkError::Table {
@@ -251,27 +266,30 @@ impl DeltaSink {
                     // (with a new table id) on top of the winner's.
                     .with_commit_properties(CommitProperties::default().with_max_retries(0))
                     .await;
-                table = match created {
-                    Ok(t) => t,
+                match created {
+                    Ok(_) => TableState::load(log.as_ref()).await.map_err(err)?,
                     // Another process created it first: use theirs. Losing
                     // that race shows as VersionAlreadyExists, or as a
                     // conflict ("protocol changed") when delta-rs retried
                     // the create on top of the winner's.
-                    Err(e) => match table.load().await {
-                        Ok(()) => {
+                    Err(e) => match TableState::load(log.as_ref()).await {
+                        Ok(state) => {
                             debug!(table = name, error = %e, "table created concurrently; using it");
-                            table
+                            state
                         }
                         Err(_) => return Err(err(e)),
                     },
-                };
+                }
             }
             Err(e) => return Err(err(e)),
-        }
-        let layout = checked_layout(name, cfg, &table)?;
+        };
+        let layout = checked_layout(name, cfg, &state)?;
         Ok(DeltaSink {
             name: name.to_string(),
-            table,
+            uri: log.root_url().to_string(),
+            log,
+            state,
+            checkpoints: true,
             layout,
             writer_properties: writer_properties(cfg.compression),
             target_file_size: cfg.target_file_size.as_u64(),
@@ -310,21 +328,13 @@ impl DeltaSink {
 
     /// The table's properties (its metadata configuration).
     pub fn properties(&self) -> Result<HashMap<String, String>> {
-        let snapshot = self.table.snapshot().map_err(|source| SinkError::Delta {
-            table: self.name.clone(),
-            source,
-        })?;
-        Ok(snapshot.metadata().configuration().clone())
+        Ok(self.state.metadata().configuration().clone())
     }
 
     /// The table's CHECK constraints, compiled against its schema.
     pub fn constraints(&self) -> Result<crate::conform::constraints::Constraints> {
-        let snapshot = self.table.snapshot().map_err(|source| SinkError::Delta {
-            table: self.name.clone(),
-            source,
-        })?;
         crate::conform::constraints::Constraints::from_properties(
-            snapshot.metadata().configuration(),
+            self.state.metadata().configuration(),
             &self.layout.table,
         )
         .map_err(|e| SinkError::Table {
@@ -335,25 +345,28 @@ impl DeltaSink {
 
     /// A streaming Parquet writer for this table.
     pub fn writer(&self) -> Result<RecordBatchWriter> {
-        Ok(RecordBatchWriter::for_table(&self.table)
+        let schema: Schema =
+            self.state
+                .schema()
+                .try_into_arrow()
+                .map_err(|source| SinkError::Delta {
+                    table: self.name.clone(),
+                    source: DeltaTableError::Arrow { source },
+                })?;
+        self.writer_factory()?
+            .writer(Arc::new(schema))
             .map_err(|source| SinkError::Delta {
                 table: self.name.clone(),
                 source,
-            })?
-            .with_writer_properties(self.writer_properties.clone())
-            .with_target_file_size(self.target_file_size))
+            })
     }
 
     /// Makes writers for this table with another schema (after evolution).
     pub fn writer_factory(&self) -> Result<WriterFactory> {
-        let snapshot = self.table.snapshot().map_err(|source| SinkError::Delta {
-            table: self.name.clone(),
-            source,
-        })?;
         Ok(WriterFactory {
-            uri: self.table.table_url().to_string(),
+            uri: self.uri.clone(),
             options: self.storage_options.clone(),
-            partition_columns: snapshot.metadata().partition_columns().to_vec(),
+            partition_columns: self.state.metadata().partition_columns().to_vec(),
             properties: self.writer_properties.clone(),
             target_file_size: self.target_file_size,
         })
@@ -365,9 +378,27 @@ impl DeltaSink {
         self.read_versions(app_ids).await
     }
 
-    async fn refresh(&mut self) -> Result<()> {
-        self.table
-            .update_state()
+    /// Reads the commits since the last refresh into the table state; a
+    /// table that another writer changed into one inlet cannot append to
+    /// is refused (the operator's to fix).
+    async fn refresh(&mut self) -> Result<Changes> {
+        let changes = self
+            .state
+            .refresh(self.log.as_ref())
+            .await
+            .map_err(|source| SinkError::Delta {
+                table: self.name.clone(),
+                source,
+            })?;
+        if changes.protocol || changes.metadata {
+            check_appendable(&self.name, &self.state)?;
+        }
+        Ok(changes)
+    }
+
+    async fn read_versions(&mut self, app_ids: &[String]) -> Result<Vec<Option<i64>>> {
+        self.state
+            .txn_versions(self.log.as_ref(), app_ids)
             .await
             .map_err(|source| SinkError::Delta {
                 table: self.name.clone(),
@@ -375,33 +406,16 @@ impl DeltaSink {
             })
     }
 
-    async fn read_versions(&self, app_ids: &[String]) -> Result<Vec<Option<i64>>> {
-        let err = |source| SinkError::Delta {
-            table: self.name.clone(),
-            source,
-        };
-        let snapshot = self.table.snapshot().map_err(err)?;
-        let log_store = self.table.log_store();
-        let mut out = Vec::with_capacity(app_ids.len());
-        for id in app_ids {
-            out.push(
-                snapshot
-                    .transaction_version(log_store.as_ref(), id)
-                    .await
-                    .map_err(err)?,
-            );
-        }
-        Ok(out)
-    }
-
     /// Commits `adds` with one txn action per partition, exactly once.
     ///
-    /// Just before each attempt the stored versions are re-read on a fresh
-    /// snapshot: if any partition already holds a version at or past the
+    /// Just before each attempt the table state reads the commits made since
+    /// the last one: if any partition already holds a version at or past the
     /// batch's first offset, nothing is written ([`CommitOutcome::Fenced`]).
-    /// A concurrent writer that commits the same appId between that check and
-    /// the log write makes delta-rs fail with `ConcurrentTransaction` (the txn
-    /// app ids of a commit count as read); the loop then re-checks. An
+    /// The log write is conditional on the version after the state's; a
+    /// concurrent writer that took it is read in, and if it stored a version
+    /// for one of the batch's appIds (or changed the protocol or metadata)
+    /// the attempt fails with `ConcurrentTransaction` and the loop re-checks;
+    /// otherwise the write moves on to the next version. An
     /// attempt that landed although its call failed is recognised by its
     /// commit id (see [`super::COMMIT_ID_KEY`]) and is this batch's commit.
     ///
@@ -495,30 +509,26 @@ impl DeltaSink {
         if let Some(found) = self.find_own(attempts).await? {
             return Ok(found);
         }
-        let read_version = self.table.version().map_or(-1, |v| v as i64);
+        let read_version = self.state.version();
         let (actions, rows) = match self.plan(job).await? {
             Plan::Write { actions, rows } => (actions, rows),
             Plan::Fenced(outcome) => return Ok(Finished::Fenced(outcome)),
             Plan::Nothing => return Ok(Finished::Nothing),
         };
         let id = attempts.next(read_version, rows);
-        let snapshot = self.table.snapshot().map_err(CommitAttemptError::delta)?;
-        // Checkpoints every `delta.checkpointInterval` commits, and cleans up
-        // expired log files after one if the table allows it (the Delta
-        // defaults). Data files are never vacuumed here.
-        let builder: CommitBuilder = CommitProperties::default()
-            .with_create_checkpoint(true)
-            .with_metadata([(COMMIT_ID_KEY.to_string(), serde_json::Value::String(id))])
-            .into();
-        let result = builder
-            .with_actions(actions)
-            .with_max_retries(15)
-            .build(Some(snapshot), self.table.log_store(), job.operation(epoch))
-            .await;
-        match result {
-            Ok(done) => {
-                let version = done.version() as i64;
+        let data = CommitData::new(
+            actions,
+            job.operation(epoch),
+            HashMap::from([(COMMIT_ID_KEY.to_string(), serde_json::Value::String(id))]),
+            Vec::new(),
+        );
+        let bytes = data
+            .get_bytes()
+            .map_err(|source| CommitAttemptError::delta(DeltaTableError::Transaction { source }))?;
+        match self.write(bytes, job.app_ids()).await {
+            Ok(version) => {
                 debug!(table = %self.name, version, "committed");
+                self.after_commit(version).await;
                 Ok(Finished::Landed { version, rows })
             }
             Err(e) => {
@@ -529,8 +539,132 @@ impl DeltaSink {
                         return Ok(found);
                     }
                 }
-                Err(CommitAttemptError::delta(e))
+                Err(e)
             }
+        }
+    }
+
+    /// Writes `bytes` as the version after the table state's. When another
+    /// writer took that version first, its commits are read into the state;
+    /// unless one of them changed the protocol or metadata or stored a
+    /// version for one of `app_ids` (then the attempt is planned again), the
+    /// write moves on to the next version. The conditional write of each
+    /// version keeps this exact: nothing lands between the state and the
+    /// version written.
+    async fn write(
+        &mut self,
+        bytes: Bytes,
+        app_ids: Vec<String>,
+    ) -> std::result::Result<i64, CommitAttemptError> {
+        for _ in 0..=MAX_RACES {
+            let version = self.state.version() + 1;
+            let operation = uuid::Uuid::new_v4();
+            let commit = self.staged(&bytes, operation).await?;
+            match self
+                .log
+                .write_commit_entry(version as u64, commit.clone(), operation)
+                .await
+            {
+                Ok(()) => {
+                    self.state
+                        .apply(&bytes)
+                        .map_err(CommitAttemptError::delta)?;
+                    return Ok(version);
+                }
+                Err(TransactionError::VersionAlreadyExists(_)) => {
+                    let changes = self.refresh().await.map_err(CommitAttemptError::sink)?;
+                    if let Some(conflict) = conflict(&changes, &app_ids) {
+                        return Err(CommitAttemptError::delta(DeltaTableError::Transaction {
+                            source: TransactionError::CommitConflict(conflict),
+                        }));
+                    }
+                    debug!(table = %self.name, version, "another writer committed first; moving on");
+                }
+                Err(e) => {
+                    if let Err(abort) = self
+                        .log
+                        .abort_commit_entry(version as u64, commit, operation)
+                        .await
+                    {
+                        debug!(table = %self.name, error = %abort, "aborting the commit entry failed");
+                    }
+                    return Err(CommitAttemptError::delta(DeltaTableError::Transaction {
+                        source: e,
+                    }));
+                }
+            }
+        }
+        Err(CommitAttemptError::delta(DeltaTableError::Transaction {
+            source: TransactionError::MaxCommitAttempts(MAX_RACES as i32),
+        }))
+    }
+
+    /// The commit as the log store takes it: the bytes for stores with a
+    /// conditional put, else a temporary file to copy (as delta-rs does).
+    async fn staged(
+        &self,
+        bytes: &Bytes,
+        operation: uuid::Uuid,
+    ) -> std::result::Result<CommitOrBytes, CommitAttemptError> {
+        if ["LakeFSLogStore", "DefaultLogStore"].contains(&self.log.name().as_str()) {
+            return Ok(CommitOrBytes::LogBytes(bytes.clone()));
+        }
+        let path = deltalake::Path::from_iter([
+            "_delta_log",
+            &format!("_commit_{}.json.tmp", uuid::Uuid::new_v4()),
+        ]);
+        self.log
+            .object_store(Some(operation))
+            .put(&path, bytes.clone().into())
+            .await
+            .map_err(|source| CommitAttemptError::delta(DeltaTableError::ObjectStore { source }))?;
+        Ok(CommitOrBytes::TmpCommit(path))
+    }
+
+    /// After a commit at `version`: a checkpoint when the version is a
+    /// multiple of `delta.checkpointInterval` (so that concurrent writers do
+    /// not all write one), then expired log files cleaned up if the table
+    /// allows it (the Delta defaults). Data files are never vacuumed here.
+    /// Failures are logged: the commit stands, and a reader only reads more
+    /// JSON until the next checkpoint.
+    async fn after_commit(&mut self, version: i64) {
+        if !self.checkpoints || !self.state.checkpoint_due(version) {
+            return;
+        }
+        match super::checkpoint::write(self.log.as_ref(), version).await {
+            Ok(()) => debug!(table = %self.name, version, "checkpoint written"),
+            Err(e) if e.is_unsupported() => {
+                warn!(
+                    table = %self.name,
+                    version,
+                    error = %e,
+                    "this table cannot be checkpointed by inlet; no more checkpoints are written by this process"
+                );
+                self.checkpoints = false;
+                return;
+            }
+            Err(e) => {
+                warn!(table = %self.name, version, error = %e, "writing a checkpoint failed");
+                return;
+            }
+        }
+        let properties = self.state.properties();
+        if !properties.enable_expired_log_cleanup()
+            || super::features::protects_checkpoints(self.state.protocol())
+        {
+            return;
+        }
+        let cutoff = chrono::Utc::now().timestamp_millis()
+            - properties.log_retention_duration().as_millis() as i64;
+        if let Err(e) = deltalake::checkpoints::cleanup_expired_logs_for(
+            version as u64,
+            self.log.as_ref(),
+            cutoff,
+            None,
+        )
+        .await
+        {
+            warn!(table = %self.name, version, error = %e, "cleaning up expired log files failed");
         }
     }
 
@@ -540,9 +674,9 @@ impl DeltaSink {
         &self,
         attempts: &Attempts,
     ) -> std::result::Result<Option<Finished>, CommitAttemptError> {
-        let latest = self.table.version().map_or(-1, |v| v as i64);
+        let latest = self.state.version();
         let found = attempts
-            .find(self.table.log_store().as_ref(), latest)
+            .find(self.log.as_ref(), latest)
             .await
             .map_err(CommitAttemptError::delta)?;
         Ok(found.map(|(version, rows)| {
@@ -582,10 +716,8 @@ impl DeltaSink {
     ) -> std::result::Result<Option<Action>, CommitAttemptError> {
         let fatal =
             |message: String| CommitAttemptError::Fatal(Box::new(self.table_error(message)));
-        let snapshot = self.table.snapshot().map_err(CommitAttemptError::delta)?;
-        let current: Schema = snapshot
-            .schema()
-            .as_ref()
+        let table_schema = self.state.schema();
+        let current: Schema = table_schema
             .try_into_arrow()
             .map_err(|e| fatal(format!("table schema has no Arrow equivalent: {e}")))?;
         let bare = |s: &Schema| Schema::new(s.fields().clone());
@@ -597,21 +729,17 @@ impl DeltaSink {
         let merged: StructType = (&merged)
             .try_into_kernel()
             .map_err(|e| fatal(format!("new columns cannot be stored in Delta: {e}")))?;
-        if &merged == snapshot.schema().as_ref() {
+        if &merged == table_schema {
             return Ok(None);
         }
         let added: Vec<String> = merged
             .fields()
-            .filter(|f| {
-                snapshot
-                    .schema()
-                    .field(f.name())
-                    .is_none_or(|old| old != *f)
-            })
+            .filter(|f| table_schema.field(f.name()).is_none_or(|old| old != *f))
             .map(|f| f.name().to_string())
             .collect();
         info!(table = %self.name, columns = ?added, "schema evolution: adding columns in this commit");
-        let metadata = snapshot
+        let metadata = self
+            .state
             .metadata()
             .clone()
             .with_schema(&merged)
@@ -736,6 +864,19 @@ enum Job<'a> {
 }
 
 impl Job<'_> {
+    /// The txn app ids the job stores versions for.
+    fn app_ids(&self) -> Vec<String> {
+        match self {
+            Job::Data { app_ids, .. } => app_ids.to_vec(),
+            Job::Quarantine {
+                partitions, app_id, ..
+            } => partitions
+                .iter()
+                .map(|(t, p, _)| super::txn_app_id(app_id, t, *p))
+                .collect(),
+        }
+    }
+
     fn operation(&self, epoch: i64) -> DeltaOperation {
         let query_id = match self {
             Job::Data { app_ids, .. } => app_ids
@@ -762,19 +903,28 @@ enum Plan {
     Nothing,
 }
 
-/// The checks every table inlet writes must pass, before anything is fetched
-/// (each the operator's to fix), and the table's layout.
-fn checked_layout(name: &str, cfg: &TableConfig, table: &DeltaTable) -> Result<TableLayout> {
-    let snapshot = table.snapshot().map_err(|source| SinkError::Delta {
-        table: name.to_string(),
-        source,
-    })?;
-    super::features::check_writable(name, snapshot)?;
-    if snapshot
-        .metadata()
-        .configuration()
-        .contains_key(TXN_RETENTION)
-    {
+/// The conflict that `changes` (commits that landed after an attempt's
+/// read version) make for an attempt storing versions of `app_ids`.
+fn conflict(changes: &Changes, app_ids: &[String]) -> Option<CommitConflictError> {
+    if changes.protocol {
+        Some(CommitConflictError::ProtocolChanged(
+            "a concurrent commit changed the protocol".into(),
+        ))
+    } else if changes.metadata {
+        Some(CommitConflictError::MetadataChanged)
+    } else if changes.conflicts_with(app_ids) {
+        Some(CommitConflictError::ConcurrentTransaction)
+    } else {
+        None
+    }
+}
+
+/// The checks of the protocol and properties every table inlet writes must
+/// pass (each the operator's to fix): at open, and again whenever another
+/// writer changed them.
+fn check_appendable(name: &str, state: &TableState) -> Result<()> {
+    super::features::check_writable(name, state.protocol(), state.metadata(), state.schema())?;
+    if state.metadata().configuration().contains_key(TXN_RETENTION) {
         return Err(SinkError::Table {
                 table: name.to_string(),
                 message: format!(
@@ -783,15 +933,20 @@ fn checked_layout(name: &str, cfg: &TableConfig, table: &DeltaTable) -> Result<T
                 ),
             });
     }
-    let arrow: Schema =
-        snapshot
-            .schema()
-            .as_ref()
-            .try_into_arrow()
-            .map_err(|e| SinkError::Table {
-                table: name.to_string(),
-                message: format!("table schema has no Arrow equivalent: {e}"),
-            })?;
+    Ok(())
+}
+
+/// The checks every table inlet writes must pass, before anything is fetched
+/// (each the operator's to fix), and the table's layout.
+fn checked_layout(name: &str, cfg: &TableConfig, state: &TableState) -> Result<TableLayout> {
+    check_appendable(name, state)?;
+    let arrow: Schema = state
+        .schema()
+        .try_into_arrow()
+        .map_err(|e| SinkError::Table {
+            table: name.to_string(),
+            message: format!("table schema has no Arrow equivalent: {e}"),
+        })?;
     let layout = TableLayout::new(Arc::new(arrow), &cfg.metadata_columns);
     for (kind, col) in cfg.metadata_columns.iter() {
         let ok = layout.table.field_with_name(col).is_ok_and(|f| match kind {
@@ -915,4 +1070,177 @@ pub fn writer_properties(c: Compression) -> WriterProperties {
         .set_max_row_group_row_count(Some(1 << 17))
         .set_dictionary_page_size_limit(128 << 10)
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(path: &std::path::Path, interval: u64) -> TableConfig {
+        let toml = format!(
+            r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9"
+group_id = "g"
+[sources.s]
+topics = ["t"]
+table = "events"
+[tables.events]
+uri = "{}"
+schema = "id BIGINT"
+checkpoint_interval = {interval}
+"#,
+            path.display()
+        );
+        crate::config::load_str(&toml).unwrap().tables["events"].clone()
+    }
+
+    fn progress(first: i64) -> Vec<PartitionProgress> {
+        vec![PartitionProgress {
+            app_id: "a:t:0".into(),
+            first,
+            last: first + 9,
+        }]
+    }
+
+    async fn commit(sink: &mut DeltaSink, first: i64) -> CommitOutcome {
+        let schema = sink.schema();
+        sink.commit(
+            Vec::new(),
+            &schema,
+            &progress(first),
+            0,
+            &CommitConfig::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A second writer's commit of our app id is read into the first
+    /// writer's state (its next batch is fenced), and a table opened after a
+    /// checkpoint reads the stored version through it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn foreign_commits_are_seen_and_checkpoints_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let cfg = config(&path, 3);
+        let mut one = DeltaSink::open("events", &cfg).await.unwrap();
+        for (i, first) in [0, 10, 20].into_iter().enumerate() {
+            let v = commit(&mut one, first).await;
+            assert_eq!(
+                v,
+                CommitOutcome::Committed {
+                    version: i as i64 + 1
+                }
+            );
+        }
+        let log = path.join("_delta_log");
+        assert!(
+            log.join(format!("{:020}.checkpoint.parquet", 3)).exists(),
+            "a checkpoint at version 3 (interval 3)"
+        );
+        assert!(!log.join(format!("{:020}.checkpoint.parquet", 2)).exists());
+
+        // Opened after the checkpoint: the version comes from it.
+        let mut two = DeltaSink::open("events", &cfg).await.unwrap();
+        let ids = ["a:t:0".to_string()];
+        assert_eq!(two.stored_versions(&ids).await.unwrap(), [Some(29)]);
+        assert_eq!(
+            commit(&mut two, 30).await,
+            CommitOutcome::Committed { version: 4 }
+        );
+        // The first writer (a zombie now) is fenced by the second's commit.
+        assert_eq!(
+            commit(&mut one, 30).await,
+            CommitOutcome::Fenced {
+                app_id: "a:t:0".into(),
+                stored: 39,
+                first: 30
+            }
+        );
+        assert_eq!(one.stored_versions(&ids).await.unwrap(), [Some(39)]);
+        // It moves on past the second's commits that do not touch its ids.
+        let other = vec![PartitionProgress {
+            app_id: "a:t:1".into(),
+            first: 0,
+            last: 9,
+        }];
+        let schema = two.schema();
+        two.commit(Vec::new(), &schema, &other, 0, &CommitConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            commit(&mut one, 40).await,
+            CommitOutcome::Committed { version: 6 }
+        );
+        assert!(log.join(format!("{:020}.checkpoint.parquet", 6)).exists());
+    }
+
+    /// Another writer upgrading the protocol to a feature inlet cannot
+    /// write is seen by the next commit, which refuses (the operator's).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_foreign_protocol_change_is_seen_and_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut sink = DeltaSink::open("events", &config(&path, 100))
+            .await
+            .unwrap();
+        std::fs::write(
+            path.join("_delta_log").join(format!("{:020}.json", 1)),
+            r#"{"commitInfo":{"timestamp":1,"operation":"ALTER"}}
+{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":[],"writerFeatures":["rowTracking","domainMetadata"]}}"#,
+        )
+        .unwrap();
+        let schema = sink.schema();
+        let e = sink
+            .commit(
+                Vec::new(),
+                &schema,
+                &progress(0),
+                0,
+                &CommitConfig::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, SinkError::Table { .. }), "{e}");
+        assert!(e.to_string().contains("rowTracking"), "{e}");
+        assert_eq!(sink.state.version(), 1);
+    }
+
+    /// A commit racing another writer for the same version: the loser reads
+    /// the winner's commit; without a conflict it lands on the next version,
+    /// with one (the same app id) it is fenced.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_race_moves_on_or_is_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let cfg = config(&path, 100);
+        let mut one = DeltaSink::open("events", &cfg).await.unwrap();
+        let mut two = DeltaSink::open("events", &cfg).await.unwrap();
+        // `one` has not seen version 1 when it writes.
+        commit(&mut two, 0).await;
+        let ids = vec!["a:t:1".to_string()];
+        // Write straight at the stale version: the race, then the move on.
+        let bytes = Bytes::from(
+            "{\"commitInfo\":{\"timestamp\":1}}\n{\"txn\":{\"appId\":\"a:t:1\",\"version\":9}}",
+        );
+        assert_eq!(one.state.version(), 0);
+        assert_eq!(one.write(bytes, ids).await.unwrap(), 2);
+        assert_eq!(one.state.version(), 2);
+        assert_eq!(
+            one.stored_versions(&["a:t:0".into(), "a:t:1".into()])
+                .await
+                .unwrap(),
+            [Some(9), Some(9)]
+        );
+        // A stale state racing on the same app id: a conflict, then a fence.
+        commit(&mut two, 10).await;
+        let bytes = Bytes::from("{\"txn\":{\"appId\":\"a:t:0\",\"version\":19}}");
+        let e = one.write(bytes, vec!["a:t:0".into()]).await.unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("concurrent"), "{e}");
+        assert!(matches!(
+            commit(&mut one, 10).await,
+            CommitOutcome::Fenced { stored: 19, .. }
+        ));
+    }
 }

@@ -5,8 +5,11 @@
 //! every commit refused after the data was read, and be retried as if the
 //! object store were at fault.
 
+use std::collections::HashSet;
+
+use delta_kernel::table_features::TableFeature;
 use deltalake::kernel::transaction::{TransactionError, PROTOCOL};
-use deltalake::table::state::DeltaTableState;
+use deltalake::kernel::{Metadata, Protocol, StructType};
 
 use super::SinkError;
 
@@ -27,11 +30,105 @@ const FIELD_RULES: [(&str, &str); 3] = [
     ),
 ];
 
+/// The writer features delta-rs' commit path supports (its
+/// `PROTOCOL` checker, as built with the `datafusion` feature), which
+/// inlet's commits rely on as well. The checker itself needs a snapshot with
+/// files; inlet's table state has none, so the check is made on the protocol.
+fn supported_writer_features() -> HashSet<TableFeature> {
+    HashSet::from([
+        TableFeature::AppendOnly,
+        TableFeature::TimestampWithoutTimezone,
+        TableFeature::VariantType,
+        TableFeature::VariantTypePreview,
+        TableFeature::V2Checkpoint,
+        TableFeature::ChangeDataFeed,
+        TableFeature::Invariants,
+        TableFeature::CheckConstraints,
+        TableFeature::GeneratedColumns,
+        TableFeature::ColumnMapping,
+        TableFeature::DeletionVectors,
+        TableFeature::Unknown("checkpointProtection".to_owned()),
+    ])
+}
+
+/// delta-rs' `ProtocolChecker::can_write_to` on a protocol: the reader
+/// features, then the writer features the writer version implies.
+fn can_write_to(protocol: &Protocol) -> Result<(), TransactionError> {
+    use TableFeature as F;
+    PROTOCOL.can_read_from_protocol(protocol)?;
+    let v2 = [F::AppendOnly, F::Invariants];
+    let required: Option<Vec<TableFeature>> = match protocol.min_writer_version() {
+        0 | 1 => None,
+        2 => Some(v2.to_vec()),
+        3 => Some([&v2[..], &[F::CheckConstraints]].concat()),
+        4 => Some(
+            [
+                &v2[..],
+                &[F::CheckConstraints, F::ChangeDataFeed, F::GeneratedColumns],
+            ]
+            .concat(),
+        ),
+        5 => Some(
+            [
+                &v2[..],
+                &[
+                    F::CheckConstraints,
+                    F::ChangeDataFeed,
+                    F::GeneratedColumns,
+                    F::ColumnMapping,
+                ],
+            ]
+            .concat(),
+        ),
+        6 => Some(
+            [
+                &v2[..],
+                &[
+                    F::CheckConstraints,
+                    F::ChangeDataFeed,
+                    F::GeneratedColumns,
+                    F::ColumnMapping,
+                    F::IdentityColumns,
+                ],
+            ]
+            .concat(),
+        ),
+        _ => protocol.writer_features().map(<[_]>::to_vec),
+    };
+    let supported = supported_writer_features();
+    let missing: HashSet<TableFeature> = required
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| !supported.contains(f))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(TransactionError::UnsupportedTableFeatures(
+            missing.into_iter().collect(),
+        ))
+    }
+}
+
+/// Whether the table protects its checkpoints (`checkpointProtection`):
+/// then inlet does not clean up expired log files.
+pub(crate) fn protects_checkpoints(protocol: &Protocol) -> bool {
+    protocol.writer_features().is_some_and(|f| {
+        f.contains(&TableFeature::Unknown("checkpointProtection".to_owned()))
+            || f.iter().any(|f| f.to_string() == "checkpointProtection")
+    })
+}
+
 /// Refuses a table inlet cannot append to correctly, naming the table, the
 /// features and what to do. Operator's fault: it is checked at open.
-pub(crate) fn check_writable(table: &str, snapshot: &DeltaTableState) -> Result<(), SinkError> {
+pub(crate) fn check_writable(
+    table: &str,
+    protocol: &Protocol,
+    metadata: &Metadata,
+    schema: &StructType,
+) -> Result<(), SinkError> {
     let mut problems = Vec::new();
-    match PROTOCOL.can_write_to(snapshot) {
+    match can_write_to(protocol) {
         Ok(()) => {}
         Err(TransactionError::UnsupportedTableFeatures(features)) => {
             let mut names: Vec<String> = features.iter().map(ToString::to_string).collect();
@@ -46,8 +143,7 @@ pub(crate) fn check_writable(table: &str, snapshot: &DeltaTableState) -> Result<
         }
         Err(e) => problems.push(e.to_string()),
     }
-    let mode = snapshot
-        .metadata()
+    let mode = metadata
         .configuration()
         .get("delta.columnMapping.mode")
         .map(|m| m.to_ascii_lowercase());
@@ -57,7 +153,7 @@ pub(crate) fn check_writable(table: &str, snapshot: &DeltaTableState) -> Result<
              does not write physical column names yet"
         ));
     }
-    for field in snapshot.schema().fields() {
+    for field in schema.fields() {
         for (key, what) in FIELD_RULES {
             if field.metadata().contains_key(key) {
                 problems.push(format!("column `{}` is {what}", field.name()));
@@ -75,15 +171,15 @@ pub(crate) fn check_writable(table: &str, snapshot: &DeltaTableState) -> Result<
              table inlet creates), or remove the features with the engine that added them where \
              the table allows it (ALTER TABLE ... DROP FEATURE ...)",
             problems.join("; "),
-            protocol_summary(snapshot)
+            protocol_summary(protocol)
         ),
     })
 }
 
 /// The protocol as the log has it, e.g. `3/7, reader [deletionVectors],
 /// writer [deletionVectors, rowTracking]`.
-fn protocol_summary(snapshot: &DeltaTableState) -> String {
-    let json = serde_json::to_value(snapshot.protocol()).unwrap_or_default();
+fn protocol_summary(protocol: &Protocol) -> String {
+    let json = serde_json::to_value(protocol).unwrap_or_default();
     let list = |key: &str| {
         json.get(key)
             .and_then(|v| v.as_array())

@@ -2,10 +2,12 @@
 //! committing data together with the offsets it covers.
 
 mod attempt;
+mod checkpoint;
 mod classify;
 pub mod compaction;
 mod delta;
 mod features;
+mod state;
 pub mod storage;
 
 pub use attempt::{commit_id, Patience, COMMIT_ID_KEY};
