@@ -8,7 +8,7 @@
 mod avro;
 
 /// Writes the benches' JSON event `id` (about 190 bytes) into `out`.
-pub fn payload(id: u64, out: &mut String) {
+pub(crate) fn payload(id: u64, out: &mut String) {
     use std::fmt::Write;
     out.clear();
     let _ = write!(
@@ -29,7 +29,7 @@ pub fn payload(id: u64, out: &mut String) {
 
 /// The writer schema of [`avro_payload`]: the JSON event's fields plus a
 /// user agent and a referrer, so that a record is about 200 bytes of Avro.
-pub const AVRO_SCHEMA: &str = r#"{"type":"record","name":"Event","namespace":"bench","fields":[
+pub(crate) const AVRO_SCHEMA: &str = r#"{"type":"record","name":"Event","namespace":"bench","fields":[
   {"name":"id","type":"long"},
   {"name":"user","type":"string"},
   {"name":"action","type":"string"},
@@ -48,7 +48,7 @@ fn avro_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The values of event `id` (of [`avro_payload`] and the Protobuf bench).
-pub struct EventFields {
+pub(crate) struct EventFields {
     pub user: String,
     pub action: &'static str,
     pub amount: f64,
@@ -61,7 +61,7 @@ pub struct EventFields {
 }
 
 /// Event `id`'s values.
-pub fn event_fields(id: u64) -> EventFields {
+pub(crate) fn event_fields(id: u64) -> EventFields {
     EventFields {
         user: format!("user-{:05}", id % 50_000),
         action: ["view", "click", "purchase", "refund"][(id % 4) as usize],
@@ -79,7 +79,7 @@ pub fn event_fields(id: u64) -> EventFields {
 }
 
 /// [`AVRO_SCHEMA`] as a `.proto` file (the Protobuf bench's schema).
-pub const PROTO_SCHEMA: &str = r#"syntax = "proto3";
+pub(crate) const PROTO_SCHEMA: &str = r#"syntax = "proto3";
 package bench;
 import "google/protobuf/timestamp.proto";
 message Event {
@@ -99,7 +99,7 @@ message Event {
 /// Writes event `id` under [`AVRO_SCHEMA`] in the Confluent wire format
 /// (magic 0, the 4-byte big-endian schema id, the Avro binary) into `out`;
 /// about 200 bytes.
-pub fn avro_payload(id: u64, schema_id: u32, out: &mut Vec<u8>) {
+pub(crate) fn avro_payload(id: u64, schema_id: u32, out: &mut Vec<u8>) {
     let e = event_fields(id);
     out.clear();
     out.push(0);

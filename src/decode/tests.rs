@@ -28,14 +28,14 @@ pub(crate) struct Framed {
 }
 
 impl Framed {
-    pub fn new(kind: FramedKind) -> Self {
+    pub(crate) fn new(kind: FramedKind) -> Self {
         // Ids the mock does not hold are really unknown here: no grace, or
         // every fuzzed header with a random id would wait it out.
         Self::with_grace(kind, Duration::ZERO)
     }
 
     /// With `unknown_id_grace` = `grace`.
-    pub fn with_grace(kind: FramedKind, grace: Duration) -> Self {
+    pub(crate) fn with_grace(kind: FramedKind, grace: Duration) -> Self {
         let mock = MockRegistry::start();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

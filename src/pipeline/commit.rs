@@ -105,7 +105,7 @@ impl Fences {
 }
 
 /// What the commit stage needs.
-pub struct Committer {
+pub(super) struct Committer {
     /// The pipeline's app id.
     pub app_id: String,
     /// One sink per table, in router order.
@@ -132,7 +132,7 @@ pub struct Committer {
 
 impl Committer {
     /// Commits batches until the buffer stage hangs up.
-    pub async fn run(
+    pub(super) async fn run(
         mut self,
         mut requests: mpsc::Receiver<CommitRequest>,
     ) -> Result<(), PipelineError> {

@@ -25,7 +25,7 @@ use std::fmt;
 use crate::record::TopicPartition;
 
 /// Rounds of re-fetching before a run that keeps losing batches gives up.
-pub const MAX_ROUNDS: u32 = 5;
+pub(super) const MAX_ROUNDS: u32 = 5;
 
 /// Why part of a range is not done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,7 @@ impl fmt::Display for Unfinished {
 
 /// What to do after a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     /// The whole range is in the table.
     Complete,
     /// Fetch these partitions again, from these offsets.
@@ -108,7 +108,7 @@ struct Range {
 
 /// The range of a bounded run and what happened to it.
 #[derive(Debug, Clone, Default)]
-pub struct Completion {
+pub(super) struct Completion {
     ranges: BTreeMap<TopicPartition, Range>,
     rounds: u32,
 }
@@ -116,7 +116,10 @@ pub struct Completion {
 impl Completion {
     /// Sets the range: per partition, the first offset to read and the end
     /// (exclusive). Empty ranges are left out.
-    pub fn set_ranges(&mut self, ranges: impl IntoIterator<Item = (TopicPartition, i64, i64)>) {
+    pub(super) fn set_ranges(
+        &mut self,
+        ranges: impl IntoIterator<Item = (TopicPartition, i64, i64)>,
+    ) {
         self.ranges = ranges
             .into_iter()
             .filter(|(_, start, end)| start < end)
@@ -136,13 +139,13 @@ impl Completion {
     }
 
     /// The partitions of the range.
-    pub fn partitions(&self) -> Vec<TopicPartition> {
+    pub(super) fn partitions(&self) -> Vec<TopicPartition> {
         self.ranges.keys().cloned().collect()
     }
 
     /// A batch of `tp` starting at `first` was fenced: another writer stored
     /// `stored`, at or past `first`.
-    pub fn fenced(&mut self, tp: &TopicPartition, first: i64, stored: i64) {
+    pub(super) fn fenced(&mut self, tp: &TopicPartition, first: i64, stored: i64) {
         let Some(r) = self.ranges.get_mut(tp) else {
             return;
         };
@@ -167,7 +170,7 @@ impl Completion {
 
     /// Decides, given the stored version of each partition re-read from the
     /// table (partitions not listed store nothing).
-    pub fn check(&mut self, stored: &BTreeMap<TopicPartition, Option<i64>>) -> Verdict {
+    pub(super) fn check(&mut self, stored: &BTreeMap<TopicPartition, Option<i64>>) -> Verdict {
         let round = self.rounds;
         self.rounds += 1;
         let mut refetch = Vec::new();
@@ -206,7 +209,7 @@ impl Completion {
 
     /// What is left of the range, given the stored versions re-read after
     /// a run was stopped (SIGTERM) before its end: no refetch, no rounds.
-    pub fn remaining(&self, stored: &BTreeMap<TopicPartition, Option<i64>>) -> Vec<Gap> {
+    pub(super) fn remaining(&self, stored: &BTreeMap<TopicPartition, Option<i64>>) -> Vec<Gap> {
         self.ranges
             .iter()
             .filter_map(|(tp, r)| {

@@ -34,7 +34,7 @@ struct TopicStats<'a> {
 
 /// How messages of one table become its rows.
 #[derive(Debug)]
-pub struct TableDecode {
+pub(super) struct TableDecode {
     /// Table name.
     pub name: String,
     /// Value vs metadata columns (wider after schema evolution).

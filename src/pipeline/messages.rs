@@ -51,7 +51,7 @@ pub struct Chunk {
 
 /// A flushed batch waiting for its commit.
 #[derive(Debug)]
-pub struct PendingCommit {
+pub(super) struct PendingCommit {
     /// Table index.
     pub table: usize,
     /// Assignment generation of the data.
@@ -87,7 +87,7 @@ pub(super) struct RawChunk<'c> {
 
 /// From the buffer stage to the committer, in order.
 #[derive(Debug)]
-pub enum CommitRequest {
+pub(super) enum CommitRequest {
     /// A batch to commit.
     Batch(PendingCommit),
     /// Everything sent before was committed or dropped: answer the token.

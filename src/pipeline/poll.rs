@@ -37,14 +37,14 @@ use crate::source::kafka::WATERMARK_TIMEOUT;
 use crate::source::{to_rd_offset, InletContext};
 
 /// The consumer type of the pipeline.
-pub type InletConsumer = BaseConsumer<InletContext<Arc<Rebalancer>>>;
+pub(super) type InletConsumer = BaseConsumer<InletContext<Arc<Rebalancer>>>;
 
 /// A chunk is decoded when its first message has waited this long (or it is full).
 const CHUNK_LINGER: Duration = Duration::from_millis(100);
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// What the consumer thread needs.
-pub struct FetchLoop {
+pub(super) struct FetchLoop {
     /// The consumer, shared with the committer for advisory offset commits.
     pub consumer: Arc<InletConsumer>,
     /// Per table, in router order: how its messages become rows.
@@ -77,7 +77,7 @@ pub struct FetchLoop {
 /// How long the poll thread waits on a stalled pipeline before it pauses its
 /// partitions: well inside `max.poll.interval.ms` (librdkafka's default 300 s)
 /// and long enough that a slow commit under load does not pause.
-pub fn pause_after(kafka: &std::collections::BTreeMap<String, String>) -> Duration {
+pub(super) fn pause_after(kafka: &std::collections::BTreeMap<String, String>) -> Duration {
     let max_poll = kafka
         .get("max.poll.interval.ms")
         .and_then(|v| v.parse::<u64>().ok())
@@ -196,7 +196,7 @@ impl FetchLoop {
 
     /// Polls and decodes until shutdown, the end of `--available-now`, or a
     /// fatal error.
-    pub fn run(&mut self) -> Result<(), PipelineError> {
+    pub(super) fn run(&mut self) -> Result<(), PipelineError> {
         let consumer = self.consumer.clone();
         let mut stage = DecodeStage {
             tables: std::mem::take(&mut self.tables),

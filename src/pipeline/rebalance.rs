@@ -28,7 +28,7 @@ use crate::source::{DataLossError, RebalanceHandler, RunKind, Watermarks};
 /// generation. So once a rebalance has bumped it, no batch of the previous
 /// assignment can still be committed, and stored offsets read afterwards are
 /// final for this process.
-pub type Gate = Arc<tokio::sync::Mutex<u64>>;
+pub(super) type Gate = Arc<tokio::sync::Mutex<u64>>;
 
 /// Why stored offsets could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -60,7 +60,7 @@ impl Changes {
 
     /// Whether a commit planned for `app_ids` before these changes must be
     /// planned again: the protocol or metadata moved, or one of its app ids.
-    pub fn conflicts_with(&self, app_ids: &[String]) -> bool {
+    pub(super) fn conflicts_with(&self, app_ids: &[String]) -> bool {
         self.protocol || self.metadata || self.app_ids.iter().any(|id| app_ids.contains(id))
     }
 }
@@ -113,7 +113,7 @@ struct CheckpointHint {
 impl TableState {
     /// Reads the state of the table's latest version: `NotATable` when there
     /// is none.
-    pub async fn load(log: &dyn LogStore) -> DeltaResult<Self> {
+    pub(super) async fn load(log: &dyn LogStore) -> DeltaResult<Self> {
         let snapshot = deltalake::kernel::Snapshot::try_new(log, None).await?;
         let version = snapshot.version() as i64;
         let mut state = Self::from_parts(
@@ -179,7 +179,7 @@ impl TableState {
     }
 
     /// Applies the commit `self.version + 1`.
-    pub fn apply(&mut self, bytes: &[u8]) -> DeltaResult<Changes> {
+    pub(super) fn apply(&mut self, bytes: &[u8]) -> DeltaResult<Changes> {
         let mut changes = Changes::default();
         let mut protocol = None;
         let mut metadata = None;
@@ -210,7 +210,7 @@ impl TableState {
     }
 
     /// Reads the commits made since the last refresh; what they changed.
-    pub async fn refresh(&mut self, log: &dyn LogStore) -> DeltaResult<Changes> {
+    pub(super) async fn refresh(&mut self, log: &dyn LogStore) -> DeltaResult<Changes> {
         let stale = self.properties.log_retention_duration() / 2;
         if self.refreshed.elapsed() >= stale {
             *self = Self::load(log).await?;
@@ -230,7 +230,7 @@ impl TableState {
     }
 
     /// The stored txn version of each of `app_ids` as of [`Self::version`].
-    pub async fn txn_versions(
+    pub(super) async fn txn_versions(
         &mut self,
         log: &dyn LogStore,
         app_ids: &[String],
@@ -264,32 +264,32 @@ impl TableState {
     }
 
     /// The version the state is at.
-    pub fn version(&self) -> i64 {
+    pub(super) fn version(&self) -> i64 {
         self.version
     }
 
-    pub fn protocol(&self) -> &Protocol {
+    pub(super) fn protocol(&self) -> &Protocol {
         &self.protocol
     }
 
-    pub fn metadata(&self) -> &Metadata {
+    pub(super) fn metadata(&self) -> &Metadata {
         &self.metadata
     }
 
     /// The table schema (parsed from the metadata).
-    pub fn schema(&self) -> &StructType {
+    pub(super) fn schema(&self) -> &StructType {
         &self.schema
     }
 
     /// The table properties (parsed from the metadata).
-    pub fn properties(&self) -> &TableProperties {
+    pub(super) fn properties(&self) -> &TableProperties {
         &self.properties
     }
 
     /// Whether inlet writes a checkpoint after committing `version`: every
     /// `delta.checkpointInterval` versions, so that concurrent writers do not
     /// all write one.
-    pub fn checkpoint_due(&self, version: i64) -> bool {
+    pub(super) fn checkpoint_due(&self, version: i64) -> bool {
         let interval = self.properties.checkpoint_interval().get() as i64;
         version > 0 && version % interval == 0
     }

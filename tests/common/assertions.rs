@@ -15,7 +15,7 @@ use super::workspace::{ConfigSpec, Workspace};
 
 /// Asserts every coordinate in `expected` is in exactly one of the data rows
 /// and the quarantine rows, and nothing else is in either.
-pub fn assert_exactly_once_in_either(ws: &Workspace, expected: &[Landed]) {
+pub(crate) fn assert_exactly_once_in_either(ws: &Workspace, expected: &[Landed]) {
     let mut all = read_table_at(&ws.table_location()).coordinates;
     all.extend(
         read_quarantine_at(&ws.quarantine_location())
@@ -26,7 +26,7 @@ pub fn assert_exactly_once_in_either(ws: &Workspace, expected: &[Landed]) {
 }
 
 /// Asserts every coordinate in `expected` appears exactly once in `actual`.
-pub fn assert_exactly_once(actual: &[(i32, i64)], expected: &[Landed]) {
+pub(crate) fn assert_exactly_once(actual: &[(i32, i64)], expected: &[Landed]) {
     let mut counts: BTreeMap<(i32, i64), usize> = BTreeMap::new();
     for c in actual {
         *counts.entry(*c).or_default() += 1;
@@ -43,7 +43,7 @@ pub fn assert_exactly_once(actual: &[(i32, i64)], expected: &[Landed]) {
 }
 
 /// The last offset per partition of `landed`.
-pub fn last_offsets(landed: &[Landed]) -> BTreeMap<i32, i64> {
+pub(crate) fn last_offsets(landed: &[Landed]) -> BTreeMap<i32, i64> {
     let mut m = BTreeMap::new();
     for l in landed {
         let e = m.entry(l.partition).or_insert(l.offset);
@@ -54,13 +54,18 @@ pub fn last_offsets(landed: &[Landed]) -> BTreeMap<i32, i64> {
 
 /// Waits until the table holds at least `n` rows; on time-out, fails with the
 /// log of the process that should have written them.
-pub fn wait_rows(ws: &Workspace, writer: &process::Running, n: usize, limit: Duration) {
+pub(crate) fn wait_rows(ws: &Workspace, writer: &process::Running, n: usize, limit: Duration) {
     wait_rows_at(&ws.table_location(), &[writer], n, limit);
 }
 
 /// Waits until the table at `loc` holds at least `n` rows; on time-out, fails
 /// with the logs of the processes that should have written them.
-pub fn wait_rows_at(loc: &Location, writers: &[&process::Running], n: usize, limit: Duration) {
+pub(crate) fn wait_rows_at(
+    loc: &Location,
+    writers: &[&process::Running],
+    n: usize,
+    limit: Duration,
+) {
     let deadline = Instant::now() + limit;
     loop {
         let have = read_table_at(loc).coordinates.len();
@@ -78,7 +83,7 @@ pub fn wait_rows_at(loc: &Location, writers: &[&process::Running], n: usize, lim
 }
 
 /// The txn app ids (`test:<topic>:<partition>`) of the partitions in `landed`.
-pub fn app_ids(landed: &[Landed], topic: &str) -> Vec<String> {
+pub(crate) fn app_ids(landed: &[Landed], topic: &str) -> Vec<String> {
     last_offsets(landed)
         .keys()
         .map(|p| format!("test:{topic}:{p}"))
@@ -86,7 +91,7 @@ pub fn app_ids(landed: &[Landed], topic: &str) -> Vec<String> {
 }
 
 /// A crash loop: how many kills, when, and what is produced.
-pub struct CrashLoop {
+pub(crate) struct CrashLoop {
     /// Kill-and-restart rounds.
     pub iterations: usize,
     /// `session.timeout.ms`.
@@ -114,7 +119,7 @@ pub struct CrashLoop {
 /// its first join waits the mock's 3 s initial rebalance delay (a session
 /// timeout below that makes the mock expire the member while it joins). Progress lives in the table either way; group takeover is
 /// covered by the two-process test.
-pub fn crash_loop(broker: &mut dyn Broker, run: &CrashLoop) {
+pub(crate) fn crash_loop(broker: &mut dyn Broker, run: &CrashLoop) {
     let iterations = run.iterations;
     let fresh_groups = run.fresh_groups;
     let topic = "crash";

@@ -3,7 +3,7 @@
 
 /// An Avro datum, positionally matching its schema.
 #[derive(Debug, Clone)]
-pub enum Datum {
+pub(crate) enum Datum {
     /// `null`.
     Null,
     /// `boolean`.
@@ -36,7 +36,7 @@ pub enum Datum {
 
 /// Avro `long`/`int`: zigzag, then a little-endian base-128 varint (also
 /// used by the benches' payload writer).
-pub fn long(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn long(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     loop {
         let b = (z & 0x7f) as u8;
@@ -51,7 +51,7 @@ pub fn long(out: &mut Vec<u8>, v: i64) {
 
 impl Datum {
     /// Appends the binary encoding.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Datum::Null => {}
             Datum::Bool(b) => out.push(u8::from(*b)),
@@ -95,7 +95,7 @@ impl Datum {
     }
 
     /// The Confluent wire format of this datum under schema `id`.
-    pub fn framed(&self, id: u32) -> Vec<u8> {
+    pub(crate) fn framed(&self, id: u32) -> Vec<u8> {
         let mut out = vec![0u8];
         out.extend_from_slice(&id.to_be_bytes());
         self.encode(&mut out);
@@ -104,7 +104,7 @@ impl Datum {
 }
 
 /// The Confluent frame of a JSON document under schema `id`.
-pub fn framed_json(id: u32, json: &str) -> Vec<u8> {
+pub(crate) fn framed_json(id: u32, json: &str) -> Vec<u8> {
     let mut out = vec![0u8];
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(json.as_bytes());

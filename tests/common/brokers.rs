@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use super::free_port;
 
 /// A Kafka-protocol broker the tests can create topics on.
-pub trait Broker: Send {
+pub(crate) trait Broker: Send {
     /// `host:port`.
     fn bootstrap(&self) -> String;
     /// Creates a topic and waits until its metadata is visible.
@@ -24,7 +24,7 @@ pub trait Broker: Send {
 }
 
 /// librdkafka's mock cluster, run as a standalone process by `inlet-devkit`.
-pub struct MockBroker {
+pub(crate) struct MockBroker {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -33,7 +33,7 @@ pub struct MockBroker {
 
 impl MockBroker {
     /// Starts a mock broker process.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_inlet-devkit"))
             .arg("mock-broker")
             .stdin(Stdio::piped())
@@ -86,13 +86,13 @@ impl Drop for MockBroker {
 }
 
 /// Tansu (memory storage), a second, independent broker implementation.
-pub struct TansuBroker {
+pub(crate) struct TansuBroker {
     child: Child,
     port: u16,
 }
 
 /// Path of the Tansu binary, from `INLET_TEST_TANSU` (set by scripts/test.sh).
-pub fn tansu_binary() -> Option<PathBuf> {
+pub(crate) fn tansu_binary() -> Option<PathBuf> {
     std::env::var_os("INLET_TEST_TANSU")
         .map(PathBuf::from)
         .filter(|p| p.exists())
@@ -102,7 +102,7 @@ impl TansuBroker {
     /// Starts Tansu on a free port; `None` when the binary is not installed.
     /// Ready when it prints `ready in`: a port clash makes it exit 0 silently,
     /// and a TCP probe would then reach whoever owns the port.
-    pub fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let bin = tansu_binary()?;
         for _ in 0..5 {
             let port = free_port();

@@ -27,7 +27,7 @@ use url::Url;
 
 /// What a rule does to the calls it picks.
 #[derive(Clone)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// The write takes effect, then the call fails: its answer was lost.
     LoseAnswer,
     /// The write takes effect, its answer is lost, and the client sends it
@@ -43,7 +43,7 @@ pub enum Fault {
 
 /// Which calls a rule looks at.
 #[derive(Clone, Debug)]
-pub enum Target {
+pub(crate) enum Target {
     /// PUTs of commit files (`_delta_log/<20 digits>.json`, version 1 on)
     /// of the table at this location (`file:///…` or `s3://bucket/path`).
     Commit(String),
@@ -52,7 +52,7 @@ pub enum Target {
 }
 
 /// A fault for the `picks`-th calls (from 1) of `target`.
-pub struct Rule {
+pub(crate) struct Rule {
     target: Target,
     picks: Vec<usize>,
     fault: Fault,
@@ -65,12 +65,12 @@ static RULES: Mutex<Vec<Arc<Rule>>> = Mutex::new(Vec::new());
 
 /// Adds a rule: `fault` for the calls of `target` numbered `picks` (from 1).
 /// Returns it, to ask later how often it fired.
-pub fn inject(target: Target, picks: Range<usize>, fault: Fault) -> Arc<Rule> {
+pub(crate) fn inject(target: Target, picks: Range<usize>, fault: Fault) -> Arc<Rule> {
     inject_picks(target, picks.collect(), fault)
 }
 
 /// Like [`inject`], for any set of call numbers.
-pub fn inject_picks(target: Target, picks: Vec<usize>, fault: Fault) -> Arc<Rule> {
+pub(crate) fn inject_picks(target: Target, picks: Vec<usize>, fault: Fault) -> Arc<Rule> {
     register();
     let rule = Arc::new(Rule {
         target,
@@ -85,18 +85,18 @@ pub fn inject_picks(target: Target, picks: Vec<usize>, fault: Fault) -> Arc<Rule
 
 impl Rule {
     /// How many calls the rule changed.
-    pub fn fired(&self) -> usize {
+    pub(crate) fn fired(&self) -> usize {
         self.fired.load(Ordering::SeqCst)
     }
 
     /// How many calls it looked at.
-    pub fn seen(&self) -> usize {
+    pub(crate) fn seen(&self) -> usize {
         self.seen.load(Ordering::SeqCst)
     }
 }
 
 /// The `faulty+` location of a table location (a local path or a URL).
-pub fn faulty(location: &str) -> String {
+pub(crate) fn faulty(location: &str) -> String {
     if location.contains("://") {
         format!("faulty+{location}")
     } else {
@@ -105,7 +105,7 @@ pub fn faulty(location: &str) -> String {
 }
 
 /// The location a [`Target`] names for a table location.
-pub fn target_location(location: &str) -> String {
+pub(crate) fn target_location(location: &str) -> String {
     if location.contains("://") {
         location.trim_end_matches('/').to_string()
     } else {
@@ -367,7 +367,7 @@ impl LogStoreFactory for LogStores {
 }
 
 /// Registers the `faulty+file` and `faulty+s3` schemes with delta-rs.
-pub fn register() {
+pub(crate) fn register() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         inlet::sink::storage::register();

@@ -14,21 +14,21 @@
 //! Servers listen on 127.0.0.1 ports of their own choosing.
 #![allow(dead_code)]
 
-pub mod assertions;
-pub mod avro;
-pub mod brokers;
-pub mod faults;
-pub mod process;
-pub mod producing;
-pub mod proxy;
-pub mod registry;
-pub mod s3;
-pub mod sink;
-pub mod tables;
-pub mod workspace;
+pub(crate) mod assertions;
+pub(crate) mod avro;
+pub(crate) mod brokers;
+pub(crate) mod faults;
+pub(crate) mod process;
+pub(crate) mod producing;
+pub(crate) mod proxy;
+pub(crate) mod registry;
+pub(crate) mod s3;
+pub(crate) mod sink;
+pub(crate) mod tables;
+pub(crate) mod workspace;
 
 /// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -38,6 +38,6 @@ pub fn free_port() -> u16 {
 
 /// Whether CI requires the external parts (so a missing one is a failure,
 /// not a skip).
-pub fn required() -> bool {
+pub(crate) fn required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("INLET_TEST_REQUIRE_ALL").is_some()
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The inlet binary, logging with its default filter (or `INLET_TEST_LOG`).
-pub fn inlet() -> Command {
+pub(crate) fn inlet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_inlet"));
     c.env_remove("INLET_LOG");
     if let Ok(filter) = std::env::var("INLET_TEST_LOG") {
@@ -18,7 +18,7 @@ pub fn inlet() -> Command {
 }
 
 /// Runs `inlet run -c <config> --available-now` to completion, with a time limit.
-pub fn run_available_now(config: &Path) -> std::process::Output {
+pub(crate) fn run_available_now(config: &Path) -> std::process::Output {
     let child = inlet()
         .args(["run", "--available-now", "-c"])
         .arg(config)
@@ -31,7 +31,7 @@ pub fn run_available_now(config: &Path) -> std::process::Output {
 
 /// Waits for a child with a time limit, killing it on expiry. Its output is
 /// drained while it runs, so a chatty child never blocks on a full pipe.
-pub fn wait_output(child: Child, limit: Duration) -> std::process::Output {
+pub(crate) fn wait_output(child: Child, limit: Duration) -> std::process::Output {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -51,7 +51,7 @@ pub fn wait_output(child: Child, limit: Duration) -> std::process::Output {
 }
 
 /// A plain HTTP/1.1 GET to 127.0.0.1: (status code, body).
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -69,12 +69,12 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// TOML serving a process's metrics on 127.0.0.1:`port` (for a config's
 /// `extra`), so a test can wait for its counters.
-pub fn metrics_toml(port: u16) -> String {
+pub(crate) fn metrics_toml(port: u16) -> String {
     format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")
 }
 
 /// `inlet run -c <config>` in the background.
-pub struct Running {
+pub(crate) struct Running {
     /// The child process.
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
@@ -82,17 +82,17 @@ pub struct Running {
 
 impl Running {
     /// Starts `inlet run` (continuous) on `config`.
-    pub fn start(config: &Path) -> Self {
+    pub(crate) fn start(config: &Path) -> Self {
         Self::start_with_env(config, &[])
     }
 
     /// Starts `inlet run` with extra environment (e.g. config overrides).
-    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
         Self::start_args(config, env, &["run"])
     }
 
     /// Starts `inlet <args> -c <config>`, e.g. `&["run", "--available-now"]`.
-    pub fn start_args(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+    pub(crate) fn start_args(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut child = inlet()
             .envs(env.iter().copied())
             .args(args)
@@ -118,12 +118,12 @@ impl Running {
     }
 
     /// Log lines so far.
-    pub fn log(&self) -> Vec<String> {
+    pub(crate) fn log(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
 
     /// Lines containing `needle`.
-    pub fn count(&self, needle: &str) -> usize {
+    pub(crate) fn count(&self, needle: &str) -> usize {
         self.lines
             .lock()
             .unwrap()
@@ -133,7 +133,7 @@ impl Running {
     }
 
     /// Waits until at least `n` lines contain `needle`.
-    pub fn wait_for(&self, needle: &str, n: usize, limit: Duration) -> bool {
+    pub(crate) fn wait_for(&self, needle: &str, n: usize, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if self.count(needle) >= n {
@@ -145,7 +145,7 @@ impl Running {
     }
 
     /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`).
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let status = std::process::Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.child.id().to_string())
@@ -155,7 +155,7 @@ impl Running {
     }
 
     /// Waits for exit, with a limit; returns the exit code.
-    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+    pub(crate) fn wait(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -176,7 +176,7 @@ impl Running {
     /// Waits until the process's metrics on `port` (see [`metrics_toml`])
     /// count at least `n` messages decoded from `topic`; fails with its log
     /// on time-out.
-    pub fn wait_consumed(&self, port: u16, topic: &str, n: u64, limit: Duration) {
+    pub(crate) fn wait_consumed(&self, port: u16, topic: &str, n: u64, limit: Duration) {
         let prefix = format!("inlet_records_consumed_total{{topic=\"{topic}\"}} ");
         let consumed = || -> Option<u64> {
             let (_, body) = http_get(port, "/metrics")?;
@@ -195,7 +195,7 @@ impl Running {
     }
 
     /// SIGKILL and reap.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

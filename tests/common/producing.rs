@@ -9,7 +9,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 /// Where a produced message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Landed {
+pub(crate) struct Landed {
     /// Partition.
     pub partition: i32,
     /// Offset.
@@ -18,13 +18,17 @@ pub struct Landed {
 
 /// Produces `payloads` (keys spread them over the partitions) and returns
 /// where each landed, in order.
-pub fn produce(bootstrap: &str, topic: &str, payloads: &[Vec<u8>]) -> Vec<Landed> {
+pub(crate) fn produce(bootstrap: &str, topic: &str, payloads: &[Vec<u8>]) -> Vec<Landed> {
     let values: Vec<Option<&[u8]>> = payloads.iter().map(|p| Some(p.as_slice())).collect();
     produce_values(bootstrap, topic, &values)
 }
 
 /// Like [`produce`], with tombstones (`None`) and values up to 16 MB.
-pub fn produce_values(bootstrap: &str, topic: &str, values: &[Option<&[u8]>]) -> Vec<Landed> {
+pub(crate) fn produce_values(
+    bootstrap: &str,
+    topic: &str,
+    values: &[Option<&[u8]>],
+) -> Vec<Landed> {
     let keys: Vec<Vec<u8>> = (0..values.len())
         .map(|i| format!("k{i}").into_bytes())
         .collect();
@@ -37,10 +41,10 @@ pub fn produce_values(bootstrap: &str, topic: &str, values: &[Option<&[u8]>]) ->
 }
 
 /// A record to produce: key and value, `None` to leave one out.
-pub type Record<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+pub(crate) type Record<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// Produces (key, value) records; `None` leaves the key or value out.
-pub fn produce_records(bootstrap: &str, topic: &str, records: &[Record<'_>]) -> Vec<Landed> {
+pub(crate) fn produce_records(bootstrap: &str, topic: &str, records: &[Record<'_>]) -> Vec<Landed> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
@@ -81,7 +85,7 @@ pub fn produce_records(bootstrap: &str, topic: &str, records: &[Record<'_>]) -> 
 /// Produces `count` payloads made by `make(id)` in the background at about
 /// `rate` per second. Returns the thread, where each landed (in order), and a
 /// flag set once all are produced.
-pub fn background_producer(
+pub(crate) fn background_producer(
     bootstrap: String,
     topic: &'static str,
     count: u64,
@@ -112,7 +116,7 @@ pub fn background_producer(
 }
 
 /// A JSON event with a unique id.
-pub fn event(id: u64) -> Vec<u8> {
+pub(crate) fn event(id: u64) -> Vec<u8> {
     format!(
         r#"{{"id":{id},"user":"u{}","action":"click","amount":{}.5,"event_time":"2024-05-01T12:00:00Z"}}"#,
         id % 7,

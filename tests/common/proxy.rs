@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A running proxy; stops accepting when dropped.
-pub struct Proxy {
+pub(crate) struct Proxy {
     port: u16,
     refusing: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
@@ -18,7 +18,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Forwards 127.0.0.1:<new port> to 127.0.0.1:`target`.
-    pub fn start(target: u16) -> Self {
+    pub(crate) fn start(target: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -58,12 +58,12 @@ impl Proxy {
     }
 
     /// The port to point clients at.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// Refuses from now on: open connections are reset, new ones closed.
-    pub fn refuse(&self) {
+    pub(crate) fn refuse(&self) {
         self.refusing.store(true, Ordering::Release);
         for c in self.open.lock().unwrap().drain(..) {
             let _ = c.shutdown(Shutdown::Both);
@@ -71,7 +71,7 @@ impl Proxy {
     }
 
     /// Forwards again.
-    pub fn pass(&self) {
+    pub(crate) fn pass(&self) {
         self.refusing.store(false, Ordering::Release);
     }
 }

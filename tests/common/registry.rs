@@ -51,7 +51,7 @@ const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
 /// How the registry fails after [`MockRegistry::go_down`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outage {
+pub(crate) enum Outage {
     /// Stops listening and closes open connections: connections are refused
     /// until [`MockRegistry::come_back`] listens on the same port again.
     Refuse,
@@ -64,7 +64,7 @@ pub enum Outage {
 
 /// A reference from one schema to a named type / document in another
 /// subject's version: `(name, subject, version)`.
-pub type Reference<'a> = (&'a str, &'a str, u32);
+pub(crate) type Reference<'a> = (&'a str, &'a str, u32);
 
 #[derive(Clone, PartialEq)]
 struct Stored {
@@ -104,13 +104,13 @@ struct Shared {
 
 /// The test client certificate and key files that [`MockRegistry::start_mtls`]
 /// accepts.
-pub fn test_client_identity() -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn test_client_identity() -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls");
     (dir.join("client.pem"), dir.join("client.key"))
 }
 
 /// The test CA that signed the mock's HTTPS certificate.
-pub fn test_ca() -> std::path::PathBuf {
+pub(crate) fn test_ca() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls/ca.pem")
 }
 
@@ -157,7 +157,7 @@ enum Command {
 }
 
 /// A Schema Registry on its own thread; dropping it stops the server.
-pub struct MockRegistry {
+pub(crate) struct MockRegistry {
     shared: Arc<Shared>,
     addr: SocketAddr,
     commands: mpsc::UnboundedSender<Command>,
@@ -174,25 +174,25 @@ impl std::fmt::Debug for MockRegistry {
 
 impl MockRegistry {
     /// Starts a registry that needs no credentials.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_inner(None, None)
     }
 
     /// Starts a registry serving HTTPS (`https://127.0.0.1:<port>`) with a
     /// certificate signed by [`test_ca`].
-    pub fn start_tls() -> Self {
+    pub(crate) fn start_tls() -> Self {
         Self::start_inner(None, Some(false))
     }
 
     /// Like [`MockRegistry::start_tls`], and clients must present the test
     /// client certificate ([`test_client_identity`]).
-    pub fn start_mtls() -> Self {
+    pub(crate) fn start_mtls() -> Self {
         Self::start_inner(None, Some(true))
     }
 
     /// Starts a registry that answers 401 unless a request carries these
     /// basic-auth credentials.
-    pub fn start_with_basic_auth(user: &str, password: &str) -> Self {
+    pub(crate) fn start_with_basic_auth(user: &str, password: &str) -> Self {
         let token = base64(format!("{user}:{password}").as_bytes());
         Self::start_inner(Some(format!("Basic {token}")), None)
     }
@@ -232,7 +232,7 @@ impl MockRegistry {
     }
 
     /// `http://127.0.0.1:<port>` (`https://` with TLS).
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = if self.shared.tls.is_some() {
             "https"
         } else {
@@ -245,7 +245,7 @@ impl MockRegistry {
     /// /subjects/{subject}/versions`; returns its id. `kind` is the
     /// `schemaType` ("AVRO", "JSON" or "PROTOBUF"). Panics where the POST
     /// would answer an error (an unknown reference, a schema that is not JSON).
-    pub fn register(
+    pub(crate) fn register(
         &self,
         subject: &str,
         kind: &str,
@@ -271,7 +271,7 @@ impl MockRegistry {
 
     /// Starts failing in the given way until [`MockRegistry::come_back`].
     /// With [`Outage::Refuse`], the port is closed when this returns.
-    pub fn go_down(&self, how: Outage) {
+    pub(crate) fn go_down(&self, how: Outage) {
         self.shared.state.lock().unwrap().outage = Some(how);
         if how == Outage::Refuse {
             let (tx, rx) = std_mpsc::channel();
@@ -284,7 +284,7 @@ impl MockRegistry {
 
     /// Ends an outage; after [`Outage::Refuse`], listens on the same port
     /// again (panics if another process took it meanwhile).
-    pub fn come_back(&self) {
+    pub(crate) fn come_back(&self) {
         let was = self.shared.state.lock().unwrap().outage.take();
         if was == Some(Outage::Refuse) {
             let (tx, rx) = std_mpsc::channel();
@@ -303,18 +303,18 @@ impl MockRegistry {
     /// subject, `schema_registry_ready: false`), then all of them again.
     /// During an outage, the window runs from now as well: call this before
     /// [`MockRegistry::come_back`] to come back re-reading.
-    pub fn restart(&self, window: Duration) {
+    pub(crate) fn restart(&self, window: Duration) {
         self.shared.state.lock().unwrap().reading_until = Some(Instant::now() + window);
     }
 
     /// Whether the registry is still re-reading its log.
-    pub fn is_reading(&self) -> bool {
+    pub(crate) fn is_reading(&self) -> bool {
         self.shared.state.lock().unwrap().reading()
     }
 
     /// Number of requests that reached the server whose path (as sent,
     /// still percent-encoded) starts with `path_prefix`.
-    pub fn requests(&self, path_prefix: &str) -> usize {
+    pub(crate) fn requests(&self, path_prefix: &str) -> usize {
         let state = self.shared.state.lock().unwrap();
         state
             .seen

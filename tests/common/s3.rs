@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use super::free_port;
 
 const ACCESS_KEY: &str = "inlet-test-access";
-pub const SECRET_KEY: &str = "inlet-test-secret-7f3a";
+pub(crate) const SECRET_KEY: &str = "inlet-test-secret-7f3a";
 
 /// A running SeaweedFS with an S3 endpoint.
-pub struct SeaweedS3 {
+pub(crate) struct SeaweedS3 {
     child: Child,
     dir: tempfile::TempDir,
     ports: Vec<u16>,
@@ -27,7 +27,7 @@ pub struct SeaweedS3 {
 
 /// The `weed` binary from `INLET_TEST_WEED` (written by
 /// scripts/install-test-deps.sh).
-pub fn weed_binary() -> Option<PathBuf> {
+pub(crate) fn weed_binary() -> Option<PathBuf> {
     let p = PathBuf::from(std::env::var_os("INLET_TEST_WEED")?);
     p.exists().then_some(p)
 }
@@ -39,7 +39,7 @@ fn bindable(port: u16) -> bool {
 impl SeaweedS3 {
     /// Starts a server and waits until S3 requests work; `None` when the
     /// binary is not installed.
-    pub fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let weed = weed_binary()?;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("s3.json");
@@ -156,23 +156,23 @@ impl SeaweedS3 {
     }
 
     /// The server's log.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
     }
 
     /// Creates a bucket (through the filer: object_store cannot).
-    pub fn create_bucket(&self, name: &str) {
+    pub(crate) fn create_bucket(&self, name: &str) {
         let code = http(self.filer, "POST", &format!("/buckets/{name}/")).unwrap();
         assert_eq!(code, 201, "creating bucket {name}");
     }
 
     /// The S3 endpoint URL.
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.s3)
     }
 
     /// delta-rs / object_store options for this server.
-    pub fn storage_options(&self) -> HashMap<String, String> {
+    pub(crate) fn storage_options(&self) -> HashMap<String, String> {
         [
             ("aws_endpoint", self.endpoint()),
             ("aws_access_key_id", ACCESS_KEY.to_string()),
@@ -186,7 +186,7 @@ impl SeaweedS3 {
     }
 
     /// The same options as TOML lines for `[tables.<name>.storage_options]`.
-    pub fn storage_options_toml(&self) -> String {
+    pub(crate) fn storage_options_toml(&self) -> String {
         let mut lines: Vec<String> = self
             .storage_options()
             .into_iter()

@@ -7,7 +7,7 @@ use arrow::array::RecordBatch;
 
 /// A config with one table `events` (`id BIGINT`) at `uri`, for tests that
 /// drive the sink directly; `extra` is appended to the table section.
-pub fn sink_config(uri: &str, extra: &str) -> inlet::Config {
+pub(crate) fn sink_config(uri: &str, extra: &str) -> inlet::Config {
     inlet::pipeline::load_config_str(&format!(
         r#"
         [kafka]
@@ -26,7 +26,7 @@ pub fn sink_config(uri: &str, extra: &str) -> inlet::Config {
 }
 
 /// The progress of one partition of topic `events` under app id `inlet`.
-pub fn progress(partition: i32, first: i64, last: i64) -> inlet::sink::PartitionProgress {
+pub(crate) fn progress(partition: i32, first: i64, last: i64) -> inlet::sink::PartitionProgress {
     inlet::sink::PartitionProgress {
         app_id: inlet::sink::txn_app_id("inlet", "events", partition),
         first,
@@ -35,7 +35,7 @@ pub fn progress(partition: i32, first: i64, last: i64) -> inlet::sink::Partition
 }
 
 /// Rows `from..from + n` of a table `id BIGINT`.
-pub fn ids(from: i64, n: i64) -> RecordBatch {
+pub(crate) fn ids(from: i64, n: i64) -> RecordBatch {
     use arrow::datatypes::{DataType, Field, Schema};
     let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
     RecordBatch::try_new(
@@ -50,7 +50,7 @@ pub fn ids(from: i64, n: i64) -> RecordBatch {
 /// Eight writers of the table `tc` each write the same 500 rows and commit
 /// them as partition 3's offsets 0..=499, all at once. Returns how many
 /// commits went through (exactly one must).
-pub async fn race_one_partition(tc: &inlet::config::TableConfig) -> usize {
+pub(crate) async fn race_one_partition(tc: &inlet::config::TableConfig) -> usize {
     use deltalake::writer::DeltaWriter as _;
     use inlet::sink::{CommitOutcome, DeltaSink};
     let mut sinks = Vec::new();

@@ -12,7 +12,7 @@ use arrow::datatypes::{Int32Type, Int64Type};
 /// What a table holds, read with delta-rs (file list and txn actions from the
 /// log) and the parquet crate (file contents).
 #[derive(Debug, Default)]
-pub struct TableContents {
+pub(crate) struct TableContents {
     /// (partition, offset) of each row.
     pub coordinates: Vec<(i32, i64)>,
     /// `id` of each row.
@@ -26,13 +26,13 @@ pub struct TableContents {
 /// The version, the number of active files, and the record batches of every
 /// active file of the table at `path` (file list from delta-rs, contents
 /// from the parquet crate).
-pub fn table_batches(path: &Path) -> (i64, usize, Vec<RecordBatch>) {
+pub(crate) fn table_batches(path: &Path) -> (i64, usize, Vec<RecordBatch>) {
     table_batches_at(&Location::local(path)).expect("a table")
 }
 
 /// Where a table is: a URI and its object store options.
 #[derive(Debug, Clone)]
-pub struct Location {
+pub(crate) struct Location {
     /// Table URI (local path or `s3://...`).
     pub uri: String,
     /// Object store options.
@@ -41,7 +41,7 @@ pub struct Location {
 
 impl Location {
     /// A local table directory.
-    pub fn local(path: &Path) -> Self {
+    pub(crate) fn local(path: &Path) -> Self {
         Location {
             uri: path.display().to_string(),
             options: HashMap::new(),
@@ -51,7 +51,7 @@ impl Location {
 
 /// Like [`table_batches`], for any location, reading files through the
 /// table's object store; `None` when there is no table.
-pub fn table_batches_at(loc: &Location) -> Option<(i64, usize, Vec<RecordBatch>)> {
+pub(crate) fn table_batches_at(loc: &Location) -> Option<(i64, usize, Vec<RecordBatch>)> {
     use deltalake::logstore::object_store::ObjectStoreExt as _;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,7 +94,7 @@ pub fn table_batches_at(loc: &Location) -> Option<(i64, usize, Vec<RecordBatch>)
 }
 
 /// Reads the table at `loc` (empty when there is none).
-pub fn read_table_at(loc: &Location) -> TableContents {
+pub(crate) fn read_table_at(loc: &Location) -> TableContents {
     let Some((version, files, batches)) = table_batches_at(loc) else {
         return TableContents {
             version: -1,
@@ -113,7 +113,7 @@ pub fn read_table_at(loc: &Location) -> TableContents {
 }
 
 /// Reads the table at `path` with delta-rs.
-pub fn read_table(path: &Path) -> TableContents {
+pub(crate) fn read_table(path: &Path) -> TableContents {
     read_table_at(&Location::local(path))
 }
 
@@ -136,7 +136,7 @@ fn collect(batch: &RecordBatch, out: &mut TableContents) {
 
 /// A quarantine row.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuarantineRow {
+pub(crate) struct QuarantineRow {
     /// Topic.
     pub topic: String,
     /// Partition.
@@ -153,12 +153,12 @@ pub struct QuarantineRow {
 
 /// Reads a quarantine table with delta-rs and the parquet crate (empty when
 /// it does not exist).
-pub fn read_quarantine(path: &Path) -> Vec<QuarantineRow> {
+pub(crate) fn read_quarantine(path: &Path) -> Vec<QuarantineRow> {
     read_quarantine_at(&Location::local(path))
 }
 
 /// Reads the quarantine table at `loc` (empty when there is none).
-pub fn read_quarantine_at(loc: &Location) -> Vec<QuarantineRow> {
+pub(crate) fn read_quarantine_at(loc: &Location) -> Vec<QuarantineRow> {
     let Some((_, _, batches)) = table_batches_at(loc) else {
         return Vec::new();
     };
@@ -191,7 +191,7 @@ pub fn read_quarantine_at(loc: &Location) -> Vec<QuarantineRow> {
 }
 
 /// The txn versions stored in the table for `app_ids`, read with delta-rs.
-pub fn txn_versions(path: &Path, app_ids: &[String]) -> HashMap<String, Option<i64>> {
+pub(crate) fn txn_versions(path: &Path, app_ids: &[String]) -> HashMap<String, Option<i64>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -214,7 +214,7 @@ pub fn txn_versions(path: &Path, app_ids: &[String]) -> HashMap<String, Option<i
 
 /// Reads the table with DuckDB's delta extension (a reader sharing no code
 /// with delta-rs). `None` when the Python environment is not installed.
-pub fn duckdb_read(
+pub(crate) fn duckdb_read(
     path: &Path,
     txn_ids: &[String],
     sql: Option<&str>,

@@ -8,7 +8,7 @@ use super::s3;
 use super::tables::Location;
 
 /// A test workspace: config file and table directory (or S3 bucket).
-pub struct Workspace {
+pub(crate) struct Workspace {
     /// Temporary directory holding everything.
     pub dir: tempfile::TempDir,
     /// Tables live in this S3 bucket instead of `dir`.
@@ -22,7 +22,7 @@ struct Remote {
 }
 
 /// What a config for the tests contains.
-pub struct ConfigSpec<'a> {
+pub(crate) struct ConfigSpec<'a> {
     /// Bootstrap servers.
     pub bootstrap: &'a str,
     /// Topic.
@@ -41,7 +41,7 @@ pub struct ConfigSpec<'a> {
 
 impl Workspace {
     /// A fresh workspace.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Workspace {
             dir: tempfile::tempdir().unwrap(),
             remote: None,
@@ -49,7 +49,7 @@ impl Workspace {
     }
 
     /// A workspace whose tables live in a new bucket of `server`.
-    pub fn on_s3(server: &s3::SeaweedS3, bucket: &str) -> Self {
+    pub(crate) fn on_s3(server: &s3::SeaweedS3, bucket: &str) -> Self {
         server.create_bucket(bucket);
         Workspace {
             dir: tempfile::tempdir().unwrap(),
@@ -72,27 +72,27 @@ impl Workspace {
     }
 
     /// Where the table is.
-    pub fn table_location(&self) -> Location {
+    pub(crate) fn table_location(&self) -> Location {
         self.location("events")
     }
 
     /// Where the quarantine table is.
-    pub fn quarantine_location(&self) -> Location {
+    pub(crate) fn quarantine_location(&self) -> Location {
         self.location("events_quarantine")
     }
 
     /// The table directory.
-    pub fn table(&self) -> PathBuf {
+    pub(crate) fn table(&self) -> PathBuf {
         self.dir.path().join("events")
     }
 
     /// The quarantine table directory.
-    pub fn quarantine(&self) -> PathBuf {
+    pub(crate) fn quarantine(&self) -> PathBuf {
         self.dir.path().join("events_quarantine")
     }
 
     /// Writes `inlet.toml` and returns its path.
-    pub fn config(&self, spec: &ConfigSpec<'_>) -> PathBuf {
+    pub(crate) fn config(&self, spec: &ConfigSpec<'_>) -> PathBuf {
         let path = self.dir.path().join("inlet.toml");
         let toml = format!(
             r#"
