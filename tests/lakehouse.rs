@@ -595,3 +595,82 @@ fn compaction_of_a_row_tracked_table_is_refused() {
     assert!(text.contains("rowTracking"), "{text}");
     assert_eq!(log_files(&table), before);
 }
+
+/// A table inlet creates with in-commit timestamps and row tracking turned
+/// on (`tables.<name>.properties`): its first commit carries the features
+/// and an in-commit timestamp, the appends carry timestamps and row ids
+/// (see [`check_log`]), DuckDB and delta-rs read every row, a re-run adds
+/// nothing.
+#[test]
+fn creates_a_table_with_in_commit_timestamps_and_row_tracking() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("created");
+    let mut broker = MockBroker::start();
+    broker.create_topic("lake", 2);
+    let bootstrap = broker.bootstrap();
+    let payloads: Vec<Vec<u8>> = (0..200)
+        .map(|i| format!(r#"{{"id": {i}}}"#).into_bytes())
+        .collect();
+    let landed = produce(&bootstrap, "lake", &payloads);
+    let cfg = dir.path().join("inlet.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+app_id = "lake"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "lake"
+[sources.s]
+topics = ["lake"]
+table = "t"
+[tables.t]
+uri = "{}"
+schema = "id BIGINT"
+[tables.t.properties]
+"delta.enableInCommitTimestamps" = "true"
+"delta.enableRowTracking" = "true"
+[flush]
+max_rows = 40
+max_age = "1s"
+"#,
+            table.display()
+        ),
+    )
+    .unwrap();
+    let out = run_available_now(&cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = &commits(&table)[0].1;
+    let protocol = first.iter().find_map(|l| l.get("protocol")).unwrap();
+    for f in ["inCommitTimestamp", "rowTracking", "domainMetadata"] {
+        assert!(
+            protocol["writerFeatures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == f),
+            "{f}: {protocol}"
+        );
+    }
+    assert!(check_log(&table, -1, true, true) >= 3);
+    for (p, last) in last_offsets(&landed) {
+        let id = format!("lake:lake:{p}");
+        let txn = txn_versions(&table, std::slice::from_ref(&id));
+        assert_eq!(txn[&id], Some(last), "p{p}");
+    }
+    let (_, _, batches) = table_batches(&table);
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 200);
+    if let Some(r) = rows(
+        &table,
+        Some("SELECT count(DISTINCT id), min(id), max(id) FROM t"),
+    ) {
+        assert_eq!(r["result"].to_string(), "[[200,0,199]]");
+    }
+    let version = last_version(&table);
+    assert!(run_available_now(&cfg).status.success());
+    assert_eq!(last_version(&table), version, "a re-run commits nothing");
+}

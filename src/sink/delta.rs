@@ -256,16 +256,21 @@ impl DeltaSink {
                         table: name.to_string(),
                         message: format!("schema cannot be stored in Delta: {e}"),
                     })?;
-                let created = table
-                    .create()
-                    .with_table_name(name)
-                    .with_columns(kernel.fields().cloned())
-                    .with_partition_columns(cfg.partition_by.clone())
-                    .with_configuration(table_properties(cfg))
-                    // A lost race must fail, not stack a second create
-                    // (with a new table id) on top of the winner's.
-                    .with_commit_properties(CommitProperties::default().with_max_retries(0))
-                    .await;
+                let created = if super::create::needs_own_create(&cfg.properties) {
+                    super::create::create(log.as_ref(), &kernel, cfg, &table_properties(cfg)).await
+                } else {
+                    table
+                        .create()
+                        .with_table_name(name)
+                        .with_columns(kernel.fields().cloned())
+                        .with_partition_columns(cfg.partition_by.clone())
+                        .with_configuration(table_properties(cfg))
+                        // A lost race must fail, not stack a second create
+                        // (with a new table id) on top of the winner's.
+                        .with_commit_properties(CommitProperties::default().with_max_retries(0))
+                        .await
+                        .map(|_| ())
+                };
                 match created {
                     Ok(_) => TableState::load(log.as_ref()).await.map_err(err)?,
                     // Another process created it first: use theirs. Losing
