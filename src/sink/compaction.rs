@@ -88,6 +88,9 @@ async fn try_compact(cfg: &TableConfig, force: bool) -> Result<CompactOutcome, D
         }
         Err(e) => return Err(e),
     }
+    if let Some(reason) = crate::sink::features::compaction_refusal(table.snapshot()?.protocol()) {
+        return Ok(CompactOutcome::Failed { error: reason });
+    }
     let target = cfg.compaction.target_file_size.as_u64().max(1);
     let small = table
         .snapshot()?

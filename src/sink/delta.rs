@@ -256,16 +256,21 @@ impl DeltaSink {
                         table: name.to_string(),
                         message: format!("schema cannot be stored in Delta: {e}"),
                     })?;
-                let created = table
-                    .create()
-                    .with_table_name(name)
-                    .with_columns(kernel.fields().cloned())
-                    .with_partition_columns(cfg.partition_by.clone())
-                    .with_configuration(table_properties(cfg))
-                    // A lost race must fail, not stack a second create
-                    // (with a new table id) on top of the winner's.
-                    .with_commit_properties(CommitProperties::default().with_max_retries(0))
-                    .await;
+                let created = if super::create::needs_own_create(&cfg.properties) {
+                    super::create::create(log.as_ref(), &kernel, cfg, &table_properties(cfg)).await
+                } else {
+                    table
+                        .create()
+                        .with_table_name(name)
+                        .with_columns(kernel.fields().cloned())
+                        .with_partition_columns(cfg.partition_by.clone())
+                        .with_configuration(table_properties(cfg))
+                        // A lost race must fail, not stack a second create
+                        // (with a new table id) on top of the winner's.
+                        .with_commit_properties(CommitProperties::default().with_max_retries(0))
+                        .await
+                        .map(|_| ())
+                };
                 match created {
                     Ok(_) => TableState::load(log.as_ref()).await.map_err(err)?,
                     // Another process created it first: use theirs. Losing
@@ -522,10 +527,7 @@ impl DeltaSink {
             HashMap::from([(COMMIT_ID_KEY.to_string(), serde_json::Value::String(id))]),
             Vec::new(),
         );
-        let bytes = data
-            .get_bytes()
-            .map_err(|source| CommitAttemptError::delta(DeltaTableError::Transaction { source }))?;
-        match self.write(bytes, job.app_ids()).await {
+        match self.write(&data, job.app_ids()).await {
             Ok(version) => {
                 debug!(table = %self.name, version, "committed");
                 self.after_commit(version).await;
@@ -551,13 +553,18 @@ impl DeltaSink {
     /// write moves on to the next version. The conditional write of each
     /// version keeps this exact: nothing lands between the state and the
     /// version written.
+    ///
+    /// What depends on the version written (row ids, their commit
+    /// version, the in-commit timestamp) is stamped for each version tried,
+    /// from the state that has read every commit before it.
     async fn write(
         &mut self,
-        bytes: Bytes,
+        data: &CommitData,
         app_ids: Vec<String>,
     ) -> std::result::Result<i64, CommitAttemptError> {
         for _ in 0..=MAX_RACES {
             let version = self.state.version() + 1;
+            let bytes = self.stamped(data, version)?;
             let operation = uuid::Uuid::new_v4();
             let commit = self.staged(&bytes, operation).await?;
             match self
@@ -597,6 +604,33 @@ impl DeltaSink {
         Err(CommitAttemptError::delta(DeltaTableError::Transaction {
             source: TransactionError::MaxCommitAttempts(MAX_RACES as i32),
         }))
+    }
+
+    /// The bytes of `data` as the commit of `version` (see [`stamp`]).
+    // The error is the same type every commit attempt returns; it is rare.
+    #[allow(clippy::result_large_err)]
+    fn stamped(
+        &self,
+        data: &CommitData,
+        version: i64,
+    ) -> std::result::Result<Bytes, CommitAttemptError> {
+        let mut actions = data.actions.clone();
+        let rules = Stamp::of(&self.state);
+        stamp(
+            &mut actions,
+            &rules,
+            version,
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .map_err(|m| CommitAttemptError::Fatal(Box::new(self.table_error(m))))?;
+        CommitData {
+            actions,
+            operation: data.operation.clone(),
+            app_metadata: data.app_metadata.clone(),
+            app_transactions: Vec::new(),
+        }
+        .get_bytes()
+        .map_err(|source| CommitAttemptError::delta(DeltaTableError::Transaction { source }))
     }
 
     /// The commit as the log store takes it: the bytes for stores with a
@@ -891,6 +925,86 @@ impl Job<'_> {
             epoch_id: epoch,
         }
     }
+}
+
+/// What a commit must carry for the table's writer features, from the
+/// table state as of the version before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Stamp {
+    /// `Some(previous)`: in-commit timestamps are enabled; the previous
+    /// commit's, if it has one.
+    in_commit_timestamp: Option<Option<i64>>,
+    /// `Some(mark)`: row tracking is supported; the high-water mark
+    /// (`None`: no row id assigned yet).
+    row_ids: Option<Option<i64>>,
+}
+
+impl Stamp {
+    fn of(state: &TableState) -> Self {
+        let features =
+            super::features::writes_in_commit_timestamps(state.protocol(), state.metadata());
+        Stamp {
+            in_commit_timestamp: features.then(|| state.in_commit_timestamp()),
+            row_ids: super::features::tracks_row_ids(state.protocol())
+                .then(|| state.high_water_mark()),
+        }
+    }
+}
+
+/// Stamps the actions of the commit of `version` for the table's writer
+/// features (`now`: ms since the epoch):
+/// - in-commit timestamps: `commitInfo` first, with `inCommitTimestamp` =
+///   max(now, the previous commit's + 1) (also its `timestamp`);
+/// - row tracking: each add that has none gets `baseRowId` (fresh ids
+///   after the high-water mark, in order) and `defaultRowCommitVersion` =
+///   `version`, and the `delta.rowTracking` domain is set to the new mark
+///   (other domains are left as they are).
+///
+/// An error (the rows' fault is impossible: inlet's own writer) when an add
+/// lacks `numRecords`, which row ids need.
+fn stamp(actions: &mut Vec<Action>, rules: &Stamp, version: i64, now: i64) -> Result<(), String> {
+    if let Some(previous) = rules.in_commit_timestamp {
+        let ict = previous.map_or(now, |p| now.max(p + 1));
+        let at = actions
+            .iter()
+            .position(|a| matches!(a, Action::CommitInfo(_)))
+            .ok_or("a commit without commitInfo")?;
+        let mut info = actions.remove(at);
+        if let Action::CommitInfo(c) = &mut info {
+            c.in_commit_timestamp = Some(ict);
+            c.timestamp = Some(ict);
+        }
+        actions.insert(0, info);
+    }
+    let Some(mark) = rules.row_ids else {
+        return Ok(());
+    };
+    actions.retain(|a| {
+        !matches!(a, Action::DomainMetadata(d) if d.domain == super::state::ROW_TRACKING_DOMAIN)
+    });
+    let mut next = mark.map_or(0, |m| m + 1);
+    let mut assigned = false;
+    for action in actions.iter_mut() {
+        let Action::Add(add) = action else { continue };
+        let records = add
+            .get_stats()
+            .ok()
+            .flatten()
+            .map(|s| s.num_records)
+            .ok_or_else(|| format!("file {} has no numRecords for its row ids", add.path))?;
+        add.base_row_id = Some(next);
+        add.default_row_commit_version = Some(version);
+        next += records;
+        assigned = true;
+    }
+    if assigned && Some(next - 1) != mark {
+        actions.push(Action::DomainMetadata(deltalake::kernel::DomainMetadata {
+            domain: super::state::ROW_TRACKING_DOMAIN.to_string(),
+            configuration: serde_json::json!({ "rowIdHighWaterMark": next - 1 }).to_string(),
+            removed: false,
+        }));
+    }
+    Ok(())
 }
 
 /// What one attempt found it has to do.
@@ -1188,7 +1302,7 @@ checkpoint_interval = {interval}
         std::fs::write(
             path.join("_delta_log").join(format!("{:020}.json", 1)),
             r#"{"commitInfo":{"timestamp":1,"operation":"ALTER"}}
-{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":[],"writerFeatures":["rowTracking","domainMetadata"]}}"#,
+{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":[],"writerFeatures":["identityColumns"]}}"#,
         )
         .unwrap();
         let schema = sink.schema();
@@ -1203,8 +1317,21 @@ checkpoint_interval = {interval}
             .await
             .unwrap_err();
         assert!(matches!(e, SinkError::Table { .. }), "{e}");
-        assert!(e.to_string().contains("rowTracking"), "{e}");
+        assert!(e.to_string().contains("identityColumns"), "{e}");
         assert_eq!(sink.state.version(), 1);
+    }
+
+    fn txn_only(id: &str, version: i64) -> CommitData {
+        CommitData::new(
+            vec![Action::Txn(Transaction::new(id, version))],
+            DeltaOperation::StreamingUpdate {
+                output_mode: OutputMode::Append,
+                query_id: "a".into(),
+                epoch_id: 0,
+            },
+            HashMap::new(),
+            Vec::new(),
+        )
     }
 
     /// A commit racing another writer for the same version: the loser reads
@@ -1221,11 +1348,9 @@ checkpoint_interval = {interval}
         commit(&mut two, 0).await;
         let ids = vec!["a:t:1".to_string()];
         // Write straight at the stale version: the race, then the move on.
-        let bytes = Bytes::from(
-            "{\"commitInfo\":{\"timestamp\":1}}\n{\"txn\":{\"appId\":\"a:t:1\",\"version\":9}}",
-        );
+        let data = txn_only("a:t:1", 9);
         assert_eq!(one.state.version(), 0);
-        assert_eq!(one.write(bytes, ids).await.unwrap(), 2);
+        assert_eq!(one.write(&data, ids).await.unwrap(), 2);
         assert_eq!(one.state.version(), 2);
         assert_eq!(
             one.stored_versions(&["a:t:0".into(), "a:t:1".into()])
@@ -1235,12 +1360,202 @@ checkpoint_interval = {interval}
         );
         // A stale state racing on the same app id: a conflict, then a fence.
         commit(&mut two, 10).await;
-        let bytes = Bytes::from("{\"txn\":{\"appId\":\"a:t:0\",\"version\":19}}");
-        let e = one.write(bytes, vec!["a:t:0".into()]).await.unwrap_err();
+        let data = txn_only("a:t:0", 19);
+        let e = one.write(&data, vec!["a:t:0".into()]).await.unwrap_err();
         assert!(e.to_string().to_lowercase().contains("concurrent"), "{e}");
         assert!(matches!(
             commit(&mut one, 10).await,
             CommitOutcome::Fenced { stored: 19, .. }
         ));
+    }
+
+    fn add(path: &str, records: i64) -> Action {
+        Action::Add(Add {
+            path: path.into(),
+            partition_values: HashMap::new(),
+            size: 1,
+            modification_time: 1,
+            data_change: true,
+            stats: Some(format!(r#"{{"numRecords":{records}}}"#)),
+            ..Default::default()
+        })
+    }
+
+    fn info(ts: i64) -> Action {
+        Action::CommitInfo(deltalake::kernel::CommitInfo {
+            timestamp: Some(ts),
+            ..Default::default()
+        })
+    }
+
+    fn ict_of(actions: &[Action]) -> i64 {
+        match &actions[0] {
+            Action::CommitInfo(c) => c.in_commit_timestamp.unwrap(),
+            a => panic!("commitInfo is not first: {a:?}"),
+        }
+    }
+
+    /// The in-commit timestamp is the clock's, but always past the
+    /// previous commit's (a clock behind it, or the same millisecond), and
+    /// commitInfo goes first.
+    #[test]
+    fn in_commit_timestamps_never_go_back() {
+        let rules = |p| Stamp {
+            in_commit_timestamp: Some(p),
+            row_ids: None,
+        };
+        let mut a = vec![add("x", 1), info(5)];
+        stamp(&mut a, &rules(Some(1_000)), 3, 2_000).unwrap();
+        assert_eq!(ict_of(&a), 2_000);
+        let mut a = vec![add("x", 1), info(5)];
+        stamp(&mut a, &rules(Some(9_000)), 3, 2_000).unwrap();
+        assert_eq!(ict_of(&a), 9_001, "a clock behind the previous commit");
+        let mut a = vec![info(5)];
+        stamp(&mut a, &rules(Some(2_000)), 3, 2_000).unwrap();
+        assert_eq!(ict_of(&a), 2_001, "the same millisecond");
+        let mut a = vec![info(5)];
+        stamp(&mut a, &rules(None), 3, 2_000).unwrap();
+        assert_eq!(ict_of(&a), 2_000, "no previous timestamp");
+        // Not enabled: nothing is stamped.
+        let mut a = vec![add("x", 1), info(5)];
+        stamp(&mut a, &Stamp::default(), 3, 2_000).unwrap();
+        assert!(matches!(&a[1], Action::CommitInfo(c) if c.in_commit_timestamp.is_none()));
+    }
+
+    fn row_ids(actions: &[Action]) -> (Vec<(i64, i64)>, Option<i64>) {
+        let ids = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Add(a) => Some((
+                    a.base_row_id.unwrap(),
+                    a.default_row_commit_version.unwrap(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let mark = actions.iter().find_map(|a| match a {
+            Action::DomainMetadata(d) if d.domain == "delta.rowTracking" => {
+                let v: serde_json::Value = serde_json::from_str(&d.configuration).unwrap();
+                v["rowIdHighWaterMark"].as_i64()
+            }
+            _ => None,
+        });
+        (ids, mark)
+    }
+
+    /// Fresh row ids after the high-water mark, in order, the commit
+    /// version as default row commit version, the new mark in the commit;
+    /// other domains stay.
+    #[test]
+    fn row_ids_follow_the_high_water_mark() {
+        let rules = |m| Stamp {
+            in_commit_timestamp: None,
+            row_ids: Some(m),
+        };
+        let clustering = Action::DomainMetadata(deltalake::kernel::DomainMetadata {
+            domain: "delta.clustering".into(),
+            configuration: "{}".into(),
+            removed: false,
+        });
+        let mut a = vec![info(1), add("x", 3), add("y", 2), clustering.clone()];
+        stamp(&mut a, &rules(Some(9)), 4, 1).unwrap();
+        assert_eq!(row_ids(&a), (vec![(10, 4), (13, 4)], Some(14)));
+        assert!(a.contains(&clustering));
+        // Stamped again for a later version (another writer took 4 and
+        // moved the mark): re-based, one mark.
+        stamp(&mut a, &rules(Some(20)), 5, 1).unwrap();
+        assert_eq!(row_ids(&a), (vec![(21, 5), (24, 5)], Some(25)));
+        assert_eq!(
+            a.iter()
+                .filter(|a| matches!(a, Action::DomainMetadata(_)))
+                .count(),
+            2
+        );
+        let mut a = vec![info(1), add("x", 2)];
+        stamp(&mut a, &rules(None), 0, 1).unwrap();
+        assert_eq!(row_ids(&a), (vec![(0, 0)], Some(1)), "the first row ids");
+        let mut a = vec![info(1), Action::Txn(Transaction::new("a", 1))];
+        stamp(&mut a, &rules(Some(3)), 2, 1).unwrap();
+        assert_eq!(row_ids(&a).1, None, "no rows, no new mark");
+        let mut a = vec![info(1), add("x", 2)];
+        if let Action::Add(add) = &mut a[1] {
+            add.stats = None;
+        }
+        assert!(stamp(&mut a, &rules(None), 1, 1).is_err(), "no numRecords");
+    }
+
+    const TRACKED: &str = r#"{"commitInfo":{"timestamp":1,"inCommitTimestamp":1000,"operation":"CREATE"}}
+{"protocol":{"minReaderVersion":1,"minWriterVersion":7,"writerFeatures":["inCommitTimestamp","rowTracking","domainMetadata"]}}
+{"metaData":{"id":"t","format":{"provider":"parquet","options":{}},"schemaString":"{\"type\":\"struct\",\"fields\":[{\"name\":\"id\",\"type\":\"long\",\"nullable\":true,\"metadata\":{}}]}","partitionColumns":[],"configuration":{"delta.enableInCommitTimestamps":"true","delta.enableRowTracking":"true"},"createdTime":1}}
+{"add":{"path":"a.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true,"stats":"{\"numRecords\":5}","baseRowId":0,"defaultRowCommitVersion":0}}
+{"domainMetadata":{"domain":"delta.rowTracking","configuration":"{\"rowIdHighWaterMark\":4}","removed":false}}"#;
+
+    fn commit_lines(path: &std::path::Path, version: i64) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path.join("_delta_log").join(format!("{version:020}.json")))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// A writer whose version was taken by a foreign commit that assigned
+    /// row ids and set a later in-commit timestamp moves on to the next
+    /// version with its row ids re-based after the foreign mark and its
+    /// timestamp after the foreign one; a state loaded afresh (also from a
+    /// checkpoint) knows both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_foreign_commit_re_bases_row_ids_and_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let log = path.join("_delta_log");
+        std::fs::create_dir_all(&log).unwrap();
+        std::fs::write(log.join(format!("{:020}.json", 0)), TRACKED).unwrap();
+        let cfg = config(&path, 2);
+        let mut one = DeltaSink::open("events", &cfg).await.unwrap();
+        assert_eq!(one.state.high_water_mark(), Some(4));
+        assert_eq!(one.state.in_commit_timestamp(), Some(1000));
+        let future = chrono::Utc::now().timestamp_millis() + 3_600_000;
+        std::fs::write(
+            log.join(format!("{:020}.json", 1)),
+            format!(
+                r#"{{"commitInfo":{{"timestamp":1,"inCommitTimestamp":{future},"operation":"WRITE"}}}}
+{{"add":{{"path":"b.parquet","partitionValues":{{}},"size":1,"modificationTime":1,"dataChange":true,"stats":"{{\"numRecords\":10}}","baseRowId":5,"defaultRowCommitVersion":1}}}}
+{{"domainMetadata":{{"domain":"delta.rowTracking","configuration":"{{\"rowIdHighWaterMark\":14}}","removed":false}}}}"#
+            ),
+        )
+        .unwrap();
+        let data = CommitData::new(
+            vec![
+                add("c.parquet", 3),
+                Action::Txn(Transaction::new("a:t:0", 9)),
+            ],
+            DeltaOperation::StreamingUpdate {
+                output_mode: OutputMode::Append,
+                query_id: "a".into(),
+                epoch_id: 0,
+            },
+            HashMap::new(),
+            Vec::new(),
+        );
+        assert_eq!(one.state.version(), 0, "version 1 not seen yet");
+        assert_eq!(one.write(&data, vec!["a:t:0".into()]).await.unwrap(), 2);
+        let lines = commit_lines(&path, 2);
+        assert_eq!(lines[0]["commitInfo"]["inCommitTimestamp"], future + 1);
+        let add = lines.iter().find_map(|l| l.get("add")).unwrap();
+        assert_eq!(add["baseRowId"], 15);
+        assert_eq!(add["defaultRowCommitVersion"], 2);
+        let mark = lines.iter().find_map(|l| l.get("domainMetadata")).unwrap();
+        assert_eq!(mark["configuration"], r#"{"rowIdHighWaterMark":17}"#);
+        assert_eq!(one.state.high_water_mark(), Some(17));
+        assert_eq!(one.state.in_commit_timestamp(), Some(future + 1));
+        // After a checkpoint of version 2, a fresh state reads the mark
+        // from it, and the timestamp from its commit.
+        crate::sink::checkpoint::write(one.log.as_ref(), 2)
+            .await
+            .unwrap();
+        assert!(log.join(format!("{:020}.checkpoint.parquet", 2)).exists());
+        let two = DeltaSink::open("events", &cfg).await.unwrap();
+        assert_eq!(two.state.high_water_mark(), Some(17));
+        assert_eq!(two.state.in_commit_timestamp(), Some(future + 1));
     }
 }

@@ -1,7 +1,7 @@
 //! Which tables inlet can append to, decided when a table is opened, before
 //! anything is fetched: a table whose protocol needs a writer feature inlet's
-//! commit path does not write (row tracking, in-commit timestamps, liquid
-//! clustering, identity columns, type widening, ...) would otherwise have
+//! commit path does not write (identity columns, type widening, column
+//! mapping, ...) would otherwise have
 //! every commit refused after the data was read, and be retried as if the
 //! object store were at fault.
 
@@ -48,7 +48,67 @@ fn supported_writer_features() -> HashSet<TableFeature> {
         TableFeature::ColumnMapping,
         TableFeature::DeletionVectors,
         TableFeature::Unknown("checkpointProtection".to_owned()),
+        // Honoured by inlet's own commit (delta.rs, `stamp`): commitInfo
+        // first with a monotonic inCommitTimestamp; baseRowId and
+        // defaultRowCommitVersion on every add and the high-water mark
+        // advanced in the same commit; other domains are never written.
+        TableFeature::InCommitTimestamp,
+        TableFeature::RowTracking,
+        TableFeature::DomainMetadata,
+        // Liquid clustering (and its Databricks preview name): appended
+        // files are unclustered (no clusteringProvider), with statistics;
+        // the clustering domain is kept as it is.
+        TableFeature::ClusteredTable,
+        TableFeature::Unknown("liquid".to_owned()),
     ])
+}
+
+/// Whether the table's protocol names writer feature `name`.
+fn has_writer_feature(protocol: &Protocol, feature: &TableFeature) -> bool {
+    let name = feature.to_string();
+    protocol
+        .writer_features()
+        .is_some_and(|f| f.iter().any(|f| f == feature || f.to_string() == name))
+}
+
+/// Whether appends must assign row ids (`rowTracking` is supported).
+pub(crate) fn tracks_row_ids(protocol: &Protocol) -> bool {
+    has_writer_feature(protocol, &TableFeature::RowTracking)
+}
+
+/// Whether commits must carry an `inCommitTimestamp`: the feature is
+/// supported and `delta.enableInCommitTimestamps` is true.
+pub(crate) fn writes_in_commit_timestamps(protocol: &Protocol, metadata: &Metadata) -> bool {
+    has_writer_feature(protocol, &TableFeature::InCommitTimestamp)
+        && metadata
+            .configuration()
+            .get("delta.enableInCommitTimestamps")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Why `compact` cannot rewrite this table's files, if it cannot: its
+/// rewrite goes through delta-rs, which neither carries row ids over
+/// (materialised row id columns) nor writes in-commit timestamps.
+pub(crate) fn compaction_refusal(protocol: &Protocol) -> Option<String> {
+    let blocking = [
+        (TableFeature::RowTracking, "row ids would not be kept"),
+        (
+            TableFeature::InCommitTimestamp,
+            "the rewrite would not carry an in-commit timestamp",
+        ),
+    ];
+    let found: Vec<String> = blocking
+        .iter()
+        .filter(|(f, _)| has_writer_feature(protocol, f))
+        .map(|(f, why)| format!("{f} ({why})"))
+        .collect();
+    (!found.is_empty()).then(|| {
+        format!(
+            "inlet does not compact tables with {}; compact them with an engine that keeps these \
+             features (e.g. Spark's OPTIMIZE)",
+            found.join(", ")
+        )
+    })
 }
 
 /// delta-rs' `ProtocolChecker::can_write_to` on a protocol: the reader

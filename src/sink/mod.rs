@@ -5,6 +5,7 @@ mod attempt;
 mod checkpoint;
 mod classify;
 pub mod compaction;
+mod create;
 mod delta;
 mod features;
 mod state;

@@ -77,6 +77,12 @@ pub(super) struct TableState {
     /// Where app ids absent from `txns` are looked up; `None` when `txns`
     /// is complete (the whole log was replayed).
     base: Option<Arc<KernelSnapshot>>,
+    /// The `inCommitTimestamp` of the commit at `version`, if it has one.
+    in_commit_timestamp: Option<i64>,
+    /// The row id high-water mark (`delta.rowTracking` domain) as of
+    /// `version`; `None`: no row id was assigned yet. Tracked only on
+    /// tables that support row tracking.
+    high_water_mark: Option<i64>,
     refreshed: Instant,
 }
 
@@ -96,6 +102,50 @@ struct LogLine {
     #[serde(rename = "metaData")]
     metadata: Option<Metadata>,
     txn: Option<TxnLine>,
+    #[serde(rename = "commitInfo")]
+    commit_info: Option<CommitInfoLine>,
+    #[serde(rename = "domainMetadata")]
+    domain: Option<DomainLine>,
+}
+
+#[derive(Deserialize)]
+struct CommitInfoLine {
+    #[serde(rename = "inCommitTimestamp")]
+    in_commit_timestamp: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct DomainLine {
+    domain: String,
+    configuration: String,
+    #[serde(default)]
+    removed: bool,
+}
+
+/// The configuration of the `delta.rowTracking` domain.
+#[derive(Deserialize)]
+struct RowTrackingDomain {
+    #[serde(rename = "rowIdHighWaterMark")]
+    high_water_mark: i64,
+}
+
+/// The domain holding the row id high-water mark.
+pub(super) const ROW_TRACKING_DOMAIN: &str = "delta.rowTracking";
+
+impl DomainLine {
+    /// The high-water mark, if this is the row tracking domain.
+    fn high_water_mark(&self) -> DeltaResult<Option<i64>> {
+        if self.domain != ROW_TRACKING_DOMAIN || self.removed {
+            return Ok(None);
+        }
+        let d: RowTrackingDomain = serde_json::from_str(&self.configuration).map_err(|e| {
+            DeltaTableError::Generic(format!(
+                "the {ROW_TRACKING_DOMAIN} domain cannot be read: {e}: {}",
+                self.configuration
+            ))
+        })?;
+        Ok(Some(d.high_water_mark))
+    }
 }
 
 #[derive(Deserialize)]
@@ -121,22 +171,43 @@ impl TableState {
             snapshot.protocol().clone(),
             snapshot.metadata().clone(),
         )?;
+        let tracked = super::features::tracks_row_ids(&state.protocol);
         match last_checkpoint(log).await? {
             Some(c) if c <= version => {
                 state.base = Some(kernel_snapshot(log, c).await?);
+                if tracked {
+                    state.high_water_mark = checkpoint_high_water_mark(log, c).await?;
+                }
                 state.replay(log, c + 1, version).await?;
             }
             // A checkpoint newer than the snapshot (written meanwhile):
             // the kernel finds the one the snapshot's version can use.
-            Some(_) => state.base = Some(kernel_snapshot(log, version).await?),
-            None => {
-                if log.read_commit_entry(0).await?.is_some() {
-                    state.replay(log, 0, version).await?;
-                } else {
-                    // No hint and no first commit: let the kernel find
-                    // the checkpoint, and look app ids up at the tip.
-                    state.base = Some(kernel_snapshot(log, version).await?);
-                }
+            Some(_) if !tracked => state.base = Some(kernel_snapshot(log, version).await?),
+            None if log.read_commit_entry(0).await?.is_some() => {
+                state.replay(log, 0, version).await?;
+            }
+            // No hint and no first commit: let the kernel find the
+            // checkpoint, and look app ids up at the tip.
+            _ if !tracked => state.base = Some(kernel_snapshot(log, version).await?),
+            // A row-tracked table needs the high-water mark of the
+            // checkpoint itself: find it in the listing.
+            _ => {
+                let c = latest_checkpoint_listed(log, version)
+                    .await?
+                    .ok_or_else(|| {
+                        DeltaTableError::Generic(format!(
+                            "no checkpoint and no first commit found for version {version}"
+                        ))
+                    })?;
+                state.base = Some(kernel_snapshot(log, c).await?);
+                state.high_water_mark = checkpoint_high_water_mark(log, c).await?;
+                state.replay(log, c + 1, version).await?;
+            }
+        }
+        if state.in_commit_timestamp.is_none() {
+            // The tip is a checkpoint: its commit file still holds the ICT.
+            if let Some(bytes) = log.read_commit_entry(version as u64).await? {
+                state.in_commit_timestamp = commit_ict(&lines(&bytes)?);
             }
         }
         Ok(state)
@@ -153,6 +224,8 @@ impl TableState {
             properties,
             txns: HashMap::new(),
             base: None,
+            in_commit_timestamp: None,
+            high_water_mark: None,
             refreshed: Instant::now(),
         })
     }
@@ -169,9 +242,14 @@ impl TableState {
             let bytes = bytes.ok_or_else(|| {
                 DeltaTableError::Generic(format!("commit {v} is missing from the log"))
             })?;
-            for line in lines(&bytes)? {
+            let lines = lines(&bytes)?;
+            self.in_commit_timestamp = commit_ict(&lines);
+            for line in lines {
                 if let Some(t) = line.txn {
                     self.txns.insert(t.app_id, Some(t.version));
+                }
+                if let Some(m) = line.domain.as_ref().map(DomainLine::high_water_mark) {
+                    self.high_water_mark = m?.or(self.high_water_mark);
                 }
             }
         }
@@ -183,7 +261,13 @@ impl TableState {
         let mut changes = Changes::default();
         let mut protocol = None;
         let mut metadata = None;
-        for line in lines(bytes)? {
+        let lines = lines(bytes)?;
+        let ict = commit_ict(&lines);
+        let mut high_water_mark = self.high_water_mark;
+        for line in lines {
+            if let Some(m) = line.domain.as_ref().map(DomainLine::high_water_mark) {
+                high_water_mark = m?.or(high_water_mark);
+            }
             if let Some(p) = line.protocol {
                 protocol = Some(p);
             }
@@ -205,6 +289,8 @@ impl TableState {
             self.protocol = p;
             changes.protocol = true;
         }
+        self.in_commit_timestamp = ict;
+        self.high_water_mark = high_water_mark;
         self.version += 1;
         Ok(changes)
     }
@@ -268,6 +354,16 @@ impl TableState {
         self.version
     }
 
+    /// The `inCommitTimestamp` of the latest commit, if it has one.
+    pub(super) fn in_commit_timestamp(&self) -> Option<i64> {
+        self.in_commit_timestamp
+    }
+
+    /// The row id high-water mark as of the latest commit (see the field).
+    pub(super) fn high_water_mark(&self) -> Option<i64> {
+        self.high_water_mark
+    }
+
     pub(super) fn protocol(&self) -> &Protocol {
         &self.protocol
     }
@@ -307,6 +403,112 @@ fn lines(bytes: &[u8]) -> DeltaResult<Vec<LogLine>> {
             })
         })
         .collect()
+}
+
+/// The `inCommitTimestamp` of a commit's `commitInfo`, if it has one.
+fn commit_ict(lines: &[LogLine]) -> Option<i64> {
+    lines
+        .iter()
+        .find_map(|l| l.commit_info.as_ref())
+        .and_then(|c| c.in_commit_timestamp)
+}
+
+/// The files of the checkpoint of `version` (classic, multi-part or v2
+/// top-level; sidecars hold no domain metadata).
+async fn checkpoint_files(log: &dyn LogStore, version: i64) -> DeltaResult<Vec<Path>> {
+    let store = log.object_store(None);
+    let prefix = format!("{version:020}.checkpoint");
+    let offset = Path::from(format!("_delta_log/{version:020}"));
+    let files: Vec<Path> = store
+        .list_with_offset(Some(&Path::from("_delta_log")), &offset)
+        .map_ok(|m| m.location)
+        .try_filter(|p| {
+            let ok = p.filename().is_some_and(|n| n.starts_with(&prefix));
+            async move { ok }
+        })
+        .try_collect()
+        .await?;
+    Ok(files)
+}
+
+/// The newest checkpoint at or before `version`, from a listing of the log.
+async fn latest_checkpoint_listed(log: &dyn LogStore, version: i64) -> DeltaResult<Option<i64>> {
+    let store = log.object_store(None);
+    let names: Vec<Path> = store
+        .list(Some(&Path::from("_delta_log")))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await?;
+    Ok(names
+        .iter()
+        .filter_map(|p| p.filename())
+        .filter(|n| n.contains(".checkpoint"))
+        .filter_map(|n| n.split('.').next()?.parse::<i64>().ok())
+        .filter(|v| *v <= version)
+        .max())
+}
+
+/// The row id high-water mark the checkpoint of `version` holds. The
+/// checkpoint is read whole, once, when a row-tracked table is loaded.
+async fn checkpoint_high_water_mark(log: &dyn LogStore, version: i64) -> DeltaResult<Option<i64>> {
+    use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let store = log.object_store(None);
+    let files = checkpoint_files(log, version).await?;
+    if files.is_empty() {
+        return Err(DeltaTableError::Generic(format!(
+            "the checkpoint of version {version} is not in the log"
+        )));
+    }
+    let mut mark = None;
+    for path in files {
+        let bytes = store.get(&path).await?.bytes().await?;
+        if path.as_ref().ends_with(".json") {
+            for line in lines(&bytes)? {
+                if let Some(d) = line.domain {
+                    mark = d.high_water_mark()?.or(mark);
+                }
+            }
+            continue;
+        }
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+        let Some(index) = builder
+            .schema()
+            .fields()
+            .iter()
+            .position(|f| f.name() == "domainMetadata")
+        else {
+            continue;
+        };
+        let mask =
+            deltalake::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [index]);
+        for batch in builder.with_projection(mask).build()? {
+            let batch = batch?;
+            let json = arrow_json_rows(&batch)?;
+            for row in json {
+                let Some(d) = row.get("domainMetadata") else {
+                    continue;
+                };
+                if let Ok(d) = serde_json::from_value::<DomainLine>(d.clone()) {
+                    mark = d.high_water_mark()?.or(mark);
+                }
+            }
+        }
+    }
+    Ok(mark)
+}
+
+/// The rows of a batch as JSON objects.
+fn arrow_json_rows(
+    batch: &arrow::array::RecordBatch,
+) -> DeltaResult<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    writer.write(batch)?;
+    writer.finish()?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| DeltaTableError::Generic(e.to_string()))
 }
 
 /// The version in `_delta_log/_last_checkpoint`, if there is one.

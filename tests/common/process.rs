@@ -194,6 +194,14 @@ impl Running {
         }
     }
 
+    /// The exit code if the process has exited (`Some(-1)`: by a signal).
+    pub(crate) fn child_exited(&mut self) -> Option<i32> {
+        self.child
+            .try_wait()
+            .unwrap()
+            .map(|s| s.code().unwrap_or(-1))
+    }
+
     /// SIGKILL and reap.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();

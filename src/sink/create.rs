@@ -1,0 +1,196 @@
+//! Creating a table whose properties turn on writer features delta-rs'
+//! create cannot commit (in-commit timestamps, row tracking): inlet writes
+//! its first commit itself, write-if-absent of version 0, with a protocol
+//! (writer version 7) listing every feature the properties and the schema
+//! use, and the `inCommitTimestamp` of the commit. The feature is on from
+//! version 0, so no enablement version or timestamp is set (the protocol
+//! asks for them only when the feature is turned on later).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use deltalake::kernel::{new_metadata, Action, CommitInfo, Protocol, StructType};
+use deltalake::logstore::{CommitOrBytes, LogStore};
+use deltalake::{DeltaResult, DeltaTableError};
+
+use crate::config::TableConfig;
+
+const ICT: &str = "delta.enableInCommitTimestamps";
+const ROW_TRACKING: &str = "delta.enableRowTracking";
+
+fn is_true<M: Props>(props: &M, key: &str) -> bool {
+    props
+        .value(key)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// A map of table properties (the config's, or the table's).
+pub(super) trait Props {
+    fn value(&self, key: &str) -> Option<&String>;
+}
+
+impl Props for HashMap<String, String> {
+    fn value(&self, key: &str) -> Option<&String> {
+        self.get(key)
+    }
+}
+
+impl Props for std::collections::BTreeMap<String, String> {
+    fn value(&self, key: &str) -> Option<&String> {
+        self.get(key)
+    }
+}
+
+/// Whether a table with `properties` is created by inlet's own commit.
+pub(super) fn needs_own_create(properties: &impl Props) -> bool {
+    is_true(properties, ICT) || is_true(properties, ROW_TRACKING)
+}
+
+/// The protocol of a new table: the features `props` turn on and the
+/// schema uses; reader version 3 only when a reader feature is among them.
+fn protocol(props: &HashMap<String, String>, schema: &StructType) -> DeltaResult<Protocol> {
+    let mut reader: Vec<&str> = Vec::new();
+    let mut writer: Vec<&str> = Vec::new();
+    let schema_json = serde_json::to_string(schema)?;
+    if is_true(props, ICT) {
+        writer.push("inCommitTimestamp");
+    }
+    if is_true(props, ROW_TRACKING) {
+        writer.extend(["rowTracking", "domainMetadata"]);
+    }
+    if is_true(props, "delta.appendOnly") {
+        writer.push("appendOnly");
+    }
+    if is_true(props, "delta.enableChangeDataFeed") {
+        writer.push("changeDataFeed");
+    }
+    if props.keys().any(|k| k.starts_with("delta.constraints.")) {
+        writer.push("checkConstraints");
+    }
+    let mut both = |f| {
+        reader.push(f);
+        writer.push(f);
+    };
+    if is_true(props, "delta.enableDeletionVectors") {
+        both("deletionVectors");
+    }
+    if props
+        .get("delta.checkpointPolicy")
+        .is_some_and(|v| v == "v2")
+    {
+        both("v2Checkpoint");
+    }
+    if schema_json.contains("\"timestamp_ntz\"") {
+        both("timestampNtz");
+    }
+    let value = if reader.is_empty() {
+        serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 7, "writerFeatures": writer})
+    } else {
+        serde_json::json!({
+            "minReaderVersion": 3, "minWriterVersion": 7,
+            "readerFeatures": reader, "writerFeatures": writer,
+        })
+    };
+    Ok(serde_json::from_value(value)?)
+}
+
+/// Writes version 0 of a table of `schema` with `properties`; the caller
+/// loads the table afterwards (its own or a concurrent creator's).
+pub(super) async fn create(
+    log: &dyn LogStore,
+    schema: &StructType,
+    cfg: &TableConfig,
+    properties: &[(String, Option<String>)],
+) -> DeltaResult<()> {
+    let mut props: HashMap<String, String> = properties
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+        .collect();
+    if is_true(&props, ROW_TRACKING) {
+        // As Spark names them: where a rewrite would materialise row ids.
+        let id = uuid::Uuid::new_v4();
+        props
+            .entry("delta.rowTracking.materializedRowIdColumnName".into())
+            .or_insert_with(|| format!("_row-id-col-{id}"));
+        props
+            .entry("delta.rowTracking.materializedRowCommitVersionColumnName".into())
+            .or_insert_with(|| format!("_row-commit-version-col-{id}"));
+    }
+    let protocol = protocol(&props, schema)?;
+    let metadata = new_metadata(schema, &cfg.partition_by, props.iter())?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let info = CommitInfo {
+        timestamp: Some(now),
+        in_commit_timestamp: is_true(&props, ICT).then_some(now),
+        operation: Some("CREATE TABLE".into()),
+        is_blind_append: Some(true),
+        engine_info: Some(format!("inlet/{}", env!("CARGO_PKG_VERSION"))),
+        ..Default::default()
+    };
+    let actions = [
+        Action::CommitInfo(info),
+        Action::Protocol(protocol),
+        Action::Metadata(metadata),
+    ];
+    let lines: Vec<String> = actions
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<_, _>>()?;
+    let bytes = Bytes::from(lines.join("\n"));
+    let operation = uuid::Uuid::new_v4();
+    let commit = if ["LakeFSLogStore", "DefaultLogStore"].contains(&log.name().as_str()) {
+        CommitOrBytes::LogBytes(bytes)
+    } else {
+        let path = deltalake::Path::from_iter([
+            "_delta_log",
+            &format!("_commit_{}.json.tmp", uuid::Uuid::new_v4()),
+        ]);
+        object_store::ObjectStoreExt::put(
+            log.object_store(Some(operation)).as_ref(),
+            &path,
+            bytes.into(),
+        )
+        .await?;
+        CommitOrBytes::TmpCommit(path)
+    };
+    log.write_commit_entry(0, commit, operation)
+        .await
+        .map_err(|source| DeltaTableError::Transaction { source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_protocol_lists_every_feature_the_table_uses() {
+        let schema: StructType = serde_json::from_str(
+            r#"{"type":"struct","fields":[{"name":"t","type":"timestamp_ntz","nullable":true,"metadata":{}}]}"#,
+        )
+        .unwrap();
+        let props = HashMap::from([
+            (ICT.to_string(), "true".to_string()),
+            (ROW_TRACKING.to_string(), "true".to_string()),
+            ("delta.appendOnly".to_string(), "true".to_string()),
+        ]);
+        let p = serde_json::to_value(protocol(&props, &schema).unwrap()).unwrap();
+        assert_eq!(p["minReaderVersion"], 3);
+        assert_eq!(p["minWriterVersion"], 7);
+        let writer: Vec<&str> = p["writerFeatures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        for f in [
+            "inCommitTimestamp",
+            "rowTracking",
+            "domainMetadata",
+            "appendOnly",
+            "timestampNtz",
+        ] {
+            assert!(writer.contains(&f), "{f}: {p}");
+        }
+        assert_eq!(p["readerFeatures"], serde_json::json!(["timestampNtz"]));
+    }
+}
