@@ -233,6 +233,32 @@ struct InletRun {
     took: Duration,
     /// Peak resident set size of that process alone (VmHWM).
     rss_mib: f64,
+    /// CPU time (user + system) of that process, sampled until it exits
+    /// (so short by at most one 10 ms sampling interval).
+    cpu: Duration,
+}
+
+/// User + system CPU time of process `pid` from `/proc/<pid>/stat`, in clock
+/// ticks (fields 14 and 15; counted after the `)` that ends the command name,
+/// which may hold spaces).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when unknown).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn run_inlet(
@@ -289,7 +315,11 @@ offset = "_offset"
     // own address space; sampled until it exits.
     let status_file = format!("/proc/{}/status", child.id());
     let mut hwm_kib = 0u64;
+    let mut ticks = 0u64;
     let status = loop {
+        if let Some(t) = cpu_ticks(child.id()) {
+            ticks = ticks.max(t);
+        }
         if let Some(hwm) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -307,6 +337,7 @@ offset = "_offset"
     InletRun {
         took,
         rss_mib: hwm_kib as f64 / 1024.0,
+        cpu: Duration::from_secs_f64(ticks as f64 / clock_ticks()),
     }
 }
 
@@ -352,10 +383,13 @@ fn main() {
     let (mut r_inlet, mut r_raw, mut r_enc, mut r_base) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut rss, mut rss_base) = (Vec::new(), Vec::new());
+    let (mut cpu, mut cpu_base) = (Vec::new(), Vec::new());
+    // CPU per message of the inlet process, in microseconds.
+    let per_msg = |r: &InletRun| r.cpu.as_secs_f64() * 1e6 / n;
     println!(
-        "run  inlet msg/s  inlet MB/s  RSS MiB  raw msg/s  encode rows/s  inlet/raw  inlet/encode{}",
+        "run  inlet msg/s  inlet MB/s  RSS MiB  CPU µs/msg  raw msg/s  encode rows/s  inlet/raw  inlet/encode{}",
         if a.baseline.is_some() {
-            "  baseline msg/s  RSS MiB  inlet/baseline"
+            "  baseline msg/s  RSS MiB  CPU µs/msg  inlet/baseline"
         } else {
             ""
         }
@@ -381,33 +415,37 @@ fn main() {
         let base = a.baseline.as_ref().map(|b| {
             let dir = tempfile::tempdir().unwrap();
             let r = run_inlet(b, &bootstrap, dir.path(), &a.extra, registry_url.as_deref());
-            (n / r.took.as_secs_f64(), r.rss_mib)
+            (n / r.took.as_secs_f64(), r.rss_mib, per_msg(&r))
         });
         println!(
-            "{run:>3}  {inl:>11.0}  {:>10.1}  {:>7.0}  {raw:>9.0}  {enc:>13.0}  {:>9.2}  {:>12.2}{}",
+            "{run:>3}  {inl:>11.0}  {:>10.1}  {:>7.0}  {:>10.2}  {raw:>9.0}  {enc:>13.0}  {:>9.2}  {:>12.2}{}",
             mb / r.took.as_secs_f64(),
             r.rss_mib,
+            per_msg(&r),
             inl / raw,
             inl / enc,
-            base.map_or(String::new(), |(b, m)| format!(
-                "  {b:>14.0}  {m:>7.0}  {:>14.2}",
+            base.map_or(String::new(), |(b, m, c)| format!(
+                "  {b:>14.0}  {m:>7.0}  {c:>10.2}  {:>14.2}",
                 inl / b
             ))
         );
+        cpu.push(per_msg(&r));
         r_inlet.push(inl);
         r_raw.push(raw);
         r_enc.push(enc);
         rss.push(r.rss_mib);
-        if let Some((b, m)) = base {
+        if let Some((b, m, c)) = base {
             r_base.push(inl / b);
             rss_base.push(m);
+            cpu_base.push(c);
         }
     }
     let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
     let (mi, mr, me) = (median(r_inlet), median(r_raw), median(r_enc));
     println!(
         "median  inlet {mi:.0} msg/s ({:.1} MB/s), raw consume {mr:.0} msg/s, encode-only {me:.0} rows/s; \
-         inlet/raw {:.2}, inlet/encode {:.2}{}; peak RSS of inlet {:.0} MiB (max of {} runs){}",
+         inlet/raw {:.2}, inlet/encode {:.2}{}; CPU of inlet {:.2} µs/msg{}; \
+         peak RSS of inlet {:.0} MiB (max of {} runs){}",
         mb * mi / n,
         mi / mr,
         mi / me,
@@ -415,6 +453,12 @@ fn main() {
             String::new()
         } else {
             format!(", inlet/baseline {:.2}", median(r_base))
+        },
+        median(cpu),
+        if cpu_base.is_empty() {
+            String::new()
+        } else {
+            format!(" (baseline {:.2})", median(cpu_base))
         },
         max(&rss),
         rss.len(),
