@@ -542,7 +542,12 @@ fn two_writers_append_to_a_row_tracked_table() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    assert!(races(&runs) >= 1, "the writers never raced for a version");
+    // Lost races are likely but not certain: a writer that reads the other's
+    // commit before its own attempt never races (CI saw 20 rounds without
+    // one). The interleaving below is what shows the writers ran at once;
+    // re-stamping row ids after a lost race is covered by the sink's unit
+    // test `a_foreign_commit_re_bases_row_ids_and_timestamps`.
+    eprintln!("{} lost races in {rounds} rounds", races(&runs));
     for run in &mut runs {
         run.signal("TERM");
         assert_eq!(
