@@ -19,6 +19,7 @@ mod metrics;
 mod migrate;
 mod poison;
 mod protobuf;
+mod rebalance;
 mod replay_status;
 mod s3;
 mod shutdown;

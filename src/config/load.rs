@@ -223,13 +223,29 @@ mod tests {
     }
 
     #[test]
-    fn cooperative_strategy_is_refused() {
-        let cfg = BASE.replace(
-            "\"security.protocol\" = \"SASL_SSL\"",
-            "\"partition.assignment.strategy\" = \"cooperative-sticky\"",
-        );
-        let err = load_str(&cfg).unwrap_err().to_string();
-        assert!(err.contains("partition.assignment.strategy"), "{err}");
+    fn incremental_rebalancing_is_accepted_and_classic_keys_refused_with_kip_848() {
+        let with =
+            |props: &str| load_str(&BASE.replace("\"security.protocol\" = \"SASL_SSL\"", props));
+        with("\"partition.assignment.strategy\" = \"cooperative-sticky\"").unwrap();
+        with("\"group.protocol\" = \"consumer\"").unwrap();
+        with("\"group.protocol\" = \"classic\"\n\"session.timeout.ms\" = \"6000\"").unwrap();
+        for key in [
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+            "partition.assignment.strategy",
+        ] {
+            let err = with(&format!(
+                "\"group.protocol\" = \"consumer\"\n\"{key}\" = \"1\""
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(key), "{err}");
+            assert!(err.contains("group.protocol = consumer"), "{err}");
+        }
+        let err = with("\"group.protocol\" = \"new\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("group.protocol"), "{err}");
     }
 
     #[test]

@@ -107,9 +107,13 @@ pub struct KafkaConfig {
     /// `enable.auto.commit`, `enable.auto.offset.store`,
     /// `enable.partition.eof` and `auto.offset.reset` (set to `error`, so
     /// that librdkafka never skips deleted offsets in silence; see
-    /// `fail_on_data_loss`); `partition.assignment.strategy` may not be
-    /// cooperative (not supported yet). Defaults inlet sets that you may
-    /// override: `isolation.level=read_committed`, `session.timeout.ms=30000`,
+    /// `fail_on_data_loss`). Incremental rebalancing is supported:
+    /// `"partition.assignment.strategy" = "cooperative-sticky"` on the
+    /// classic protocol, or `"group.protocol" = "consumer"` (KIP-848; the
+    /// broker then owns the session timeout, heartbeat and assignor, so
+    /// those keys are refused); see Rebalancing. Defaults inlet sets that
+    /// you may override: `isolation.level=read_committed`,
+    /// `session.timeout.ms=30000` (classic protocol only),
     /// `fetch.queue.backoff.ms=10` (librdkafka's 1 s default stalls a consumer
     /// that decodes, see Benchmarks).
     #[serde(default)]

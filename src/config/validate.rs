@@ -98,7 +98,7 @@ fn kafka(c: &Config) -> Result<()> {
         "enable.auto.offset.store",
         "enable.partition.eof",
     ];
-    for (key, value) in c.kafka_properties() {
+    for (key, _) in c.kafka_properties() {
         if OWNED.contains(&key.as_str()) {
             return Err(ConfigError::invalid(
                 format!("kafka.properties.{key}"),
@@ -117,11 +117,41 @@ fn kafka(c: &Config) -> Result<()> {
                  sources.<name>.fail_on_data_loss",
             ));
         }
-        if key == "partition.assignment.strategy" && value.contains("cooperative") {
+    }
+    consumer_protocol(c)
+}
+
+/// With `group.protocol = consumer` (KIP-848) the broker owns the session,
+/// the heartbeat and the assignor: librdkafka refuses the classic keys, so
+/// they are refused here, by name, before anything starts.
+fn consumer_protocol(c: &Config) -> Result<()> {
+    let props = c.kafka_properties();
+    let Some(protocol) = props.get("group.protocol") else {
+        return Ok(());
+    };
+    let protocol = protocol.trim().to_ascii_lowercase();
+    if protocol != "consumer" && protocol != "classic" {
+        return Err(ConfigError::invalid(
+            "kafka.properties.group.protocol",
+            format!("`{protocol}` is not a group protocol"),
+            "use `classic` (the default) or `consumer` (KIP-848)",
+        ));
+    }
+    if protocol == "classic" {
+        return Ok(());
+    }
+    for key in [
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "partition.assignment.strategy",
+        "group.protocol.type",
+    ] {
+        if props.contains_key(key) {
             return Err(ConfigError::invalid(
                 format!("kafka.properties.{key}"),
-                "cooperative rebalancing is not supported yet",
-                "use `range` or `roundrobin` (the default)",
+                "is not used with `group.protocol = consumer`: the broker sets it for the group",
+                "remove it (the broker's group.consumer.* settings apply; \
+                 `group.remote.assignor` picks the broker's assignor)",
             ));
         }
     }

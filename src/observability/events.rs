@@ -8,7 +8,7 @@ use super::metrics::{
     CompactionLabels, Metrics, PartitionLabels, RejectLabels, TableLabels, TopicLabels,
     UnknownIdLabels,
 };
-use crate::record::Stage;
+use crate::record::{Stage, TopicPartition};
 
 /// Something that happened, with everything needed to log and count it.
 pub trait InternalEvent {
@@ -530,6 +530,71 @@ impl InternalEvent for ConsumerResumed {
             partitions = self.partitions,
             paused_ms = self.paused_for.as_millis() as u64,
             "pipeline moving again; consumer resumed"
+        );
+    }
+}
+
+/// `topic/partition,...` for a log line.
+fn list(parts: &[TopicPartition]) -> String {
+    let mut out = String::new();
+    for (i, (t, p)) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(t);
+        out.push('/');
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
+/// The group gave this process partitions (all of its assignment with
+/// eager rebalancing, the added ones with incremental rebalancing).
+#[derive(Debug)]
+pub struct PartitionsAssigned<'a> {
+    /// The partitions given.
+    pub partitions: &'a [TopicPartition],
+    /// Partitions owned now.
+    pub owned: usize,
+    /// How long it had owned none, when it had none.
+    pub unassigned_for: Option<Duration>,
+}
+
+impl InternalEvent for PartitionsAssigned<'_> {
+    fn emit(self, m: &Metrics) {
+        m.partitions_assigned.set(self.owned as i64);
+        if let Some(d) = self.unassigned_for {
+            m.unassigned_seconds.inc_by(d.as_secs_f64());
+        }
+        tracing::info!(
+            partitions = self.partitions.len(),
+            owned = self.owned,
+            unassigned_ms = self.unassigned_for.map(|d| d.as_millis() as u64),
+            list = %list(self.partitions),
+            "partitions assigned"
+        );
+    }
+}
+
+/// The group took partitions from this process; logged once no batch of
+/// them can commit any more.
+#[derive(Debug)]
+pub struct PartitionsRevoked<'a> {
+    /// The partitions taken.
+    pub partitions: &'a [TopicPartition],
+    /// Partitions still owned.
+    pub owned: usize,
+}
+
+impl InternalEvent for PartitionsRevoked<'_> {
+    fn emit(self, m: &Metrics) {
+        m.partitions_assigned.set(self.owned as i64);
+        m.partitions_revoked.observe(self.partitions.len() as f64);
+        tracing::info!(
+            partitions = self.partitions.len(),
+            owned = self.owned,
+            list = %list(self.partitions),
+            "partitions revoked"
         );
     }
 }

@@ -109,6 +109,15 @@ pub struct Metrics {
     /// Times the consumer paused its partitions because the stages behind it
     /// were stalled (it keeps polling to stay in its group).
     pub consumer_pauses: Counter,
+    /// Partitions this process owns now.
+    pub partitions_assigned: Gauge,
+    /// Partitions revoked per rebalance (its count: rebalances that took
+    /// partitions away).
+    pub partitions_revoked: Histogram,
+    /// Seconds this process spent owning no partition (from its start to
+    /// its first assignment, and from a revocation of its last partition to
+    /// its next assignment).
+    pub unassigned_seconds: Counter<f64, AtomicU64>,
     /// Run totals for the exit summary.
     pub totals: Totals,
     /// Set once partitions are assigned (or a bounded run has resolved its
@@ -215,6 +224,19 @@ impl Metrics {
                 "consumer_pauses",
                 "Times the consumer paused its partitions while the stages behind it were stalled",
             ),
+            partitions_assigned: r.add("partitions_assigned", "Partitions this process owns now"),
+            partitions_revoked: r.add_with(
+                "partitions_revoked",
+                "Partitions revoked per rebalance",
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    1.0, 2.0, 12,
+                )),
+            ),
+            unassigned_seconds: r.add(
+                "unassigned_seconds",
+                "Seconds this process owned no partition (before its first assignment, \
+                 and between losing its last partition and its next assignment)",
+            ),
             totals: Totals::default(),
             ready: AtomicBool::new(false),
             registry: r.0,
@@ -303,6 +325,9 @@ mod tests {
                 "inlet_registry_unknown_ids",
                 "inlet_schema_evolutions",
                 "inlet_consumer_pauses",
+                "inlet_partitions_assigned",
+                "inlet_partitions_revoked",
+                "inlet_unassigned_seconds",
             ],
             "{text}"
         );

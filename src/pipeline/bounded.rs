@@ -165,6 +165,8 @@ fn assign(
         offsets = total,
         "{what}: range resolved"
     );
+    let parts: Vec<TopicPartition> = targets.keys().cloned().collect();
+    fetch.consumer.context().handler().assigned_directly(&parts);
     fetch
         .consumer
         .assign(&tpl)

@@ -3,10 +3,17 @@
 //!
 //! A Parquet write that fails in the object store (the environment's fault)
 //! does not stop inlet: the rows it held are gone from the writer, so every
-//! table's buffer is dropped, and after a backoff the poll thread re-reads
-//! the positions from the tables (a new generation), exactly as after a
-//! fenced batch. Chunks of the failed generation are dropped until then, so
-//! no later offset can commit ahead of the lost ones.
+//! table's buffer is dropped, every partition is marked stale, and after a
+//! backoff the poll thread re-reads the positions from the tables, exactly
+//! as after a fenced batch. Chunks of stale partitions are dropped until
+//! then, so no later offset can commit ahead of the lost ones.
+//!
+//! After a change of positions (see [`super::ownership`]) the rows of the
+//! partitions that moved are dropped, from the buffers and from chunks
+//! polled before the change. With incremental rebalancing the buffers keep
+//! their chunks' Arrow batches until the flush, so that only those rows go
+//! and the other partitions' rows stay; with eager rebalancing every change
+//! drops everything anyway.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +26,11 @@ use deltalake::DeltaTableError;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::messages::{Chunk, CommitRequest, FetchEvent, PendingCommit};
+use super::messages::{
+    keep_quarantine, keep_rows, rows_by_topic, Chunk, CommitRequest, FetchEvent, PendingCommit,
+};
+use super::ownership::Ownership;
+use super::rebalance::Gate;
 use super::PipelineError;
 use crate::config::{CommitConfig, FlushConfig};
 use crate::fault::{storage_fault, Backoff, Fault, Shutdown};
@@ -86,6 +97,9 @@ struct TableBuffer {
     progress: BTreeMap<TopicPartition, (i64, i64)>,
     rows_by_topic: Vec<(String, u64)>,
     quarantine: Vec<RecordBatch>,
+    /// With incremental rebalancing: the batches written since the last
+    /// flush, with their runs of rows by partition.
+    kept: Vec<(RecordBatch, Vec<(TopicPartition, usize)>)>,
 }
 
 impl TableBuffer {
@@ -99,6 +113,7 @@ impl TableBuffer {
         self.progress.clear();
         self.rows_by_topic.clear();
         self.quarantine.clear();
+        self.kept.clear();
     }
 }
 
@@ -113,6 +128,11 @@ pub(super) struct Recovery {
     pub shutdown: Shutdown,
     /// Where [`WriteFailed`] is counted.
     pub metrics: Arc<Metrics>,
+    /// Which partitions' rows are still good.
+    pub fence: Gate,
+    /// Incremental rebalancing: keep the Arrow batches until the flush, so
+    /// that a revocation drops only its partitions' rows.
+    pub keep_batches: bool,
 }
 
 /// A write or flush that failed.
@@ -137,10 +157,12 @@ struct Buffers {
     tables: Vec<TableBuffer>,
     flush: FlushConfig,
     commits: mpsc::Sender<CommitRequest>,
+    /// Everything buffered was still good at this generation.
     generation: u64,
-    /// A write of this generation failed: its chunks are dropped until the
-    /// poll thread has re-read its positions.
-    failed_generation: Option<u64>,
+    fence: Gate,
+    keep_batches: bool,
+    /// Tells the poll thread to re-read the stale partitions.
+    resync: Arc<AtomicBool>,
     failures_in_a_row: u32,
     backoff: Backoff,
     /// `backoff` as it starts, for after a write that succeeded.
@@ -166,12 +188,15 @@ pub(super) async fn run(
                 progress: BTreeMap::new(),
                 rows_by_topic: Vec::new(),
                 quarantine: Vec::new(),
+                kept: Vec::new(),
             })
             .collect(),
         flush,
         commits,
         generation: 0,
-        failed_generation: None,
+        fence: recovery.fence.clone(),
+        keep_batches: recovery.keep_batches,
+        resync: recovery.resync.clone(),
         failures_in_a_row: 0,
         backoff: Backoff::new(recovery.retry.retry_backoff, recovery.retry.max_backoff),
         first_backoff: Backoff::new(recovery.retry.retry_backoff, recovery.retry.max_backoff),
@@ -200,11 +225,10 @@ pub(super) async fn run(
                 let done = b.take(chunk).await;
                 b.recover(done, &recovery).await?;
             }
-            Some(FetchEvent::Rebalanced { generation: g }) => {
-                b.generation = g;
-                for t in &mut b.tables {
-                    t.clear();
-                }
+            Some(FetchEvent::Rebalanced { generation }) => {
+                debug!(generation, "positions changed");
+                let done = b.check(None).await;
+                b.recover(done, &recovery).await?;
             }
             Some(FetchEvent::Drain(token)) => {
                 // Everything before the token goes to the committer first.
@@ -216,7 +240,10 @@ pub(super) async fn run(
                     .map_err(|_| PipelineError::Internal("committer stopped".into()))?;
             }
             Some(FetchEvent::End) => {
-                let done = b.flush_all().await;
+                let done = match b.check(None).await {
+                    Ok(()) => b.flush_all().await,
+                    Err(e) => Err(e),
+                };
                 // At the end a failed write is not read again: the rows are
                 // not committed, so a restart reads them from the table.
                 return match done {
@@ -239,8 +266,9 @@ pub(super) async fn run(
 
 impl Buffers {
     /// Buffers a chunk, flushing when a limit is reached.
-    async fn take(&mut self, chunk: Chunk) -> Result<(), Failed> {
-        if chunk.generation != self.generation || self.failed_generation >= Some(chunk.generation) {
+    async fn take(&mut self, mut chunk: Chunk) -> Result<(), Failed> {
+        self.check(Some(&mut chunk)).await?;
+        if chunk.progress.is_empty() {
             return Ok(());
         }
         let table = chunk.table;
@@ -256,6 +284,9 @@ impl Buffers {
         }
         let (rows, bytes) = (chunk.batch.num_rows(), chunk.batch.get_array_memory_size());
         if rows > 0 {
+            if self.keep_batches {
+                b.kept.push((chunk.batch.clone(), chunk.runs));
+            }
             b.writer.write(chunk.batch).await.map_err(store)?;
         }
         b.quarantine.extend(chunk.quarantine);
@@ -280,6 +311,113 @@ impl Buffers {
         Ok(())
     }
 
+    /// Drops what is no longer good since the last check: the buffered rows
+    /// of partitions revoked, re-read or marked stale since, and the rows of
+    /// `chunk` whose partitions changed since it was polled. Everything
+    /// buffered is then good at the current generation.
+    async fn check(&mut self, chunk: Option<&mut Chunk>) -> Result<(), Failed> {
+        let since = self.generation;
+        let tables = &self.tables;
+        let (generation, gone, retained) = self.fence.with(|o| {
+            let gone: Vec<Vec<TopicPartition>> = if o.generation() == since {
+                Vec::new()
+            } else {
+                tables
+                    .iter()
+                    .map(|t| {
+                        t.progress
+                            .keys()
+                            .filter(|tp| !o.admits(tp, since))
+                            .cloned()
+                            .collect()
+                    })
+                    .collect()
+            };
+            let retained = chunk.map(|c| {
+                let stamp = c.generation;
+                c.retain(|tp| o.admits(tp, stamp))
+            });
+            (o.generation(), gone, retained)
+        });
+        if let Some(Err(e)) = retained {
+            return Err(Failed::Stop(PipelineError::internal_by(
+                format!("dropping rows of moved partitions: {e}"),
+                e,
+            )));
+        }
+        self.generation = generation;
+        for (table, gone) in gone.into_iter().enumerate() {
+            if !gone.is_empty() {
+                self.drop_partitions(table, &gone).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the buffered rows of `gone` from a table's buffer. With the
+    /// batches kept, the other partitions' rows are written again to a
+    /// fresh writer; without, the whole buffer goes and the other
+    /// partitions in it are marked stale, to be read again.
+    async fn drop_partitions(
+        &mut self,
+        table: usize,
+        gone: &[TopicPartition],
+    ) -> Result<(), Failed> {
+        let b = &mut self.tables[table];
+        let keep = |tp: &TopicPartition| !gone.contains(tp);
+        debug!(table = %b.name, partitions = gone.len(), "dropping the rows of moved partitions");
+        let internal = |e: arrow::error::ArrowError| {
+            Failed::Stop(PipelineError::internal_by(format!("dropping rows: {e}"), e))
+        };
+        if !self.keep_batches {
+            let others: Vec<TopicPartition> =
+                b.progress.keys().filter(|tp| keep(tp)).cloned().collect();
+            b.clear();
+            if !others.is_empty() {
+                self.generation = self.fence.restrict(|o| o.mark_stale(&others));
+                self.resync.store(true, Ordering::Release);
+            }
+            return Ok(());
+        }
+        let kept = std::mem::take(&mut b.kept);
+        let opened = b.fill.opened;
+        b.writer.reset();
+        b.fill = Fill::default();
+        b.progress.retain(|tp, _| keep(tp));
+        let mut quarantine = Vec::with_capacity(b.quarantine.len());
+        for q in &b.quarantine {
+            let q = keep_quarantine(q, keep).map_err(internal)?;
+            if q.num_rows() > 0 {
+                quarantine.push(q);
+            }
+        }
+        b.quarantine = quarantine;
+        let mut all_runs = Vec::new();
+        for (batch, mut runs) in kept {
+            let batch = keep_rows(&batch, &runs, keep).map_err(internal)?;
+            runs.retain(|(tp, _)| keep(tp));
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let (rows, bytes) = (batch.num_rows(), batch.get_array_memory_size());
+            b.writer
+                .write(batch.clone())
+                .await
+                .map_err(|error| Failed::Store { table, error })?;
+            b.fill.rows += rows;
+            b.fill.bytes += bytes;
+            all_runs.extend(runs.iter().cloned());
+            b.kept.push((batch, runs));
+        }
+        b.rows_by_topic = rows_by_topic(&all_runs);
+        if b.progress.is_empty() {
+            b.clear();
+        } else {
+            b.fill.opened = opened;
+        }
+        Ok(())
+    }
+
     /// A flush went through: the next failure starts the backoff afresh.
     fn succeeded(&mut self) {
         self.failures_in_a_row = 0;
@@ -288,6 +426,7 @@ impl Buffers {
 
     /// Flushes the tables whose oldest row has waited `max_age`.
     async fn flush_aged(&mut self) -> Result<(), Failed> {
+        self.check(None).await?;
         let mut flushed = false;
         let now = Instant::now();
         for (table, b) in self.tables.iter_mut().enumerate() {
@@ -303,6 +442,7 @@ impl Buffers {
     }
 
     async fn flush_all(&mut self) -> Result<(), Failed> {
+        self.check(None).await?;
         for (table, b) in self.tables.iter_mut().enumerate() {
             flush_table(table, b, self.generation, &self.commits).await?;
         }
@@ -341,7 +481,9 @@ impl Buffers {
                 t.writer = w;
             }
         }
-        self.failed_generation = Some(self.generation);
+        // Nothing more of any partition commits until its position is read
+        // again.
+        self.generation = self.fence.restrict(Ownership::mark_all_stale);
         let retry_in = self
             .backoff
             .next_delay()
@@ -377,6 +519,7 @@ async fn flush_table(
         .await
         .map_err(|error| Failed::Store { table, error })?;
     let offsets = std::mem::take(&mut b.progress);
+    b.kept.clear();
     debug!(table, rows = b.fill.rows, files = adds.len(), "flushing");
     let pending = PendingCommit {
         table,
@@ -452,10 +595,22 @@ mod tests {
         events: mpsc::Sender<FetchEvent>,
         commits: mpsc::Receiver<CommitRequest>,
         done: tokio::task::JoinHandle<Result<(), PipelineError>>,
-        _dir: tempfile::TempDir,
+        fence: Gate,
+        resync: Arc<AtomicBool>,
+        dir: tempfile::TempDir,
+    }
+
+    fn tp(p: i32) -> TopicPartition {
+        ("t".to_string(), p)
     }
 
     async fn stage(flush: FlushConfig) -> Stage {
+        stage_with(flush, false).await
+    }
+
+    /// The stage over a table whose partitions t/0 and t/1 are owned since
+    /// generation 1; `keep_batches` as with incremental rebalancing.
+    async fn stage_with(flush: FlushConfig, keep_batches: bool) -> Stage {
         let dir = tempfile::tempdir().unwrap();
         let cfg = crate::config::load_str(&format!(
             r#"
@@ -482,41 +637,75 @@ mod tests {
         )];
         let (events, events_rx) = mpsc::channel(8);
         let (commits_tx, commits) = mpsc::channel(8);
+        let fence: Gate = Arc::new(crate::pipeline::rebalance::Fence::default());
+        fence.change(|o| o.assign(&[tp(0), tp(1)]));
+        let resync = Arc::new(AtomicBool::new(false));
         let recovery = Recovery {
-            resync: Arc::new(AtomicBool::new(false)),
+            resync: resync.clone(),
             retry: CommitConfig::default(),
             shutdown: Shutdown::new(),
             metrics: Arc::new(Metrics::new()),
+            fence: fence.clone(),
+            keep_batches,
         };
         let done = tokio::spawn(run(writers, flush, events_rx, commits_tx, recovery));
         Stage {
             events,
             commits,
             done,
-            _dir: dir,
+            fence,
+            resync,
+            dir,
         }
     }
 
     /// `rows` rows of partition t/0 from offset `first` on.
     fn chunk(generation: u64, first: i64, rows: i64) -> FetchEvent {
+        runs_chunk(generation, &[(0, first, rows)])
+    }
+
+    /// Runs of rows `(partition, first offset, rows)`; a row's id is
+    /// `1000 * partition + offset`.
+    fn runs_chunk(generation: u64, runs: &[(i32, i64, i64)]) -> FetchEvent {
         let schema = Arc::new(arrow::datatypes::Schema::new(vec![
             arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, true),
         ]));
-        let ids = Int64Array::from_iter_values(first..first + rows);
+        let ids = Int64Array::from_iter_values(runs.iter().flat_map(|&(p, first, rows)| {
+            (first..first + rows).map(move |o| 1000 * i64::from(p) + o)
+        }));
+        let mut progress: BTreeMap<TopicPartition, (i64, i64)> = BTreeMap::new();
+        for &(p, first, rows) in runs {
+            let e = progress.entry(tp(p)).or_insert((first, first + rows - 1));
+            e.0 = e.0.min(first);
+            e.1 = e.1.max(first + rows - 1);
+        }
+        let total: i64 = runs.iter().map(|r| r.2).sum();
         FetchEvent::Chunk(Chunk {
             table: 0,
             generation,
             batch: RecordBatch::try_new(schema, vec![Arc::new(ids)]).unwrap(),
-            progress: BTreeMap::from([(("t".to_string(), 0), (first, first + rows - 1))]),
-            rejected: 0,
-            rows_by_topic: vec![("t".to_string(), rows as u64)],
+            progress,
+            rows_by_topic: vec![("t".to_string(), total as u64)],
             quarantine: None,
+            runs: runs
+                .iter()
+                .map(|&(p, _, rows)| (tp(p), rows as usize))
+                .collect(),
         })
     }
 
     impl Stage {
         async fn send(&self, event: FetchEvent) {
             self.events.send(event).await.unwrap();
+        }
+
+        /// Waits until the stage has taken everything sent before: it has
+        /// received a no-op sent after it.
+        async fn settle(&self) {
+            self.send(FetchEvent::Rebalanced { generation: 0 }).await;
+            while self.events.capacity() < self.events.max_capacity() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
 
         /// The next batch sent to the committer: (generation, rows, offsets of t/0).
@@ -554,21 +743,21 @@ mod tests {
     #[tokio::test]
     async fn a_buffer_flushes_at_max_rows() {
         let mut s = stage(limits(6, u64::MAX, HOUR)).await;
-        s.send(chunk(0, 0, 3)).await;
-        s.send(chunk(0, 3, 3)).await;
-        s.send(chunk(0, 6, 1)).await;
+        s.send(chunk(1, 0, 3)).await;
+        s.send(chunk(1, 3, 3)).await;
+        s.send(chunk(1, 6, 1)).await;
         // The first three rows waited for the next three: one batch of six.
-        assert_eq!(s.batch().await, (0, 6, (0, 5)));
-        assert_eq!(s.end().await, [(0, 1, (6, 6))], "the last row at the end");
+        assert_eq!(s.batch().await, (1, 6, (0, 5)));
+        assert_eq!(s.end().await, [(1, 1, (6, 6))], "the last row at the end");
     }
 
     #[tokio::test]
     async fn a_buffer_flushes_at_max_bytes() {
         let mut s = stage(limits(1_000_000, 1, HOUR)).await;
-        s.send(chunk(0, 0, 3)).await;
-        s.send(chunk(0, 3, 2)).await;
-        assert_eq!(s.batch().await, (0, 3, (0, 2)));
-        assert_eq!(s.batch().await, (0, 2, (3, 4)));
+        s.send(chunk(1, 0, 3)).await;
+        s.send(chunk(1, 3, 2)).await;
+        assert_eq!(s.batch().await, (1, 3, (0, 2)));
+        assert_eq!(s.batch().await, (1, 2, (3, 4)));
         assert_eq!(s.end().await, []);
     }
 
@@ -577,8 +766,8 @@ mod tests {
         let max_age = Duration::from_millis(200);
         let mut s = stage(limits(1_000_000, u64::MAX, max_age)).await;
         let sent = Instant::now();
-        s.send(chunk(0, 0, 3)).await;
-        assert_eq!(s.batch().await, (0, 3, (0, 2)));
+        s.send(chunk(1, 0, 3)).await;
+        assert_eq!(s.batch().await, (1, 3, (0, 2)));
         assert!(
             sent.elapsed() >= max_age,
             "not before the oldest row is due"
@@ -589,27 +778,147 @@ mod tests {
     #[tokio::test]
     async fn shutdown_flushes_what_is_buffered_and_drain_answers_after_it() {
         let mut s = stage(limits(1_000_000, u64::MAX, HOUR)).await;
-        s.send(chunk(0, 0, 3)).await;
+        s.send(chunk(1, 0, 3)).await;
         let (tx, rx) = std::sync::mpsc::channel();
         s.send(FetchEvent::Drain(Drained(tx))).await;
-        assert_eq!(s.batch().await, (0, 3, (0, 2)), "drained: flushed first");
+        assert_eq!(s.batch().await, (1, 3, (0, 2)), "drained: flushed first");
         match s.commits.recv().await {
             Some(CommitRequest::Drain(Drained(done))) => done.send(()).unwrap(),
             other => panic!("expected the drain token, got {other:?}"),
         }
         rx.recv().unwrap();
-        s.send(chunk(0, 3, 2)).await;
-        assert_eq!(s.end().await, [(0, 2, (3, 4))], "End flushes the rest");
+        s.send(chunk(1, 3, 2)).await;
+        assert_eq!(s.end().await, [(1, 2, (3, 4))], "End flushes the rest");
     }
 
     #[tokio::test]
     async fn a_revocation_drops_what_is_buffered_and_chunks_of_the_old_assignment() {
         let s = stage(limits(1_000_000, u64::MAX, HOUR)).await;
-        s.send(chunk(0, 0, 3)).await;
-        s.send(FetchEvent::Rebalanced { generation: 1 }).await;
+        s.send(chunk(1, 0, 3)).await;
+        let g = s.fence.change(|o| o.revoke(&[tp(0), tp(1)]));
+        s.send(FetchEvent::Rebalanced { generation: g }).await;
         // Polled before the rebalance, decoded after it: stale.
-        s.send(chunk(0, 3, 2)).await;
-        s.send(chunk(1, 10, 4)).await;
-        assert_eq!(s.end().await, [(1, 4, (10, 13))]);
+        s.send(chunk(1, 3, 2)).await;
+        let g = s.fence.change(|o| o.assign(&[tp(0), tp(1)]));
+        s.send(chunk(g, 10, 4)).await;
+        assert_eq!(s.end().await, [(g, 4, (10, 13))]);
+    }
+
+    /// The ids in the Parquet files of a batch.
+    fn ids_in(dir: &std::path::Path, b: &PendingCommit) -> Vec<i64> {
+        use arrow::array::AsArray;
+        let mut ids = Vec::new();
+        for add in &b.adds {
+            let path = dir.join("t").join(&add.path);
+            let file = std::fs::File::open(&path).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let col = batch
+                    .column(0)
+                    .as_primitive::<arrow::datatypes::Int64Type>();
+                ids.extend(col.values().iter().copied());
+            }
+        }
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Ends the stage; every batch it sent.
+    async fn end_batches(mut s: Stage) -> (Vec<PendingCommit>, tempfile::TempDir) {
+        s.send(FetchEvent::End).await;
+        tokio::time::timeout(Duration::from_secs(60), s.done)
+            .await
+            .expect("the stage stops in time")
+            .unwrap()
+            .expect("the stage stops cleanly");
+        let mut batches = Vec::new();
+        while let Some(request) = s.commits.recv().await {
+            match request {
+                CommitRequest::Batch(b) => batches.push(b),
+                other => panic!("expected a batch, got {other:?}"),
+            }
+        }
+        (batches, s.dir)
+    }
+
+    #[tokio::test]
+    async fn an_incremental_revocation_drops_only_the_revoked_partitions_rows() {
+        let s = stage_with(limits(1_000_000, u64::MAX, HOUR), true).await;
+        s.send(runs_chunk(1, &[(0, 0, 2), (1, 0, 2), (0, 2, 1)]))
+            .await;
+        s.settle().await;
+        let g = s.fence.change(|o| o.revoke(&[tp(1)]));
+        s.send(FetchEvent::Rebalanced { generation: g }).await;
+        // Polled before the revocation: its t/1 rows go, its t/0 rows stay.
+        s.send(runs_chunk(1, &[(1, 2, 2), (0, 3, 2)])).await;
+        let resync = s.resync.clone();
+        let fence = s.fence.clone();
+        let (batches, dir) = end_batches(s).await;
+        assert_eq!(batches.len(), 1);
+        let b = &batches[0];
+        assert_eq!(b.offsets, BTreeMap::from([(tp(0), (0, 4))]));
+        assert_eq!(b.rows, 5);
+        assert_eq!(b.rows_by_topic, [("t".to_string(), 5)]);
+        assert_eq!(ids_in(dir.path(), b), [0, 1, 2, 3, 4]);
+        assert!(fence.with(|o| o.admits(&tp(0), b.generation)));
+        assert!(!resync.load(Ordering::Acquire), "nothing to read again");
+    }
+
+    #[tokio::test]
+    async fn a_revocation_after_a_flush_keeps_only_what_came_since() {
+        let mut s = stage_with(limits(4, u64::MAX, HOUR), true).await;
+        s.send(runs_chunk(1, &[(0, 0, 2), (1, 0, 2)])).await;
+        let first = tokio::time::timeout(Duration::from_secs(60), s.commits.recv())
+            .await
+            .expect("a flush at max_rows");
+        assert!(matches!(first, Some(CommitRequest::Batch(_))));
+        s.send(runs_chunk(1, &[(0, 2, 1), (1, 2, 1)])).await;
+        s.settle().await;
+        s.fence.change(|o| o.revoke(&[tp(1)]));
+        let (batches, dir) = end_batches(s).await;
+        assert_eq!(batches.len(), 1);
+        assert_eq!(
+            ids_in(dir.path(), &batches[0]),
+            [2],
+            "flushed rows stay flushed"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_kept_batches_a_partial_revocation_drops_the_buffer_and_rereads_the_rest() {
+        let s = stage_with(limits(1_000_000, u64::MAX, HOUR), false).await;
+        s.send(runs_chunk(1, &[(0, 0, 2), (1, 0, 2)])).await;
+        s.settle().await;
+        let g = s.fence.change(|o| o.revoke(&[tp(1)]));
+        s.send(FetchEvent::Rebalanced { generation: g }).await;
+        let resync = s.resync.clone();
+        let fence = s.fence.clone();
+        let (batches, _dir) = end_batches(s).await;
+        assert!(batches.is_empty(), "{batches:?}");
+        assert!(resync.load(Ordering::Acquire));
+        assert_eq!(fence.with(Ownership::stale), [tp(0)]);
+    }
+
+    #[tokio::test]
+    async fn a_stale_partitions_chunks_wait_for_its_position_to_be_read_again() {
+        let s = stage_with(limits(1_000_000, u64::MAX, HOUR), true).await;
+        s.fence.restrict(|o| o.mark_stale(&[tp(0)]));
+        s.send(runs_chunk(1, &[(0, 0, 2), (1, 0, 2)])).await;
+        let g = s.fence.change(|o| o.assign(&[tp(0)]));
+        s.send(runs_chunk(1, &[(0, 2, 2)])).await;
+        s.send(runs_chunk(g, &[(0, 0, 1)])).await;
+        let (batches, dir) = end_batches(s).await;
+        assert_eq!(batches.len(), 1);
+        let b = &batches[0];
+        assert_eq!(
+            b.offsets,
+            BTreeMap::from([(tp(0), (0, 0)), (tp(1), (0, 1))])
+        );
+        assert_eq!(ids_in(dir.path(), b), [0, 1000, 1001]);
     }
 }

@@ -12,6 +12,7 @@ use tracing::{debug, info};
 
 use super::completion::Completion;
 use super::messages::{CommitRequest, Drained, PendingCommit};
+use super::ownership::Ownership;
 use super::poll::InletConsumer;
 use super::rebalance::Gate;
 use super::PipelineError;
@@ -57,33 +58,64 @@ fn progress_of(
 enum AfterCommit {
     /// Written: tell the consumer group (advisory).
     Advise,
-    /// Fenced: drop the batches queued behind it and have the positions
+    /// Fenced: the batch's partitions are marked stale and their positions
     /// re-read from the table.
     Resync,
     /// Fenced [`MAX_FENCED_IN_A_ROW`] times in a row: stop.
     Stop,
 }
 
-/// The committer's decisions about fenced batches.
+/// Whether a batch may be committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Admission {
+    /// Every partition of it is still owned, at the positions its rows were
+    /// read from.
+    Commit,
+    /// Some partition of it was revoked, re-read or marked stale since its
+    /// rows were read: none of it is committed (its files mix every
+    /// partition's rows). `lost` are the partitions of it that were still
+    /// good: their rows go with it, so their positions must be re-read.
+    Drop {
+        /// The batch's good partitions, whose rows are dropped with it.
+        lost: Vec<TopicPartition>,
+    },
+}
+
+/// The committer's decisions, per partition: which batches may commit, and
+/// when fencing stops the run.
 ///
-/// After a fenced batch, the batches queued behind it (same generation)
-/// start past offsets that may now never be committed: they are dropped
-/// too, until the consumer has re-read its positions (a new generation).
+/// A batch is checked against the [`Ownership`] while the committer holds
+/// the fence's gate, which every change of positions takes first: a batch
+/// holding rows of a partition revoked (or re-read, or marked stale) since
+/// they were read is never committed, however it is timed against the
+/// rebalance. The stored-offset check in the table stays the final guard.
 #[derive(Debug, Default)]
 struct Fences {
-    generation: Option<u64>,
     in_a_row: u32,
 }
 
 impl Fences {
-    /// Whether a batch fetched in `batch` may be committed while the
-    /// assignment is at generation `current`.
-    fn admits(&self, current: u64, batch: u64) -> bool {
-        current == batch && self.generation < Some(batch)
+    /// Whether a batch of `offsets`, whose rows were good at generation
+    /// `stamp`, may be committed now.
+    fn admit(
+        &self,
+        owned: &Ownership,
+        offsets: &BTreeMap<TopicPartition, (i64, i64)>,
+        stamp: u64,
+    ) -> Admission {
+        let (good, moved): (Vec<&TopicPartition>, Vec<&TopicPartition>) =
+            offsets.keys().partition(|tp| owned.admits(tp, stamp));
+        if moved.is_empty() {
+            Admission::Commit
+        } else {
+            Admission::Drop {
+                lost: good.into_iter().cloned().collect(),
+            }
+        }
     }
 
-    /// What follows the `outcome` of committing a batch of `generation`.
-    fn after(&mut self, generation: u64, outcome: &CommitOutcome) -> AfterCommit {
+    /// What follows the `outcome` of committing a batch.
+    fn after(&mut self, outcome: &CommitOutcome) -> AfterCommit {
         match outcome {
             CommitOutcome::Committed { .. } => {
                 self.in_a_row = 0;
@@ -92,7 +124,6 @@ impl Fences {
             // A stored offset past the partition's end makes every batch
             // overlap: too many in a row stop.
             CommitOutcome::Fenced { .. } => {
-                self.generation = Some(generation);
                 self.in_a_row += 1;
                 if self.in_a_row >= MAX_FENCED_IN_A_ROW {
                     AfterCommit::Stop
@@ -112,13 +143,13 @@ pub(super) struct Committer {
     pub sinks: Vec<DeltaSink>,
     /// Each table's quarantine table, when configured.
     pub quarantine: Vec<Option<DeltaSink>>,
-    /// The generation gate shared with the rebalance callback.
+    /// The per-partition fence shared with the rebalance callback.
     pub gate: Gate,
     /// Retry settings.
     pub retry: CommitConfig,
     /// For the advisory group commit.
     pub consumer: Arc<InletConsumer>,
-    /// Raised when a batch was fenced.
+    /// Raised when partitions were marked stale (a fenced or dropped batch).
     pub resync: Arc<AtomicBool>,
     /// A bounded run's range, told of every fence.
     pub completion: Arc<Mutex<Completion>>,
@@ -156,14 +187,20 @@ impl Committer {
         epoch: &mut i64,
         fences: &mut Fences,
     ) -> Result<(), PipelineError> {
-        let gate = self.gate.clone();
-        let gate = gate.lock().await;
-        if !fences.admits(*gate, batch.generation) {
+        let fence = self.gate.clone();
+        let gate = fence.hold().await;
+        let admission = fence.with(|o| fences.admit(o, &batch.offsets, batch.generation));
+        if let Admission::Drop { lost } = admission {
             info!(
                 table = self.sinks[batch.table].name(),
                 rows = batch.rows,
+                lost = lost.len(),
                 "batch of a revoked or re-read assignment dropped"
             );
+            if !lost.is_empty() {
+                fence.restrict(|o| o.mark_stale(&lost));
+                self.resync.store(true, Ordering::Release);
+            }
             return Ok(());
         }
         let progress = progress_of(&self.app_id, &batch.offsets);
@@ -182,8 +219,12 @@ impl Committer {
             )
             .await
             .map_err(|e| PipelineError::delta_by(e.to_string(), e))?;
+        if matches!(outcome, CommitOutcome::Fenced { .. }) {
+            // Every partition of the batch lost its rows with it.
+            fence.restrict(|o| o.mark_stale(batch.offsets.keys()));
+        }
         drop(gate);
-        let after = fences.after(batch.generation, &outcome);
+        let after = fences.after(&outcome);
         match outcome {
             CommitOutcome::Committed { version } => {
                 BatchCommitted {
@@ -314,33 +355,85 @@ mod tests {
         }
     }
 
+    fn tp(p: i32) -> TopicPartition {
+        ("t".to_string(), p)
+    }
+
+    fn offsets(parts: &[i32]) -> BTreeMap<TopicPartition, (i64, i64)> {
+        parts.iter().map(|&p| (tp(p), (0, 9))).collect()
+    }
+
     #[test]
-    fn batches_behind_a_fence_wait_for_the_next_generation() {
+    fn a_batch_commits_only_while_every_partition_of_it_is_good() {
+        let f = Fences::default();
+        let mut o = Ownership::default();
+        let g1 = o.assign(&[tp(0), tp(1), tp(2)]);
+        assert_eq!(f.admit(&o, &offsets(&[0, 1]), g1), Admission::Commit);
+        // Incremental: 2 is revoked; a batch of 0 and 1 still commits.
+        let g2 = o.revoke(&[tp(2)]);
+        assert_eq!(f.admit(&o, &offsets(&[0, 1]), g1), Admission::Commit);
+        assert_eq!(f.admit(&o, &offsets(&[0, 1]), g2), Admission::Commit);
+        // A batch holding rows of 2 never does; 0's rows go with it.
+        assert_eq!(
+            f.admit(&o, &offsets(&[0, 2]), g1),
+            Admission::Drop { lost: vec![tp(0)] }
+        );
+        // 3 is added: a batch stamped before cannot hold good rows of it.
+        let g3 = o.assign(&[tp(3)]);
+        assert_eq!(
+            f.admit(&o, &offsets(&[1, 3]), g2),
+            Admission::Drop { lost: vec![tp(1)] }
+        );
+        assert_eq!(f.admit(&o, &offsets(&[1, 3]), g3), Admission::Commit);
+        // Eager: everything is revoked and assigned again.
+        o.revoke_all();
+        let g5 = o.assign(&[tp(0), tp(1)]);
+        assert_eq!(
+            f.admit(&o, &offsets(&[0, 1]), g3),
+            Admission::Drop { lost: vec![] }
+        );
+        assert_eq!(f.admit(&o, &offsets(&[0, 1]), g5), Admission::Commit);
+    }
+
+    #[test]
+    fn batches_of_a_stale_partition_wait_for_its_position_to_be_read_again() {
         let mut f = Fences::default();
-        assert!(f.admits(1, 1));
-        assert!(!f.admits(2, 1), "a batch of a revoked assignment");
-        assert_eq!(f.after(1, &COMMITTED), AfterCommit::Advise);
-        assert!(f.admits(1, 1), "a commit fences nothing");
-        assert_eq!(f.after(1, &fenced()), AfterCommit::Resync);
-        assert!(!f.admits(1, 1), "queued behind the fenced batch");
-        assert!(f.admits(2, 2), "after the positions were re-read");
-        assert!(!f.admits(3, 2), "re-read again meanwhile");
+        let mut o = Ownership::default();
+        let g1 = o.assign(&[tp(0), tp(1)]);
+        assert_eq!(f.after(&fenced()), AfterCommit::Resync);
+        // What the committer does on a fence: the batch's partitions are
+        // stale, the others are not.
+        let g2 = o.mark_stale(&[tp(0)]);
+        assert_eq!(
+            f.admit(&o, &offsets(&[0]), g1),
+            Admission::Drop { lost: vec![] },
+            "queued behind the fenced batch"
+        );
+        assert_eq!(
+            f.admit(&o, &offsets(&[0]), g2),
+            Admission::Drop { lost: vec![] },
+            "polled after the fence, before the re-read"
+        );
+        assert_eq!(f.admit(&o, &offsets(&[1]), g1), Admission::Commit);
+        let g3 = o.assign(&[tp(0)]);
+        assert_eq!(
+            f.admit(&o, &offsets(&[0]), g2),
+            Admission::Drop { lost: vec![] }
+        );
+        assert_eq!(f.admit(&o, &offsets(&[0, 1]), g3), Admission::Commit);
     }
 
     #[test]
     fn too_many_fences_in_a_row_stop_and_a_commit_resets_the_count() {
         let mut f = Fences::default();
-        for g in 1..MAX_FENCED_IN_A_ROW as u64 {
-            assert_eq!(f.after(g, &fenced()), AfterCommit::Resync);
+        for _ in 1..MAX_FENCED_IN_A_ROW {
+            assert_eq!(f.after(&fenced()), AfterCommit::Resync);
         }
-        assert_eq!(f.after(9, &COMMITTED), AfterCommit::Advise);
-        for g in 1..MAX_FENCED_IN_A_ROW as u64 {
-            assert_eq!(f.after(g, &fenced()), AfterCommit::Resync);
+        assert_eq!(f.after(&COMMITTED), AfterCommit::Advise);
+        for _ in 1..MAX_FENCED_IN_A_ROW {
+            assert_eq!(f.after(&fenced()), AfterCommit::Resync);
         }
-        assert_eq!(
-            f.after(MAX_FENCED_IN_A_ROW as u64, &fenced()),
-            AfterCommit::Stop
-        );
+        assert_eq!(f.after(&fenced()), AfterCommit::Stop);
     }
 
     #[test]

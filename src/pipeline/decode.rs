@@ -205,7 +205,7 @@ impl DecodeStage {
             }
             .emit(&self.metrics);
         }
-        let (by_topic, ranges) = tally(&p.messages, good);
+        let (by_topic, ranges, row_runs) = tally(&p.messages, good);
         for t in &by_topic {
             MessagesConsumed {
                 topic: t.name,
@@ -226,6 +226,13 @@ impl DecodeStage {
             .iter()
             .map(|t| (t.name.to_string(), t.rows))
             .collect();
+        let runs = row_runs
+            .into_iter()
+            .map(|(r, n)| {
+                let (t, partition, _, _) = ranges[r];
+                ((by_topic[t].name.to_string(), partition), n)
+            })
+            .collect();
         let progress: BTreeMap<TopicPartition, (i64, i64)> = ranges
             .into_iter()
             .map(|(t, p, first, last)| ((by_topic[t].name.to_string(), p), (first, last)))
@@ -235,9 +242,9 @@ impl DecodeStage {
             generation: p.generation,
             batch,
             progress,
-            rejected: rejected.len(),
             rows_by_topic,
             quarantine,
+            runs,
         })
     }
 }
@@ -282,12 +289,17 @@ fn decode_keys(
 type Ranges = Vec<(usize, i32, i64, i64)>;
 
 /// Per topic: messages, value bytes, rows; per partition: the offsets
-/// covered. One pass; messages come in runs of one partition, so only a
+/// covered; the rows in runs of one partition (index into the ranges, rows).
+/// One pass; messages come in runs of one partition, so only a
 /// run's first message looks anything up (topic names by librdkafka's topic
 /// handle, compared, never dereferenced), and short vectors beat maps.
-fn tally<'m>(messages: &'m [BorrowedMessage<'_>], good: &[usize]) -> (Vec<TopicStats<'m>>, Ranges) {
+fn tally<'m>(
+    messages: &'m [BorrowedMessage<'_>],
+    good: &[usize],
+) -> (Vec<TopicStats<'m>>, Ranges, Vec<(usize, usize)>) {
     let mut by_topic: Vec<TopicStats<'_>> = Vec::new();
     let mut ranges: Ranges = Vec::new();
+    let mut runs: Vec<(usize, usize)> = Vec::new();
     let mut current: Option<(usize, usize)> = None;
     let mut good_iter = good.iter().peekable();
     for (i, m) in messages.iter().enumerate() {
@@ -327,11 +339,17 @@ fn tally<'m>(messages: &'m [BorrowedMessage<'_>], good: &[usize]) -> (Vec<TopicS
         stats.messages += 1;
         stats.bytes += m.payload_len() as u64;
         stats.rows += u64::from(is_good);
+        if is_good {
+            match runs.last_mut() {
+                Some((last, n)) if *last == r => *n += 1,
+                _ => runs.push((r, 1)),
+            }
+        }
         let range = &mut ranges[r];
         range.2 = range.2.min(offset);
         range.3 = range.3.max(offset);
     }
-    (by_topic, ranges)
+    (by_topic, ranges, runs)
 }
 
 /// Moves the rows of `batch` that violate a constraint to `rejected` (as

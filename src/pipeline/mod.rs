@@ -14,6 +14,7 @@ mod completion;
 mod decode;
 mod ends;
 mod messages;
+mod ownership;
 mod plan;
 mod poll;
 mod progress;
@@ -625,7 +626,8 @@ impl Pipeline {
         let metrics = self.metrics.clone();
         let (events_tx, events_rx) = mpsc::channel(4);
         let (commits_tx, commits_rx) = mpsc::channel(1);
-        let gate: rebalance::Gate = Arc::new(tokio::sync::Mutex::new(0));
+        let gate: rebalance::Gate = Arc::new(rebalance::Fence::default());
+        let gate_for_buffer = gate.clone();
         let (rebalancer, consumer) = self.consumer(
             gate.clone(),
             router.clone(),
@@ -673,6 +675,9 @@ impl Pipeline {
             retry: cfg.commit.clone(),
             shutdown: self.shutdown.clone(),
             metrics: metrics.clone(),
+            fence: gate_for_buffer,
+            keep_batches: matches!(self.mode, Mode::Continuous)
+                && crate::source::kafka::incremental_rebalancing(cfg),
         };
         let buffered =
             buffer::run(writers, cfg.flush.clone(), events_rx, commits_tx, recovery).await;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::SendTimeoutError;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, RebalanceProtocol};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -26,6 +26,7 @@ use super::completion::{Completion, Verdict};
 use super::decode::{DecodeStage, TableDecode};
 use super::ends::{AtEnd, RangeEnds};
 use super::messages::{Drained, FetchEvent, RawChunk};
+use super::ownership::Ownership;
 use super::rebalance::Rebalancer;
 use super::PipelineError;
 use crate::config::OffsetSpec;
@@ -42,6 +43,8 @@ pub(super) type InletConsumer = BaseConsumer<InletContext<Arc<Rebalancer>>>;
 /// A chunk is decoded when its first message has waited this long (or it is full).
 const CHUNK_LINGER: Duration = Duration::from_millis(100);
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long re-positioning partitions by seeking may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the consumer thread needs.
 pub(super) struct FetchLoop {
@@ -131,6 +134,8 @@ struct Outbox<'c> {
     consumer: &'c InletConsumer,
     /// Messages polled while the consumer was paused, taken before new polls.
     held: VecDeque<BorrowedMessage<'c>>,
+    /// The generation at which every held message was still good.
+    held_generation: u64,
     /// Set when the decode thread has returned (a chunk already queued is
     /// then never taken: the queue lives on with this sender).
     decoder_gone: Arc<AtomicBool>,
@@ -232,6 +237,7 @@ impl FetchLoop {
                 raw: tx,
                 consumer: &consumer,
                 held: VecDeque::new(),
+                held_generation: self.rebalancer().generation(),
                 decoder_gone,
             };
             let polled = self.poll_loop(&consumer, tables, &mut out);
@@ -295,11 +301,18 @@ impl FetchLoop {
                 }
             }
             // Messages polled while paused come first, in their order.
+            if !out.held.is_empty() {
+                self.follow_generation(&mut st, out);
+            }
             let polled = match out.held.pop_front() {
                 Some(m) => Some(Ok(m)),
-                None => consumer.poll(POLL_TIMEOUT),
+                None => {
+                    let polled = consumer.poll(POLL_TIMEOUT);
+                    // The rebalance callback runs inside `poll`.
+                    self.follow_generation(&mut st, out);
+                    polled
+                }
             };
-            self.follow_generation(&mut st);
             match polled {
                 None => self.idle(consumer, out, &mut st)?,
                 Some(Err(e)) => {
@@ -330,10 +343,20 @@ impl FetchLoop {
             return Err(e);
         }
         if self.resync.swap(false, Ordering::AcqRel) {
-            self.resync_positions(consumer, &mut st.ends)?;
-            // Held messages belong to the positions just replaced.
-            out.held.clear();
-            st.run = None;
+            if matches!(
+                consumer.rebalance_protocol(),
+                RebalanceProtocol::Cooperative
+            ) {
+                // Only the stale partitions; the others keep flowing (their
+                // pending and held messages are checked on the next poll).
+                self.reread_stale(consumer)?;
+            } else {
+                self.resync_positions(consumer, &mut st.ends)?;
+                // Held messages belong to the positions just replaced.
+                out.held.clear();
+                out.held_generation = self.rebalancer().generation();
+                st.run = None;
+            }
         }
         let reached = st.ends.all_done();
         if reached && !self.shutdown.is_triggered() {
@@ -363,19 +386,34 @@ impl FetchLoop {
         Ok(Housekeeping::Go)
     }
 
-    /// Messages polled before a rebalance belong to the old assignment: the
-    /// new one restarts from the table's offsets.
-    fn follow_generation(&self, st: &mut PollState<'_>) {
-        let now_gen = self.rebalancer().generation();
-        if now_gen != st.generation {
-            for p in &mut st.pending {
-                p.messages.clear();
-            }
-            st.count = 0;
-            st.chunk_started = None;
-            st.generation = now_gen;
-            st.run = None;
+    /// Messages polled before a change of positions (a rebalance, a re-read)
+    /// are dropped where their partition moved: the new positions restart
+    /// from the table's offsets. Those of the other partitions stay.
+    fn follow_generation(&self, st: &mut PollState<'_>, out: &mut Outbox<'_>) {
+        let now = self.rebalancer().generation();
+        if now == st.generation && now == out.held_generation {
+            return;
         }
+        self.rebalancer().fence().with(|o| {
+            let now = o.generation();
+            if st.generation != now {
+                let mut count = 0;
+                for p in &mut st.pending {
+                    p.messages.retain(still_good(o, st.generation));
+                    count += p.messages.len();
+                }
+                st.count = count;
+                if count == 0 {
+                    st.chunk_started = None;
+                }
+                st.generation = now;
+                st.run = None;
+            }
+            if out.held_generation != now {
+                out.held.retain(still_good(o, out.held_generation));
+                out.held_generation = now;
+            }
+        });
     }
 
     /// A poll came back empty: hands on what is pending and, in a bounded
@@ -528,7 +566,7 @@ impl FetchLoop {
                 Err(SendTimeoutError::Timeout(chunk)) => chunk,
             };
             if !self.send_paused(chunk, out, ends)? {
-                // A rebalance or shutdown: what is still pending is stale.
+                // Shutdown: what is still pending is not committed.
                 return Ok(());
             }
         }
@@ -543,6 +581,10 @@ impl FetchLoop {
     fn consumer_error(&self, e: &rdkafka::error::KafkaError) -> bool {
         if crate::source::kafka::is_offset_out_of_range(e) {
             warn!(error = %e, "fetch position out of the partition's range; re-reading positions");
+            // librdkafka does not say which partition: every one is read again.
+            self.rebalancer()
+                .fence()
+                .restrict(Ownership::mark_all_stale);
             self.resync.store(true, Ordering::Release);
             true
         } else {
@@ -566,8 +608,7 @@ impl FetchLoop {
     /// that the consumer is not thrown out of its group for exceeding
     /// `max.poll.interval.ms`. Messages polled meanwhile are kept, in order,
     /// for the poll loop: they were handed out, so dropping them would skip
-    /// them. Returns false, dropping the chunk, when a rebalance or shutdown
-    /// made it stale.
+    /// them. Returns false, dropping the chunk, on shutdown.
     fn send_paused<'c>(
         &self,
         mut chunk: RawChunk<'c>,
@@ -586,16 +627,16 @@ impl FetchLoop {
         .emit(&self.metrics);
         let started = Instant::now();
         let sent = loop {
-            match consumer.poll(Duration::ZERO) {
+            let polled = consumer.poll(Duration::ZERO);
+            // A rebalance in that poll: held messages of moved partitions
+            // go. The chunk goes on; later stages drop its moved rows.
+            self.follow_held(out);
+            match polled {
                 Some(Ok(m)) => out.held.push_back(m),
                 Some(Err(e)) => {
                     self.consumer_error(&e);
                 }
                 None => {}
-            }
-            if self.rebalancer().generation() != chunk.generation {
-                out.held.clear();
-                break false;
             }
             if self.shutdown.is_triggered() {
                 break false;
@@ -636,6 +677,55 @@ impl FetchLoop {
         }
     }
 
+    /// Held messages polled before a change of positions are dropped where
+    /// their partition moved.
+    fn follow_held(&self, out: &mut Outbox<'_>) {
+        if self.rebalancer().generation() == out.held_generation {
+            return;
+        }
+        self.rebalancer().fence().with(|o| {
+            out.held.retain(still_good(o, out.held_generation));
+            out.held_generation = o.generation();
+        });
+    }
+
+    /// Incremental rebalancing: partitions were marked stale (their rows
+    /// dropped with a fenced or dropped batch, or a position out of range):
+    /// only those restart, by a seek, from the offsets now in the table.
+    /// The fence moves first, under the gate, so that no batch of their old
+    /// positions can commit after the offsets are read.
+    fn reread_stale(&self, consumer: &InletConsumer) -> Result<(), PipelineError> {
+        let reb = self.rebalancer();
+        let stale = reb.fence().with(Ownership::stale);
+        if stale.is_empty() {
+            return Ok(());
+        }
+        reb.reread(&stale);
+        let watermarks = |t: &str, p: i32| consumer.fetch_watermarks(t, p, WATERMARK_TIMEOUT);
+        let starts = reb.start_offsets(&stale, &watermarks)?;
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), s) in stale.iter().zip(starts) {
+            tpl.add_partition_offset(t, *p, to_rd_offset(s))
+                .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
+        }
+        info!(
+            partitions = tpl.count(),
+            "re-reading positions from the table"
+        );
+        let sought = consumer
+            .seek_partitions(tpl, SEEK_TIMEOUT)
+            .map_err(|e| PipelineError::kafka_by(format!("seek: {e}"), e))?;
+        for e in sought.elements() {
+            if let Err(err) = e.error() {
+                return Err(PipelineError::kafka_by(
+                    format!("seek {}/{}: {err}", e.topic(), e.partition()),
+                    err,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A batch was fenced, or a position fell out of range: drop everything
     /// buffered and restart every assigned partition from the offsets now
     /// in the table. A bounded run's partitions whose stored offsets are at
@@ -650,7 +740,7 @@ impl FetchLoop {
             .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
         let parts = crate::source::kafka::partitions(&assignment);
         let reb = self.rebalancer();
-        reb.bump();
+        reb.reread_all();
         let watermarks = |t: &str, p: i32| consumer.fetch_watermarks(t, p, WATERMARK_TIMEOUT);
         let starts = reb.start_offsets(&parts, &watermarks)?;
         let mut tpl = TopicPartitionList::new();
@@ -713,7 +803,7 @@ impl FetchLoop {
             Verdict::Refetch(parts) => {
                 // A new generation: the committer drops batches of the one
                 // a fence happened in.
-                self.rebalancer().bump();
+                self.rebalancer().reread_all();
                 let mut tpl = TopicPartitionList::new();
                 for ((t, p), from) in &parts {
                     tpl.add_partition_offset(t, *p, Offset::Offset(*from))
@@ -759,6 +849,27 @@ impl FetchLoop {
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(PipelineError::Internal("commit stage stopped".into()))
                 }
+            }
+        }
+    }
+}
+
+/// Whether a message polled at generation `stamp` is still good: its
+/// partition is owned at the position it was read from. Decided once per
+/// run of one partition's messages.
+fn still_good<'o>(
+    owned: &'o Ownership,
+    stamp: u64,
+) -> impl FnMut(&BorrowedMessage<'_>) -> bool + 'o {
+    let mut last: Option<(*mut rdkafka::types::RDKafkaTopic, i32, bool)> = None;
+    move |m| {
+        let (topic, partition) = (m.topic_ptr(), m.partition());
+        match last {
+            Some((t, p, good)) if t == topic && p == partition => good,
+            _ => {
+                let good = owned.admits_parts(m.topic(), partition, stamp);
+                last = Some((topic, partition, good));
+                good
             }
         }
     }

@@ -1,21 +1,23 @@
-//! Start offsets from the Delta log, set inside the rebalance callback, and the
-//! generation gate that keeps a revoked assignment's batches out of the table.
+//! Start offsets from the Delta log, set inside the rebalance callback, and
+//! the per-partition fence that keeps a revoked or re-read partition's
+//! batches out of the table.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tracing::info;
 
 use super::messages::{Chunk, FetchEvent};
+use super::ownership::Ownership;
 use super::route::Router;
 use super::PipelineError;
 use crate::config::{CommitConfig, OffsetSpec};
 use crate::fault::Shutdown;
-use crate::observability::events::{ConsumerLag, DataLost};
+use crate::observability::events::{ConsumerLag, DataLost, PartitionsAssigned, PartitionsRevoked};
 use crate::observability::{InternalEvent, Metrics};
 use crate::record::{LostRange, Next, Rejection, Stage, TopicPartition};
 use crate::sink::{txn_app_id, DeltaSink, Patience, SinkError};
@@ -23,12 +25,63 @@ use crate::source::loss::{self, LostRecord};
 use crate::source::watermarks::LookupError;
 use crate::source::{DataLossError, RebalanceHandler, RunKind, Watermarks};
 
-/// The assignment generation. The committer holds the lock while it checks a
-/// batch's generation and commits it; a rebalance takes the lock to bump the
-/// generation. So once a rebalance has bumped it, no batch of the previous
-/// assignment can still be committed, and stored offsets read afterwards are
-/// final for this process.
-pub(super) type Gate = Arc<tokio::sync::Mutex<u64>>;
+/// The fence between changes of positions and commits. The committer holds
+/// the gate while it checks a batch against the [`Ownership`] and commits
+/// it; a change that moves partitions or re-reads their positions takes the
+/// gate first. So once a partition is revoked, no batch holding its rows can
+/// still be committed by this process, and stored offsets read after a
+/// change are final for this process.
+#[derive(Debug, Default)]
+pub(super) struct Fence {
+    gate: tokio::sync::Mutex<()>,
+    owned: Mutex<Ownership>,
+    generation: AtomicU64,
+}
+
+/// The fence, shared by the consumer thread, the buffer stage and the
+/// committer.
+pub(super) type Gate = Arc<Fence>;
+
+impl Fence {
+    /// Applies a change of ownership once no commit is in flight (blocking:
+    /// for the consumer's thread).
+    pub(super) fn change(&self, f: impl FnOnce(&mut Ownership) -> u64) -> u64 {
+        // Polled rather than `blocking_lock`: librdkafka may run the revoke
+        // callback from a consumer drop on any thread, even a runtime's.
+        let _gate = loop {
+            match self.gate.try_lock() {
+                Ok(g) => break g,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        self.restrict(f)
+    }
+
+    /// Applies a change that only takes data away (marks partitions stale):
+    /// it need not wait for a commit in flight, whose data was good when it
+    /// was checked. The committer, holding the gate, changes through this.
+    pub(super) fn restrict(&self, f: impl FnOnce(&mut Ownership) -> u64) -> u64 {
+        let mut owned = self.owned.lock().expect("ownership lock");
+        let g = f(&mut owned);
+        self.generation.store(g, Ordering::Release);
+        g
+    }
+
+    /// Reads the ownership.
+    pub(super) fn with<R>(&self, f: impl FnOnce(&Ownership) -> R) -> R {
+        f(&self.owned.lock().expect("ownership lock"))
+    }
+
+    /// The current generation, without a lock.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Held by the committer while it checks and commits a batch.
+    pub(super) async fn hold(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.gate.lock().await
+    }
+}
 
 /// Why stored offsets could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +97,7 @@ pub enum StoredOffsetsError {
 /// Reads stored offsets for assignments; lives on the consumer's thread.
 pub struct Rebalancer {
     app_id: String,
-    gate: Gate,
-    generation: AtomicU64,
+    fence: Gate,
     router: Arc<Router>,
     /// Own handles on the tables, separate from the committer's.
     sinks: Mutex<Vec<DeltaSink>>,
@@ -60,6 +112,8 @@ pub struct Rebalancer {
     /// Backoff for stored-offset reads (the `[commit]` settings).
     retry: CommitConfig,
     shutdown: Shutdown,
+    /// Since when this process owns no partition, if it owns none.
+    unassigned_since: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Rebalancer {
@@ -73,7 +127,7 @@ impl std::fmt::Debug for Rebalancer {
 
 impl Rebalancer {
     /// A handler reading offsets from `sinks` (one per table, in router order).
-    pub fn new(
+    pub(super) fn new(
         app_id: String,
         gate: Gate,
         router: Arc<Router>,
@@ -84,8 +138,7 @@ impl Rebalancer {
     ) -> Self {
         Rebalancer {
             app_id,
-            gate,
-            generation: AtomicU64::new(0),
+            fence: gate,
             router,
             sinks: Mutex::new(sinks),
             runtime,
@@ -95,6 +148,7 @@ impl Rebalancer {
             began: Mutex::new(HashMap::new()),
             retry: CommitConfig::default(),
             shutdown: Shutdown::new(),
+            unassigned_since: Mutex::new(Some(Instant::now())),
         }
     }
 
@@ -108,7 +162,12 @@ impl Rebalancer {
 
     /// The current generation; chunks are stamped with it.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.fence.generation()
+    }
+
+    /// The per-partition fence.
+    pub(super) fn fence(&self) -> &Gate {
+        &self.fence
     }
 
     /// Topic routes.
@@ -141,23 +200,26 @@ impl Rebalancer {
         }
     }
 
-    /// Starts a new generation: waits for an in-flight commit, bumps the
-    /// counter, and tells the pipeline to drop what it buffered.
-    pub fn bump(&self) -> u64 {
-        // Polled rather than `blocking_lock`: librdkafka may run the revoke
-        // callback from a consumer drop on any thread, even a runtime's.
-        let mut g = loop {
-            match self.gate.try_lock() {
-                Ok(g) => break g,
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        };
-        *g += 1;
-        let gen = *g;
-        self.generation.store(gen, Ordering::Release);
-        drop(g);
+    /// Every owned partition's position is read again: waits for an
+    /// in-flight commit, starts a new generation, and tells the pipeline to
+    /// drop what it buffered.
+    pub fn reread_all(&self) -> u64 {
+        let gen = self.fence.change(Ownership::reread_all);
         self.send(FetchEvent::Rebalanced { generation: gen });
         gen
+    }
+
+    /// The positions of `parts` are read again (incremental rebalancing):
+    /// as [`Self::reread_all`], for those partitions only.
+    pub(super) fn reread(&self, parts: &[TopicPartition]) -> u64 {
+        let gen = self.fence.change(|o| o.assign(parts));
+        self.send(FetchEvent::Rebalanced { generation: gen });
+        gen
+    }
+
+    /// `parts` were assigned without the group (a bounded run).
+    pub(super) fn assigned_directly(&self, parts: &[TopicPartition]) {
+        self.fence.change(|o| o.assign(parts));
     }
 
     /// Stored version for each partition, `None` where the table holds none.
@@ -308,9 +370,9 @@ impl Rebalancer {
                     arrow::datatypes::Schema::empty(),
                 )),
                 progress: BTreeMap::from([((r.topic.clone(), r.partition), (r.first(), r.last))]),
-                rejected: 0,
                 rows_by_topic: Vec::new(),
                 quarantine: Some(row),
+                runs: Vec::new(),
             };
             self.send(FetchEvent::Chunk(chunk));
         }
@@ -324,7 +386,8 @@ impl RebalanceHandler for Arc<Rebalancer> {
         partitions: &[TopicPartition],
         watermarks: &Watermarks<'_>,
     ) -> Result<Vec<OffsetSpec>, String> {
-        self.bump();
+        self.fence.change(|o| o.assign(partitions));
+        let owned = self.fence.with(Ownership::owned);
         let starts = match self.start_offsets(partitions, watermarks) {
             Ok(s) => s,
             Err(e) => {
@@ -336,13 +399,36 @@ impl RebalanceHandler for Arc<Rebalancer> {
         for ((t, p), s) in partitions.iter().zip(&starts) {
             info!(topic = %t, partition = p, start = ?s, "partition starts");
         }
+        let mut since = self.unassigned_since.lock().expect("unassigned lock");
+        let unassigned_for = if owned > 0 {
+            since.take().map(|t| t.elapsed())
+        } else {
+            None
+        };
+        drop(since);
+        PartitionsAssigned {
+            partitions,
+            owned,
+            unassigned_for,
+        }
+        .emit(&self.metrics);
         self.metrics.ready.store(true, Ordering::Release);
         Ok(starts)
     }
 
-    fn on_revoke(&self, _partitions: &[TopicPartition]) {
-        self.metrics.ready.store(false, Ordering::Release);
-        self.bump();
+    fn on_revoke(&self, partitions: &[TopicPartition]) {
+        let gen = self.fence.change(|o| o.revoke(partitions));
+        let owned = self.fence.with(Ownership::owned);
+        if owned == 0 {
+            self.metrics.ready.store(false, Ordering::Release);
+            self.unassigned_since
+                .lock()
+                .expect("unassigned lock")
+                .get_or_insert_with(Instant::now);
+        }
+        self.send(FetchEvent::Rebalanced { generation: gen });
+        // After the gate: no batch of these partitions commits from here on.
+        PartitionsRevoked { partitions, owned }.emit(&self.metrics);
     }
 
     fn on_stats(&self, stats: &rdkafka::statistics::Statistics) {

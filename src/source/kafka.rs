@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use crate::config::{Config, OffsetSpec};
 use crate::record::{KafkaRecord, TopicPartition};
@@ -78,6 +78,12 @@ impl<H: RebalanceHandler> ClientContext for InletContext<H> {
 }
 
 impl<H: RebalanceHandler> ConsumerContext for InletContext<H> {
+    /// Eager protocols replace the whole assignment (`assign`, `unassign`);
+    /// incremental ones (cooperative-sticky, and the consumer group
+    /// protocol of KIP-848) add and take away only the partitions that move
+    /// (`incremental_assign`, `incremental_unassign`). Either way new
+    /// partitions start at the offsets the handler gives, set here, before
+    /// any fetch.
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -85,6 +91,10 @@ impl<H: RebalanceHandler> ConsumerContext for InletContext<H> {
         tpl: &mut TopicPartitionList,
     ) {
         let parts = partitions(tpl);
+        let incremental = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let watermarks =
@@ -101,22 +111,34 @@ impl<H: RebalanceHandler> ConsumerContext for InletContext<H> {
                                 return;
                             }
                         }
-                        info!(partitions = parts.len(), "partitions assigned");
-                        if let Err(e) = consumer.assign(&with_offsets) {
+                        let assigned = if incremental {
+                            consumer.incremental_assign(&with_offsets)
+                        } else {
+                            consumer.assign(&with_offsets)
+                        };
+                        if let Err(e) = assigned {
                             self.handler.on_fatal(format!("assign failed: {e}"));
                         }
                     }
                     Err(e) => {
                         error!(error = %e, "cannot resolve start offsets; not consuming");
-                        let _ = consumer.unassign();
+                        let _ = if incremental {
+                            consumer.incremental_unassign(tpl)
+                        } else {
+                            consumer.unassign()
+                        };
                         self.handler.on_fatal(e);
                     }
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                info!(partitions = parts.len(), "partitions revoked");
                 self.handler.on_revoke(&parts);
-                if let Err(e) = consumer.unassign() {
+                let unassigned = if incremental {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = unassigned {
                     warn!(error = %e, "unassign failed");
                 }
             }
@@ -124,7 +146,11 @@ impl<H: RebalanceHandler> ConsumerContext for InletContext<H> {
                 let code: rdkafka::error::RDKafkaErrorCode = other.into();
                 error!(error = %code, "rebalance error");
                 self.handler.on_revoke(&parts);
-                let _ = consumer.unassign();
+                let _ = if incremental {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
             }
         }
     }
@@ -151,8 +177,12 @@ pub fn to_rd_offset(spec: OffsetSpec) -> Offset {
 /// Offsets live in the Delta log, so auto commit and the offset store are off.
 pub fn client_config(cfg: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
-    // Sensible defaults a user may override.
-    c.set("session.timeout.ms", "30000");
+    // Sensible defaults a user may override. With the consumer group
+    // protocol (KIP-848) the broker owns the session timeout, and
+    // librdkafka refuses one set here.
+    if !consumer_protocol(cfg) {
+        c.set("session.timeout.ms", "30000");
+    }
     c.set("isolation.level", "read_committed");
     // librdkafka pauses fetching a partition for this long once its
     // pre-fetch queue is full (default 1 s). inlet drains that queue more
@@ -177,6 +207,25 @@ pub fn client_config(cfg: &Config) -> ClientConfig {
     c.set("auto.offset.reset", "error");
     c.set_log_level(RDKafkaLogLevel::Warning);
     c
+}
+
+/// Whether the group uses the consumer group protocol of KIP-848
+/// (`group.protocol = consumer`) rather than the classic one.
+pub fn consumer_protocol(cfg: &Config) -> bool {
+    cfg.kafka_properties()
+        .iter()
+        .any(|(k, v)| k == "group.protocol" && v.trim().eq_ignore_ascii_case("consumer"))
+}
+
+/// Whether the group rebalances incrementally (only the partitions that
+/// move are revoked): the consumer group protocol, or a cooperative
+/// assignor on the classic one.
+pub fn incremental_rebalancing(cfg: &Config) -> bool {
+    consumer_protocol(cfg)
+        || cfg
+            .kafka_properties()
+            .get("partition.assignment.strategy")
+            .is_some_and(|s| s.contains("cooperative"))
 }
 
 /// Creates a consumer with `handler` receiving rebalances.
