@@ -25,6 +25,8 @@ pub(super) fn available_now(fetch: &mut FetchLoop, router: &Router) -> Result<()
         crate::source::list_partitions(&fetch.consumer, |t| router.reads(t), LOOKUP_TIMEOUT)
             .map_err(|e| PipelineError::kafka_by(format!("listing topics: {e}"), e))?;
     let reb = fetch.consumer.context().handler().clone();
+    // Owned from here: a lost range's quarantine row is stamped next.
+    reb.assigned_directly(&parts);
     let consumer = fetch.consumer.clone();
     let wm =
         |t: &str, p: i32| consumer.fetch_watermarks(t, p, crate::source::kafka::WATERMARK_TIMEOUT);
@@ -70,6 +72,8 @@ pub(super) fn replay(
     let starts = resolve(&lookup, &parts, from, OffsetSpec::Earliest)?;
     let ends = resolve(&lookup, &parts, to, OffsetSpec::Latest)?;
     let reb = fetch.consumer.context().handler().clone();
+    // Owned from here: a lost range's quarantine row is stamped next.
+    reb.assigned_directly(&parts);
     let stored = reb
         .stored_offsets(&parts)
         .map_err(|e| PipelineError::kafka_by(e.to_string(), e))?;
@@ -165,8 +169,6 @@ fn assign(
         offsets = total,
         "{what}: range resolved"
     );
-    let parts: Vec<TopicPartition> = targets.keys().cloned().collect();
-    fetch.consumer.context().handler().assigned_directly(&parts);
     fetch
         .consumer
         .assign(&tpl)
