@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::assertions::assert_exactly_once;
 use crate::common::brokers::{Broker, MockBroker};
-use crate::common::process::Running;
+use crate::common::free_port;
+use crate::common::process::{http_get, Running};
 use crate::common::producing::{event, produce, Landed};
 use crate::common::tables::read_table;
 use crate::common::workspace::{ConfigSpec, Workspace};
@@ -220,14 +221,22 @@ struct Group<'a> {
     members: Vec<Member>,
     windows: Vec<Window>,
     started: usize,
+    /// Where the first (stable) member serves its metrics.
+    metrics_port: u16,
 }
 
 impl Group<'_> {
     fn start(&mut self) -> usize {
         self.started += 1;
+        let listen = format!("127.0.0.1:{}", self.metrics_port);
+        let env: &[(&str, &str)] = if self.started == 1 {
+            &[("INLET_METRICS__LISTEN", &listen)]
+        } else {
+            &[]
+        };
         self.members.push(Member {
             name: format!("m{}", self.started),
-            run: Running::start(self.config),
+            run: Running::start_with_env(self.config, env),
             alive: true,
         });
         self.members.len() - 1
@@ -310,6 +319,7 @@ fn churn(protocol: Protocol) {
         members: Vec::new(),
         windows: Vec::new(),
         started: 0,
+        metrics_port: free_port(),
     };
     // The stable member, then two more.
     g.start();
@@ -351,6 +361,7 @@ fn churn(protocol: Protocol) {
             g.start();
         });
     }
+    rebalance_metrics(&g, protocol);
     let landed = producer.finish();
     let deadline = Instant::now() + Duration::from_secs(120);
     while read_table(&ws.table()).coordinates.len() < landed.len() {
@@ -370,6 +381,47 @@ fn churn(protocol: Protocol) {
     assert_exactly_once(&read_table(&ws.table()).coordinates, &landed);
     no_commit_outside_ownership(&g.members, &ws.table());
     unmoved_partitions_kept_committing(&g.members[0], &g.windows, &ws.table());
+}
+
+/// A metric's value in Prometheus text (the first line of that name).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// The stable member's rebalance metrics: the partitions it owns, the
+/// revocations it went through, and (incremental) no time without
+/// partitions after its first assignment.
+fn rebalance_metrics(g: &Group<'_>, protocol: Protocol) {
+    let stable = &g.members[0];
+    let owned = owned(&timeline(&stable.run.log())).len() as f64;
+    let (_, text) = http_get(g.metrics_port, "/metrics").expect("metrics of the stable member");
+    assert_eq!(metric(&text, "inlet_partitions_assigned"), owned, "{text}");
+    let revocations = metric(&text, "inlet_partitions_revoked_count");
+    assert!(
+        revocations >= 1.0,
+        "it gave partitions up to joiners: {text}"
+    );
+    let unassigned = metric(&text, "inlet_unassigned_seconds_total");
+    let first_assignment = stable
+        .run
+        .log()
+        .iter()
+        .find(|l| l.contains("partitions assigned"))
+        .and_then(|l| Some(field(l, "unassigned_ms")?.parse::<f64>().ok()? / 1000.0))
+        .expect("the first assignment says how long it waited");
+    eprintln!(
+        "stable member: {revocations} revocations, {unassigned:.1} s without partitions \
+         ({first_assignment:.1} s before its first assignment)"
+    );
+    if protocol != Protocol::Eager {
+        assert!(
+            unassigned - first_assignment < 0.5,
+            "an incremental rebalance left it without partitions: {unassigned} s"
+        );
+    }
 }
 
 /// No member committed rows of a partition it did not own at the time.
