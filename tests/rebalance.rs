@@ -170,7 +170,7 @@ struct Member {
     alive: bool,
 }
 
-/// A producer writing about 200 messages a second until stopped.
+/// A producer writing `per_tick` messages every 100 ms until stopped.
 struct Producer {
     thread: std::thread::JoinHandle<()>,
     landed: Arc<Mutex<Vec<Landed>>>,
@@ -179,16 +179,68 @@ struct Producer {
 
 impl Producer {
     fn start(bootstrap: String) -> Self {
+        Self::at_rate(bootstrap, 20)
+    }
+
+    /// Like [`Self::start`], faster: one producer for the whole run, and
+    /// only counts (no coordinates) in `landed`'s length.
+    fn fast(bootstrap: String, per_tick: u64) -> Self {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+        let landed = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, s) = (landed.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let producer: BaseProducer = rdkafka::config::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("linger.ms", "5")
+                .create()
+                .unwrap();
+            let mut id = 0u64;
+            while !s.load(Ordering::Acquire) {
+                let tick = Instant::now();
+                for i in id..id + per_tick {
+                    let (key, payload) = (i.to_string(), event(i));
+                    let mut record = BaseRecord::to(TOPIC).key(&key).payload(&payload);
+                    loop {
+                        match producer.send(record) {
+                            Ok(()) => break,
+                            Err((_, r)) => {
+                                record = r;
+                                producer.poll(Duration::from_millis(5));
+                            }
+                        }
+                    }
+                }
+                producer.flush(Duration::from_secs(30)).unwrap();
+                let dummy = Landed {
+                    partition: -1,
+                    offset: -1,
+                };
+                l.lock()
+                    .unwrap()
+                    .extend(std::iter::repeat_n(dummy, per_tick as usize));
+                id += per_tick;
+                std::thread::sleep(Duration::from_millis(100).saturating_sub(tick.elapsed()));
+            }
+        });
+        Producer {
+            thread,
+            landed,
+            stop,
+        }
+    }
+
+    fn at_rate(bootstrap: String, per_tick: u64) -> Self {
         let landed = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (l, s) = (landed.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             let mut id = 0u64;
             while !s.load(Ordering::Acquire) {
-                let payloads: Vec<Vec<u8>> = (id..id + 20).map(event).collect();
+                let payloads: Vec<Vec<u8>> = (id..id + per_tick).map(event).collect();
                 let got = produce(&bootstrap, TOPIC, &payloads);
                 l.lock().unwrap().extend(got);
-                id += 20;
+                id += per_tick;
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
@@ -197,6 +249,10 @@ impl Producer {
             landed,
             stop,
         }
+    }
+
+    fn produced(&self) -> usize {
+        self.landed.lock().unwrap().len()
     }
 
     fn finish(self) -> Vec<Landed> {
@@ -506,4 +562,87 @@ fn consumer_protocol_members_come_and_go_exactly_once() {
 #[ignore = "shows the check against eager rebalancing; expected to fail"]
 fn eager_members_come_and_go() {
     churn(Protocol::Eager);
+}
+
+/// Rows in the table now.
+fn rows(ws: &Workspace) -> usize {
+    read_table(&ws.table()).coordinates.len()
+}
+
+/// One protocol's rolling restart: rows committed per second before and
+/// during it, how long it took, and the lag it left.
+fn rolling_restart(protocol: Protocol) -> String {
+    let mut broker = MockBroker::start();
+    broker.create_topic(TOPIC, PARTITIONS);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let config = ws.config(&ConfigSpec {
+        bootstrap: &bootstrap,
+        topic: TOPIC,
+        group: "inlet-roll",
+        max_rows: 20_000,
+        max_age: "500ms",
+        extra: "",
+        session_timeout_ms: 6000,
+    });
+    let toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, protocol.configure(&toml)).unwrap();
+    let limit = Duration::from_secs(90);
+    // About 3,000 messages a second: below what three processes commit, so
+    // that the steady rate is the producer's and a rebalance shows as lag.
+    let producer = Producer::fast(bootstrap.clone(), 300);
+    let mut g = Group {
+        config: &config,
+        members: Vec::new(),
+        windows: Vec::new(),
+        started: 0,
+        metrics_port: free_port(),
+    };
+    for _ in 0..3 {
+        g.start();
+    }
+    g.settle(limit);
+    std::thread::sleep(Duration::from_secs(5));
+    let (r0, t0) = (rows(&ws), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let steady = (rows(&ws) - r0) as f64 / t0.elapsed().as_secs_f64();
+    let (r1, p1, t1) = (rows(&ws), producer.produced(), Instant::now());
+    for i in 0..3 {
+        g.event("TERM", limit, |g| {
+            g.members[i].run.signal("TERM");
+            assert_eq!(g.members[i].run.wait(Duration::from_secs(60)), Some(0));
+            g.members[i].alive = false;
+        });
+        g.event("join", limit, |g| {
+            g.start();
+        });
+    }
+    let took = t1.elapsed().as_secs_f64();
+    let (r2, p2) = (rows(&ws), producer.produced());
+    let during = (r2 - r1) as f64 / took;
+    let offered = (p2 - p1) as f64 / took;
+    let lag = p2.saturating_sub(r2);
+    producer.finish();
+    for m in g.members.iter_mut().filter(|m| m.alive) {
+        m.run.signal("TERM");
+        let _ = m.run.wait(Duration::from_secs(60));
+    }
+    format!(
+        "{protocol:?}: steady {steady:.0} rows/s; rolling restart of 3 members took {took:.1} s, \
+         {during:.0} rows/s committed while {offered:.0} rows/s were produced, {lag} rows behind at its end"
+    )
+}
+
+/// Rows per second during a rolling restart of three members, eager against
+/// the incremental protocols in one run (`scripts/bench-rebalance.sh`).
+#[test]
+#[ignore = "a benchmark: scripts/bench-rebalance.sh"]
+fn bench_rolling_restart() {
+    let lines: Vec<String> = [Protocol::Eager, Protocol::Cooperative, Protocol::Consumer]
+        .into_iter()
+        .map(rolling_restart)
+        .collect();
+    for l in &lines {
+        println!("{l}");
+    }
 }
