@@ -646,3 +646,84 @@ fn bench_rolling_restart() {
         println!("{l}");
     }
 }
+
+/// With an incremental protocol a fenced batch has its partitions'
+/// positions read again by a seek (not a new assignment): another writer
+/// commits part of partition 0 while inlet buffers it; inlet's batch is
+/// fenced, it seeks past what the other writer stored, and every offset is
+/// then in the table once (those of the other writer's range as its commit,
+/// which holds no rows).
+fn fenced_and_sought(protocol: Protocol) {
+    let mut broker = MockBroker::start();
+    let topic = "fenced";
+    broker.create_topic(topic, 2);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let config = ws.config(&ConfigSpec {
+        bootstrap: &bootstrap,
+        topic,
+        group: "inlet-fenced",
+        max_rows: 1_000_000,
+        max_age: "6s",
+        extra: "",
+        session_timeout_ms: 6000,
+    });
+    let toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, protocol.configure(&toml)).unwrap();
+    let landed = produce(&bootstrap, topic, &(0..200).map(event).collect::<Vec<_>>());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut inlet = Running::start_with_env(&config, &[("INLET_METRICS__LISTEN", &listen)]);
+    inlet.wait_consumed(port, topic, 200, Duration::from_secs(60));
+    assert_eq!(inlet.count("batch committed"), 0, "still buffered");
+    // The other writer stores offset 30 of partition 0.
+    let stored = 30;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cfg = inlet::pipeline::load_config(&config).unwrap();
+        let mut sink = inlet::sink::DeltaSink::open("events", &cfg.tables["events"])
+            .await
+            .unwrap();
+        let progress = inlet::sink::PartitionProgress {
+            app_id: inlet::sink::txn_app_id("test", topic, 0),
+            first: 0,
+            last: stored,
+        };
+        let out = sink
+            .commit(vec![], &sink.schema(), &[progress], 1, &cfg.commit)
+            .await
+            .unwrap();
+        assert!(matches!(out, inlet::sink::CommitOutcome::Committed { .. }));
+    });
+    let expected: Vec<Landed> = landed
+        .iter()
+        .filter(|l| l.partition != 0 || l.offset > stored)
+        .copied()
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while read_table(&ws.table()).coordinates.len() < expected.len() {
+        assert!(Instant::now() < deadline, "{}", inlet.log().join("\n"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    inlet.signal("TERM");
+    assert_eq!(inlet.wait(Duration::from_secs(60)), Some(0));
+    let log = inlet.log().join("\n");
+    assert_eq!(inlet.count("batch dropped"), 1, "{log}");
+    assert!(log.contains("re-reading positions from the table"), "{log}");
+    assert_eq!(
+        inlet.count("partitions assigned"),
+        1,
+        "re-read by a seek, not a new assignment: {log}"
+    );
+    assert_exactly_once(&read_table(&ws.table()).coordinates, &expected);
+}
+
+#[test]
+fn a_fenced_batch_is_sought_again_with_cooperative_sticky() {
+    fenced_and_sought(Protocol::Cooperative);
+}
+
+#[test]
+fn a_fenced_batch_is_sought_again_with_the_consumer_protocol() {
+    fenced_and_sought(Protocol::Consumer);
+}
