@@ -727,3 +727,33 @@ fn a_fenced_batch_is_sought_again_with_cooperative_sticky() {
 fn a_fenced_batch_is_sought_again_with_the_consumer_protocol() {
     fenced_and_sought(Protocol::Consumer);
 }
+
+/// A bounded run assigns its partitions itself, also under a config for the
+/// consumer group protocol (and its group is never joined).
+#[test]
+fn available_now_runs_under_the_consumer_protocol() {
+    let mut broker = MockBroker::start();
+    let topic = "bounded";
+    broker.create_topic(topic, 3);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let config = ws.config(&ConfigSpec {
+        bootstrap: &bootstrap,
+        topic,
+        group: "inlet-bounded",
+        max_rows: 400,
+        max_age: "200ms",
+        extra: "",
+        session_timeout_ms: 6000,
+    });
+    let toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, Protocol::Consumer.configure(&toml)).unwrap();
+    let landed = produce(&bootstrap, topic, &(0..150).map(event).collect::<Vec<_>>());
+    let out = crate::common::process::run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(&read_table(&ws.table()).coordinates, &landed);
+}
