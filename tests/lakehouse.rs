@@ -258,11 +258,6 @@ fn refused(name: &str, feature: &str) {
 }
 
 #[test]
-fn refuses_column_mapping_at_open() {
-    refused("column-mapping-name", "column mapping");
-}
-
-#[test]
 fn refuses_type_widening_at_open() {
     refused("type-widening", "typeWidening-preview");
 }
@@ -383,21 +378,50 @@ fn wait_commit(table: &Path, from: i64, run: &mut Running) {
     }
 }
 
+/// What a fixture test feeds inlet: 300 messages and a poison pill (at
+/// index 150), and config for its source and beyond.
+struct Feed {
+    payloads: Vec<Vec<u8>>,
+    /// Extra keys of `[sources.s]` (e.g. `format = "avro"`).
+    source: String,
+    /// TOML appended to the config (registry, transforms).
+    tail: String,
+}
+
+impl Feed {
+    /// 300 JSON messages of `message` and a broken one.
+    fn json(message: impl Fn(i64) -> String) -> Self {
+        let mut payloads: Vec<Vec<u8>> = (0..300).map(|i| message(i).into_bytes()).collect();
+        payloads.insert(150, b"{not json".to_vec());
+        Feed {
+            payloads,
+            source: String::new(),
+            tail: String::new(),
+        }
+    }
+}
+
+/// A fixture copy after [`appends_with_features`]: the directory, the
+/// table, and the version the fixture was at.
+struct Appended {
+    _dir: tempfile::TempDir,
+    table: PathBuf,
+    from: i64,
+}
+
 /// Appends 300 messages (and a poison pill) to a copy of fixture `name`
 /// with a kill -9 after its first commit and a re-run; checks exactly once
 /// (offsets, rows, distinct keys by DuckDB; rows by delta-rs), the
 /// quarantine, and the log (see [`check_log`]).
 fn appends_with_features(
     name: &str,
-    message: impl Fn(i64) -> String,
+    feed: Feed,
     check_sql: &str,
     expect: &str,
     (ict, row_ids): (bool, bool),
-) {
+) -> Option<Appended> {
     let dir = tempfile::tempdir().unwrap();
-    let Some(table) = copy_fixture(name, dir.path()) else {
-        return;
-    };
+    let table = copy_fixture(name, dir.path())?;
     let from = last_version(&table);
     let before = rows(&table, None).map(|r| r["rows"].as_i64().unwrap());
     let (_, _, old) = table_batches(&table);
@@ -405,10 +429,15 @@ fn appends_with_features(
     let mut broker = MockBroker::start();
     broker.create_topic("lake", 2);
     let bootstrap = broker.bootstrap();
-    let mut payloads: Vec<Vec<u8>> = (0..300).map(|i| message(i).into_bytes()).collect();
-    payloads.insert(150, b"{not json".to_vec());
-    let landed = produce(&bootstrap, "lake", &payloads);
+    let landed = produce(&bootstrap, "lake", &feed.payloads);
     let cfg = config(dir.path(), &bootstrap, "lake", &table);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replacen(
+        "table = \"t\"\n",
+        &format!("table = \"t\"\n{}\n", feed.source),
+        1,
+    );
+    std::fs::write(&cfg, format!("{text}\n{}\n", feed.tail)).unwrap();
 
     let mut first = Running::start_args(&cfg, &[], &["run", "--available-now"]);
     wait_commit(&table, from, &mut first);
@@ -447,18 +476,23 @@ fn appends_with_features(
         version,
         "{name}: a re-run commits nothing"
     );
+    Some(Appended {
+        _dir: dir,
+        table,
+        from,
+    })
 }
 
 #[test]
 fn appends_to_a_spark_table_with_in_commit_timestamps() {
     appends_with_features(
         "in-commit-timestamps-cdf",
-        |i| {
+        Feed::json(|i| {
             format!(
                 r#"{{"name": "n{i}", "birthyear": {}, "age": {i}}}"#,
                 2000 + i % 2
             )
-        },
+        }),
         "SELECT count(*) FILTER (WHERE name LIKE 'n%'), \
          count(DISTINCT age) FILTER (WHERE name LIKE 'n%'), \
          sum(age) FILTER (WHERE name LIKE 'n%') FROM t",
@@ -471,7 +505,7 @@ fn appends_to_a_spark_table_with_in_commit_timestamps() {
 fn appends_to_a_databricks_table_with_row_tracking_and_liquid_clustering() {
     appends_with_features(
         "liquid-clustering-row-tracking",
-        |i| format!(r#"{{"id": {}}}"#, 1000 + i),
+        Feed::json(|i| format!(r#"{{"id": {}}}"#, 1000 + i)),
         "SELECT count(*) FILTER (WHERE id >= 1000), count(DISTINCT id), min(id), max(id) FROM t",
         "[[300,310,0,1299]]",
         (false, true),
@@ -689,4 +723,526 @@ max_age = "1s"
     let version = last_version(&table);
     assert!(run_available_now(&cfg).status.success());
     assert_eq!(last_version(&table), version, "a re-run commits nothing");
+}
+
+/// The column-mapped fixture's physical names (`name` mode, from Spark).
+const COMPANY: &str = "col-173b4db9-b5ad-427f-9e75-516aae37fbbb";
+const SUPER_NAME: &str = "col-3877fd94-0973-4941-ac6b-646849a1ff65";
+
+/// `sql` over the table as `t`, answered by delta-rs (DataFusion over its
+/// table provider, which maps physical to logical names): each row's
+/// values as text.
+fn deltars_sql(table: &Path, sql: &str) -> Vec<Vec<String>> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    use deltalake::datafusion::prelude::SessionContext;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let batches = rt.block_on(async {
+        let url = url::Url::from_directory_path(table).unwrap();
+        let t = deltalake::open_table(url).await.unwrap();
+        let ctx = SessionContext::new();
+        t.update_datafusion_session(&ctx.state()).unwrap();
+        ctx.register_table("t", t.table_provider().await.unwrap())
+            .unwrap();
+        ctx.sql(sql).await.unwrap().collect().await.unwrap()
+    });
+    let mut out = Vec::new();
+    for b in &batches {
+        let options = FormatOptions::default().with_null("NULL");
+        let columns: Vec<ArrayFormatter<'_>> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..b.num_rows() {
+            out.push(columns.iter().map(|c| c.value(row).to_string()).collect());
+        }
+    }
+    out
+}
+
+/// `%xx` escapes of a path in an add action, decoded.
+fn unescape(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
+            if let Ok(b) = u8::from_str_radix(&path[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The adds of the commits after version `from` on a column-mapped table:
+/// partition values and statistics keyed by physical names (`physical`
+/// holds the data columns'), and Parquet files whose columns are those
+/// physical names with field ids (`ids`, in order).
+fn check_physical(table: &Path, from: i64, physical: &[&str], ids: &[i32]) -> usize {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut adds = 0;
+    for (v, lines) in commits(table).into_iter().filter(|(v, _)| *v > from) {
+        for add in lines.iter().filter_map(|l| l.get("add")) {
+            adds += 1;
+            let keys: Vec<&String> = add["partitionValues"].as_object().unwrap().keys().collect();
+            assert_eq!(keys, [COMPANY], "v{v}: partition values by physical name");
+            let stats: serde_json::Value =
+                serde_json::from_str(add["stats"].as_str().unwrap()).unwrap();
+            for kind in ["minValues", "maxValues", "nullCount"] {
+                let names: Vec<&String> = stats[kind].as_object().unwrap().keys().collect();
+                assert!(!names.is_empty(), "v{v}: {kind} in {stats}");
+                assert!(
+                    names.iter().all(|n| physical.contains(&n.as_str())),
+                    "v{v}: {kind} by physical names: {stats}"
+                );
+            }
+            let file =
+                std::fs::File::open(table.join(unescape(add["path"].as_str().unwrap()))).unwrap();
+            let reader = SerializedFileReader::new(file).unwrap();
+            let schema = reader
+                .metadata()
+                .file_metadata()
+                .schema_descr()
+                .root_schema();
+            let columns: Vec<(&str, i32)> = schema
+                .get_fields()
+                .iter()
+                .map(|f| (f.name(), f.get_basic_info().id()))
+                .collect();
+            let expect: Vec<(&str, i32)> =
+                physical.iter().copied().zip(ids.iter().copied()).collect();
+            assert_eq!(columns, expect, "v{v}: {}", add["path"]);
+        }
+    }
+    adds
+}
+
+/// JSON messages under the logical names (with spaces) to the
+/// column-mapped fixture (Spark, `name` mode, partitioned by a column with
+/// a space in its name): appended exactly once through a kill -9, files
+/// with physical names and field ids, partition values and statistics by
+/// physical name, and DuckDB and delta-rs read old and new rows by the
+/// logical names.
+#[test]
+fn appends_to_a_spark_table_with_column_mapping() {
+    let Some(done) = appends_with_features(
+        "column-mapping-name",
+        Feed::json(|i| {
+            format!(
+                r#"{{"Company Very Short": "NEW{}", "Super Name": "n{i}"}}"#,
+                i % 3
+            )
+        }),
+        "SELECT count(*) FILTER (WHERE \"Super Name\" LIKE 'n%'), \
+         count(DISTINCT \"Super Name\"), count(DISTINCT \"Company Very Short\"), \
+         count(*) FILTER (WHERE \"Company Very Short\" = 'NEW1' AND \"Super Name\" = 'n4') FROM t",
+        "[[300,305,5,1]]",
+        (false, false),
+    ) else {
+        return;
+    };
+    assert!(check_physical(&done.table, done.from, &[SUPER_NAME], &[2]) >= 2);
+    let by_company = deltars_sql(
+        &done.table,
+        "SELECT \"Company Very Short\", count(*), min(\"Super Name\") FROM t \
+         GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(
+        by_company,
+        [
+            ["BME", "1", "Timothy Lamb"],
+            ["BMS", "4", "Anthony Johnson"],
+            ["NEW0", "100", "n0"],
+            ["NEW1", "100", "n1"],
+            ["NEW2", "100", "n101"],
+        ]
+    );
+}
+
+/// The Avro schema of the column-mapping test: names Avro allows (renamed
+/// to the table's by a transform), and a field the table lacks.
+const MAPPED_AVRO: &str = r#"{"type":"record","name":"Person","fields":[
+  {"name":"company","type":"string"},
+  {"name":"name","type":"string"},
+  {"name":"score","type":["null","long"]}]}"#;
+
+/// Avro messages (renamed to the logical names by a transform) with a
+/// field the column-mapped fixture lacks: schema evolution gives the new
+/// column the next id (3) and a physical name, and advances
+/// `maxColumnId`; appended exactly once through a kill -9; the old files
+/// still read (their rows have no score) by DuckDB and delta-rs.
+#[test]
+fn evolves_a_column_mapped_spark_table_from_avro() {
+    use crate::common::avro::Datum;
+    use crate::common::registry::MockRegistry;
+    let registry = MockRegistry::start();
+    let id = registry.register("lake-value", "AVRO", MAPPED_AVRO, &[]);
+    let mut payloads: Vec<Vec<u8>> = (0..300)
+        .map(|i| {
+            Datum::Record(vec![
+                Datum::Str(format!("NEW{}", i % 3)),
+                Datum::Str(format!("n{i}")),
+                Datum::Union(1, Box::new(Datum::Long(i))),
+            ])
+            .framed(id)
+        })
+        .collect();
+    // A string of length -1: not an Avro record.
+    let mut pill = vec![0u8];
+    pill.extend_from_slice(&id.to_be_bytes());
+    pill.push(0x01);
+    payloads.insert(150, pill);
+    let feed = Feed {
+        payloads,
+        source: "format = \"avro\"".into(),
+        tail: format!(
+            r#"[schema_registry]
+url = "{}"
+[[tables.t.transforms]]
+op = "rename"
+columns = {{ company = "Company Very Short", name = "Super Name" }}
+"#,
+            registry.url()
+        ),
+    };
+    let Some(done) = appends_with_features(
+        "column-mapping-name",
+        feed,
+        "SELECT count(*) FILTER (WHERE \"Super Name\" LIKE 'n%'), count(score), sum(score), \
+         count(*) FILTER (WHERE score IS NULL AND \"Company Very Short\" LIKE 'BM%') FROM t",
+        "[[300,300,44850,5]]",
+        (false, false),
+    ) else {
+        return;
+    };
+    // One commit added the column, with the next id and a physical name.
+    let evolutions: Vec<serde_json::Value> = commits(&done.table)
+        .into_iter()
+        .filter(|(v, _)| *v > done.from)
+        .flat_map(|(_, lines)| lines.into_iter().filter_map(|l| l.get("metaData").cloned()))
+        .collect();
+    assert_eq!(evolutions.len(), 1, "{evolutions:?}");
+    let m = &evolutions[0];
+    assert_eq!(m["configuration"]["delta.columnMapping.maxColumnId"], "3");
+    assert_eq!(m["configuration"]["delta.columnMapping.mode"], "name");
+    let schema: serde_json::Value =
+        serde_json::from_str(m["schemaString"].as_str().unwrap()).unwrap();
+    let fields = schema["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 3);
+    assert_eq!(
+        fields[0]["metadata"]["delta.columnMapping.physicalName"],
+        COMPANY
+    );
+    assert_eq!(fields[1]["metadata"]["delta.columnMapping.id"], 2);
+    let score = &fields[2];
+    assert_eq!(score["name"], "score");
+    assert_eq!(score["metadata"]["delta.columnMapping.id"], 3);
+    let physical = score["metadata"]["delta.columnMapping.physicalName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        physical.starts_with("col-") && physical != "score",
+        "{physical}"
+    );
+    assert!(check_physical(&done.table, done.from, &[SUPER_NAME, &physical], &[2, 3]) >= 2);
+    let scores = deltars_sql(
+        &done.table,
+        "SELECT count(*), count(score), sum(score), max(\"Super Name\") FILTER (WHERE score IS NULL) FROM t",
+    );
+    assert_eq!(scores, [["305", "300", "44850", "Timothy Lamb"]]);
+}
+
+/// Compaction would rewrite the files with delta-rs, which does not keep
+/// physical column names: it is refused, naming column mapping, and the log
+/// is unchanged.
+#[test]
+fn compaction_of_a_column_mapped_table_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(table) = copy_fixture("column-mapping-name", dir.path()) else {
+        return;
+    };
+    let before = log_files(&table);
+    let cfg = config(dir.path(), "127.0.0.1:9", "lake", &table);
+    let out = inlet()
+        .args(["compact", "--force", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("column mapping"), "{text}");
+    assert_eq!(log_files(&table), before);
+}
+
+/// A table inlet creates with column mapping turned on
+/// (`tables.<name>.properties`): its first commit gives every column
+/// (nested struct fields too) an id and a physical name and lists the
+/// feature; the files hold the physical names with field ids, partition
+/// values are keyed by physical name; DuckDB and delta-rs read the logical
+/// names; a re-run adds nothing.
+#[test]
+fn creates_a_table_with_column_mapping() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("created");
+    let mut broker = MockBroker::start();
+    broker.create_topic("lake", 2);
+    let bootstrap = broker.bootstrap();
+    let payloads: Vec<Vec<u8>> = (0..200)
+        .map(|i| {
+            format!(
+                r#"{{"id": {i}, "Event Kind": "k{}", "payload": {{"a b": {i}, "c": "x"}}}}"#,
+                i % 2
+            )
+            .into_bytes()
+        })
+        .collect();
+    let landed = produce(&bootstrap, "lake", &payloads);
+    let cfg = dir.path().join("inlet.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+app_id = "lake"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "lake"
+[sources.s]
+topics = ["lake"]
+table = "t"
+[tables.t]
+uri = "{}"
+schema = "`Event Kind` STRING, id BIGINT, payload STRUCT<`a b`: BIGINT, c: STRING>"
+partition_by = ["Event Kind"]
+[tables.t.properties]
+"delta.columnMapping.mode" = "name"
+[flush]
+max_rows = 40
+max_age = "1s"
+"#,
+            table.display()
+        ),
+    )
+    .unwrap();
+    // The partition column comes first: DuckDB's delta extension reads a
+    // column-mapped partition column elsewhere in the schema as NULL
+    // (duckdb/duckdb-delta#343, #50; delta-rs reads it, see below).
+    let out = run_available_now(&cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = commits(&table);
+    let protocol = all[0].1.iter().find_map(|l| l.get("protocol")).unwrap();
+    for key in ["readerFeatures", "writerFeatures"] {
+        assert!(
+            protocol[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == "columnMapping"),
+            "{key}: {protocol}"
+        );
+    }
+    let metadata = all[0].1.iter().find_map(|l| l.get("metaData")).unwrap();
+    assert_eq!(
+        metadata["configuration"]["delta.columnMapping.maxColumnId"],
+        "5"
+    );
+    assert_eq!(
+        metadata["partitionColumns"],
+        serde_json::json!(["Event Kind"])
+    );
+    let schema: serde_json::Value =
+        serde_json::from_str(metadata["schemaString"].as_str().unwrap()).unwrap();
+    let mapping = |f: &serde_json::Value| {
+        (
+            f["metadata"]["delta.columnMapping.id"].as_i64().unwrap(),
+            f["metadata"]["delta.columnMapping.physicalName"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    let top: Vec<(i64, String)> = schema["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(mapping)
+        .collect();
+    let nested: Vec<(i64, String)> = schema["fields"][2]["type"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(mapping)
+        .collect();
+    assert_eq!(
+        top.iter()
+            .chain(&nested)
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    let mut adds = 0;
+    for (v, lines) in &all {
+        for add in lines.iter().filter_map(|l| l.get("add")) {
+            adds += 1;
+            let keys: Vec<&String> = add["partitionValues"].as_object().unwrap().keys().collect();
+            assert_eq!(keys, [&top[0].1], "v{v}");
+            let file =
+                std::fs::File::open(table.join(unescape(add["path"].as_str().unwrap()))).unwrap();
+            let reader = SerializedFileReader::new(file).unwrap();
+            let root = reader
+                .metadata()
+                .file_metadata()
+                .schema_descr()
+                .root_schema();
+            let fields = root.get_fields();
+            let names: Vec<(&str, i32)> = fields
+                .iter()
+                .map(|f| (f.name(), f.get_basic_info().id()))
+                .collect();
+            assert_eq!(names, [(top[1].1.as_str(), 2), (top[2].1.as_str(), 3)]);
+            let inner: Vec<(&str, i32)> = fields[1]
+                .get_fields()
+                .iter()
+                .map(|f| (f.name(), f.get_basic_info().id()))
+                .collect();
+            assert_eq!(
+                inner,
+                [(nested[0].1.as_str(), 4), (nested[1].1.as_str(), 5)]
+            );
+        }
+    }
+    assert!(adds >= 2, "{adds} files");
+    for (p, last) in last_offsets(&landed) {
+        let id = format!("lake:lake:{p}");
+        let txn = txn_versions(&table, std::slice::from_ref(&id));
+        assert_eq!(txn[&id], Some(last), "p{p}");
+    }
+    if let Some(r) = rows(
+        &table,
+        Some("SELECT count(DISTINCT id), sum(payload.\"a b\"), count(DISTINCT \"Event Kind\"), min(payload.c) FROM t"),
+    ) {
+        assert_eq!(r["result"].to_string(), r#"[[200,19900,2,"x"]]"#);
+    }
+    assert_eq!(
+        deltars_sql(
+            &table,
+            "SELECT \"Event Kind\", count(*), sum(id) FROM t GROUP BY 1 ORDER BY 1"
+        ),
+        [["k0", "100", "9900"], ["k1", "100", "10000"]]
+    );
+    let version = last_version(&table);
+    assert!(run_available_now(&cfg).status.success());
+    assert_eq!(last_version(&table), version, "a re-run commits nothing");
+}
+
+/// `inlet migrate` adding columns (one a struct) to the column-mapped
+/// fixture: the new columns and the struct's field get the next ids and
+/// physical names and `maxColumnId` moves; DuckDB reads the old rows with
+/// them null, and rows inlet appends afterwards fill them (nested physical
+/// names included).
+#[test]
+fn migrates_a_column_mapped_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(table) = copy_fixture("column-mapping-name", dir.path()) else {
+        return;
+    };
+    // Mark the copy as at migration 1, as an operator adopting it would.
+    let first = table.join("_delta_log").join(format!("{:020}.json", 0));
+    let text = std::fs::read_to_string(&first).unwrap();
+    let text = text.replace(
+        r#""delta.columnMapping.mode":"name","#,
+        r#""delta.columnMapping.mode":"name","inlet.migrations.version":"1","#,
+    );
+    std::fs::write(&first, text).unwrap();
+    // The checksum file repeats the metadata: it would not match any more.
+    std::fs::remove_file(table.join("_delta_log").join(format!("{:020}.crc", 0))).unwrap();
+    let migrations = dir.path().join("migrations").join("t");
+    std::fs::create_dir_all(&migrations).unwrap();
+    std::fs::write(
+        migrations.join("0002_note.toml"),
+        "add_columns = \"note STRING, extra STRUCT<`x y`: INT>\"\n",
+    )
+    .unwrap();
+    let mut broker = MockBroker::start();
+    broker.create_topic("lake", 1);
+    let bootstrap = broker.bootstrap();
+    let cfg = config(dir.path(), &bootstrap, "lake", &table);
+    let out = inlet()
+        .args(["migrate", "-c"])
+        .arg(&cfg)
+        .arg("--dir")
+        .arg(dir.path().join("migrations"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, lines) = commits(&table).pop().unwrap();
+    let m = lines.iter().find_map(|l| l.get("metaData")).unwrap();
+    assert_eq!(m["configuration"]["delta.columnMapping.maxColumnId"], "5");
+    let schema: serde_json::Value =
+        serde_json::from_str(m["schemaString"].as_str().unwrap()).unwrap();
+    let id = |f: &serde_json::Value| f["metadata"]["delta.columnMapping.id"].clone();
+    let fields = &schema["fields"];
+    assert_eq!(id(&fields[0]), 1);
+    assert_eq!(fields[2]["name"], "note");
+    assert_eq!(id(&fields[2]), 3);
+    assert_eq!(id(&fields[3]), 4);
+    assert_eq!(id(&fields[3]["type"]["fields"][0]), 5);
+    assert!(
+        fields[3]["type"]["fields"][0]["metadata"]["delta.columnMapping.physicalName"]
+            .as_str()
+            .unwrap()
+            .starts_with("col-")
+    );
+    if let Some(r) = rows(
+        &table,
+        Some("SELECT count(*), count(note), count(extra) FROM t"),
+    ) {
+        assert_eq!(r["result"].to_string(), "[[5,0,0]]");
+    }
+    let payloads: Vec<Vec<u8>> = (0..10)
+        .map(|i| {
+            format!(
+                r#"{{"Company Very Short": "M", "Super Name": "m{i}", "note": "n{i}", "extra": {{"x y": {i}}}}}"#
+            )
+            .into_bytes()
+        })
+        .collect();
+    produce(&bootstrap, "lake", &payloads);
+    let out = run_available_now(&cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(r) = rows(
+        &table,
+        Some("SELECT count(*), count(note), sum(extra.\"x y\"), count(*) FILTER (WHERE \"Company Very Short\" = 'M') FROM t"),
+    ) {
+        assert_eq!(r["result"].to_string(), "[[15,10,45,10]]");
+    }
+    assert_eq!(
+        deltars_sql(&table, "SELECT count(note), count(*) FROM t"),
+        [["10", "15"]]
+    );
 }

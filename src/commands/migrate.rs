@@ -513,7 +513,23 @@ async fn alter_table(
     }
     // Schema, properties and the version in one metadata action: one commit.
     let schema = StructType::try_new(current.fields().cloned().chain(add_columns.iter().cloned()))?;
+    // On a column-mapped table the new columns need ids and physical names.
+    let (schema, max_column_id) = match crate::sink::map_added_columns(
+        &current,
+        snapshot.metadata().configuration(),
+        snapshot.metadata().id(),
+        &schema,
+    )
+    .map_err(|e| DeltaTableError::Generic(format!("migration `{}`: {e}", m.name)))?
+    {
+        Some((schema, max)) => (schema, Some(max)),
+        None => (schema, None),
+    };
     let mut metadata = snapshot.metadata().clone().with_schema(&schema)?;
+    if let Some(max) = max_column_id {
+        metadata =
+            metadata.add_config_key(crate::sink::MAX_COLUMN_ID.to_string(), max.to_string())?;
+    }
     for (k, v) in props {
         metadata = metadata.add_config_key(k, v)?;
     }

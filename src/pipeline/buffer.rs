@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTableError;
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -26,7 +25,7 @@ use crate::fault::{storage_fault, Backoff, Fault, Shutdown};
 use crate::observability::events::WriteFailed;
 use crate::observability::{InternalEvent, Metrics};
 use crate::record::TopicPartition;
-use crate::sink::WriterFactory;
+use crate::sink::{TableWriter, WriterFactory};
 
 /// How full a table's buffer is, and since when: what its flush triggers
 /// look at.
@@ -80,7 +79,7 @@ impl Fill {
 
 struct TableBuffer {
     name: String,
-    writer: RecordBatchWriter,
+    writer: TableWriter,
     factory: WriterFactory,
     fill: Fill,
     progress: BTreeMap<TopicPartition, (i64, i64)>,
@@ -149,7 +148,7 @@ struct Buffers {
 
 /// Runs the buffer stage until the fetch side ends.
 pub(super) async fn run(
-    writers: Vec<(String, RecordBatchWriter, WriterFactory)>,
+    writers: Vec<(String, TableWriter, WriterFactory)>,
     flush: FlushConfig,
     mut events: mpsc::Receiver<FetchEvent>,
     commits: mpsc::Sender<CommitRequest>,
@@ -382,7 +381,7 @@ async fn flush_table(
         table,
         generation,
         adds,
-        schema: b.writer.arrow_schema(),
+        schema: b.writer.commit_schema(),
         offsets,
         rows: b.fill.rows as u64,
         rows_by_topic: std::mem::take(&mut b.rows_by_topic),

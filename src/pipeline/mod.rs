@@ -903,11 +903,7 @@ struct Sinks {
 }
 
 /// A table's name, Parquet writer, and writers for a wider schema.
-type Writers = (
-    String,
-    deltalake::writer::RecordBatchWriter,
-    crate::sink::WriterFactory,
-);
+type Writers = (String, crate::sink::TableWriter, crate::sink::WriterFactory);
 
 /// Starts the consumer thread: subscribes (continuous) or assigns a
 /// bounded run's range, then polls until the run ends.

@@ -1,5 +1,6 @@
 //! Creating a table whose properties turn on writer features delta-rs'
-//! create cannot commit (in-commit timestamps, row tracking): inlet writes
+//! create cannot commit (in-commit timestamps, row tracking, column mapping,
+//! which needs ids and physical names on every column): inlet writes
 //! its first commit itself, write-if-absent of version 0, with a protocol
 //! (writer version 7) listing every feature the properties and the schema
 //! use, and the `inCommitTimestamp` of the commit. The feature is on from
@@ -41,9 +42,16 @@ impl Props for std::collections::BTreeMap<String, String> {
     }
 }
 
+/// Whether the properties turn column mapping on (`name` or `id`).
+fn maps_columns<M: Props>(props: &M) -> bool {
+    props
+        .value(super::mapping::MODE)
+        .is_some_and(|m| m.eq_ignore_ascii_case("name") || m.eq_ignore_ascii_case("id"))
+}
+
 /// Whether a table with `properties` is created by inlet's own commit.
 pub(super) fn needs_own_create(properties: &impl Props) -> bool {
-    is_true(properties, ICT) || is_true(properties, ROW_TRACKING)
+    is_true(properties, ICT) || is_true(properties, ROW_TRACKING) || maps_columns(properties)
 }
 
 /// The protocol of a new table: the features `props` turn on and the
@@ -73,6 +81,9 @@ fn protocol(props: &HashMap<String, String>, schema: &StructType) -> DeltaResult
     };
     if is_true(props, "delta.enableDeletionVectors") {
         both("deletionVectors");
+    }
+    if maps_columns(props) {
+        both("columnMapping");
     }
     if props
         .get("delta.checkpointPolicy")
@@ -116,6 +127,17 @@ pub(super) async fn create(
             .entry("delta.rowTracking.materializedRowCommitVersionColumnName".into())
             .or_insert_with(|| format!("_row-commit-version-col-{id}"));
     }
+    let mapped;
+    let schema = if maps_columns(&props) {
+        // Every column gets an id and a physical name from the start.
+        let (s, max_id) = super::mapping::assign(schema, &uuid::Uuid::new_v4().to_string())
+            .map_err(DeltaTableError::Generic)?;
+        props.insert(super::mapping::MAX_ID.to_string(), max_id.to_string());
+        mapped = s;
+        &mapped
+    } else {
+        schema
+    };
     let protocol = protocol(&props, schema)?;
     let metadata = new_metadata(schema, &cfg.partition_by, props.iter())?;
     let now = chrono::Utc::now().timestamp_millis();

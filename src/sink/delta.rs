@@ -16,13 +16,14 @@ use deltalake::parquet::basic::{Compression as PqCompression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::table::config::TablePropertiesExt as _;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTableError;
 use object_store::ObjectStoreExt as _;
 use tracing::{debug, info, warn};
 
 use super::attempt::{Attempts, Retrier};
+use super::mapping::Mapper;
 use super::state::{Changes, TableState};
+use super::writer::{TableWriter, WriterFactory};
 use super::{Result, SinkError, COMMIT_ID_KEY};
 use crate::config::{CommitConfig, Compression, MetadataKind, TableConfig};
 use crate::fault::{Classify, Fault, Shutdown};
@@ -46,43 +47,6 @@ pub struct PartitionProgress {
     pub first: i64,
     /// Last offset in the batch: the version stored.
     pub last: i64,
-}
-
-/// Makes Parquet writers of a table for a schema the table does not have
-/// yet: the rows carry new columns that their commit will add.
-#[derive(Clone)]
-pub struct WriterFactory {
-    uri: String,
-    options: HashMap<String, String>,
-    partition_columns: Vec<String>,
-    properties: WriterProperties,
-    target_file_size: u64,
-}
-
-impl std::fmt::Debug for WriterFactory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The options hold credentials.
-        f.debug_struct("WriterFactory")
-            .field("uri", &self.uri)
-            .finish()
-    }
-}
-
-impl WriterFactory {
-    /// A writer for rows of `schema`.
-    pub fn writer(
-        &self,
-        schema: SchemaRef,
-    ) -> std::result::Result<RecordBatchWriter, DeltaTableError> {
-        Ok(RecordBatchWriter::try_new(
-            &self.uri,
-            schema,
-            Some(self.partition_columns.clone()),
-            Some(self.options.clone()),
-        )?
-        .with_writer_properties(self.properties.clone())
-        .with_target_file_size(self.target_file_size))
-    }
 }
 
 /// The result of a commit attempt.
@@ -112,6 +76,9 @@ pub struct DeltaSink {
     uri: String,
     log: LogStoreRef,
     state: TableState,
+    /// The table's column mapping (shared with its writers); `None`: the
+    /// table does not map columns.
+    mapper: Option<Arc<Mapper>>,
     /// Whether commits write checkpoints (off once the table refused one).
     checkpoints: bool,
     layout: TableLayout,
@@ -289,11 +256,13 @@ impl DeltaSink {
             Err(e) => return Err(err(e)),
         };
         let layout = checked_layout(name, cfg, &state)?;
+        let mapper = mapper_of(name, &state)?;
         Ok(DeltaSink {
             name: name.to_string(),
             uri: log.root_url().to_string(),
             log,
             state,
+            mapper,
             checkpoints: true,
             layout,
             writer_properties: writer_properties(cfg.compression),
@@ -349,7 +318,7 @@ impl DeltaSink {
     }
 
     /// A streaming Parquet writer for this table.
-    pub fn writer(&self) -> Result<RecordBatchWriter> {
+    pub fn writer(&self) -> Result<TableWriter> {
         let schema: Schema =
             self.state
                 .schema()
@@ -374,6 +343,7 @@ impl DeltaSink {
             partition_columns: self.state.metadata().partition_columns().to_vec(),
             properties: self.writer_properties.clone(),
             target_file_size: self.target_file_size,
+            mapper: self.mapper.clone(),
         })
     }
 
@@ -397,8 +367,27 @@ impl DeltaSink {
             })?;
         if changes.protocol || changes.metadata {
             check_appendable(&self.name, &self.state)?;
+            self.observe_mapping()?;
         }
         Ok(changes)
+    }
+
+    /// After another writer changed the metadata: the writers take in its
+    /// column mappings; a table whose mapping mode was switched under a
+    /// running inlet is refused (its writers write the other kind of file).
+    fn observe_mapping(&self) -> Result<()> {
+        let config = self.state.metadata().configuration();
+        match (&self.mapper, super::mapping::is_mapped(config)) {
+            (Some(m), true) => m
+                .observe(self.state.schema(), config)
+                .map_err(|e| self.table_error(format!("the table's column mapping: {e}"))),
+            (None, false) => Ok(()),
+            _ => Err(self.table_error(format!(
+                "another writer changed the table's column mapping mode (`{}`) while inlet ran; \
+                 nothing more was committed. Fix: restart inlet, which opens the table afresh",
+                super::mapping::MODE
+            ))),
+        }
     }
 
     async fn read_versions(&mut self, app_ids: &[String]) -> Result<Vec<Option<i64>>> {
@@ -755,7 +744,16 @@ impl DeltaSink {
             .try_into_arrow()
             .map_err(|e| fatal(format!("table schema has no Arrow equivalent: {e}")))?;
         let bare = |s: &Schema| Schema::new(s.fields().clone());
-        let merged = Schema::try_merge([bare(&current), bare(schema)]).map_err(|e| {
+        let mapped = self.mapper.is_some();
+        let (current, rows) = if mapped {
+            (
+                super::mapping::strip(&current),
+                super::mapping::strip(schema),
+            )
+        } else {
+            (bare(&current), bare(schema))
+        };
+        let merged = Schema::try_merge([current, rows]).map_err(|e| {
             fatal(format!(
                 "the rows' schema does not fit the table's: {e}; the table was changed by another writer"
             ))
@@ -763,6 +761,18 @@ impl DeltaSink {
         let merged: StructType = (&merged)
             .try_into_kernel()
             .map_err(|e| fatal(format!("new columns cannot be stored in Delta: {e}")))?;
+        let config = self.state.metadata().configuration();
+        let merged = if mapped {
+            let max_id = super::mapping::max_column_id(table_schema, config);
+            super::mapping::evolve(&merged, table_schema, schema, max_id).map_err(|e| {
+                fatal(format!(
+                    "{e}. Nothing of this batch was committed. Fix: restart inlet, which writes \
+                     the rows again with the table's column mapping"
+                ))
+            })?
+        } else {
+            merged
+        };
         if &merged == table_schema {
             return Ok(None);
         }
@@ -772,12 +782,18 @@ impl DeltaSink {
             .map(|f| f.name().to_string())
             .collect();
         info!(table = %self.name, columns = ?added, "schema evolution: adding columns in this commit");
-        let metadata = self
+        let mut metadata = self
             .state
             .metadata()
             .clone()
             .with_schema(&merged)
             .map_err(|e| fatal(format!("new schema: {e}")))?;
+        if mapped {
+            let max_id = super::mapping::max_column_id(&merged, config);
+            metadata = metadata
+                .add_config_key(super::mapping::MAX_ID.to_string(), max_id.to_string())
+                .map_err(|e| fatal(format!("new schema: {e}")))?;
+        }
         Ok(Some(Action::Metadata(metadata)))
     }
 
@@ -1048,6 +1064,23 @@ fn check_appendable(name: &str, state: &TableState) -> Result<()> {
             });
     }
     Ok(())
+}
+
+/// The column mapping of a table that maps its columns.
+fn mapper_of(name: &str, state: &TableState) -> Result<Option<Arc<Mapper>>> {
+    let metadata = state.metadata();
+    if !super::mapping::is_mapped(metadata.configuration()) {
+        return Ok(None);
+    }
+    Mapper::new(state.schema(), metadata.configuration(), metadata.id())
+        .map(|m| Some(Arc::new(m)))
+        .map_err(|e| SinkError::Table {
+            table: name.to_string(),
+            message: format!(
+                "its column mapping cannot be read: {e}. Fix: repair the table's schema with the \
+                 engine that wrote it"
+            ),
+        })
 }
 
 /// The checks every table inlet writes must pass, before anything is fetched

@@ -1,7 +1,7 @@
 //! Which tables inlet can append to, decided when a table is opened, before
 //! anything is fetched: a table whose protocol needs a writer feature inlet's
-//! commit path does not write (identity columns, type widening, column
-//! mapping, ...) would otherwise have
+//! commit path does not write (identity columns, type widening, ...) would
+//! otherwise have
 //! every commit refused after the data was read, and be retried as if the
 //! object store were at fault.
 
@@ -88,8 +88,9 @@ pub(crate) fn writes_in_commit_timestamps(protocol: &Protocol, metadata: &Metada
 
 /// Why `compact` cannot rewrite this table's files, if it cannot: its
 /// rewrite goes through delta-rs, which neither carries row ids over
-/// (materialised row id columns) nor writes in-commit timestamps.
-pub(crate) fn compaction_refusal(protocol: &Protocol) -> Option<String> {
+/// (materialised row id columns) nor writes in-commit timestamps, nor
+/// physical column names.
+pub(crate) fn compaction_refusal(protocol: &Protocol, metadata: &Metadata) -> Option<String> {
     let blocking = [
         (TableFeature::RowTracking, "row ids would not be kept"),
         (
@@ -97,11 +98,18 @@ pub(crate) fn compaction_refusal(protocol: &Protocol) -> Option<String> {
             "the rewrite would not carry an in-commit timestamp",
         ),
     ];
-    let found: Vec<String> = blocking
+    let mut found: Vec<String> = blocking
         .iter()
         .filter(|(f, _)| has_writer_feature(protocol, f))
         .map(|(f, why)| format!("{f} ({why})"))
         .collect();
+    if super::mapping::is_mapped(metadata.configuration()) {
+        found.push(format!(
+            "column mapping ({} = {}: the rewritten files would not keep the physical column names)",
+            super::mapping::MODE,
+            metadata.configuration()[super::mapping::MODE]
+        ));
+    }
     (!found.is_empty()).then(|| {
         format!(
             "inlet does not compact tables with {}; compact them with an engine that keeps these \
@@ -203,14 +211,13 @@ pub(crate) fn check_writable(
         }
         Err(e) => problems.push(e.to_string()),
     }
-    let mode = metadata
-        .configuration()
-        .get("delta.columnMapping.mode")
-        .map(|m| m.to_ascii_lowercase());
-    if let Some(mode @ ("name" | "id")) = mode.as_deref() {
+    let mode = metadata.configuration().get(super::mapping::MODE);
+    if let Some(mode) =
+        mode.filter(|m| !["name", "id", "none"].contains(&m.to_ascii_lowercase().as_str()))
+    {
         problems.push(format!(
-            "it uses column mapping (delta.columnMapping.mode = {mode}): inlet's Parquet writer \
-             does not write physical column names yet"
+            "its column mapping mode `{mode}` ({}) is none of name, id, none",
+            super::mapping::MODE
         ));
     }
     for field in schema.fields() {

@@ -8,12 +8,16 @@ pub mod compaction;
 mod create;
 mod delta;
 mod features;
+mod mapping;
 mod state;
 pub mod storage;
+mod writer;
 
 pub use attempt::{commit_id, Patience, COMMIT_ID_KEY};
 pub use classify::{delta_fault, store_fault};
-pub use delta::{writer_properties, CommitOutcome, DeltaSink, PartitionProgress, WriterFactory};
+pub use delta::{writer_properties, CommitOutcome, DeltaSink, PartitionProgress};
+pub(crate) use mapping::{map_added_columns, MAX_ID as MAX_COLUMN_ID};
+pub use writer::{TableWriter, WriterFactory};
 
 use deltalake::DeltaTableError;
 
