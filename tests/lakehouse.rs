@@ -257,9 +257,46 @@ fn refused(name: &str, feature: &str) {
     );
 }
 
+/// The Spark table whose columns were widened after data was written
+/// (`typeWidening-preview`: byte/int → long, float → double, decimals
+/// wider, date → timestamp_ntz): values are written in the current types;
+/// DuckDB reads the old (narrow) files and the new ones, and no commit of
+/// inlet's changes the schema. delta-rs opens the table and lists old and
+/// new files (rows counted from them); its DataFusion scan refuses the
+/// reader feature.
 #[test]
-fn refuses_type_widening_at_open() {
-    refused("type-widening", "typeWidening-preview");
+fn appends_to_a_spark_table_with_widened_types() {
+    let Some(done) = appends_with_features(
+        "type-widening",
+        Feed::json(|i| {
+            format!(
+                r#"{{"byte_long": {}, "int_long": {i}, "float_double": 0.5, "byte_double": {i},
+                "short_double": 1.5, "int_double": 2.5, "decimal_decimal_same_scale": 1.25,
+                "decimal_decimal_greater_scale": 2.125, "byte_decimal": 1.5, "short_decimal": 2.5,
+                "int_decimal": 3.5, "long_decimal": 4.5, "date_timestamp_ntz": "2024-05-06T07:08:09"}}"#,
+                5_000_000_000_i64 + i
+            )
+        }),
+        "SELECT count(*) FILTER (WHERE byte_long BETWEEN 5000000000 AND 5000000299), \
+         sum(int_long) FILTER (WHERE byte_long BETWEEN 5000000000 AND 5000000299), \
+         CAST(sum(long_decimal) FILTER (WHERE byte_long BETWEEN 5000000000 AND 5000000299) AS VARCHAR), \
+         CAST(sum(decimal_decimal_greater_scale) FILTER (WHERE byte_long BETWEEN 5000000000 AND 5000000299) AS VARCHAR), \
+         CAST(min(date_timestamp_ntz) FILTER (WHERE byte_long BETWEEN 5000000000 AND 5000000299) AS VARCHAR), \
+         CAST(min(date_timestamp_ntz) FILTER (WHERE byte_long < 5000000000) AS VARCHAR), \
+         min(byte_long), max(byte_long) FROM t",
+        r#"[[300,44850,"1350.0","637.50000","2024-05-06 07:08:09","2024-09-09 00:00:00",1,9223372036854775807]]"#,
+        (false, false),
+    ) else {
+        return;
+    };
+    // No commit of inlet's touches the schema (its `delta.typeChanges`
+    // stay as Spark wrote them).
+    let changed: Vec<i64> = commits(&done.table)
+        .into_iter()
+        .filter(|(v, l)| *v > done.from && l.iter().any(|l| l.get("metaData").is_some()))
+        .map(|(v, _)| v)
+        .collect();
+    assert!(changed.is_empty(), "schema changed in {changed:?}");
 }
 
 #[test]
@@ -646,8 +683,9 @@ fn compaction_of_a_row_tracked_table_is_refused() {
     assert_eq!(log_files(&table), before);
 }
 
-/// A table inlet creates with in-commit timestamps and row tracking turned
-/// on (`tables.<name>.properties`): its first commit carries the features
+/// A table inlet creates with in-commit timestamps, row tracking and type
+/// widening turned on (`tables.<name>.properties`): its first commit
+/// carries the features
 /// and an in-commit timestamp, the appends carry timestamps and row ids
 /// (see [`check_log`]), DuckDB and delta-rs read every row, a re-run adds
 /// nothing.
@@ -680,6 +718,7 @@ schema = "id BIGINT"
 [tables.t.properties]
 "delta.enableInCommitTimestamps" = "true"
 "delta.enableRowTracking" = "true"
+"delta.enableTypeWidening" = "true"
 [flush]
 max_rows = 40
 max_age = "1s"
@@ -696,7 +735,12 @@ max_age = "1s"
     );
     let first = &commits(&table)[0].1;
     let protocol = first.iter().find_map(|l| l.get("protocol")).unwrap();
-    for f in ["inCommitTimestamp", "rowTracking", "domainMetadata"] {
+    for f in [
+        "inCommitTimestamp",
+        "rowTracking",
+        "domainMetadata",
+        "typeWidening",
+    ] {
         assert!(
             protocol["writerFeatures"]
                 .as_array()
@@ -962,12 +1006,17 @@ columns = {{ company = "Company Very Short", name = "Super Name" }}
 }
 
 /// Compaction would rewrite the files with delta-rs, which does not keep
-/// physical column names: it is refused, naming column mapping, and the log
-/// is unchanged.
+/// physical column names (nor reads files written before a widening): it
+/// is refused, naming the feature, and the log is unchanged.
 #[test]
-fn compaction_of_a_column_mapped_table_is_refused() {
+fn compaction_of_a_column_mapped_or_widened_table_is_refused() {
+    compaction_refused("column-mapping-name", "column mapping");
+    compaction_refused("type-widening", "typeWidening-preview");
+}
+
+fn compaction_refused(fixture: &str, feature: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let Some(table) = copy_fixture("column-mapping-name", dir.path()) else {
+    let Some(table) = copy_fixture(fixture, dir.path()) else {
         return;
     };
     let before = log_files(&table);
@@ -982,9 +1031,9 @@ fn compaction_of_a_column_mapped_table_is_refused() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!out.status.success(), "{text}");
-    assert!(text.contains("column mapping"), "{text}");
-    assert_eq!(log_files(&table), before);
+    assert!(!out.status.success(), "{fixture}: {text}");
+    assert!(text.contains(feature), "{fixture}: {text}");
+    assert_eq!(log_files(&table), before, "{fixture}");
 }
 
 /// A table inlet creates with column mapping turned on
@@ -994,7 +1043,18 @@ fn compaction_of_a_column_mapped_table_is_refused() {
 /// values are keyed by physical name; DuckDB and delta-rs read the logical
 /// names; a re-run adds nothing.
 #[test]
-fn creates_a_table_with_column_mapping() {
+fn creates_a_table_with_column_mapping_by_name() {
+    creates_with_column_mapping("name");
+}
+
+/// Like [`creates_a_table_with_column_mapping_by_name`] in `id` mode, where
+/// readers find columns by their field ids.
+#[test]
+fn creates_a_table_with_column_mapping_by_id() {
+    creates_with_column_mapping("id");
+}
+
+fn creates_with_column_mapping(mode: &str) {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("created");
@@ -1028,7 +1088,7 @@ uri = "{}"
 schema = "`Event Kind` STRING, id BIGINT, payload STRUCT<`a b`: BIGINT, c: STRING>"
 partition_by = ["Event Kind"]
 [tables.t.properties]
-"delta.columnMapping.mode" = "name"
+"delta.columnMapping.mode" = "{mode}"
 [flush]
 max_rows = 40
 max_age = "1s"

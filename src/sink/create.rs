@@ -18,6 +18,7 @@ use crate::config::TableConfig;
 
 const ICT: &str = "delta.enableInCommitTimestamps";
 const ROW_TRACKING: &str = "delta.enableRowTracking";
+const TYPE_WIDENING: &str = "delta.enableTypeWidening";
 
 fn is_true<M: Props>(props: &M, key: &str) -> bool {
     props
@@ -51,7 +52,10 @@ fn maps_columns<M: Props>(props: &M) -> bool {
 
 /// Whether a table with `properties` is created by inlet's own commit.
 pub(super) fn needs_own_create(properties: &impl Props) -> bool {
-    is_true(properties, ICT) || is_true(properties, ROW_TRACKING) || maps_columns(properties)
+    is_true(properties, ICT)
+        || is_true(properties, ROW_TRACKING)
+        || maps_columns(properties)
+        || is_true(properties, TYPE_WIDENING)
 }
 
 /// The protocol of a new table: the features `props` turn on and the
@@ -84,6 +88,9 @@ fn protocol(props: &HashMap<String, String>, schema: &StructType) -> DeltaResult
     }
     if maps_columns(props) {
         both("columnMapping");
+    }
+    if is_true(props, TYPE_WIDENING) {
+        both("typeWidening");
     }
     if props
         .get("delta.checkpointPolicy")

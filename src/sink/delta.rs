@@ -762,17 +762,16 @@ impl DeltaSink {
             .try_into_kernel()
             .map_err(|e| fatal(format!("new columns cannot be stored in Delta: {e}")))?;
         let config = self.state.metadata().configuration();
-        let merged = if mapped {
-            let max_id = super::mapping::max_column_id(table_schema, config);
+        // The table's own metadata on its columns (type changes, column
+        // mapping, ... are not strings, as they come back from Arrow).
+        let max_id = mapped.then(|| super::mapping::max_column_id(table_schema, config));
+        let merged =
             super::mapping::evolve(&merged, table_schema, schema, max_id).map_err(|e| {
                 fatal(format!(
                     "{e}. Nothing of this batch was committed. Fix: restart inlet, which writes \
                      the rows again with the table's column mapping"
                 ))
-            })?
-        } else {
-            merged
-        };
+            })?;
         if &merged == table_schema {
             return Ok(None);
         }

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use delta_kernel::table_features::TableFeature;
-use deltalake::kernel::transaction::{TransactionError, PROTOCOL};
+use deltalake::kernel::transaction::TransactionError;
 use deltalake::kernel::{Metadata, Protocol, StructType};
 
 use super::SinkError;
@@ -60,7 +60,49 @@ fn supported_writer_features() -> HashSet<TableFeature> {
         // the clustering domain is kept as it is.
         TableFeature::ClusteredTable,
         TableFeature::Unknown("liquid".to_owned()),
+        // Values are written in the table's current (widened) types.
+        TableFeature::TypeWidening,
+        TableFeature::TypeWideningPreview,
     ])
+}
+
+/// The reader features inlet reads: it reads a table's log (protocol,
+/// metadata, txn actions, through the kernel for checkpoints), never its
+/// data files, so delta-rs' reader set plus type widening (the log's
+/// schema holds the current, widened types; appends write those).
+fn supported_reader_features() -> HashSet<TableFeature> {
+    HashSet::from([
+        TableFeature::TimestampWithoutTimezone,
+        TableFeature::DeletionVectors,
+        TableFeature::VariantType,
+        TableFeature::VariantTypePreview,
+        TableFeature::V2Checkpoint,
+        TableFeature::ColumnMapping,
+        TableFeature::TypeWidening,
+        TableFeature::TypeWideningPreview,
+    ])
+}
+
+/// The reader features the protocol requires that inlet does not read.
+fn can_read(protocol: &Protocol) -> Result<(), TransactionError> {
+    let required: Vec<TableFeature> = match protocol.min_reader_version() {
+        0 | 1 => Vec::new(),
+        2 => vec![TableFeature::ColumnMapping],
+        _ => protocol
+            .reader_features()
+            .map(<[_]>::to_vec)
+            .unwrap_or_default(),
+    };
+    let supported = supported_reader_features();
+    let missing: Vec<TableFeature> = required
+        .into_iter()
+        .filter(|f| !supported.contains(f))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(TransactionError::UnsupportedTableFeatures(missing))
+    }
 }
 
 /// Whether the table's protocol names writer feature `name`.
@@ -97,6 +139,14 @@ pub(crate) fn compaction_refusal(protocol: &Protocol, metadata: &Metadata) -> Op
             TableFeature::InCommitTimestamp,
             "the rewrite would not carry an in-commit timestamp",
         ),
+        (
+            TableFeature::TypeWidening,
+            "delta-rs does not read the files written before a widening",
+        ),
+        (
+            TableFeature::TypeWideningPreview,
+            "delta-rs does not read the files written before a widening",
+        ),
     ];
     let mut found: Vec<String> = blocking
         .iter()
@@ -120,10 +170,11 @@ pub(crate) fn compaction_refusal(protocol: &Protocol, metadata: &Metadata) -> Op
 }
 
 /// delta-rs' `ProtocolChecker::can_write_to` on a protocol: the reader
-/// features, then the writer features the writer version implies.
+/// features (inlet's, see [`supported_reader_features`]), then the writer
+/// features the writer version implies.
 fn can_write_to(protocol: &Protocol) -> Result<(), TransactionError> {
     use TableFeature as F;
-    PROTOCOL.can_read_from_protocol(protocol)?;
+    can_read(protocol)?;
     let v2 = [F::AppendOnly, F::Invariants];
     let required: Option<Vec<TableFeature>> = match protocol.min_writer_version() {
         0 | 1 => None,

@@ -463,8 +463,10 @@ pub(super) fn strip(schema: &Schema) -> Schema {
 
 /// The table schema after a commit of files written with `file` (the
 /// annotated schema of their writer): `merged` (the table's and the rows'
-/// columns, without mappings) with the table's mapping on its columns and
-/// the writer's on the new ones. An error when the writer's mapping of a
+/// columns, without mappings) with the table's metadata on its columns
+/// (kept as the table has it: ids, type changes, ... are not strings) and,
+/// on a column-mapped table (`table_max_id` is its `maxColumnId`), the
+/// writer's mapping on the new ones. An error when the writer's mapping of a
 /// column differs from the table's, or a new column's id is one the table
 /// has assigned meanwhile (another writer added columns concurrently): the
 /// files hold the wrong physical names and must not be committed.
@@ -472,7 +474,7 @@ pub(super) fn evolve(
     merged: &StructType,
     table: &StructType,
     file: &Schema,
-    table_max_id: i64,
+    table_max_id: Option<i64>,
 ) -> Result<StructType, String> {
     annotate_fields(merged, Some(table), Some(file.fields()), table_max_id, "")
 }
@@ -481,7 +483,7 @@ fn annotate_fields(
     merged: &StructType,
     table: Option<&StructType>,
     file: Option<&Fields>,
-    max_id: i64,
+    max_id: Option<i64>,
     path: &str,
 ) -> Result<StructType, String> {
     let fields = merged
@@ -505,7 +507,9 @@ fn annotate_fields(
                         Some(MetadataValue::String(p)) => Some(p),
                         _ => None,
                     };
-                    if written.is_some() && (written_id != id || written_name != physical) {
+                    let mapped = max_id.is_some();
+                    if mapped && written.is_some() && (written_id != id || written_name != physical)
+                    {
                         return Err(format!(
                             "column `{name}` was added by another writer (id {id:?}, physical name \
                              {physical:?}) while inlet wrote files for it as id {written_id:?}, \
@@ -515,6 +519,9 @@ fn annotate_fields(
                     old.metadata().clone()
                 }
                 None => {
+                    let Some(max_id) = max_id else {
+                        return Ok(f.clone());
+                    };
                     let (Some(id), Some(physical)) = (written_id, written_name) else {
                         return Err(format!("new column `{name}` has no column mapping"));
                     };
@@ -553,7 +560,7 @@ fn annotate_type(
     merged: &KernelType,
     table: Option<&KernelType>,
     file: Option<&DataType>,
-    max_id: i64,
+    max_id: Option<i64>,
     path: &str,
 ) -> Result<KernelType, String> {
     let item = |t: Option<&DataType>| match t {
@@ -628,7 +635,10 @@ pub(super) fn assign(schema: &StructType, name_prefix: &str) -> Result<(StructTy
         .unwrap_or_else(PoisonError::into_inner)
         .max_id;
     let empty = StructType::try_new([]).map_err(|e| e.to_string())?;
-    Ok((evolve(schema, &empty, &physical.annotated, 0)?, max_id))
+    Ok((
+        evolve(schema, &empty, &physical.annotated, Some(0))?,
+        max_id,
+    ))
 }
 
 /// On a column-mapped table (`config` its properties, `table_id` its
@@ -652,7 +662,7 @@ pub(crate) fn map_added_columns(
         .map_err(|e: ArrowError| e.to_string())?;
     let physical = mapper.physical(&strip(&arrow));
     let max_id = max_column_id(table, config);
-    let mapped = evolve(schema, table, &physical.annotated, max_id)?;
+    let mapped = evolve(schema, table, &physical.annotated, Some(max_id))?;
     let new_max = max_column_id(&mapped, config);
     Ok(Some((mapped, new_max)))
 }
@@ -768,7 +778,7 @@ mod tests {
                 &p.annotated,
             ))
             .unwrap();
-        let evolved = evolve(&merged, &table, &p.annotated, 3).unwrap();
+        let evolved = evolve(&merged, &table, &p.annotated, Some(3)).unwrap();
         let added = evolved.field("added").unwrap();
         assert_eq!(added.metadata()[ID], MetadataValue::Number(5));
         assert_eq!(
@@ -787,13 +797,16 @@ mod tests {
                 &p0.annotated,
             ))
             .unwrap();
-        assert_eq!(evolve(&merged0, &table, &p0.annotated, 3).unwrap(), table);
+        assert_eq!(
+            evolve(&merged0, &table, &p0.annotated, Some(3)).unwrap(),
+            table
+        );
         // Another writer took id 5 first.
-        assert!(evolve(&merged, &table, &p.annotated, 5)
+        assert!(evolve(&merged, &table, &p.annotated, Some(5))
             .unwrap_err()
             .contains("another writer"));
         // ... or added `added` under another name.
-        let theirs = evolve(&merged, &table, &p.annotated, 3).unwrap();
+        let theirs = evolve(&merged, &table, &p.annotated, Some(3)).unwrap();
         let mut other = mapper.physical(&logical(true)).annotated.as_ref().clone();
         let fields: Vec<Field> = other
             .fields()
@@ -809,7 +822,7 @@ mod tests {
             })
             .collect();
         other = Schema::new(fields);
-        assert!(evolve(&merged, &theirs, &other, 5)
+        assert!(evolve(&merged, &theirs, &other, Some(5))
             .unwrap_err()
             .contains("another writer"));
     }
