@@ -423,6 +423,8 @@ struct Feed {
     source: String,
     /// TOML appended to the config (registry, transforms).
     tail: String,
+    /// Changes made to the fixture's copy first.
+    prepare: Option<fn(&Path)>,
 }
 
 impl Feed {
@@ -434,6 +436,7 @@ impl Feed {
             payloads,
             source: String::new(),
             tail: String::new(),
+            prepare: None,
         }
     }
 }
@@ -459,6 +462,9 @@ fn appends_with_features(
 ) -> Option<Appended> {
     let dir = tempfile::tempdir().unwrap();
     let table = copy_fixture(name, dir.path())?;
+    if let Some(prepare) = feed.prepare {
+        prepare(&table);
+    }
     let from = last_version(&table);
     let before = rows(&table, None).map(|r| r["rows"].as_i64().unwrap());
     let (_, _, old) = table_batches(&table);
@@ -956,6 +962,7 @@ columns = {{ company = "Company Very Short", name = "Super Name" }}
 "#,
             registry.url()
         ),
+        prepare: None,
     };
     let Some(done) = appends_with_features(
         "column-mapping-name",
@@ -1305,4 +1312,191 @@ fn migrates_a_column_mapped_table() {
         deltars_sql(&table, "SELECT count(note), count(*) FROM t"),
         [["10", "15"]]
     );
+}
+
+/// Whether the checkpoint of `version` is a V2 one: its (classic-named)
+/// Parquet file holds a `checkpointMetadata` action.
+fn is_v2_checkpoint(table: &Path, version: i64) -> bool {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let path = table
+        .join("_delta_log")
+        .join(format!("{version:020}.checkpoint.parquet"));
+    let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+    let schema = reader
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .root_schema();
+    if !schema
+        .get_fields()
+        .iter()
+        .any(|f| f.name() == "checkpointMetadata")
+    {
+        return false;
+    }
+    let rows = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&path).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    rows.map(Result::unwrap).any(|b| {
+        b.column_by_name("checkpointMetadata")
+            .is_some_and(|c| arrow::array::Array::null_count(c.as_ref()) < c.len())
+    })
+}
+
+/// Makes the v2-checkpoint fixture's `id` an ordinary column: a commit on
+/// top (as an engine dropping the identity would write) with the protocol
+/// and schema without `identityColumns`. The table keeps its V2
+/// checkpoints with sidecars (the last at version 8).
+fn drop_identity(table: &Path) {
+    let log = table.join("_delta_log");
+    let nine = std::fs::read_to_string(log.join(format!("{:020}.json", 9))).unwrap();
+    let mut metadata: serde_json::Value = nine
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l.get("metaData").is_some())
+        .unwrap();
+    let schema = metadata["metaData"]["schemaString"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut schema: serde_json::Value = serde_json::from_str(&schema).unwrap();
+    schema["fields"][0]["metadata"] = serde_json::json!({});
+    metadata["metaData"]["schemaString"] = serde_json::Value::String(schema.to_string());
+    let protocol = serde_json::json!({"protocol": {
+        "minReaderVersion": 3, "minWriterVersion": 7,
+        "readerFeatures": ["v2Checkpoint"],
+        "writerFeatures": ["v2Checkpoint", "appendOnly", "invariants"]}});
+    let info = serde_json::json!({"commitInfo": {"timestamp": 1754751200000_i64, "operation": "ALTER TABLE"}});
+    std::fs::write(
+        log.join(format!("{:020}.json", 10)),
+        format!("{info}\n{protocol}\n{metadata}\n"),
+    )
+    .unwrap();
+    for e in std::fs::read_dir(&log).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "crc") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+}
+
+/// The Databricks table with V2 checkpoints (`delta.checkpointPolicy =
+/// v2`, every 2 commits, the file actions in sidecars), its identity
+/// dropped (see [`drop_identity`]): inlet reads its state through the V2
+/// checkpoint and its sidecar, appends exactly once through a kill -9, and
+/// the checkpoints it writes on it are V2 ones; DuckDB and delta-rs read
+/// old and new rows.
+#[test]
+fn appends_to_a_databricks_table_with_v2_checkpoints() {
+    let mut feed = Feed::json(|i| {
+        format!(
+            r#"{{"id": {}, "name": "n{i}", "created_at": "2025-08-10T00:00:00Z"}}"#,
+            1000 + i
+        )
+    });
+    feed.prepare = Some(drop_identity);
+    let Some(done) = appends_with_features(
+        "v2-checkpoint-identity",
+        feed,
+        "SELECT count(*) FILTER (WHERE id >= 1000), sum(id) FILTER (WHERE id >= 1000), \
+         count(DISTINCT id), max(id) FILTER (WHERE id < 1000) FROM t",
+        "[[300,344850,344,44]]",
+        (false, false),
+    ) else {
+        return;
+    };
+    let checkpoints: Vec<i64> = log_files(&done.table)
+        .iter()
+        .filter(|n| n.ends_with(".checkpoint.parquet"))
+        .filter_map(|n| n.split('.').next()?.parse().ok())
+        .filter(|v| *v > done.from)
+        .collect();
+    assert!(!checkpoints.is_empty(), "{:?}", log_files(&done.table));
+    for v in checkpoints {
+        assert!(is_v2_checkpoint(&done.table, v), "checkpoint {v} is V1");
+    }
+}
+
+/// A table inlet creates with `delta.checkpointPolicy = v2`: the protocol
+/// lists `v2Checkpoint`, its checkpoints are V2 ones, a second run reads
+/// its offsets through them (commits nothing), DuckDB reads every row.
+#[test]
+fn creates_a_table_with_v2_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("created");
+    let mut broker = MockBroker::start();
+    broker.create_topic("lake", 2);
+    let bootstrap = broker.bootstrap();
+    let payloads: Vec<Vec<u8>> = (0..200)
+        .map(|i| format!(r#"{{"id": {i}}}"#).into_bytes())
+        .collect();
+    let landed = produce(&bootstrap, "lake", &payloads);
+    let cfg = dir.path().join("inlet.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+app_id = "lake"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "lake"
+[sources.s]
+topics = ["lake"]
+table = "t"
+[tables.t]
+uri = "{}"
+schema = "id BIGINT"
+checkpoint_interval = 2
+[tables.t.properties]
+"delta.checkpointPolicy" = "v2"
+[flush]
+max_rows = 40
+max_age = "1s"
+"#,
+            table.display()
+        ),
+    )
+    .unwrap();
+    let out = run_available_now(&cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let protocol = commits(&table)[0]
+        .1
+        .iter()
+        .find_map(|l| l.get("protocol").cloned())
+        .unwrap();
+    assert!(
+        protocol["readerFeatures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "v2Checkpoint"),
+        "{protocol}"
+    );
+    let checkpoints: Vec<i64> = log_files(&table)
+        .iter()
+        .filter(|n| n.ends_with(".checkpoint.parquet"))
+        .filter_map(|n| n.split('.').next()?.parse().ok())
+        .collect();
+    assert!(checkpoints.len() >= 2, "{:?}", log_files(&table));
+    for v in &checkpoints {
+        assert!(is_v2_checkpoint(&table, *v), "checkpoint {v} is V1");
+    }
+    for (p, last) in last_offsets(&landed) {
+        let id = format!("lake:lake:{p}");
+        let txn = txn_versions(&table, std::slice::from_ref(&id));
+        assert_eq!(txn[&id], Some(last), "p{p}");
+    }
+    if let Some(r) = rows(&table, Some("SELECT count(DISTINCT id), sum(id) FROM t")) {
+        assert_eq!(r["result"].to_string(), "[[200,19900]]");
+    }
+    let version = last_version(&table);
+    assert!(run_available_now(&cfg).status.success());
+    assert_eq!(last_version(&table), version, "a re-run commits nothing");
 }

@@ -1,6 +1,7 @@
 //! Creating a table whose properties turn on writer features delta-rs'
 //! create cannot commit (in-commit timestamps, row tracking, column mapping,
-//! which needs ids and physical names on every column): inlet writes
+//! which needs ids and physical names on every column, type widening, V2
+//! checkpoints): inlet writes
 //! its first commit itself, write-if-absent of version 0, with a protocol
 //! (writer version 7) listing every feature the properties and the schema
 //! use, and the `inCommitTimestamp` of the commit. The feature is on from
@@ -56,6 +57,9 @@ pub(super) fn needs_own_create(properties: &impl Props) -> bool {
         || is_true(properties, ROW_TRACKING)
         || maps_columns(properties)
         || is_true(properties, TYPE_WIDENING)
+        || properties
+            .value("delta.checkpointPolicy")
+            .is_some_and(|v| v == "v2")
 }
 
 /// The protocol of a new table: the features `props` turn on and the
