@@ -8,6 +8,7 @@ pub mod compaction;
 mod create;
 mod delta;
 mod features;
+mod identity;
 mod mapping;
 mod state;
 pub mod storage;

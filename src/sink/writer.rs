@@ -14,6 +14,7 @@ use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTableError;
 
+use super::identity::Identities;
 use super::mapping::{Mapper, Physical};
 
 /// Makes Parquet writers of a table, also for a schema the table does not
@@ -27,6 +28,8 @@ pub struct WriterFactory {
     pub(super) target_file_size: u64,
     /// The table's column mapping, shared by its writers; `None`: unmapped.
     pub(super) mapper: Option<Arc<Mapper>>,
+    /// The table's identity columns, whose values the writers generate.
+    pub(super) identity: Option<Arc<Identities>>,
 }
 
 impl std::fmt::Debug for WriterFactory {
@@ -63,10 +66,14 @@ impl WriterFactory {
             None => inner.arrow_schema(),
             Some(_) => schema,
         };
+        let columns = self.identity.as_ref().map_or(0, |i| i.len());
         Ok(TableWriter {
             inner,
             schema,
             mapped,
+            identity: self.identity.clone(),
+            window: vec![None; columns],
+            flushed: vec![None; columns],
         })
     }
 }
@@ -78,6 +85,13 @@ pub struct TableWriter {
     schema: SchemaRef,
     /// On a column-mapped table: the files' schema and the annotated one.
     mapped: Option<Physical>,
+    /// Identity columns: values generated here.
+    identity: Option<Arc<Identities>>,
+    /// The first and last identity value generated since the last flush,
+    /// by column.
+    window: Vec<Option<(i64, i64)>>,
+    /// Those of the last flush: what its commit records.
+    flushed: Vec<Option<(i64, i64)>>,
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -97,14 +111,28 @@ impl TableWriter {
     /// The schema the commit of its files records: the rows' schema, with
     /// the column mapping of every field on a column-mapped table.
     pub fn commit_schema(&self) -> SchemaRef {
-        match &self.mapped {
+        let schema = match &self.mapped {
             Some(p) => p.annotated.clone(),
             None => self.schema.clone(),
+        };
+        match &self.identity {
+            Some(i) => Arc::new(i.mark(&schema, &self.flushed)),
+            None => schema,
         }
     }
 
     /// Streams `batch` (of [`Self::arrow_schema`]) into the open files.
     pub async fn write(&mut self, batch: RecordBatch) -> Result<(), DeltaTableError> {
+        let batch = match &self.identity {
+            Some(i) if batch.num_rows() > 0 => {
+                let (batch, ranges) = i.fill(batch)?;
+                for (w, (first, last)) in self.window.iter_mut().zip(ranges) {
+                    *w = Some((w.map_or(first, |(f, _)| f), last));
+                }
+                batch
+            }
+            _ => batch,
+        };
         let Some(p) = &self.mapped else {
             return self.inner.write(batch).await;
         };
@@ -130,11 +158,15 @@ impl TableWriter {
 
     /// Finishes the files written since the last flush: their add actions.
     pub async fn flush(&mut self) -> Result<Vec<Add>, DeltaTableError> {
-        self.inner.flush().await
+        let adds = self.inner.flush().await?;
+        let empty = vec![None; self.window.len()];
+        self.flushed = std::mem::replace(&mut self.window, empty);
+        Ok(adds)
     }
 
     /// Drops what was written since the last flush.
     pub fn reset(&mut self) {
         self.inner.reset();
+        self.window.iter_mut().for_each(|w| *w = None);
     }
 }
