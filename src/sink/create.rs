@@ -12,10 +12,8 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use deltalake::kernel::{new_metadata, Action, CommitInfo, Protocol, StructType};
-use deltalake::logstore::{CommitOrBytes, LogStore};
+use deltalake::logstore::LogStore;
 use deltalake::{DeltaResult, DeltaTableError};
-
-use crate::config::TableConfig;
 
 const ICT: &str = "delta.enableInCommitTimestamps";
 const ROW_TRACKING: &str = "delta.enableRowTracking";
@@ -28,7 +26,7 @@ fn is_true<M: Props>(props: &M, key: &str) -> bool {
 }
 
 /// A map of table properties (the config's, or the table's).
-pub(super) trait Props {
+pub(crate) trait Props {
     fn value(&self, key: &str) -> Option<&String>;
 }
 
@@ -52,7 +50,7 @@ fn maps_columns<M: Props>(props: &M) -> bool {
 }
 
 /// Whether a table with `properties` is created by inlet's own commit.
-pub(super) fn needs_own_create(properties: &impl Props) -> bool {
+pub(crate) fn needs_own_create(properties: &impl Props) -> bool {
     is_true(properties, ICT)
         || is_true(properties, ROW_TRACKING)
         || maps_columns(properties)
@@ -118,10 +116,10 @@ fn protocol(props: &HashMap<String, String>, schema: &StructType) -> DeltaResult
 
 /// Writes version 0 of a table of `schema` with `properties`; the caller
 /// loads the table afterwards (its own or a concurrent creator's).
-pub(super) async fn create(
+pub(crate) async fn create(
     log: &dyn LogStore,
     schema: &StructType,
-    cfg: &TableConfig,
+    partition_by: &[String],
     properties: &[(String, Option<String>)],
 ) -> DeltaResult<()> {
     let mut props: HashMap<String, String> = properties
@@ -150,7 +148,7 @@ pub(super) async fn create(
         schema
     };
     let protocol = protocol(&props, schema)?;
-    let metadata = new_metadata(schema, &cfg.partition_by, props.iter())?;
+    let metadata = new_metadata(schema, partition_by, props.iter())?;
     let now = chrono::Utc::now().timestamp_millis();
     let info = CommitInfo {
         timestamp: Some(now),
@@ -171,21 +169,7 @@ pub(super) async fn create(
         .collect::<Result<_, _>>()?;
     let bytes = Bytes::from(lines.join("\n"));
     let operation = uuid::Uuid::new_v4();
-    let commit = if ["LakeFSLogStore", "DefaultLogStore"].contains(&log.name().as_str()) {
-        CommitOrBytes::LogBytes(bytes)
-    } else {
-        let path = deltalake::Path::from_iter([
-            "_delta_log",
-            &format!("_commit_{}.json.tmp", uuid::Uuid::new_v4()),
-        ]);
-        object_store::ObjectStoreExt::put(
-            log.object_store(Some(operation)).as_ref(),
-            &path,
-            bytes.into(),
-        )
-        .await?;
-        CommitOrBytes::TmpCommit(path)
-    };
+    let commit = super::change::staged(log, bytes, operation).await?;
     log.write_commit_entry(0, commit, operation)
         .await
         .map_err(|source| DeltaTableError::Transaction { source })

@@ -227,7 +227,13 @@ impl DeltaSink {
                         message: format!("schema cannot be stored in Delta: {e}"),
                     })?;
                 let created = if super::create::needs_own_create(&cfg.properties) {
-                    super::create::create(log.as_ref(), &kernel, cfg, &table_properties(cfg)).await
+                    super::create::create(
+                        log.as_ref(),
+                        &kernel,
+                        &cfg.partition_by,
+                        &table_properties(cfg),
+                    )
+                    .await
                 } else {
                     table
                         .create()
@@ -975,7 +981,7 @@ impl Job<'_> {
 /// What a commit must carry for the table's writer features, from the
 /// table state as of the version before it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Stamp {
+pub(super) struct Stamp {
     /// `Some(previous)`: in-commit timestamps are enabled; the previous
     /// commit's, if it has one.
     in_commit_timestamp: Option<Option<i64>>,
@@ -985,7 +991,7 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(state: &TableState) -> Self {
+    pub(super) fn of(state: &TableState) -> Self {
         let features =
             super::features::writes_in_commit_timestamps(state.protocol(), state.metadata());
         Stamp {
@@ -1007,7 +1013,12 @@ impl Stamp {
 ///
 /// An error (the rows' fault is impossible: inlet's own writer) when an add
 /// lacks `numRecords`, which row ids need.
-fn stamp(actions: &mut Vec<Action>, rules: &Stamp, version: i64, now: i64) -> Result<(), String> {
+pub(super) fn stamp(
+    actions: &mut Vec<Action>,
+    rules: &Stamp,
+    version: i64,
+    now: i64,
+) -> Result<(), String> {
     if let Some(previous) = rules.in_commit_timestamp {
         let ict = previous.map_or(now, |p| now.max(p + 1));
         let at = actions
