@@ -316,6 +316,22 @@ impl DeltaSink {
         Ok(self.state.metadata().configuration().clone())
     }
 
+    /// The table's generated columns (`delta.generationExpression`), as
+    /// (column, expression): the pipeline computes them with DataFusion
+    /// after the configured transforms.
+    pub fn generated_columns(&self) -> Vec<(String, String)> {
+        self.state
+            .schema()
+            .fields()
+            .filter_map(|f| match f.metadata().get("delta.generationExpression") {
+                Some(delta_kernel::schema::MetadataValue::String(e)) => {
+                    Some((f.name().clone(), e.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The table's CHECK constraints, compiled against its schema.
     pub fn constraints(&self) -> Result<crate::conform::constraints::Constraints> {
         crate::conform::constraints::Constraints::from_properties(

@@ -15,16 +15,10 @@ use super::SinkError;
 
 /// Field metadata that makes an append compute or check values inlet does
 /// not (yet): writing the rows as they are would break the table's rules.
-const FIELD_RULES: [(&str, &str); 2] = [
-    (
-        "delta.generationExpression",
-        "a generated column (generatedColumns): inlet does not compute generation expressions",
-    ),
-    (
-        "delta.invariants",
-        "a column invariant (invariants): inlet does not enforce legacy invariants",
-    ),
-];
+const FIELD_RULES: [(&str, &str); 1] = [(
+    "delta.invariants",
+    "a column invariant (invariants): inlet does not enforce legacy invariants",
+)];
 
 /// The writer features delta-rs' commit path supports (its
 /// `PROTOCOL` checker, as built with the `datafusion` feature), which
