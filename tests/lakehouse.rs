@@ -477,6 +477,30 @@ impl Feed {
     }
 }
 
+impl Feed {
+    /// 300 Avro messages of `datum` under `schema` (registered in
+    /// `registry` for topic `lake`) and a truncated one.
+    fn avro(
+        registry: &crate::common::registry::MockRegistry,
+        schema: &str,
+        datum: impl Fn(i64) -> crate::common::avro::Datum,
+    ) -> Self {
+        let id = registry.register("lake-value", "AVRO", schema, &[]);
+        let mut payloads: Vec<Vec<u8>> = (0..300).map(|i| datum(i).framed(id)).collect();
+        // A varint cut off after its first byte: no Avro record.
+        let mut pill = vec![0u8];
+        pill.extend_from_slice(&id.to_be_bytes());
+        pill.push(0x80);
+        payloads.insert(150, pill);
+        Feed {
+            payloads,
+            source: "format = \"avro\"".into(),
+            tail: format!("[schema_registry]\nurl = \"{}\"\n", registry.url()),
+            prepare: None,
+        }
+    }
+}
+
 /// A fixture copy after [`appends_with_features`]: the directory, the
 /// table, and the version the fixture was at.
 struct Appended {
@@ -577,6 +601,52 @@ fn appends_to_a_spark_table_with_in_commit_timestamps() {
          sum(age) FILTER (WHERE name LIKE 'n%') FROM t",
         "[[300,300,44850]]",
         (true, false),
+    );
+}
+
+/// Like [`appends_to_a_spark_table_with_in_commit_timestamps`], from Avro.
+#[test]
+fn appends_avro_to_a_spark_table_with_in_commit_timestamps() {
+    use crate::common::avro::Datum;
+    let registry = crate::common::registry::MockRegistry::start();
+    appends_with_features(
+        "in-commit-timestamps-cdf",
+        Feed::avro(
+            &registry,
+            r#"{"type":"record","name":"P","fields":[{"name":"name","type":"string"},
+                {"name":"birthyear","type":"int"},{"name":"age","type":"int"}]}"#,
+            |i| {
+                Datum::Record(vec![
+                    Datum::Str(format!("n{i}")),
+                    Datum::Int(2000 + (i % 2) as i32),
+                    Datum::Int(i as i32),
+                ])
+            },
+        ),
+        "SELECT count(*) FILTER (WHERE name LIKE 'n%'), \
+         count(DISTINCT age) FILTER (WHERE name LIKE 'n%'), \
+         sum(age) FILTER (WHERE name LIKE 'n%') FROM t",
+        "[[300,300,44850]]",
+        (true, false),
+    );
+}
+
+/// Like [`appends_to_a_databricks_table_with_row_tracking_and_liquid_clustering`],
+/// from Avro.
+#[test]
+fn appends_avro_to_a_databricks_table_with_row_tracking() {
+    use crate::common::avro::Datum;
+    let registry = crate::common::registry::MockRegistry::start();
+    appends_with_features(
+        "liquid-clustering-row-tracking",
+        Feed::avro(
+            &registry,
+            r#"{"type":"record","name":"R","fields":[{"name":"id","type":"long"}]}"#,
+            |i| Datum::Record(vec![Datum::Long(1000 + i)]),
+        ),
+        "SELECT count(*) FILTER (WHERE id >= 1000), count(DISTINCT id), min(id), max(id) FROM t",
+        "[[300,310,0,1299]]",
+        (false, true),
     );
 }
 
