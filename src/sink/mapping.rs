@@ -827,6 +827,51 @@ mod tests {
             .contains("another writer"));
     }
 
+    /// After another writer added a column (id 4) and moved maxColumnId,
+    /// a column this process adds next gets id 5, and the other writer's
+    /// column keeps its mapping.
+    #[test]
+    fn ids_continue_after_another_writers_columns() {
+        let config = HashMap::from([(MAX_ID.to_string(), "3".to_string())]);
+        let mapper = Mapper::new(&kernel(TABLE), &config, "t").unwrap();
+        let theirs = kernel(&TABLE.replace(
+            "\n    ]}",
+            r#",
+        {"name":"theirs","type":"long","nullable":true,"metadata":{"delta.columnMapping.id":4,"delta.columnMapping.physicalName":"col-x"}}
+    ]}"#,
+        ));
+        assert!(theirs.field("theirs").is_some(), "{theirs:?}");
+        mapper
+            .observe(
+                &theirs,
+                &HashMap::from([(MAX_ID.to_string(), "4".to_string())]),
+            )
+            .unwrap();
+        let mut fields: Vec<Field> = logical(false)
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("theirs", DataType::Int64, true));
+        fields.push(Field::new("mine", DataType::Int64, true));
+        let p = mapper.physical(&Schema::new(fields));
+        let mapped: Vec<(&str, &str)> = p
+            .schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().as_str(), f.metadata()[FIELD_ID].as_str()))
+            .collect();
+        assert_eq!(
+            mapped,
+            [
+                ("col-a", "1"),
+                ("col-b", "2"),
+                ("col-x", "4"),
+                ("col-t-5", "5")
+            ]
+        );
+    }
+
     #[test]
     fn a_new_table_gets_ids_from_one() {
         let s = kernel(
