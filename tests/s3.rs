@@ -19,7 +19,6 @@ use crate::common::sink::{ids, progress, race_one_partition, sink_config};
 use crate::common::tables::{read_quarantine_at, read_table_at, table_batches_at, Location};
 use crate::common::workspace::{ConfigSpec, Workspace};
 use arrow::array::{Int64Array, RecordBatch};
-use deltalake::writer::DeltaWriter as _;
 use inlet::config::CommitConfig;
 use inlet::sink::{txn_app_id, CommitOutcome, DeltaSink};
 

@@ -455,6 +455,21 @@ async fn create_table(
         }
     }
     config.insert(VERSION_PROPERTY.into(), Some(m.version.to_string()));
+    let props: HashMap<String, String> = config
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+        .collect();
+    if crate::sink::needs_own_create(&props) {
+        // Features delta-rs' create does not turn on: inlet's own first commit.
+        let properties: Vec<(String, Option<String>)> = config.into_iter().collect();
+        return crate::sink::create_own(
+            table.log_store().as_ref(),
+            &schema,
+            &create.partition_by,
+            &properties,
+        )
+        .await;
+    }
     table
         .create()
         .with_table_name(name)
@@ -476,6 +491,27 @@ async fn alter_table(
 ) -> std::result::Result<(), DeltaTableError> {
     let mut props: HashMap<String, String> = set_properties.clone().into_iter().collect();
     props.insert(VERSION_PROPERTY.into(), m.version.to_string());
+    let own = crate::sink::needs_own_commit(table.snapshot()?.protocol());
+    if add_columns.is_empty() && own {
+        if let Some(p) = props
+            .keys()
+            .find(|k| PROTOCOL_PROPERTIES.contains(&k.as_str()))
+        {
+            return Err(DeltaTableError::Generic(format!(
+                "migration `{}`: `{p}` changes the protocol of a table whose features \
+                 inlet's own commit keeps (in-commit timestamps, row tracking, identity, ...), \
+                 which inlet does not do; set it with the engine that made the table",
+                m.name
+            )));
+        }
+        let snapshot = table.snapshot()?;
+        let mut metadata = snapshot.metadata().clone();
+        for (k, v) in &props {
+            metadata = metadata.add_config_key(k.clone(), v.clone())?;
+        }
+        let operation = DeltaOperation::SetTableProperties { properties: props };
+        return commit_alter(table, m, metadata, operation).await;
+    }
     if add_columns.is_empty() {
         // delta-rs upgrades the protocol for properties that need it.
         table
@@ -513,19 +549,60 @@ async fn alter_table(
     }
     // Schema, properties and the version in one metadata action: one commit.
     let schema = StructType::try_new(current.fields().cloned().chain(add_columns.iter().cloned()))?;
+    // On a column-mapped table the new columns need ids and physical names.
+    let (schema, max_column_id) = match crate::sink::map_added_columns(
+        &current,
+        snapshot.metadata().configuration(),
+        snapshot.metadata().id(),
+        &schema,
+    )
+    .map_err(|e| DeltaTableError::Generic(format!("migration `{}`: {e}", m.name)))?
+    {
+        Some((schema, max)) => (schema, Some(max)),
+        None => (schema, None),
+    };
     let mut metadata = snapshot.metadata().clone().with_schema(&schema)?;
+    if let Some(max) = max_column_id {
+        metadata =
+            metadata.add_config_key(crate::sink::MAX_COLUMN_ID.to_string(), max.to_string())?;
+    }
     for (k, v) in props {
         metadata = metadata.add_config_key(k, v)?;
     }
+    let operation = DeltaOperation::AddColumn {
+        fields: add_columns.to_vec(),
+    };
+    commit_alter(table, m, metadata, operation).await
+}
+
+/// Commits a migration's new metadata: on inlet's own commit path for
+/// tables whose features delta-rs' commit refuses or would not keep
+/// (in-commit timestamps, row tracking, identity, ...), else with delta-rs.
+async fn commit_alter(
+    table: &DeltaTable,
+    m: &Migration,
+    metadata: deltalake::kernel::Metadata,
+    operation: DeltaOperation,
+) -> std::result::Result<(), DeltaTableError> {
+    let snapshot = table.snapshot()?;
+    if crate::sink::needs_own_commit(snapshot.protocol()) {
+        let read_version = table.version().map_or(-1, |v| v as i64);
+        crate::sink::commit_change(
+            table.log_store().as_ref(),
+            read_version,
+            vec![Action::Metadata(metadata)],
+            operation,
+            HashMap::from([(
+                "inlet.migration".to_string(),
+                serde_json::Value::String(m.name.clone()),
+            )]),
+        )
+        .await?;
+        return Ok(());
+    }
     CommitBuilder::from(commit_properties(m))
         .with_actions(vec![Action::Metadata(metadata)])
-        .build(
-            Some(snapshot),
-            table.log_store(),
-            DeltaOperation::AddColumn {
-                fields: add_columns.to_vec(),
-            },
-        )
+        .build(Some(snapshot), table.log_store(), operation)
         .await?;
     Ok(())
 }

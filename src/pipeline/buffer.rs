@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTableError;
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -37,7 +36,7 @@ use crate::fault::{storage_fault, Backoff, Fault, Shutdown};
 use crate::observability::events::WriteFailed;
 use crate::observability::{InternalEvent, Metrics};
 use crate::record::TopicPartition;
-use crate::sink::WriterFactory;
+use crate::sink::{TableWriter, WriterFactory};
 
 /// How full a table's buffer is, and since when: what its flush triggers
 /// look at.
@@ -91,7 +90,7 @@ impl Fill {
 
 struct TableBuffer {
     name: String,
-    writer: RecordBatchWriter,
+    writer: TableWriter,
     factory: WriterFactory,
     fill: Fill,
     progress: BTreeMap<TopicPartition, (i64, i64)>,
@@ -171,7 +170,7 @@ struct Buffers {
 
 /// Runs the buffer stage until the fetch side ends.
 pub(super) async fn run(
-    writers: Vec<(String, RecordBatchWriter, WriterFactory)>,
+    writers: Vec<(String, TableWriter, WriterFactory)>,
     flush: FlushConfig,
     mut events: mpsc::Receiver<FetchEvent>,
     commits: mpsc::Sender<CommitRequest>,
@@ -525,7 +524,7 @@ async fn flush_table(
         table,
         generation,
         adds,
-        schema: b.writer.arrow_schema(),
+        schema: b.writer.commit_schema(),
         offsets,
         rows: b.fill.rows as u64,
         rows_by_topic: std::mem::take(&mut b.rows_by_topic),

@@ -182,12 +182,15 @@ fn table_decode(
             .collect::<Vec<_>>(),
     ));
     let decoder = d.value(cfg.table_format(name), input)?;
-    let mut normalizer = Normalizer::new(
-        name,
-        tc.transforms.clone(),
-        tc.evolution,
-        layout.value.clone(),
+    // Generated columns are computed last, from the rows as the
+    // configured transforms left them (a message's value is replaced).
+    let mut transforms = tc.transforms.clone();
+    transforms.extend(
+        sink.generated_columns()
+            .into_iter()
+            .map(|(column, expr)| crate::config::TransformSpec::Derive { column, expr }),
     );
+    let mut normalizer = Normalizer::new(name, transforms, tc.evolution, layout.value.clone());
     if let Some(fixed) = decoder.fixed_schema() {
         let added = normalizer
             .prepare(fixed)
@@ -908,11 +911,7 @@ struct Sinks {
 }
 
 /// A table's name, Parquet writer, and writers for a wider schema.
-type Writers = (
-    String,
-    deltalake::writer::RecordBatchWriter,
-    crate::sink::WriterFactory,
-);
+type Writers = (String, crate::sink::TableWriter, crate::sink::WriterFactory);
 
 /// Starts the consumer thread: subscribes (continuous) or assigns a
 /// bounded run's range, then polls until the run ends.

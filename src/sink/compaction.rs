@@ -88,7 +88,10 @@ async fn try_compact(cfg: &TableConfig, force: bool) -> Result<CompactOutcome, D
         }
         Err(e) => return Err(e),
     }
-    if let Some(reason) = crate::sink::features::compaction_refusal(table.snapshot()?.protocol()) {
+    if let Some(reason) = crate::sink::features::compaction_refusal(
+        table.snapshot()?.protocol(),
+        table.snapshot()?.metadata(),
+    ) {
         return Ok(CompactOutcome::Failed { error: reason });
     }
     let target = cfg.compaction.target_file_size.as_u64().max(1);

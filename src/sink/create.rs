@@ -1,5 +1,7 @@
 //! Creating a table whose properties turn on writer features delta-rs'
-//! create cannot commit (in-commit timestamps, row tracking): inlet writes
+//! create cannot commit (in-commit timestamps, row tracking, column mapping,
+//! which needs ids and physical names on every column, type widening, V2
+//! checkpoints): inlet writes
 //! its first commit itself, write-if-absent of version 0, with a protocol
 //! (writer version 7) listing every feature the properties and the schema
 //! use, and the `inCommitTimestamp` of the commit. The feature is on from
@@ -10,13 +12,12 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use deltalake::kernel::{new_metadata, Action, CommitInfo, Protocol, StructType};
-use deltalake::logstore::{CommitOrBytes, LogStore};
+use deltalake::logstore::LogStore;
 use deltalake::{DeltaResult, DeltaTableError};
-
-use crate::config::TableConfig;
 
 const ICT: &str = "delta.enableInCommitTimestamps";
 const ROW_TRACKING: &str = "delta.enableRowTracking";
+const TYPE_WIDENING: &str = "delta.enableTypeWidening";
 
 fn is_true<M: Props>(props: &M, key: &str) -> bool {
     props
@@ -25,7 +26,7 @@ fn is_true<M: Props>(props: &M, key: &str) -> bool {
 }
 
 /// A map of table properties (the config's, or the table's).
-pub(super) trait Props {
+pub(crate) trait Props {
     fn value(&self, key: &str) -> Option<&String>;
 }
 
@@ -41,9 +42,22 @@ impl Props for std::collections::BTreeMap<String, String> {
     }
 }
 
+/// Whether the properties turn column mapping on (`name` or `id`).
+fn maps_columns<M: Props>(props: &M) -> bool {
+    props
+        .value(super::mapping::MODE)
+        .is_some_and(|m| m.eq_ignore_ascii_case("name") || m.eq_ignore_ascii_case("id"))
+}
+
 /// Whether a table with `properties` is created by inlet's own commit.
-pub(super) fn needs_own_create(properties: &impl Props) -> bool {
-    is_true(properties, ICT) || is_true(properties, ROW_TRACKING)
+pub(crate) fn needs_own_create(properties: &impl Props) -> bool {
+    is_true(properties, ICT)
+        || is_true(properties, ROW_TRACKING)
+        || maps_columns(properties)
+        || is_true(properties, TYPE_WIDENING)
+        || properties
+            .value("delta.checkpointPolicy")
+            .is_some_and(|v| v == "v2")
 }
 
 /// The protocol of a new table: the features `props` turn on and the
@@ -74,6 +88,12 @@ fn protocol(props: &HashMap<String, String>, schema: &StructType) -> DeltaResult
     if is_true(props, "delta.enableDeletionVectors") {
         both("deletionVectors");
     }
+    if maps_columns(props) {
+        both("columnMapping");
+    }
+    if is_true(props, TYPE_WIDENING) {
+        both("typeWidening");
+    }
     if props
         .get("delta.checkpointPolicy")
         .is_some_and(|v| v == "v2")
@@ -96,10 +116,10 @@ fn protocol(props: &HashMap<String, String>, schema: &StructType) -> DeltaResult
 
 /// Writes version 0 of a table of `schema` with `properties`; the caller
 /// loads the table afterwards (its own or a concurrent creator's).
-pub(super) async fn create(
+pub(crate) async fn create(
     log: &dyn LogStore,
     schema: &StructType,
-    cfg: &TableConfig,
+    partition_by: &[String],
     properties: &[(String, Option<String>)],
 ) -> DeltaResult<()> {
     let mut props: HashMap<String, String> = properties
@@ -116,8 +136,19 @@ pub(super) async fn create(
             .entry("delta.rowTracking.materializedRowCommitVersionColumnName".into())
             .or_insert_with(|| format!("_row-commit-version-col-{id}"));
     }
+    let mapped;
+    let schema = if maps_columns(&props) {
+        // Every column gets an id and a physical name from the start.
+        let (s, max_id) = super::mapping::assign(schema, &uuid::Uuid::new_v4().to_string())
+            .map_err(DeltaTableError::Generic)?;
+        props.insert(super::mapping::MAX_ID.to_string(), max_id.to_string());
+        mapped = s;
+        &mapped
+    } else {
+        schema
+    };
     let protocol = protocol(&props, schema)?;
-    let metadata = new_metadata(schema, &cfg.partition_by, props.iter())?;
+    let metadata = new_metadata(schema, partition_by, props.iter())?;
     let now = chrono::Utc::now().timestamp_millis();
     let info = CommitInfo {
         timestamp: Some(now),
@@ -138,21 +169,7 @@ pub(super) async fn create(
         .collect::<Result<_, _>>()?;
     let bytes = Bytes::from(lines.join("\n"));
     let operation = uuid::Uuid::new_v4();
-    let commit = if ["LakeFSLogStore", "DefaultLogStore"].contains(&log.name().as_str()) {
-        CommitOrBytes::LogBytes(bytes)
-    } else {
-        let path = deltalake::Path::from_iter([
-            "_delta_log",
-            &format!("_commit_{}.json.tmp", uuid::Uuid::new_v4()),
-        ]);
-        object_store::ObjectStoreExt::put(
-            log.object_store(Some(operation)).as_ref(),
-            &path,
-            bytes.into(),
-        )
-        .await?;
-        CommitOrBytes::TmpCommit(path)
-    };
+    let commit = super::change::staged(log, bytes, operation).await?;
     log.write_commit_entry(0, commit, operation)
         .await
         .map_err(|source| DeltaTableError::Transaction { source })

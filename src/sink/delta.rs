@@ -16,13 +16,15 @@ use deltalake::parquet::basic::{Compression as PqCompression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::table::config::TablePropertiesExt as _;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTableError;
 use object_store::ObjectStoreExt as _;
 use tracing::{debug, info, warn};
 
 use super::attempt::{Attempts, Retrier};
+use super::identity::Identities;
+use super::mapping::Mapper;
 use super::state::{Changes, TableState};
+use super::writer::{TableWriter, WriterFactory};
 use super::{Result, SinkError, COMMIT_ID_KEY};
 use crate::config::{CommitConfig, Compression, MetadataKind, TableConfig};
 use crate::fault::{Classify, Fault, Shutdown};
@@ -46,43 +48,6 @@ pub struct PartitionProgress {
     pub first: i64,
     /// Last offset in the batch: the version stored.
     pub last: i64,
-}
-
-/// Makes Parquet writers of a table for a schema the table does not have
-/// yet: the rows carry new columns that their commit will add.
-#[derive(Clone)]
-pub struct WriterFactory {
-    uri: String,
-    options: HashMap<String, String>,
-    partition_columns: Vec<String>,
-    properties: WriterProperties,
-    target_file_size: u64,
-}
-
-impl std::fmt::Debug for WriterFactory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The options hold credentials.
-        f.debug_struct("WriterFactory")
-            .field("uri", &self.uri)
-            .finish()
-    }
-}
-
-impl WriterFactory {
-    /// A writer for rows of `schema`.
-    pub fn writer(
-        &self,
-        schema: SchemaRef,
-    ) -> std::result::Result<RecordBatchWriter, DeltaTableError> {
-        Ok(RecordBatchWriter::try_new(
-            &self.uri,
-            schema,
-            Some(self.partition_columns.clone()),
-            Some(self.options.clone()),
-        )?
-        .with_writer_properties(self.properties.clone())
-        .with_target_file_size(self.target_file_size))
-    }
 }
 
 /// The result of a commit attempt.
@@ -112,6 +77,11 @@ pub struct DeltaSink {
     uri: String,
     log: LogStoreRef,
     state: TableState,
+    /// The table's column mapping (shared with its writers); `None`: the
+    /// table does not map columns.
+    mapper: Option<Arc<Mapper>>,
+    /// The table's identity columns (shared with its writers).
+    identity: Option<Arc<Identities>>,
     /// Whether commits write checkpoints (off once the table refused one).
     checkpoints: bool,
     layout: TableLayout,
@@ -257,7 +227,13 @@ impl DeltaSink {
                         message: format!("schema cannot be stored in Delta: {e}"),
                     })?;
                 let created = if super::create::needs_own_create(&cfg.properties) {
-                    super::create::create(log.as_ref(), &kernel, cfg, &table_properties(cfg)).await
+                    super::create::create(
+                        log.as_ref(),
+                        &kernel,
+                        &cfg.partition_by,
+                        &table_properties(cfg),
+                    )
+                    .await
                 } else {
                     table
                         .create()
@@ -289,11 +265,15 @@ impl DeltaSink {
             Err(e) => return Err(err(e)),
         };
         let layout = checked_layout(name, cfg, &state)?;
+        let mapper = mapper_of(name, &state)?;
+        let identity = Identities::of(state.schema());
         Ok(DeltaSink {
             name: name.to_string(),
             uri: log.root_url().to_string(),
             log,
             state,
+            mapper,
+            identity,
             checkpoints: true,
             layout,
             writer_properties: writer_properties(cfg.compression),
@@ -336,6 +316,22 @@ impl DeltaSink {
         Ok(self.state.metadata().configuration().clone())
     }
 
+    /// The table's generated columns (`delta.generationExpression`), as
+    /// (column, expression): the pipeline computes them with DataFusion
+    /// after the configured transforms.
+    pub fn generated_columns(&self) -> Vec<(String, String)> {
+        self.state
+            .schema()
+            .fields()
+            .filter_map(|f| match f.metadata().get("delta.generationExpression") {
+                Some(delta_kernel::schema::MetadataValue::String(e)) => {
+                    Some((f.name().clone(), e.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The table's CHECK constraints, compiled against its schema.
     pub fn constraints(&self) -> Result<crate::conform::constraints::Constraints> {
         crate::conform::constraints::Constraints::from_properties(
@@ -349,7 +345,7 @@ impl DeltaSink {
     }
 
     /// A streaming Parquet writer for this table.
-    pub fn writer(&self) -> Result<RecordBatchWriter> {
+    pub fn writer(&self) -> Result<TableWriter> {
         let schema: Schema =
             self.state
                 .schema()
@@ -374,6 +370,8 @@ impl DeltaSink {
             partition_columns: self.state.metadata().partition_columns().to_vec(),
             properties: self.writer_properties.clone(),
             target_file_size: self.target_file_size,
+            mapper: self.mapper.clone(),
+            identity: self.identity.clone(),
         })
     }
 
@@ -397,8 +395,30 @@ impl DeltaSink {
             })?;
         if changes.protocol || changes.metadata {
             check_appendable(&self.name, &self.state)?;
+            self.observe_mapping()?;
         }
         Ok(changes)
+    }
+
+    /// After another writer changed the metadata: the writers take in its
+    /// column mappings; a table whose mapping mode was switched under a
+    /// running inlet is refused (its writers write the other kind of file).
+    fn observe_mapping(&self) -> Result<()> {
+        if let Some(i) = &self.identity {
+            i.observe(self.state.schema());
+        }
+        let config = self.state.metadata().configuration();
+        match (&self.mapper, super::mapping::is_mapped(config)) {
+            (Some(m), true) => m
+                .observe(self.state.schema(), config)
+                .map_err(|e| self.table_error(format!("the table's column mapping: {e}"))),
+            (None, false) => Ok(()),
+            _ => Err(self.table_error(format!(
+                "another writer changed the table's column mapping mode (`{}`) while inlet ran; \
+                 nothing more was committed. Fix: restart inlet, which opens the table afresh",
+                super::mapping::MODE
+            ))),
+        }
     }
 
     async fn read_versions(&mut self, app_ids: &[String]) -> Result<Vec<Option<i64>>> {
@@ -755,7 +775,20 @@ impl DeltaSink {
             .try_into_arrow()
             .map_err(|e| fatal(format!("table schema has no Arrow equivalent: {e}")))?;
         let bare = |s: &Schema| Schema::new(s.fields().clone());
-        let merged = Schema::try_merge([bare(&current), bare(schema)]).map_err(|e| {
+        let mapped = self.mapper.is_some();
+        let (current, rows) = if mapped {
+            (
+                super::mapping::strip(&current),
+                super::mapping::strip(schema),
+            )
+        } else {
+            (bare(&current), bare(schema))
+        };
+        let (current, rows) = (
+            super::identity::strip(&current),
+            super::identity::strip(&rows),
+        );
+        let merged = Schema::try_merge([current, rows]).map_err(|e| {
             fatal(format!(
                 "the rows' schema does not fit the table's: {e}; the table was changed by another writer"
             ))
@@ -763,21 +796,50 @@ impl DeltaSink {
         let merged: StructType = (&merged)
             .try_into_kernel()
             .map_err(|e| fatal(format!("new columns cannot be stored in Delta: {e}")))?;
+        let config = self.state.metadata().configuration();
+        // The table's own metadata on its columns (type changes, column
+        // mapping, ... are not strings, as they come back from Arrow).
+        let max_id = mapped.then(|| super::mapping::max_column_id(table_schema, config));
+        let merged =
+            super::mapping::evolve(&merged, table_schema, schema, max_id).map_err(|e| {
+                fatal(format!(
+                    "{e}. Nothing of this batch was committed. Fix: restart inlet, which writes \
+                     the rows again with the table's column mapping"
+                ))
+            })?;
+        let merged = super::identity::advance(&merged, table_schema, schema).map_err(|e| {
+            fatal(format!(
+                "{e}. Nothing of this batch was committed. Fix: restart inlet, which generates \
+                 the values again after the table's high-water mark"
+            ))
+        })?;
         if &merged == table_schema {
             return Ok(None);
         }
         let added: Vec<String> = merged
             .fields()
-            .filter(|f| table_schema.field(f.name()).is_none_or(|old| old != *f))
+            .filter(|f| {
+                table_schema
+                    .field(f.name())
+                    .is_none_or(|old| old.data_type() != f.data_type())
+            })
             .map(|f| f.name().to_string())
             .collect();
-        info!(table = %self.name, columns = ?added, "schema evolution: adding columns in this commit");
-        let metadata = self
+        if !added.is_empty() {
+            info!(table = %self.name, columns = ?added, "schema evolution: adding columns in this commit");
+        }
+        let mut metadata = self
             .state
             .metadata()
             .clone()
             .with_schema(&merged)
             .map_err(|e| fatal(format!("new schema: {e}")))?;
+        if mapped {
+            let max_id = super::mapping::max_column_id(&merged, config);
+            metadata = metadata
+                .add_config_key(super::mapping::MAX_ID.to_string(), max_id.to_string())
+                .map_err(|e| fatal(format!("new schema: {e}")))?;
+        }
         Ok(Some(Action::Metadata(metadata)))
     }
 
@@ -874,7 +936,12 @@ impl DeltaSink {
             return Ok(Plan::Nothing);
         }
         let adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
-        let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        // Identity values generated: their high-water mark moves.
+        let mut actions: Vec<Action> = self
+            .evolution(&writer.commit_schema())?
+            .into_iter()
+            .collect();
+        actions.extend(adds.into_iter().map(Action::Add));
         actions.extend(txns);
         Ok(Plan::Write { actions, rows })
     }
@@ -930,7 +997,7 @@ impl Job<'_> {
 /// What a commit must carry for the table's writer features, from the
 /// table state as of the version before it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Stamp {
+pub(super) struct Stamp {
     /// `Some(previous)`: in-commit timestamps are enabled; the previous
     /// commit's, if it has one.
     in_commit_timestamp: Option<Option<i64>>,
@@ -940,7 +1007,7 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(state: &TableState) -> Self {
+    pub(super) fn of(state: &TableState) -> Self {
         let features =
             super::features::writes_in_commit_timestamps(state.protocol(), state.metadata());
         Stamp {
@@ -962,7 +1029,12 @@ impl Stamp {
 ///
 /// An error (the rows' fault is impossible: inlet's own writer) when an add
 /// lacks `numRecords`, which row ids need.
-fn stamp(actions: &mut Vec<Action>, rules: &Stamp, version: i64, now: i64) -> Result<(), String> {
+pub(super) fn stamp(
+    actions: &mut Vec<Action>,
+    rules: &Stamp,
+    version: i64,
+    now: i64,
+) -> Result<(), String> {
     if let Some(previous) = rules.in_commit_timestamp {
         let ict = previous.map_or(now, |p| now.max(p + 1));
         let at = actions
@@ -1048,6 +1120,23 @@ fn check_appendable(name: &str, state: &TableState) -> Result<()> {
             });
     }
     Ok(())
+}
+
+/// The column mapping of a table that maps its columns.
+fn mapper_of(name: &str, state: &TableState) -> Result<Option<Arc<Mapper>>> {
+    let metadata = state.metadata();
+    if !super::mapping::is_mapped(metadata.configuration()) {
+        return Ok(None);
+    }
+    Mapper::new(state.schema(), metadata.configuration(), metadata.id())
+        .map(|m| Some(Arc::new(m)))
+        .map_err(|e| SinkError::Table {
+            table: name.to_string(),
+            message: format!(
+                "its column mapping cannot be read: {e}. Fix: repair the table's schema with the \
+                 engine that wrote it"
+            ),
+        })
 }
 
 /// The checks every table inlet writes must pass, before anything is fetched
@@ -1302,7 +1391,7 @@ checkpoint_interval = {interval}
         std::fs::write(
             path.join("_delta_log").join(format!("{:020}.json", 1)),
             r#"{"commitInfo":{"timestamp":1,"operation":"ALTER"}}
-{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":[],"writerFeatures":["identityColumns"]}}"#,
+{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":[],"writerFeatures":["someFutureFeature"]}}"#,
         )
         .unwrap();
         let schema = sink.schema();
@@ -1317,7 +1406,7 @@ checkpoint_interval = {interval}
             .await
             .unwrap_err();
         assert!(matches!(e, SinkError::Table { .. }), "{e}");
-        assert!(e.to_string().contains("identityColumns"), "{e}");
+        assert!(e.to_string().contains("someFutureFeature"), "{e}");
         assert_eq!(sink.state.version(), 1);
     }
 

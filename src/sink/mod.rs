@@ -2,18 +2,26 @@
 //! committing data together with the offsets it covers.
 
 mod attempt;
+mod change;
 mod checkpoint;
 mod classify;
 pub mod compaction;
 mod create;
 mod delta;
 mod features;
+mod identity;
+mod mapping;
 mod state;
 pub mod storage;
+mod writer;
 
 pub use attempt::{commit_id, Patience, COMMIT_ID_KEY};
+pub(crate) use change::{commit as commit_change, needs_own_commit};
 pub use classify::{delta_fault, store_fault};
-pub use delta::{writer_properties, CommitOutcome, DeltaSink, PartitionProgress, WriterFactory};
+pub(crate) use create::{create as create_own, needs_own_create};
+pub use delta::{writer_properties, CommitOutcome, DeltaSink, PartitionProgress};
+pub(crate) use mapping::{map_added_columns, MAX_ID as MAX_COLUMN_ID};
+pub use writer::{TableWriter, WriterFactory};
 
 use deltalake::DeltaTableError;
 

@@ -51,7 +51,6 @@ pub(crate) fn ids(from: i64, n: i64) -> RecordBatch {
 /// them as partition 3's offsets 0..=499, all at once. Returns how many
 /// commits went through (exactly one must).
 pub(crate) async fn race_one_partition(tc: &inlet::config::TableConfig) -> usize {
-    use deltalake::writer::DeltaWriter as _;
     use inlet::sink::{CommitOutcome, DeltaSink};
     let mut sinks = Vec::new();
     for _ in 0..8 {
