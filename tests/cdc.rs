@@ -285,6 +285,44 @@ fn upsert_applies_the_newest_change_per_key() {
     );
 }
 
+/// Ties of `sequence_by` go to the later change: in one batch, and against
+/// the row in the table; an older change loses both ways.
+#[test]
+fn upsert_sequence_ties_go_to_the_later_change() {
+    let mut broker = MockBroker::start();
+    let topic = "ties";
+    broker.create_topic(topic, 1);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let config = write_config(&ws, &upsert_toml(&ws, &bootstrap, topic, "cdc-ties", 1000));
+    let change = |id: u64, v: &str, seq: i64| Change {
+        key: Some(format!("{id}").into_bytes()),
+        value: Some(format!(r#"{{"id":{id},"v":"{v}","seq":{seq},"__op":"u"}}"#).into_bytes()),
+    };
+    // One batch: a tie after the first change, then an older one.
+    let first: Vec<Change> = (0..20)
+        .flat_map(|k| [change(k, "a", 5), change(k, "b", 5), change(k, "c", 4)])
+        .collect();
+    let mut landed = produce_changes(&bootstrap, topic, &first);
+    assert!(run_available_now(&config).status.success());
+    // A second batch against the table: a tie for even keys, older for odd.
+    let second: Vec<Change> = (0..20)
+        .map(|k| if k % 2 == 0 { change(k, "d", 5) } else { change(k, "e", 4) })
+        .collect();
+    landed.extend(produce_changes(&bootstrap, topic, &second));
+    assert!(run_available_now(&config).status.success());
+    let got: BTreeMap<i64, String> = read_upsert(&ws.table())
+        .into_iter()
+        .map(|(id, (v, _, _))| (id, v))
+        .collect();
+    let expected: BTreeMap<i64, String> = (0..20)
+        .map(|k| (k, if k % 2 == 0 { "d" } else { "b" }.to_string()))
+        .collect();
+    assert_eq!(got, expected);
+    let all: Vec<Change> = first.into_iter().chain(second).collect();
+    assert_eq!(read_upsert(&ws.table()), value_reference(&all, &landed));
+}
+
 /// Keyed by the decoded Kafka key, ordered by offset: tombstones delete,
 /// a message without a key or with an undecodable key is quarantined.
 #[test]
