@@ -307,7 +307,13 @@ fn upsert_sequence_ties_go_to_the_later_change() {
     assert!(run_available_now(&config).status.success());
     // A second batch against the table: a tie for even keys, older for odd.
     let second: Vec<Change> = (0..20)
-        .map(|k| if k % 2 == 0 { change(k, "d", 5) } else { change(k, "e", 4) })
+        .map(|k| {
+            if k % 2 == 0 {
+                change(k, "d", 5)
+            } else {
+                change(k, "e", 4)
+            }
+        })
         .collect();
     landed.extend(produce_changes(&bootstrap, topic, &second));
     assert!(run_available_now(&config).status.success());
@@ -633,7 +639,7 @@ fn two_writers_on_one_upsert_table() {
     broker.create_topic(topic, 4);
     let bootstrap = broker.bootstrap();
     let ws = Workspace::new();
-    let config = write_config(&ws, &upsert_toml(&ws, &bootstrap, topic, "pair", 30));
+    let config = write_config(&ws, &upsert_toml(&ws, &bootstrap, topic, "pair", 10));
     let mut a = Running::start(&config);
     assert!(a.wait_for("partitions assigned", 1, Duration::from_secs(60)));
     let mut b = Running::start(&config);
@@ -644,10 +650,10 @@ fn two_writers_on_one_upsert_table() {
     );
     let mut changes = Vec::new();
     let mut landed = Vec::new();
-    for round in rounds(6) {
+    for round in rounds(10) {
         landed.extend(produce_changes(&bootstrap, topic, &round));
         changes.extend(round);
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(200));
     }
     let last = crate::common::assertions::last_offsets(&landed);
     let ids: Vec<String> = last.keys().map(|p| format!("test:crash:{p}")).collect();
