@@ -557,9 +557,11 @@ fn upsert_refuses_tables_with_features_it_cannot_merge() {
     assert!(err.contains("deletionVectors"), "{err}");
 }
 
-/// Changes produced in rounds, for the crash loop and the two writers.
-fn rounds(n: u64) -> Vec<Vec<Change>> {
-    let all = value_changes(n * 150, 80, 99);
+/// Changes of `keys` ids produced in rounds, for the crash loop and the
+/// two writers. Many keys make most changes the last of their key, so a
+/// change lost shows in the end state.
+fn rounds(n: u64, keys: u64) -> Vec<Vec<Change>> {
+    let all = value_changes(n * 150, keys, 99);
     all.chunks(150).map(<[Change]>::to_vec).collect()
 }
 
@@ -591,7 +593,7 @@ fn upsert_crash_loop_is_exact() {
     broker.create_topic(topic, 4);
     let bootstrap = broker.bootstrap();
     let ws = Workspace::new();
-    let rounds = rounds(12);
+    let rounds = rounds(12, 1000);
     let mut changes = Vec::new();
     let mut landed = Vec::new();
     let mut rng = Lcg(5);
@@ -601,21 +603,31 @@ fn upsert_crash_loop_is_exact() {
         // stalls on killed members); progress lives in the table.
         let config = write_config(
             &ws,
-            &upsert_toml(&ws, &bootstrap, topic, &format!("crash-{i}"), 60),
+            &upsert_toml(&ws, &bootstrap, topic, &format!("crash-{i}"), 20),
         );
-        landed.extend(produce_changes(&bootstrap, topic, round));
-        changes.extend(round.iter().cloned());
         let inlet = Running::start(&config);
+        // The round is produced while the process runs, in slices.
+        let (b, r) = (bootstrap.clone(), round.clone());
+        let producer = std::thread::spawn(move || {
+            let mut landed = Vec::new();
+            for slice in r.chunks(15) {
+                landed.extend(produce_changes(&b, topic, slice));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            landed
+        });
         if i % 2 == 0 {
             inlet.wait_for("batch committed", 1, Duration::from_secs(60));
         }
-        std::thread::sleep(Duration::from_millis(200 + rng.next(2500)));
+        std::thread::sleep(Duration::from_millis(200 + rng.next(1500)));
         if inlet.count("batch committed") > 0 {
             after_commit += 1;
         }
         drop(inlet); // SIGKILL
+        landed.extend(producer.join().unwrap());
+        changes.extend(round.iter().cloned());
     }
-    let config = write_config(&ws, &upsert_toml(&ws, &bootstrap, topic, "crash-last", 60));
+    let config = write_config(&ws, &upsert_toml(&ws, &bootstrap, topic, "crash-last", 20));
     let out = run_available_now(&config);
     assert!(
         out.status.success(),
@@ -650,7 +662,7 @@ fn two_writers_on_one_upsert_table() {
     );
     let mut changes = Vec::new();
     let mut landed = Vec::new();
-    for round in rounds(10) {
+    for round in rounds(10, 80) {
         landed.extend(produce_changes(&bootstrap, topic, &round));
         changes.extend(round);
         std::thread::sleep(Duration::from_millis(200));
