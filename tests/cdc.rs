@@ -228,7 +228,7 @@ fn assert_duckdb_agrees(path: &Path, expected: &BTreeMap<i64, Row>) {
 }
 
 fn produce_changes(bootstrap: &str, topic: &str, changes: &[Change]) -> Vec<Landed> {
-    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = changes
+    let records: Vec<crate::common::producing::Record<'_>> = changes
         .iter()
         .map(|c| (c.key.as_deref(), c.value.as_deref()))
         .collect();
