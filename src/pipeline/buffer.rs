@@ -99,6 +99,9 @@ struct TableBuffer {
     /// With incremental rebalancing: the batches written since the last
     /// flush, with their runs of rows by partition.
     kept: Vec<(RecordBatch, Vec<(TopicPartition, usize)>)>,
+    /// `upsert` mode: changes kept for the merge instead of written, with
+    /// their runs of rows by partition (a revocation drops its rows).
+    changes: Vec<(RecordBatch, Vec<(TopicPartition, usize)>)>,
 }
 
 impl TableBuffer {
@@ -113,6 +116,7 @@ impl TableBuffer {
         self.rows_by_topic.clear();
         self.quarantine.clear();
         self.kept.clear();
+        self.changes.clear();
     }
 }
 
@@ -188,6 +192,7 @@ pub(super) async fn run(
                 rows_by_topic: Vec::new(),
                 quarantine: Vec::new(),
                 kept: Vec::new(),
+                changes: Vec::new(),
             })
             .collect(),
         flush,
@@ -273,16 +278,30 @@ impl Buffers {
         let table = chunk.table;
         let b = &mut self.tables[table];
         let store = |error| Failed::Store { table, error };
-        if chunk.batch.num_rows() > 0
-            && chunk.batch.schema().fields() != b.writer.arrow_schema().fields()
-        {
-            // Schema evolution: what is buffered is committed under the old
-            // schema, the new columns come with the next commit.
-            flush_table(table, b, self.generation, &self.commits).await?;
-            b.writer = b.factory.writer(chunk.batch.schema()).map_err(store)?;
-        }
+        let merges = chunk
+            .batch
+            .schema()
+            .field_with_name(crate::sink::DELETE_COLUMN)
+            .is_ok();
         let (rows, bytes) = (chunk.batch.num_rows(), chunk.batch.get_array_memory_size());
-        if rows > 0 {
+        if merges {
+            if b.changes
+                .first()
+                .is_some_and(|(c, _)| c.schema().fields() != chunk.batch.schema().fields())
+            {
+                // Schema evolution: one schema per merge.
+                flush_table(table, b, self.generation, &self.commits).await?;
+            }
+            if rows > 0 {
+                b.changes.push((chunk.batch, chunk.runs));
+            }
+        } else if rows > 0 {
+            if chunk.batch.schema().fields() != b.writer.arrow_schema().fields() {
+                // Schema evolution: what is buffered is committed under the
+                // old schema, the new columns come with the next commit.
+                flush_table(table, b, self.generation, &self.commits).await?;
+                b.writer = b.factory.writer(chunk.batch.schema()).map_err(store)?;
+            }
             if self.keep_batches {
                 b.kept.push((chunk.batch.clone(), chunk.runs));
             }
@@ -408,6 +427,18 @@ impl Buffers {
             all_runs.extend(runs.iter().cloned());
             b.kept.push((batch, runs));
         }
+        // `upsert` changes are held, not written: filter them the same way.
+        for (batch, mut runs) in std::mem::take(&mut b.changes) {
+            let batch = keep_rows(&batch, &runs, keep).map_err(internal)?;
+            runs.retain(|(tp, _)| keep(tp));
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            b.fill.rows += batch.num_rows();
+            b.fill.bytes += batch.get_array_memory_size();
+            all_runs.extend(runs.iter().cloned());
+            b.changes.push((batch, runs));
+        }
         b.rows_by_topic = rows_by_topic(&all_runs);
         if b.progress.is_empty() {
             b.clear();
@@ -524,6 +555,10 @@ async fn flush_table(
         table,
         generation,
         adds,
+        changes: std::mem::take(&mut b.changes)
+            .into_iter()
+            .map(|(batch, _)| batch)
+            .collect(),
         schema: b.writer.commit_schema(),
         offsets,
         rows: b.fill.rows as u64,

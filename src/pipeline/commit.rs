@@ -209,8 +209,8 @@ impl Committer {
         // batch, and the quarantine rows already stored are dropped then.
         self.commit_quarantine(&batch, *epoch).await?;
         let sink = &mut self.sinks[batch.table];
-        let outcome = sink
-            .commit(
+        let outcome = if batch.changes.is_empty() {
+            sink.commit(
                 std::mem::take(&mut batch.adds),
                 &batch.schema,
                 &progress,
@@ -218,7 +218,13 @@ impl Committer {
                 &self.retry,
             )
             .await
-            .map_err(|e| PipelineError::delta_by(e.to_string(), e))?;
+        } else {
+            // `upsert` mode: the changes merged, in the same one commit
+            // with the batch's txn actions.
+            sink.commit_merge(&batch.changes, &progress, *epoch, &self.retry)
+                .await
+        }
+        .map_err(|e| PipelineError::delta_by(e.to_string(), e))?;
         if matches!(outcome, CommitOutcome::Fenced { .. }) {
             // Every partition of the batch lost its rows with it.
             fence.restrict(|o| o.mark_stale(batch.offsets.keys()));

@@ -11,6 +11,7 @@ mod delta;
 mod features;
 mod identity;
 mod mapping;
+mod merge;
 mod state;
 pub mod storage;
 mod writer;
@@ -21,6 +22,7 @@ pub use classify::{delta_fault, store_fault};
 pub(crate) use create::{create as create_own, needs_own_create};
 pub use delta::{writer_properties, CommitOutcome, DeltaSink, PartitionProgress};
 pub(crate) use mapping::{map_added_columns, MAX_ID as MAX_COLUMN_ID};
+pub use merge::{is_internal, MergeRules, DELETE_COLUMN, OFFSET_COLUMN};
 pub use writer::{TableWriter, WriterFactory};
 
 use deltalake::DeltaTableError;
