@@ -9,6 +9,7 @@ mod bounded;
 mod cli;
 mod compaction;
 mod data_loss;
+mod debezium;
 mod exactly_once;
 mod fencing;
 mod formats;
