@@ -18,7 +18,7 @@ use crate::common::assertions::assert_exactly_once;
 use crate::common::avro::Datum;
 use crate::common::brokers::{Broker, MockBroker};
 use crate::common::process::run_available_now;
-use crate::common::producing::{produce_records, Landed};
+use crate::common::producing::{produce_records, Landed, Record};
 use crate::common::registry::MockRegistry;
 use crate::common::required;
 use crate::common::tables::{duckdb_read, read_quarantine, table_batches, QuarantineRow};
@@ -103,7 +103,10 @@ pub(crate) fn history(keys: i32, changes: usize, seed: u64) -> Vec<Change> {
         }
         lsn += 8 + rng.next(40) as i64;
         let roll = rng.next(10);
-        let existing = live.keys().copied().nth(rng.next(live.len() as u64) as usize);
+        let existing = live
+            .keys()
+            .copied()
+            .nth(rng.next(live.len() as u64) as usize);
         let change = match (roll, existing) {
             (0, Some(id)) => Change {
                 op: "d",
@@ -236,13 +239,16 @@ enum Sent {
     Pill(&'static str, &'static str),
 }
 
+/// A message to produce: key, value (`None`: a tombstone), what it is.
+type Message = (Vec<u8>, Option<Vec<u8>>, Sent);
+
 /// The messages of `changes` (each delete followed by its tombstone) with
 /// the `pills` spread among them; `encode` writes a change's value.
 fn messages(
     changes: &[Change],
     pills: &[(Vec<u8>, &'static str, &'static str)],
     encode: &dyn Fn(&Change) -> Vec<u8>,
-) -> Vec<(Vec<u8>, Option<Vec<u8>>, Sent)> {
+) -> Vec<Message> {
     let mut out = Vec::new();
     let every = (changes.len() / (pills.len() + 1)).max(1);
     let mut pills = pills.iter();
@@ -439,12 +445,7 @@ fn append_rows(table: &Path) -> Vec<AppendRow> {
 /// Checks an append run: each change is a row with its row image (the
 /// before image for a delete), each tombstone and pill is quarantined with
 /// its stage and reason, every offset once; DuckDB reads the same.
-fn check_append(
-    dir: &Path,
-    changes: &[Change],
-    sent: &[(Vec<u8>, Option<Vec<u8>>, Sent)],
-    landed: &[Landed],
-) {
+fn check_append(dir: &Path, changes: &[Change], sent: &[Message], landed: &[Landed]) {
     let rows = append_rows(&dir.join("customers"));
     let quarantine = read_quarantine(&dir.join("quarantine"));
     let mut all: Vec<(i32, i64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();
@@ -487,10 +488,7 @@ fn check_append(
     for c in changes {
         *want.entry(c.op).or_default() += 1;
     }
-    let want: Vec<serde_json::Value> = want
-        .iter()
-        .map(|(op, n)| json!([op, n, n, true]))
-        .collect();
+    let want: Vec<serde_json::Value> = want.iter().map(|(op, n)| json!([op, n, n, true])).collect();
     assert_eq!(duck["result"], json!(want), "{duck}");
 }
 
@@ -498,7 +496,11 @@ fn check_quarantine(quarantine: &[QuarantineRow], by_offset: &BTreeMap<(i32, i64
     for q in quarantine {
         match by_offset[&(q.partition, q.offset)] {
             Sent::Tombstone => {
-                assert_eq!((q.stage.as_str(), q.value.as_ref()), ("decode", None), "{q:?}");
+                assert_eq!(
+                    (q.stage.as_str(), q.value.as_ref()),
+                    ("decode", None),
+                    "{q:?}"
+                );
                 assert!(q.error.contains("tombstone"), "{q:?}");
             }
             Sent::Pill(stage, error) => {
@@ -510,8 +512,8 @@ fn check_quarantine(quarantine: &[QuarantineRow], by_offset: &BTreeMap<(i32, i64
     }
 }
 
-fn produce_all(bootstrap: &str, sent: &[(Vec<u8>, Option<Vec<u8>>, Sent)]) -> Vec<Landed> {
-    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = sent
+fn produce_all(bootstrap: &str, sent: &[Message]) -> Vec<Landed> {
+    let records: Vec<Record<'_>> = sent
         .iter()
         .map(|(k, v, _)| (Some(k.as_slice()), v.as_deref()))
         .collect();
@@ -675,7 +677,10 @@ fn avro_changes_through_the_registry_append_as_rows_with_their_op() {
         table,
     );
     let log = run_ok(&config);
-    assert!(log.contains("creating the table from the registry"), "{log}");
+    assert!(
+        log.contains("creating the table from the registry"),
+        "{log}"
+    );
     check_append(dir.path(), &changes, &sent, &landed);
     let (_, _, batches) = table_batches(&dir.path().join("customers"));
     let schema = batches[0].schema();

@@ -236,14 +236,14 @@ pub enum TransformSpec {
     /// table's value columns less the columns this transform adds (the
     /// `before`/`after` fields), both shapes; `source` then holds the
     /// Postgres and MySQL connectors' fields (`version`, `connector`, `name`,
-    /// `ts_ms`, `snapshot`, `db`, `sequence`, `schema`, `table`, `txId`,
-    /// `lsn`, `xmin`, `server_id`, `gtid`, `file`, `pos`, `row`, `thread`,
-    /// `query`), a requested source field outside that list takes the type of
+    /// `ts_ms`, `snapshot`, `db`, `sequence`, `ts_us`, `ts_ns`, `schema`,
+    /// `table`, `txId`, `lsn`, `xmin`, `server_id`, `gtid`, `file`, `pos`,
+    /// `row`, `thread`, `query`), a requested source field outside that list takes the type of
     /// its table column, and a `source_column` declared as a STRUCT in the
     /// table is decoded with that STRUCT's fields. With later transforms that
     /// rename the row's fields, write the envelope in `input_schema`. Values
-    /// keep Debezium's encodings (a timestamp is epoch micros by default, a
-    /// decimal base64 bytes in JSON): convert them with later transforms.
+    /// keep Debezium's encodings (timestamps as epoch numbers, decimals in
+    /// JSON as base64 bytes): convert them with later transforms.
     Debezium {
         /// The op column. Default `"__op"`.
         #[serde(default = "default_op_column")]

@@ -243,19 +243,20 @@ pub(crate) fn compile(ctx: &Ctx<'_>, o: &Options<'_>) -> Result<Compiled, String
     ) {
         return Err(format!("`op` is {op_type}, not a string"));
     }
-    let image = match (type_of(env.before, "before")?, type_of(env.after, "after")?) {
-        (Some(b), Some(a)) if b != a => return Err(format!(
+    let image =
+        match (type_of(env.before, "before")?, type_of(env.after, "after")?) {
+            (Some(b), Some(a)) if b != a => {
+                return Err(format!(
             "`before` ({b}) and `after` ({a}) differ: Debezium gives both the table's one row type"
-        )),
-        (Some(_), Some(DataType::Struct(fields))) => fields,
-        _ => {
-            return Err(
+        ))
+            }
+            (Some(_), Some(DataType::Struct(fields))) => fields,
+            _ => return Err(
                 "the Debezium envelope needs `before` and `after`, STRUCTs of the row's fields \
                  (with plain JSON, write them in `input_schema`)"
                     .to_string(),
-            )
-        }
-    };
+            ),
+        };
     let mut fields: Vec<Field> = image
         .iter()
         .map(|f| f.as_ref().clone().with_nullable(true))

@@ -487,3 +487,49 @@ fn envelopes_that_do_not_fit_are_configuration_errors() {
         ]
     );
 }
+
+#[test]
+fn mysql_source_fields_come_from_the_default_json_envelope() {
+    let entry = debezium(json!({"source_fields": ["file", "pos", "gtid", "server_id", "row"]}));
+    let table = crate::schema::parse_ddl(
+        "id INT, first_name STRING, __op STRING, __source_file STRING, __source_pos BIGINT, \
+         __source_gtid STRING, __source_server_id BIGINT, __source_row INT",
+    )
+    .unwrap();
+    let input = json_input(std::slice::from_ref(&entry), &table);
+    let event = |op: &str, pos: i64, before: serde_json::Value, after: serde_json::Value| {
+        json!({
+            "before": before, "after": after,
+            "source": {
+                "version": "2.7.3.Final", "connector": "mysql", "name": "mysql-server-1",
+                "ts_ms": 1_465_581_029_100_i64, "snapshot": "false", "db": "inventory",
+                "table": "customers", "server_id": 223_344,
+                "gtid": "c7a5e2f1-3e4c-11ef-9b0c-0242ac120002:23", "file": "mysql-bin.000003",
+                "pos": pos, "row": 0, "thread": 7, "query": null
+            },
+            "op": op, "ts_ms": 1_465_581_029_523_i64, "transaction": null
+        })
+        .to_string()
+    };
+    let row = |id: i32| json!({"id": id, "first_name": "Anne", "last_name": "Kretchmar"});
+    let values = vec![
+        event("c", 484, json!(null), row(1004)),
+        event("d", 805, row(1004), json!(null)),
+    ];
+    let out = run(&[entry], &json_batch(input, &values));
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    let b = &out.batch;
+    assert_eq!(text(b, "id"), some(&["1004", "1004"]));
+    assert_eq!(text(b, "__op"), some(&["c", "d"]));
+    assert_eq!(text(b, "__source_file"), some(&["mysql-bin.000003"; 2]));
+    assert_eq!(text(b, "__source_pos"), some(&["484", "805"]));
+    assert_eq!(text(b, "__source_server_id"), some(&["223344"; 2]));
+    assert_eq!(text(b, "__source_row"), some(&["0", "0"]));
+    assert_eq!(
+        b.schema()
+            .field_with_name("__source_row")
+            .unwrap()
+            .data_type(),
+        &DataType::Int32
+    );
+}
