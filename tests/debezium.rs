@@ -574,21 +574,25 @@ fn source_avro(lsn: i64, tx: i64, snapshot: bool) -> Datum {
     ])
 }
 
-fn row_avro(row: &Option<Customer>) -> Datum {
+/// A row of the `Value` record; `phone`: of the second version, which has
+/// the column `phone` (`None`: the first version).
+fn row_avro(row: &Option<Customer>, phone: Option<&Option<String>>) -> Datum {
+    let optional = |v: &Option<String>| match v {
+        None => Datum::Union(0, Box::new(Datum::Null)),
+        Some(e) => Datum::Union(1, Box::new(Datum::Str(e.clone()))),
+    };
     match row {
         None => Datum::Union(0, Box::new(Datum::Null)),
-        Some(c) => Datum::Union(
-            1,
-            Box::new(Datum::Record(vec![
+        Some(c) => {
+            let mut fields = vec![
                 Datum::Int(c.id),
                 Datum::Str(c.first_name.clone()),
                 Datum::Str(c.last_name.clone()),
-                match &c.email {
-                    None => Datum::Union(0, Box::new(Datum::Null)),
-                    Some(e) => Datum::Union(1, Box::new(Datum::Str(e.clone()))),
-                },
-            ])),
-        ),
+                optional(&c.email),
+            ];
+            fields.extend(phone.map(optional));
+            Datum::Union(1, Box::new(Datum::Record(fields)))
+        }
     }
 }
 
@@ -601,9 +605,13 @@ fn envelope_avro(
     lsn: i64,
     tx: i64,
 ) -> Vec<u8> {
+    envelope_datum(op, row_avro(before, None), row_avro(after, None), lsn, tx).framed(id)
+}
+
+fn envelope_datum(op: &str, before: Datum, after: Datum, lsn: i64, tx: i64) -> Datum {
     Datum::Record(vec![
-        row_avro(before),
-        row_avro(after),
+        before,
+        after,
         source_avro(lsn, tx, op == "r"),
         Datum::Str(op.into()),
         Datum::Union(1, Box::new(Datum::Long(1_700_000_000_500 + lsn / 8))),
@@ -620,7 +628,6 @@ fn envelope_avro(
             )
         },
     ])
-    .framed(id)
 }
 
 fn avro_pills(id: u32) -> Vec<(Vec<u8>, &'static str, &'static str)> {
@@ -701,4 +708,73 @@ fn avro_changes_through_the_registry_append_as_rows_with_their_op() {
             "_offset"
         ]
     );
+}
+
+/// `ALTER TABLE customers ADD COLUMN phone`: the connector registers a second
+/// envelope version whose `Value` has `phone`; the table gains the column
+/// (evolution `add_columns`), the earlier rows read null there.
+#[test]
+fn a_column_added_to_the_source_table_becomes_a_table_column() {
+    let mut broker = MockBroker::start();
+    broker.create_topic(TOPIC, 1);
+    let registry = MockRegistry::start();
+    let subject = format!("{TOPIC}-value");
+    let v1 = registry.register(&subject, "AVRO", AVRO, &[]);
+    let v2 = registry.register(
+        &subject,
+        "AVRO",
+        &AVRO.replace(
+            r#"{"name":"email","type":["null","string"],"default":null}"#,
+            r#"{"name":"email","type":["null","string"],"default":null},
+   {"name":"phone","type":["null","string"],"default":null}"#,
+        ),
+        &[],
+    );
+    let changes = history(6, 12, 3);
+    let phone = |c: &Change| Some(format!("+33 6 {:08}", c.lsn % 100_000_000));
+    let sent: Vec<Message> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let value = if i < 9 {
+                envelope_avro(v1, c.op, &c.before, &c.after, c.lsn, c.tx)
+            } else {
+                let p = phone(c);
+                envelope_datum(
+                    c.op,
+                    row_avro(&c.before, Some(&p)),
+                    row_avro(&c.after, Some(&p)),
+                    c.lsn,
+                    c.tx,
+                )
+                .framed(v2)
+            };
+            (key(c.id()), Some(value), Sent::Change(i))
+        })
+        .collect();
+    let landed = produce_all(&broker.bootstrap(), &sent);
+    let dir = tempfile::tempdir().unwrap();
+    let table = APPEND_TABLE.split_once('\n').unwrap().1;
+    let config = config(
+        dir.path(),
+        &broker.bootstrap(),
+        Some(&registry.url()),
+        "avro",
+        table,
+    );
+    run_ok(&config);
+    check_append(dir.path(), &changes, &sent, &landed);
+    let (_, _, batches) = table_batches(&dir.path().join("customers"));
+    let mut phones: BTreeMap<i64, Option<String>> = BTreeMap::new();
+    for b in &batches {
+        for (lsn, p) in text(b, "__source_lsn").into_iter().zip(text(b, "phone")) {
+            phones.insert(lsn.unwrap().parse().unwrap(), p);
+        }
+    }
+    let want: BTreeMap<i64, Option<String>> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.lsn, (i >= 9).then(|| phone(c)).flatten()))
+        .collect();
+    assert_eq!(phones, want);
 }
