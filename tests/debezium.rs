@@ -778,3 +778,35 @@ fn a_column_added_to_the_source_table_becomes_a_table_column() {
         .collect();
     assert_eq!(phones, want);
 }
+
+/// A transform that does not fit the table stops `inlet check` (and `run`)
+/// before anything is fetched, naming the key, the transform and the fix.
+#[test]
+fn a_debezium_transform_that_does_not_fit_stops_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |table: &str| {
+        let config = config(dir.path(), "127.0.0.1:9", None, "json", table);
+        crate::common::process::inlet()
+            .args(["check", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let ok = check(APPEND_TABLE);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // `binlog` is no field of the Postgres/MySQL source, and the table has
+    // no `__source_binlog` column to type it.
+    let bad = check(&APPEND_TABLE.replace(r#"["lsn", "ts_ms"]"#, r#"["lsn", "binlog"]"#));
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "{e}");
+    assert!(
+        e.contains("tables.customers.transforms")
+            && e.contains("transforms[0] (debezium)")
+            && e.contains("source field `binlog` not found"),
+        "{e}"
+    );
+}
