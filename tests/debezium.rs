@@ -332,6 +332,18 @@ fn config(
     format: &str,
     table: &str,
 ) -> PathBuf {
+    config_flushing(dir, bootstrap, registry, format, table, 100_000)
+}
+
+/// [`config`], flushing every `max_rows` rows.
+fn config_flushing(
+    dir: &Path,
+    bootstrap: &str,
+    registry: Option<&str>,
+    format: &str,
+    table: &str,
+    max_rows: usize,
+) -> PathBuf {
     let registry = registry.map_or(String::new(), |url| {
         format!("[schema_registry]\nurl = \"{url}\"\nretry_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\n")
     });
@@ -359,7 +371,7 @@ partition = "_partition"
 offset = "_offset"
 
 [flush]
-max_rows = 100000
+max_rows = {max_rows}
 max_age = "300ms"
 "#,
         uri = dir.join("customers").display(),
