@@ -57,6 +57,12 @@ pub fn table_config(table: &TableConfig, uri: &str) -> TableConfig {
         compaction: Default::default(),
         evolution: crate::config::EvolutionPolicy::Fail,
         transforms: Vec::new(),
+        // Quarantine rows are appended, whatever the table's mode.
+        mode: Default::default(),
+        keys: Vec::new(),
+        sequence_by: None,
+        delete_when: None,
+        tombstones: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@ mod common;
 
 mod boundary;
 mod bounded;
+mod cdc;
 mod cli;
 mod compaction;
 mod data_loss;

@@ -29,7 +29,7 @@ pub use offsets::{OffsetSpec, RangeBound, StartingOffsets};
 pub use registry::RegistryConfig;
 pub use table::{
     check_uri, CompactionConfig, Compression, EvolutionPolicy, KeyFormat, MetadataColumns,
-    MetadataKind, TableConfig, DEFAULT_MAX_DEPTH, URI_SCHEMES,
+    MetadataKind, TableConfig, TableMode, Tombstones, DEFAULT_MAX_DEPTH, URI_SCHEMES,
 };
 pub use transform::{TimestampFrom, TransformSpec};
 

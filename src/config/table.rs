@@ -132,6 +132,39 @@ pub struct TableConfig {
     /// quarantined (`fail`: inlet stops). Default: `add_columns`.
     #[serde(default)]
     pub evolution: EvolutionPolicy,
+    /// How messages become rows: `append` (the default: every message is a
+    /// row), `upsert` (the table holds the latest row per `keys`: SCD type
+    /// 1; a change replaces the row of its key, a delete removes it) or
+    /// `changelog` (every change is appended, tombstones included, as rows
+    /// with null value columns). See "Change data capture". Default:
+    /// `append`.
+    #[serde(default)]
+    pub mode: TableMode,
+    /// The columns that identify a row in `upsert` and `changelog` modes:
+    /// value columns, or the key column (`metadata_columns.key`, as
+    /// `key_format` decodes it). A change with a null key column is
+    /// quarantined (stage `constraint`). Required by those modes. Default:
+    /// none.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// The column that orders the changes of one key (e.g. Debezium's
+    /// `source.lsn` or `ts_ms` flattened): of several changes of a key in
+    /// one batch only the last applies, and a change older than the row in
+    /// the table never overwrites it. Ties go to the higher Kafka offset
+    /// (for one partition, the later change), and a change as old as the
+    /// row replaces it. A change with a null value here is quarantined.
+    /// Unset: the Kafka offset orders, and a later batch always wins.
+    pub sequence_by: Option<String>,
+    /// An SQL predicate over the row (its table columns) that makes a
+    /// change a delete, e.g. `"__op = 'd'"`; NULL is false. Unset: only
+    /// tombstones delete.
+    pub delete_when: Option<String>,
+    /// What a tombstone (a message with a key and no value) means in
+    /// `upsert` and `changelog` modes: `delete` (the default; the key must
+    /// then be the key column, as a tombstone has no value columns) or
+    /// `quarantine` (as in `append` mode, always). Default: `delete`.
+    #[serde(default)]
+    pub tombstones: Tombstones,
     /// Normalising transforms applied in order to each decoded batch,
     /// before it is conformed to the table (`[[tables.<name>.transforms]]`,
     /// each with an `op`; see "Transforms").
@@ -211,8 +244,44 @@ impl fmt::Debug for TableConfig {
             .field("compaction", &self.compaction)
             .field("evolution", &self.evolution)
             .field("transforms", &self.transforms)
+            .field("mode", &self.mode)
+            .field("keys", &self.keys)
+            .field("sequence_by", &self.sequence_by)
+            .field("delete_when", &self.delete_when)
+            .field("tombstones", &self.tombstones)
             .finish()
     }
+}
+
+/// How messages become rows (`tables.<name>.mode`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TableMode {
+    /// Every message is a row.
+    #[default]
+    Append,
+    /// Every change is a row, tombstones included.
+    Changelog,
+    /// The latest row per key (SCD type 1).
+    Upsert,
+}
+
+impl TableMode {
+    /// Whether a batch is merged into the table rather than appended.
+    pub fn merges(self) -> bool {
+        self == TableMode::Upsert
+    }
+}
+
+/// What a tombstone means outside `append` mode (`tables.<name>.tombstones`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Tombstones {
+    /// A delete of its key.
+    #[default]
+    Delete,
+    /// Quarantined, as in `append` mode.
+    Quarantine,
 }
 
 /// Parquet compression codecs.

@@ -5,7 +5,7 @@
 
 use super::{
     Config, ConfigError, FlushConfig, Format, InvalidKey, KeyFormat, Result, SourceConfig,
-    StartingOffsets, SubjectNameStrategy, TableConfig,
+    StartingOffsets, SubjectNameStrategy, TableConfig, TableMode, Tombstones,
 };
 
 /// Checks every section.
@@ -252,6 +252,7 @@ fn tables(c: &Config) -> Result<()> {
         table_sources(c, name, t)?;
         table_keys(c, name, t)?;
         table_metadata_columns(&key, t)?;
+        table_mode(name, t)?;
     }
     Ok(())
 }
@@ -394,6 +395,44 @@ fn table_keys(c: &Config, name: &str, t: &TableConfig) -> Result<()> {
             format!("{key}.key_format"),
             "needs a Schema Registry, and `[schema_registry]` is not set",
             "add [schema_registry] with `url = \"http://registry:8081\"`",
+        ));
+    }
+    Ok(())
+}
+
+/// `mode` and what goes with it: `keys` for the modes that have them,
+/// none of the change settings in `append` mode. Whether the columns exist
+/// is checked against the table when it is opened.
+fn table_mode(name: &str, t: &TableConfig) -> Result<()> {
+    let key = format!("tables.{name}");
+    if t.mode == TableMode::Append {
+        let set = [
+            ("keys", !t.keys.is_empty()),
+            ("sequence_by", t.sequence_by.is_some()),
+            ("delete_when", t.delete_when.is_some()),
+            ("tombstones", t.tombstones != Tombstones::Delete),
+        ];
+        if let Some((field, _)) = set.iter().find(|(_, on)| *on) {
+            return Err(ConfigError::invalid(
+                format!("{key}.{field}"),
+                "applies to the `upsert` and `changelog` modes; the table appends",
+                format!("set `mode = \"upsert\"` (or `changelog`), or remove `{field}`"),
+            ));
+        }
+        return Ok(());
+    }
+    if t.keys.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{key}.keys"),
+            format!("is needed by `mode = \"{:?}\"`", t.mode).to_lowercase(),
+            "name the columns that identify a row, e.g. `keys = [\"id\"]` (or the key column)",
+        ));
+    }
+    if t.mode.merges() && !t.partition_by.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{key}.partition_by"),
+            "upsert tables cannot be partitioned yet",
+            "remove `partition_by` (the merge prunes files by the key columns' statistics)",
         ));
     }
     Ok(())

@@ -94,6 +94,11 @@ impl Constraint {
         &self.name
     }
 
+    /// Whether the expression is true on each row (NULL is false).
+    pub fn holds(&self, batch: &RecordBatch) -> Result<arrow::array::BooleanArray> {
+        self.passes(batch)
+    }
+
     /// Whether each row satisfies it (`true` only when the expression is).
     fn passes(&self, batch: &RecordBatch) -> Result<arrow::array::BooleanArray> {
         let eval = |message: String| ConstraintError::Eval {

@@ -86,6 +86,8 @@ struct TableBuffer {
     progress: BTreeMap<TopicPartition, (i64, i64)>,
     rows_by_topic: Vec<(String, u64)>,
     quarantine: Vec<RecordBatch>,
+    /// `upsert` mode: changes kept for the merge instead of written.
+    changes: Vec<RecordBatch>,
 }
 
 impl TableBuffer {
@@ -99,6 +101,7 @@ impl TableBuffer {
         self.progress.clear();
         self.rows_by_topic.clear();
         self.quarantine.clear();
+        self.changes.clear();
     }
 }
 
@@ -166,6 +169,7 @@ pub(super) async fn run(
                 progress: BTreeMap::new(),
                 rows_by_topic: Vec::new(),
                 quarantine: Vec::new(),
+                changes: Vec::new(),
             })
             .collect(),
         flush,
@@ -246,16 +250,30 @@ impl Buffers {
         let table = chunk.table;
         let b = &mut self.tables[table];
         let store = |error| Failed::Store { table, error };
-        if chunk.batch.num_rows() > 0
-            && chunk.batch.schema().fields() != b.writer.arrow_schema().fields()
-        {
-            // Schema evolution: what is buffered is committed under the old
-            // schema, the new columns come with the next commit.
-            flush_table(table, b, self.generation, &self.commits).await?;
-            b.writer = b.factory.writer(chunk.batch.schema()).map_err(store)?;
-        }
+        let merges = chunk
+            .batch
+            .schema()
+            .field_with_name(crate::sink::DELETE_COLUMN)
+            .is_ok();
         let (rows, bytes) = (chunk.batch.num_rows(), chunk.batch.get_array_memory_size());
-        if rows > 0 {
+        if merges {
+            if b.changes
+                .first()
+                .is_some_and(|c| c.schema().fields() != chunk.batch.schema().fields())
+            {
+                // Schema evolution: one schema per merge.
+                flush_table(table, b, self.generation, &self.commits).await?;
+            }
+            if rows > 0 {
+                b.changes.push(chunk.batch);
+            }
+        } else if rows > 0 {
+            if chunk.batch.schema().fields() != b.writer.arrow_schema().fields() {
+                // Schema evolution: what is buffered is committed under the
+                // old schema, the new columns come with the next commit.
+                flush_table(table, b, self.generation, &self.commits).await?;
+                b.writer = b.factory.writer(chunk.batch.schema()).map_err(store)?;
+            }
             b.writer.write(chunk.batch).await.map_err(store)?;
         }
         b.quarantine.extend(chunk.quarantine);
@@ -382,6 +400,7 @@ async fn flush_table(
         table,
         generation,
         adds,
+        changes: std::mem::take(&mut b.changes),
         schema: b.writer.arrow_schema(),
         offsets,
         rows: b.fill.rows as u64,

@@ -172,8 +172,8 @@ impl Committer {
         // batch, and the quarantine rows already stored are dropped then.
         self.commit_quarantine(&batch, *epoch).await?;
         let sink = &mut self.sinks[batch.table];
-        let outcome = sink
-            .commit(
+        let outcome = if batch.changes.is_empty() {
+            sink.commit(
                 std::mem::take(&mut batch.adds),
                 &batch.schema,
                 &progress,
@@ -181,7 +181,13 @@ impl Committer {
                 &self.retry,
             )
             .await
-            .map_err(|e| PipelineError::delta_by(e.to_string(), e))?;
+        } else {
+            // `upsert` mode: the changes merged, in the same one commit
+            // with the batch's txn actions.
+            sink.commit_merge(&batch.changes, &progress, *epoch, &self.retry)
+                .await
+        }
+        .map_err(|e| PipelineError::delta_by(e.to_string(), e))?;
         drop(gate);
         let after = fences.after(batch.generation, &outcome);
         match outcome {

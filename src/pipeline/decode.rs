@@ -53,6 +53,8 @@ pub(super) struct TableDecode {
     pub max_value_bytes: usize,
     /// Decodes keys into the key column (`key_format` other than `bytes`).
     pub key: Option<KeyDecoder>,
+    /// `upsert` and `changelog` modes: how rows become changes.
+    pub changes: Option<super::changes::ChangeRules>,
 }
 
 impl TableDecode {
@@ -181,6 +183,20 @@ impl DecodeStage {
         if !t.constraints.is_empty() {
             batch = check_constraints(&t.constraints, batch, &mut good, rejected)?;
         }
+        if let Some(c) = &t.changes {
+            batch = c.changes(
+                &t.layout,
+                &t.meta,
+                t.key.as_mut(),
+                &t.name,
+                &p.messages,
+                batch,
+                &mut good,
+                rejected,
+            )?;
+            // From here on `good` only counts messages (in order).
+            good.sort_unstable();
+        }
         Ok(Some(self.chunk(p, batch, &good, rejected)?))
     }
 
@@ -245,7 +261,7 @@ impl DecodeStage {
 /// Decodes the keys of the `good` messages into the key column; messages
 /// whose key fails are rejected, and dropped from `good` and `values_batch`.
 /// `None` when the key decoder stopped for shutdown.
-fn decode_keys(
+pub(super) fn decode_keys(
     kd: &mut KeyDecoder,
     table: &str,
     messages: &[BorrowedMessage<'_>],

@@ -58,6 +58,8 @@ pub(super) struct PendingCommit {
     pub generation: u64,
     /// The Parquet files written.
     pub adds: Vec<Add>,
+    /// `upsert` mode: the changes to merge (no files are written ahead).
+    pub changes: Vec<RecordBatch>,
     /// The schema they were written with (wider than the table's after
     /// schema evolution).
     pub schema: arrow::datatypes::SchemaRef,

@@ -9,6 +9,7 @@
 
 mod bounded;
 mod buffer;
+mod changes;
 mod commit;
 mod completion;
 mod decode;
@@ -205,6 +206,7 @@ fn table_decode(
     let constraints =
         crate::conform::constraints::Constraints::from_properties(&properties, &layout.table)
             .map_err(|e| d.failed(e))?;
+    let changes = changes::ChangeRules::new(name, tc, &layout)?;
     Ok(decode::TableDecode {
         name: name.to_string(),
         layout,
@@ -215,6 +217,7 @@ fn table_decode(
         properties,
         max_value_bytes: usize::try_from(tc.max_value_bytes.as_u64()).unwrap_or(usize::MAX),
         key,
+        changes,
     })
 }
 

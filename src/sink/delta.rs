@@ -22,6 +22,7 @@ use object_store::ObjectStoreExt as _;
 use tracing::{debug, info, warn};
 
 use super::attempt::{Attempts, Retrier};
+use super::merge::{self, MergeRules};
 use super::state::{Changes, TableState};
 use super::{Result, SinkError, COMMIT_ID_KEY};
 use crate::config::{CommitConfig, Compression, MetadataKind, TableConfig};
@@ -120,6 +121,11 @@ pub struct DeltaSink {
     storage_options: HashMap<String, String>,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
+    /// `upsert` mode: how changes find their rows.
+    merge: Option<MergeRules>,
+    /// `upsert` mode: the table with its file list, loaded at the version
+    /// a merge is planned on.
+    files: Option<deltalake::DeltaTable>,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -301,6 +307,11 @@ impl DeltaSink {
             storage_options: cfg.storage_options.clone().into_iter().collect(),
             metrics: Arc::new(Metrics::new()),
             shutdown: Shutdown::new(),
+            merge: cfg.mode.merges().then(|| MergeRules {
+                keys: cfg.keys.clone(),
+                sequence_by: cfg.sequence_by.clone(),
+            }),
+            files: None,
         })
     }
 
@@ -455,6 +466,41 @@ impl DeltaSink {
         })
     }
 
+    /// `upsert` mode: merges `changes` (batches of the table's columns plus
+    /// [`merge::OFFSET_COLUMN`] and [`merge::DELETE_COLUMN`], one schema)
+    /// into the table with one txn action per partition, exactly once, as
+    /// [`DeltaSink::commit`] does: the merge is planned on the snapshot each
+    /// attempt reads, and a commit by another writer that added or removed
+    /// files meanwhile makes the attempt plan again (see the `merge` module).
+    pub async fn commit_merge(
+        &mut self,
+        changes: &[RecordBatch],
+        progress: &[PartitionProgress],
+        epoch: i64,
+        retry: &CommitConfig,
+    ) -> Result<CommitOutcome> {
+        let Some(rules) = self.merge.clone() else {
+            return Err(self.table_error("a merge commit on a table that appends".into()));
+        };
+        let app_ids: Vec<String> = progress.iter().map(|p| p.app_id.clone()).collect();
+        let job = Job::Merge {
+            changes,
+            rules: &rules,
+            progress,
+            app_ids: &app_ids,
+        };
+        Ok(match self.commit_loop(&job, epoch, retry).await? {
+            Finished::Landed { version, .. } => CommitOutcome::Committed { version },
+            Finished::Fenced(outcome) => outcome,
+            Finished::Nothing => {
+                return Err(SinkError::Delta {
+                    table: self.name.clone(),
+                    source: DeltaTableError::Generic("a merge commit planned no write".into()),
+                })
+            }
+        })
+    }
+
     /// Commits quarantine rows with a txn action per partition (version =
     /// the batch's last offset), first dropping rows whose offset the table
     /// already stores: a retry after a crash or a fenced data batch then adds
@@ -527,7 +573,10 @@ impl DeltaSink {
             HashMap::from([(COMMIT_ID_KEY.to_string(), serde_json::Value::String(id))]),
             Vec::new(),
         );
-        match self.write(&data, job.app_ids()).await {
+        match self
+            .write_job(&data, job.app_ids(), job.reads_files())
+            .await
+        {
             Ok(version) => {
                 debug!(table = %self.name, version, "committed");
                 self.after_commit(version).await;
@@ -546,6 +595,16 @@ impl DeltaSink {
         }
     }
 
+    /// [`DeltaSink::write_job`] of an append (the tests race it).
+    #[cfg(test)]
+    async fn write(
+        &mut self,
+        data: &CommitData,
+        app_ids: Vec<String>,
+    ) -> std::result::Result<i64, CommitAttemptError> {
+        self.write_job(data, app_ids, false).await
+    }
+
     /// Writes `bytes` as the version after the table state's. When another
     /// writer took that version first, its commits are read into the state;
     /// unless one of them changed the protocol or metadata or stored a
@@ -557,10 +616,14 @@ impl DeltaSink {
     /// What depends on the version written (row ids, their commit
     /// version, the in-commit timestamp) is stamped for each version tried,
     /// from the state that has read every commit before it.
-    async fn write(
+    ///
+    /// With `reads_files` (a merge, planned on the files it read) a commit
+    /// that added or removed files conflicts too.
+    async fn write_job(
         &mut self,
         data: &CommitData,
         app_ids: Vec<String>,
+        reads_files: bool,
     ) -> std::result::Result<i64, CommitAttemptError> {
         for _ in 0..=MAX_RACES {
             let version = self.state.version() + 1;
@@ -580,7 +643,7 @@ impl DeltaSink {
                 }
                 Err(TransactionError::VersionAlreadyExists(_)) => {
                     let changes = self.refresh().await.map_err(CommitAttemptError::sink)?;
-                    if let Some(conflict) = conflict(&changes, &app_ids) {
+                    if let Some(conflict) = conflict(&changes, &app_ids, reads_files) {
                         return Err(CommitAttemptError::delta(DeltaTableError::Transaction {
                             source: TransactionError::CommitConflict(conflict),
                         }));
@@ -737,6 +800,12 @@ impl DeltaSink {
                 partitions,
                 app_id,
             } => self.plan_quarantine(batches, partitions, app_id).await,
+            Job::Merge {
+                changes,
+                rules,
+                progress,
+                app_ids,
+            } => self.plan_merge(changes, rules, progress, app_ids).await,
         }
     }
 
@@ -795,20 +864,8 @@ impl DeltaSink {
         progress: &[PartitionProgress],
         app_ids: &[String],
     ) -> std::result::Result<Plan, CommitAttemptError> {
-        let stored = self
-            .read_versions(app_ids)
-            .await
-            .map_err(CommitAttemptError::sink)?;
-        for (p, s) in progress.iter().zip(&stored) {
-            if let Some(s) = *s {
-                if s >= p.first {
-                    return Ok(Plan::Fenced(CommitOutcome::Fenced {
-                        app_id: p.app_id.clone(),
-                        stored: s,
-                        first: p.first,
-                    }));
-                }
-            }
+        if let Some(fenced) = self.fence(progress, app_ids).await? {
+            return Ok(Plan::Fenced(fenced));
         }
         let now = chrono::Utc::now().timestamp_millis();
         let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + progress.len() + 1);
@@ -822,6 +879,178 @@ impl DeltaSink {
             ))
         }));
         Ok(Plan::Write { actions, rows: 0 })
+    }
+
+    /// The merge of `changes` on the current snapshot: the files holding a
+    /// changed key rewritten without the rows the changes replace, the
+    /// changed rows added, and the txn actions.
+    async fn plan_merge(
+        &mut self,
+        changes: &[RecordBatch],
+        rules: &MergeRules,
+        progress: &[PartitionProgress],
+        app_ids: &[String],
+    ) -> std::result::Result<Plan, CommitAttemptError> {
+        if let Some(fenced) = self.fence(progress, app_ids).await? {
+            return Ok(Plan::Fenced(fenced));
+        }
+        let arrow = |e: arrow::error::ArrowError| {
+            CommitAttemptError::Delta(DeltaTableError::Arrow { source: e })
+        };
+        let mut winners = merge::reduce(changes, rules).map_err(arrow)?;
+        let current: Schema = self.state.schema().try_into_arrow().map_err(arrow)?;
+        let out = merge::output_schema(&current, &winners.batch.schema());
+        let candidates = self.merge_candidates(&winners, rules).await?;
+        let mut writer = self
+            .writer_factory()
+            .map_err(CommitAttemptError::sink)?
+            .writer(out.clone())
+            .map_err(CommitAttemptError::delta)?;
+        let mut removes = Vec::new();
+        let (mut read, mut rewritten) = (0usize, 0u64);
+        for (path, remove) in candidates {
+            read += 1;
+            let kept = self
+                .rewrite(&path, &mut winners, rules, &out)
+                .await
+                .map_err(CommitAttemptError::delta)?;
+            let Some(kept) = kept else { continue };
+            for b in kept {
+                writer.write(b).await.map_err(CommitAttemptError::delta)?;
+            }
+            rewritten += remove.size.unwrap_or(0) as u64;
+            removes.push(remove);
+        }
+        let upserts = winners.upserts().map_err(arrow)?;
+        if upserts.num_rows() > 0 {
+            writer
+                .write(merge::align(&upserts, &out).map_err(arrow)?)
+                .await
+                .map_err(CommitAttemptError::delta)?;
+        }
+        let adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
+        debug!(
+            table = %self.name,
+            changes = winners.batch.num_rows(),
+            files_read = read,
+            files_rewritten = removes.len(),
+            bytes_rewritten = rewritten,
+            bytes_written = adds.iter().map(|a| a.size).sum::<i64>(),
+            "merge planned"
+        );
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + removes.len() + 2);
+        actions.extend(self.evolution(&out)?);
+        actions.extend(removes.into_iter().map(Action::Remove));
+        actions.extend(adds.into_iter().map(Action::Add));
+        actions.extend(progress.iter().map(|p| {
+            Action::Txn(Transaction::new_with_last_update(
+                &p.app_id,
+                p.last,
+                Some(now),
+            ))
+        }));
+        Ok(Plan::Write { actions, rows: 0 })
+    }
+
+    /// The files of the snapshot at the table state's version whose key
+    /// statistics may hold one of the changed keys, with their removes.
+    async fn merge_candidates(
+        &mut self,
+        winners: &merge::Winners,
+        rules: &MergeRules,
+    ) -> std::result::Result<Vec<(deltalake::Path, deltalake::kernel::Remove)>, CommitAttemptError>
+    {
+        let version = self.state.version();
+        if self.files.is_none() {
+            let options = self.storage_options.clone().into_iter().collect();
+            let table = crate::sink::storage::table(&self.uri, &options)
+                .map_err(CommitAttemptError::delta)?;
+            self.files = Some(table);
+        }
+        let table = self.files.as_mut().expect("loaded above");
+        let loaded = match table.version() {
+            Some(v) if v as i64 > version => table.load_version(version as _).await,
+            _ => table.update_incremental(Some(version as _)).await,
+        };
+        loaded.map_err(CommitAttemptError::delta)?;
+        let snapshot = table.snapshot().map_err(CommitAttemptError::delta)?;
+        let pruner = merge::Pruner::new(&winners.batch, rules);
+        Ok(snapshot
+            .log_data()
+            .iter()
+            .filter(|f| pruner.may_hold(f.stats().as_deref()))
+            .map(|f| (f.object_store_path(), f.remove_action(true)))
+            .collect())
+    }
+
+    /// Reads the file at `path`: its key (and sequence) columns first; if
+    /// no change matches a row, `None` (the file stays); else the rows no
+    /// change replaces, aligned to `out`.
+    async fn rewrite(
+        &self,
+        path: &deltalake::Path,
+        winners: &mut merge::Winners,
+        rules: &MergeRules,
+        out: &SchemaRef,
+    ) -> std::result::Result<Option<Vec<RecordBatch>>, DeltaTableError> {
+        use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use deltalake::parquet::arrow::ProjectionMask;
+        let bytes = self.log.object_store(None).get(path).await?.bytes().await?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?;
+        let needed: Vec<&String> = rules.keys.iter().chain(&rules.sequence_by).collect();
+        let roots: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| needed.contains(&f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let mut hits = Vec::new();
+        for b in builder.with_projection(mask).build()? {
+            hits.push(
+                winners
+                    .matches(&b?, rules)
+                    .map_err(|source| DeltaTableError::Arrow { source })?,
+            );
+        }
+        if !hits.iter().flatten().any(|h| *h) {
+            return Ok(None);
+        }
+        // The same reader settings: the same batch boundaries as above.
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+        let mut kept = Vec::new();
+        for (b, hit) in reader.zip(hits) {
+            let keep = arrow::array::BooleanArray::from_iter(hit.iter().map(|h| Some(!h)));
+            let b = arrow::compute::filter_record_batch(&b?, &keep)?;
+            if b.num_rows() > 0 {
+                kept.push(merge::align(&b, out)?);
+            }
+        }
+        Ok(Some(kept))
+    }
+
+    /// The fence of a batch, if a partition already stores a version at or
+    /// past its first offset.
+    async fn fence(
+        &mut self,
+        progress: &[PartitionProgress],
+        app_ids: &[String],
+    ) -> std::result::Result<Option<CommitOutcome>, CommitAttemptError> {
+        let stored = self
+            .read_versions(app_ids)
+            .await
+            .map_err(CommitAttemptError::sink)?;
+        Ok(progress.iter().zip(&stored).find_map(|(p, s)| match *s {
+            Some(s) if s >= p.first => Some(CommitOutcome::Fenced {
+                app_id: p.app_id.clone(),
+                stored: s,
+                first: p.first,
+            }),
+            _ => None,
+        }))
     }
 
     async fn plan_quarantine(
@@ -895,13 +1124,20 @@ enum Job<'a> {
         partitions: &'a [(String, i32, i64)],
         app_id: &'a str,
     },
+    /// Changes merged into the table, and the offsets they cover.
+    Merge {
+        changes: &'a [RecordBatch],
+        rules: &'a MergeRules,
+        progress: &'a [PartitionProgress],
+        app_ids: &'a [String],
+    },
 }
 
 impl Job<'_> {
     /// The txn app ids the job stores versions for.
     fn app_ids(&self) -> Vec<String> {
         match self {
-            Job::Data { app_ids, .. } => app_ids.to_vec(),
+            Job::Data { app_ids, .. } | Job::Merge { app_ids, .. } => app_ids.to_vec(),
             Job::Quarantine {
                 partitions, app_id, ..
             } => partitions
@@ -911,16 +1147,25 @@ impl Job<'_> {
         }
     }
 
+    /// Whether the job was planned on the table's files (a merge).
+    fn reads_files(&self) -> bool {
+        matches!(self, Job::Merge { .. })
+    }
+
     fn operation(&self, epoch: i64) -> DeltaOperation {
         let query_id = match self {
-            Job::Data { app_ids, .. } => app_ids
+            Job::Data { app_ids, .. } | Job::Merge { app_ids, .. } => app_ids
                 .first()
                 .and_then(|id| id.split(':').next())
                 .unwrap_or("inlet"),
             Job::Quarantine { app_id, .. } => app_id,
         };
         DeltaOperation::StreamingUpdate {
-            output_mode: OutputMode::Append,
+            output_mode: if self.reads_files() {
+                OutputMode::Update
+            } else {
+                OutputMode::Append
+            },
             query_id: query_id.to_string(),
             epoch_id: epoch,
         }
@@ -1019,7 +1264,11 @@ enum Plan {
 
 /// The conflict that `changes` (commits that landed after an attempt's
 /// read version) make for an attempt storing versions of `app_ids`.
-fn conflict(changes: &Changes, app_ids: &[String]) -> Option<CommitConflictError> {
+fn conflict(
+    changes: &Changes,
+    app_ids: &[String],
+    reads_files: bool,
+) -> Option<CommitConflictError> {
     if changes.protocol {
         Some(CommitConflictError::ProtocolChanged(
             "a concurrent commit changed the protocol".into(),
@@ -1028,6 +1277,8 @@ fn conflict(changes: &Changes, app_ids: &[String]) -> Option<CommitConflictError
         Some(CommitConflictError::MetadataChanged)
     } else if changes.conflicts_with(app_ids) {
         Some(CommitConflictError::ConcurrentTransaction)
+    } else if reads_files && changes.files {
+        Some(CommitConflictError::ConcurrentDeleteRead)
     } else {
         None
     }
@@ -1054,6 +1305,21 @@ fn check_appendable(name: &str, state: &TableState) -> Result<()> {
 /// (each the operator's to fix), and the table's layout.
 fn checked_layout(name: &str, cfg: &TableConfig, state: &TableState) -> Result<TableLayout> {
     check_appendable(name, state)?;
+    if cfg.mode.merges() {
+        let refused = merge::refusal(state.protocol()).or_else(|| {
+            (!state.metadata().partition_columns().is_empty()).then(|| {
+                "`mode = \"upsert\"` cannot merge into a partitioned table yet; use an \
+                 unpartitioned table"
+                    .to_string()
+            })
+        });
+        if let Some(message) = refused {
+            return Err(SinkError::Table {
+                table: name.to_string(),
+                message,
+            });
+        }
+    }
     let arrow: Schema = state
         .schema()
         .try_into_arrow()
@@ -1062,6 +1328,22 @@ fn checked_layout(name: &str, cfg: &TableConfig, state: &TableState) -> Result<T
             message: format!("table schema has no Arrow equivalent: {e}"),
         })?;
     let layout = TableLayout::new(Arc::new(arrow), &cfg.metadata_columns);
+    for (what, col) in cfg
+        .keys
+        .iter()
+        .map(|k| ("keys", k))
+        .chain(cfg.sequence_by.iter().map(|s| ("sequence_by", s)))
+    {
+        if layout.table.field_with_name(col).is_err() {
+            return Err(SinkError::Table {
+                table: name.to_string(),
+                message: format!(
+                    "tables.{name}.{what} names `{col}`, which is not a column of the table; \
+                     name a table column (or the key column, metadata_columns.key)"
+                ),
+            });
+        }
+    }
     for (kind, col) in cfg.metadata_columns.iter() {
         let ok = layout.table.field_with_name(col).is_ok_and(|f| match kind {
             MetadataKind::Key => crate::schema::key_type_fits(cfg.key_format, f.data_type()),

@@ -8,12 +8,14 @@ pub mod compaction;
 mod create;
 mod delta;
 mod features;
+mod merge;
 mod state;
 pub mod storage;
 
 pub use attempt::{commit_id, Patience, COMMIT_ID_KEY};
 pub use classify::{delta_fault, store_fault};
 pub use delta::{writer_properties, CommitOutcome, DeltaSink, PartitionProgress, WriterFactory};
+pub use merge::{is_internal, MergeRules, DELETE_COLUMN, OFFSET_COLUMN};
 
 use deltalake::DeltaTableError;
 

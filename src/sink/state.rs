@@ -49,6 +49,8 @@ pub(super) struct Changes {
     pub metadata: bool,
     /// The app ids whose txn version a commit set.
     pub app_ids: Vec<String>,
+    /// A commit added or removed files (what a merge planned on).
+    pub files: bool,
 }
 
 impl Changes {
@@ -56,6 +58,7 @@ impl Changes {
         self.protocol |= other.protocol;
         self.metadata |= other.metadata;
         self.app_ids.extend(other.app_ids);
+        self.files |= other.files;
     }
 
     /// Whether a commit planned for `app_ids` before these changes must be
@@ -106,6 +109,8 @@ struct LogLine {
     commit_info: Option<CommitInfoLine>,
     #[serde(rename = "domainMetadata")]
     domain: Option<DomainLine>,
+    add: Option<serde::de::IgnoredAny>,
+    remove: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +283,7 @@ impl TableState {
                 self.txns.insert(t.app_id.clone(), Some(t.version));
                 changes.app_ids.push(t.app_id);
             }
+            changes.files |= line.add.is_some() || line.remove.is_some();
         }
         if let Some(m) = metadata {
             self.schema = m.parse_schema()?;
@@ -305,6 +311,7 @@ impl TableState {
                 protocol: true,
                 metadata: true,
                 app_ids: self.txns.keys().cloned().collect(),
+                files: true,
             });
         }
         let mut changes = Changes::default();

@@ -1,0 +1,286 @@
+//! The upsert bench (issue 11), at the sink: a table of `--keys` rows (one
+//! per key), then `--batches` batches that each change `--changed` (a
+//! fraction) of the keys, uniformly scattered, merged with
+//! `DeltaSink::commit_merge`; the same change batches appended with
+//! `DeltaSink::commit` to a second table, in the same run, for the ratio.
+//! No Kafka: decoding and fetching cost the same in both modes, and the
+//! end-to-end bench measures them.
+//!
+//! Reported: changes/s merged and appended, their ratio, write amplification
+//! (bytes of the files each merge adds / bytes of the changes as JSON
+//! messages), files rewritten per batch, and the process's peak RSS.
+//!
+//! ```text
+//! cargo bench --bench upsert -- [--keys 1000000] [--changed 0.01] [--batches 5]
+//!     [--file-size 32MiB]
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use deltalake::writer::DeltaWriter as _;
+use inlet::config::CommitConfig;
+use inlet::sink::{txn_app_id, DeltaSink, PartitionProgress, DELETE_COLUMN, OFFSET_COLUMN};
+
+struct Args {
+    keys: i64,
+    changed: f64,
+    batches: usize,
+    file_size: String,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        keys: 1_000_000,
+        changed: 0.01,
+        batches: 5,
+        file_size: "32MiB".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--keys" => a.keys = v().parse().unwrap(),
+            "--changed" => a.changed = v().parse().unwrap(),
+            "--batches" => a.batches = v().parse().unwrap(),
+            "--file-size" => a.file_size = v(),
+            // `cargo bench` passes --bench.
+            _ => {}
+        }
+    }
+    a
+}
+
+fn table_config(path: &std::path::Path, mode: &str, file_size: &str) -> inlet::config::TableConfig {
+    let keys = if mode == "upsert" {
+        "keys = [\"id\"]\nsequence_by = \"seq\""
+    } else {
+        ""
+    };
+    let toml = format!(
+        r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9"
+group_id = "upsert"
+[sources.s]
+topics = ["changes"]
+table = "t"
+[tables.t]
+uri = "{}"
+schema = "id BIGINT, name STRING, amount DOUBLE, seq BIGINT"
+mode = "{mode}"
+target_file_size = "{file_size}"
+{keys}
+"#,
+        path.display()
+    );
+    inlet::pipeline::load_config_str(&toml).unwrap().tables["t"].clone()
+}
+
+/// The value columns of rows `ids` at sequence `seq`.
+fn rows(ids: &[i64], seq: i64) -> (Vec<Arc<dyn arrow::array::Array>>, u64) {
+    let names: Vec<String> = ids.iter().map(|i| format!("customer-{i:09}")).collect();
+    let json_bytes: u64 = ids
+        .iter()
+        .zip(&names)
+        .map(|(i, n)| {
+            format!(r#"{{"id":{i},"name":"{n}","amount":{i}.25,"seq":{seq}}}"#).len() as u64
+        })
+        .sum();
+    (
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(names)),
+            Arc::new(arrow::array::Float64Array::from_iter_values(
+                ids.iter().map(|i| *i as f64 + 0.25),
+            )),
+            Arc::new(Int64Array::from(vec![seq; ids.len()])),
+        ],
+        json_bytes,
+    )
+}
+
+fn value_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("seq", DataType::Int64, true),
+    ]))
+}
+
+fn change_batch(ids: &[i64], seq: i64, first_offset: i64) -> (RecordBatch, u64) {
+    let (mut cols, bytes) = rows(ids, seq);
+    let mut fields: Vec<Field> = value_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(OFFSET_COLUMN, DataType::Int64, false));
+    fields.push(Field::new(DELETE_COLUMN, DataType::Boolean, false));
+    cols.push(Arc::new(Int64Array::from_iter_values(
+        first_offset..first_offset + ids.len() as i64,
+    )));
+    cols.push(Arc::new(BooleanArray::from(vec![false; ids.len()])));
+    (
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap(),
+        bytes,
+    )
+}
+
+async fn append(sink: &mut DeltaSink, ids: &[i64], seq: i64, first: i64) -> i64 {
+    let schema = value_schema();
+    let (cols, _) = rows(ids, seq);
+    let mut writer = sink.writer().unwrap();
+    writer
+        .write(RecordBatch::try_new(schema.clone(), cols).unwrap())
+        .await
+        .unwrap();
+    let adds = writer.flush().await.unwrap();
+    let written: i64 = adds.iter().map(|a| a.size).sum();
+    let progress = [PartitionProgress {
+        app_id: txn_app_id("bench", "changes", 0),
+        first,
+        last: first + ids.len() as i64 - 1,
+    }];
+    sink.commit(adds, &schema, &progress, 1, &CommitConfig::default())
+        .await
+        .unwrap();
+    written
+}
+
+/// Bytes of the files added in the table's last commit, and the files it
+/// removed.
+fn last_commit(path: &std::path::Path) -> (i64, usize) {
+    let log = path.join("_delta_log");
+    let mut commits: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    commits.sort();
+    let text = std::fs::read_to_string(commits.last().unwrap()).unwrap();
+    let mut added = 0;
+    let mut removed = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(a) = v.get("add") {
+            added += a["size"].as_i64().unwrap();
+        }
+        if v.get("remove").is_some() {
+            removed += 1;
+        }
+    }
+    (added, removed)
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let a = args();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let up_path = dir.path().join("upsert");
+        let ap_path = dir.path().join("append");
+        let mut up = DeltaSink::open("t", &table_config(&up_path, "upsert", &a.file_size))
+            .await
+            .unwrap();
+        let mut ap = DeltaSink::open("t", &table_config(&ap_path, "append", &a.file_size))
+            .await
+            .unwrap();
+        // The table: every key once, loaded in key order (files hold key
+        // ranges, the best case for pruning), as appends.
+        let loaded = Instant::now();
+        let mut offset = 0i64;
+        let ids: Vec<i64> = (0..a.keys).collect();
+        for chunk in ids.chunks(200_000) {
+            append(&mut up, chunk, 0, offset).await;
+            offset += chunk.len() as i64;
+        }
+        eprintln!(
+            "loaded {} keys in {:.1?} ({} files of ~{})",
+            a.keys,
+            loaded.elapsed(),
+            std::fs::read_dir(&up_path)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet"))
+                .count(),
+            a.file_size
+        );
+        let per_batch = ((a.keys as f64) * a.changed).max(1.0) as usize;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let (mut merge_time, mut append_time) = (Duration::ZERO, Duration::ZERO);
+        let (mut ingested, mut written, mut rewritten) = (0u64, 0i64, 0usize);
+        let mut ap_offset = 0;
+        for b in 0..a.batches {
+            let ids: Vec<i64> = (0..per_batch)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % a.keys as u64) as i64
+                })
+                .collect();
+            let (batch, bytes) = change_batch(&ids, b as i64 + 1, offset);
+            let progress = [PartitionProgress {
+                app_id: txn_app_id("bench", "changes", 0),
+                first: offset,
+                last: offset + ids.len() as i64 - 1,
+            }];
+            let t = Instant::now();
+            up.commit_merge(&[batch], &progress, 1, &CommitConfig::default())
+                .await
+                .unwrap();
+            let took = t.elapsed();
+            merge_time += took;
+            let (added, removed) = last_commit(&up_path);
+            ingested += bytes;
+            written += added;
+            rewritten += removed;
+            offset += ids.len() as i64;
+            let t = Instant::now();
+            append(&mut ap, &ids, b as i64 + 1, ap_offset).await;
+            append_time += t.elapsed();
+            ap_offset += ids.len() as i64;
+            eprintln!(
+                "batch {b}: {} changes, merge {took:.2?}, {removed} files rewritten, {:.1} MiB written",
+                ids.len(),
+                added as f64 / (1 << 20) as f64
+            );
+        }
+        let changes = (per_batch * a.batches) as f64;
+        let merge_rate = changes / merge_time.as_secs_f64();
+        let append_rate = changes / append_time.as_secs_f64();
+        println!(
+            "upsert bench: {} keys, {} batches of {} changes ({}% of keys)",
+            a.keys,
+            a.batches,
+            per_batch,
+            a.changed * 100.0
+        );
+        println!("  merge:  {merge_rate:.0} changes/s");
+        println!("  append: {append_rate:.0} changes/s (same batches)");
+        println!("  ratio merge/append: {:.3}", merge_rate / append_rate);
+        println!(
+            "  write amplification: {:.1} (bytes written {} / bytes ingested as JSON {})",
+            written as f64 / ingested as f64,
+            written,
+            ingested
+        );
+        println!(
+            "  files rewritten per batch: {:.1}",
+            rewritten as f64 / a.batches as f64
+        );
+        println!("  peak RSS: {:.0} MiB", peak_rss_mib());
+    });
+}
