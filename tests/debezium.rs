@@ -4,7 +4,8 @@
 //! Schema Registry, into `append` tables holding the unwrapped rows and the
 //! op column, with a catalogue of events that are not row changes. Every
 //! offset is in the table or the quarantine exactly once, and DuckDB reads
-//! the tables.
+//! the tables. The same streams into `upsert` and `changelog` tables end in
+//! the state computed from the produced changes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -369,6 +370,7 @@ quarantine_uri = "{quarantine}"
 [tables.customers.metadata_columns]
 partition = "_partition"
 offset = "_offset"
+key = "_key"
 
 [flush]
 max_rows = {max_rows}
@@ -717,7 +719,8 @@ fn avro_changes_through_the_registry_append_as_rows_with_their_op() {
             "__ts_ms",
             "__txn_id",
             "_partition",
-            "_offset"
+            "_offset",
+            "_key"
         ]
     );
 }
@@ -820,5 +823,235 @@ fn a_debezium_transform_that_does_not_fit_stops_the_check() {
             && e.contains("transforms[0] (debezium)")
             && e.contains("source field `binlog` not found"),
         "{e}"
+    );
+}
+
+/// The row columns of a table read back, by id, with the op of the change
+/// that wrote it; rows without an id (a changelog's tombstones) are left out.
+fn rows_by_id(table: &Path) -> BTreeMap<i32, (Customer, String)> {
+    let (_, _, batches) = table_batches(table);
+    let mut out = BTreeMap::new();
+    for b in &batches {
+        let (id, first, last, email, op) = (
+            text(b, "id"),
+            text(b, "first_name"),
+            text(b, "last_name"),
+            text(b, "email"),
+            text(b, "__op"),
+        );
+        for i in 0..b.num_rows() {
+            let Some(key) = id[i].as_deref() else {
+                continue;
+            };
+            let c = Customer {
+                id: key.parse().unwrap(),
+                first_name: first[i].clone().unwrap(),
+                last_name: last[i].clone().unwrap(),
+                email: email[i].clone(),
+            };
+            let previous = out.insert(c.id, (c, op[i].clone().unwrap()));
+            assert!(previous.is_none(), "two rows of id {key}");
+        }
+    }
+    out
+}
+
+/// The reference end state of an `upsert` table: each live row with the op
+/// of its last change.
+fn upsert_reference(changes: &[Change]) -> BTreeMap<i32, (Customer, String)> {
+    let mut ops: BTreeMap<i32, &str> = BTreeMap::new();
+    for c in changes {
+        ops.insert(c.id(), c.op);
+    }
+    end_state(changes)
+        .into_iter()
+        .map(|(id, row)| (id, (row, ops[&id].to_string())))
+        .collect()
+}
+
+/// DuckDB's answer to `sql` (over `t`) equals `want`'s rows as
+/// `[id, last_name, email, op]`.
+fn duckdb_agrees(table: &Path, sql: &str, want: &BTreeMap<i32, (Customer, String)>) {
+    let Some(duck) = duckdb_read(table, &[], Some(sql)) else {
+        assert!(!required(), "DuckDB is required in CI");
+        return;
+    };
+    let want: Vec<serde_json::Value> = want
+        .values()
+        .map(|(c, op)| json!([c.id, c.last_name, c.email, op]))
+        .collect();
+    assert_eq!(duck["result"], json!(want), "{sql}");
+}
+
+/// A connector restart: Debezium delivers at least once, so after a
+/// restart it sends again every change from its last committed source
+/// offset on, `changes[from..]`, after the others.
+fn with_restart(changes: &[Change], from: usize) -> Vec<Change> {
+    let mut out = changes.to_vec();
+    out.extend_from_slice(&changes[from..]);
+    out
+}
+
+/// Every quarantined message is a tombstone or a pill, with its stage;
+/// `tombstones`: whether the tombstones are among them.
+fn check_quarantine_of(dir: &Path, sent: &[Message], landed: &[Landed], tombstones: bool) {
+    let quarantine = read_quarantine(&dir.join("quarantine"));
+    let by_offset: BTreeMap<(i32, i64), &Sent> = landed
+        .iter()
+        .zip(sent)
+        .map(|(l, s)| ((l.partition, l.offset), &s.2))
+        .collect();
+    check_quarantine(&quarantine, &by_offset);
+    let want = sent
+        .iter()
+        .filter(|s| match s.2 {
+            Sent::Pill(..) => true,
+            Sent::Tombstone => tombstones,
+            Sent::Change(_) => false,
+        })
+        .count();
+    assert_eq!(quarantine.len(), want, "{quarantine:?}");
+}
+
+/// An `upsert` table of the Debezium rows, keyed by `keys`, ordered by
+/// `source.lsn`, deleting on `__op = 'd'`.
+fn upsert_table(keys: &str) -> String {
+    format!(
+        r#"schema = "id INT, first_name STRING, last_name STRING, email STRING, __op STRING, __source_lsn BIGINT"
+mode = "upsert"
+keys = [{keys}]
+sequence_by = "__source_lsn"
+delete_when = "__op = 'd'"
+key_format = "json"
+key_schema = "id INT"
+
+[[tables.customers.transforms]]
+op = "debezium"
+source_fields = ["lsn"]
+"#
+    )
+}
+
+const LIVE_ROWS: &str = "SELECT id, last_name, email, __op FROM t ORDER BY id";
+
+/// Debezium JSON (both shapes in one topic) into `upsert` keyed by the
+/// Kafka key and ordered by the Kafka offset (no `sequence_by`: a tombstone
+/// has no LSN, and a change without its `sequence_by` is quarantined), in
+/// batches of 40: the end state is the one computed from the changes, also
+/// after a connector restart sent a suffix of them again (the suffix ends
+/// with each key's latest change); tombstones delete (again), pills are
+/// quarantined. DuckDB reads the same.
+#[test]
+fn json_changes_into_upsert_end_in_the_reference_state() {
+    let mut broker = MockBroker::start();
+    broker.create_topic(TOPIC, 2);
+    let changes = history(30, 300, 5);
+    let sent = messages(&with_restart(&changes, 200), &json_pills(false), &|c| {
+        change_json(c, c.lsn % 3 == 0)
+    });
+    let landed = produce_all(&broker.bootstrap(), &sent);
+    let dir = tempfile::tempdir().unwrap();
+    let table = upsert_table(r#""_key""#).replace("sequence_by = \"__source_lsn\"\n", "");
+    let config = config_flushing(dir.path(), &broker.bootstrap(), None, "json", &table, 40);
+    run_ok(&config);
+    let want = upsert_reference(&changes);
+    assert!(want.len() > 20 && want.len() < 90, "{}", want.len());
+    assert_eq!(rows_by_id(&dir.path().join("customers")), want);
+    duckdb_agrees(&dir.path().join("customers"), LIVE_ROWS, &want);
+    check_quarantine_of(dir.path(), &sent, &landed, false);
+}
+
+/// Debezium Avro through the registry into `upsert` keyed by the row's
+/// `id` (a value column) and ordered by `source.lsn`: the same end state,
+/// also after a restart sent a suffix again (older changes arriving after
+/// newer ones in a later batch are dropped); tombstones, which carry no
+/// `id`, are quarantined.
+#[test]
+fn avro_changes_into_upsert_end_in_the_reference_state() {
+    let mut broker = MockBroker::start();
+    broker.create_topic(TOPIC, 2);
+    let registry = MockRegistry::start();
+    let id = registry.register(&format!("{TOPIC}-value"), "AVRO", AVRO, &[]);
+    let changes = history(30, 300, 9);
+    let sent = messages(&with_restart(&changes, 150), &avro_pills(id), &|c| {
+        envelope_avro(id, c.op, &c.before, &c.after, c.lsn, c.tx)
+    });
+    let landed = produce_all(&broker.bootstrap(), &sent);
+    let dir = tempfile::tempdir().unwrap();
+    let table = upsert_table(r#""id""#);
+    let config = config_flushing(
+        dir.path(),
+        &broker.bootstrap(),
+        Some(&registry.url()),
+        "avro",
+        &table,
+        40,
+    );
+    run_ok(&config);
+    let want = upsert_reference(&changes);
+    assert_eq!(rows_by_id(&dir.path().join("customers")), want);
+    duckdb_agrees(&dir.path().join("customers"), LIVE_ROWS, &want);
+    check_quarantine_of(dir.path(), &sent, &landed, true);
+}
+
+/// Debezium JSON with `schema`/`payload` into `changelog`: every change is a
+/// row with its op and LSN, every tombstone a row without value columns;
+/// the latest state DuckDB computes from the changelog (last change per id
+/// by LSN, unless a delete) is the one computed from the produced changes.
+#[test]
+fn json_changes_into_changelog_hold_every_change() {
+    let mut broker = MockBroker::start();
+    broker.create_topic(TOPIC, 2);
+    let changes = history(20, 200, 13);
+    let sent = messages(&changes, &json_pills(true), &|c| change_json(c, true));
+    let landed = produce_all(&broker.bootstrap(), &sent);
+    let dir = tempfile::tempdir().unwrap();
+    let table = upsert_table(r#""_key""#)
+        .replace(r#"mode = "upsert""#, r#"mode = "changelog""#)
+        .replace(
+            "sequence_by = \"__source_lsn\"\ndelete_when = \"__op = 'd'\"\n",
+            "",
+        );
+    let config = config_flushing(dir.path(), &broker.bootstrap(), None, "json", &table, 50);
+    run_ok(&config);
+    let (_, _, batches) = table_batches(&dir.path().join("customers"));
+    let mut rows: Vec<(i32, i64, Option<String>, Option<String>)> = Vec::new();
+    for b in &batches {
+        let (p, o, op, lsn) = (
+            text(b, "_partition"),
+            text(b, "_offset"),
+            text(b, "__op"),
+            text(b, "__source_lsn"),
+        );
+        for i in 0..b.num_rows() {
+            let num = |v: &Option<String>| v.as_deref().unwrap().parse::<i64>().unwrap();
+            rows.push((num(&p[i]) as i32, num(&o[i]), op[i].clone(), lsn[i].clone()));
+        }
+    }
+    let mut want: Vec<(i32, i64, Option<String>, Option<String>)> = landed
+        .iter()
+        .zip(&sent)
+        .filter_map(|(l, s)| match s.2 {
+            Sent::Change(i) => Some((
+                l.partition,
+                l.offset,
+                Some(changes[i].op.to_string()),
+                Some(changes[i].lsn.to_string()),
+            )),
+            Sent::Tombstone => Some((l.partition, l.offset, None, None)),
+            Sent::Pill(..) => None,
+        })
+        .collect();
+    rows.sort();
+    want.sort();
+    assert_eq!(rows, want);
+    check_quarantine_of(dir.path(), &sent, &landed, false);
+    let latest = "SELECT id, last_name, email, __op FROM ( \
+        SELECT *, row_number() OVER (PARTITION BY id ORDER BY __source_lsn DESC) AS n \
+        FROM t WHERE __op IS NOT NULL) WHERE n = 1 AND __op <> 'd' ORDER BY id";
+    duckdb_agrees(
+        &dir.path().join("customers"),
+        latest,
+        &upsert_reference(&changes),
     );
 }
