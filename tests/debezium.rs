@@ -644,7 +644,12 @@ fn envelope_datum(op: &str, before: Datum, after: Datum, lsn: i64, tx: i64) -> D
     ])
 }
 
-fn avro_pills(id: u32) -> Vec<(Vec<u8>, &'static str, &'static str)> {
+/// Debezium's heartbeat value (of the `__debezium-heartbeat.<prefix>` topic).
+const HEARTBEAT: &str = r#"{"type":"record","name":"Heartbeat","namespace":"io.debezium.connector.common","fields":[{"name":"ts_ms","type":"long"}],"connect.name":"io.debezium.connector.common.Heartbeat"}"#;
+
+/// The Avro catalogue; `heartbeat`: the registry id of [`HEARTBEAT`], a
+/// writer schema the transform does not fit (all its messages are refused).
+fn avro_pills(id: u32, heartbeat: u32) -> Vec<(Vec<u8>, &'static str, &'static str)> {
     let someone = Some(Customer {
         id: 1,
         first_name: "x".into(),
@@ -672,7 +677,22 @@ fn avro_pills(id: u32) -> Vec<(Vec<u8>, &'static str, &'static str)> {
             "transform",
             "Debezium `d` event without `before`",
         ),
+        (
+            Datum::Record(vec![Datum::Long(1_700_000_000_000)]).framed(heartbeat),
+            "transform",
+            "not a Debezium envelope: no `op` column nor `payload.op`; columns are: ts_ms",
+        ),
     ]
+}
+
+/// Registers the heartbeat schema (under its own topic's subject).
+fn register_heartbeat(registry: &MockRegistry) -> u32 {
+    registry.register(
+        "__debezium-heartbeat.dbserver1-value",
+        "AVRO",
+        HEARTBEAT,
+        &[],
+    )
 }
 
 /// The table is created from the registry's envelope, through the
@@ -684,9 +704,11 @@ fn avro_changes_through_the_registry_append_as_rows_with_their_op() {
     let registry = MockRegistry::start();
     let id = registry.register(&format!("{TOPIC}-value"), "AVRO", AVRO, &[]);
     let changes = history(20, 120, 11);
-    let sent = messages(&changes, &avro_pills(id), &|c| {
-        envelope_avro(id, c.op, &c.before, &c.after, c.lsn, c.tx)
-    });
+    let sent = messages(
+        &changes,
+        &avro_pills(id, register_heartbeat(&registry)),
+        &|c| envelope_avro(id, c.op, &c.before, &c.after, c.lsn, c.tx),
+    );
     let landed = produce_all(&broker.bootstrap(), &sent);
     let dir = tempfile::tempdir().unwrap();
     let table = APPEND_TABLE.split_once('\n').unwrap().1;
@@ -973,9 +995,11 @@ fn avro_changes_into_upsert_end_in_the_reference_state() {
     let registry = MockRegistry::start();
     let id = registry.register(&format!("{TOPIC}-value"), "AVRO", AVRO, &[]);
     let changes = history(30, 300, 9);
-    let sent = messages(&with_restart(&changes, 150), &avro_pills(id), &|c| {
-        envelope_avro(id, c.op, &c.before, &c.after, c.lsn, c.tx)
-    });
+    let sent = messages(
+        &with_restart(&changes, 150),
+        &avro_pills(id, register_heartbeat(&registry)),
+        &|c| envelope_avro(id, c.op, &c.before, &c.after, c.lsn, c.tx),
+    );
     let landed = produce_all(&broker.bootstrap(), &sent);
     let dir = tempfile::tempdir().unwrap();
     let table = upsert_table(r#""id""#);
