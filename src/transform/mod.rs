@@ -1,6 +1,6 @@
 //! Normalising transforms between decoding and the table: rename, snake_case,
 //! cast, timestamp parsing, flatten, drop, mask, hash, derived columns, SQL
-//! projections and filters, configured per table as
+//! projections and filters, Debezium envelopes, configured per table as
 //! `[[tables.<name>.transforms]]` entries (see [`TransformSpec`]).
 //!
 //! A [`TransformPlan`] is compiled once per input schema (an Avro topic can
