@@ -228,7 +228,7 @@ fn assert_duckdb_agrees(path: &Path, expected: &BTreeMap<i64, Row>) {
 }
 
 fn produce_changes(bootstrap: &str, topic: &str, changes: &[Change]) -> Vec<Landed> {
-    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = changes
+    let records: Vec<crate::common::producing::Record<'_>> = changes
         .iter()
         .map(|c| (c.key.as_deref(), c.value.as_deref()))
         .collect();
@@ -283,6 +283,50 @@ fn upsert_applies_the_newest_change_per_key() {
         expected,
         "a re-run applies nothing"
     );
+}
+
+/// Ties of `sequence_by` go to the later change: in one batch, and against
+/// the row in the table; an older change loses both ways.
+#[test]
+fn upsert_sequence_ties_go_to_the_later_change() {
+    let mut broker = MockBroker::start();
+    let topic = "ties";
+    broker.create_topic(topic, 1);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let config = write_config(&ws, &upsert_toml(&ws, &bootstrap, topic, "cdc-ties", 1000));
+    let change = |id: u64, v: &str, seq: i64| Change {
+        key: Some(format!("{id}").into_bytes()),
+        value: Some(format!(r#"{{"id":{id},"v":"{v}","seq":{seq},"__op":"u"}}"#).into_bytes()),
+    };
+    // One batch: a tie after the first change, then an older one.
+    let first: Vec<Change> = (0..20)
+        .flat_map(|k| [change(k, "a", 5), change(k, "b", 5), change(k, "c", 4)])
+        .collect();
+    let mut landed = produce_changes(&bootstrap, topic, &first);
+    assert!(run_available_now(&config).status.success());
+    // A second batch against the table: a tie for even keys, older for odd.
+    let second: Vec<Change> = (0..20)
+        .map(|k| {
+            if k % 2 == 0 {
+                change(k, "d", 5)
+            } else {
+                change(k, "e", 4)
+            }
+        })
+        .collect();
+    landed.extend(produce_changes(&bootstrap, topic, &second));
+    assert!(run_available_now(&config).status.success());
+    let got: BTreeMap<i64, String> = read_upsert(&ws.table())
+        .into_iter()
+        .map(|(id, (v, _, _))| (id, v))
+        .collect();
+    let expected: BTreeMap<i64, String> = (0..20)
+        .map(|k| (k, if k % 2 == 0 { "d" } else { "b" }.to_string()))
+        .collect();
+    assert_eq!(got, expected);
+    let all: Vec<Change> = first.into_iter().chain(second).collect();
+    assert_eq!(read_upsert(&ws.table()), value_reference(&all, &landed));
 }
 
 /// Keyed by the decoded Kafka key, ordered by offset: tombstones delete,
@@ -513,9 +557,11 @@ fn upsert_refuses_tables_with_features_it_cannot_merge() {
     assert!(err.contains("deletionVectors"), "{err}");
 }
 
-/// Changes produced in rounds, for the crash loop and the two writers.
-fn rounds(n: u64) -> Vec<Vec<Change>> {
-    let all = value_changes(n * 150, 80, 99);
+/// Changes of `keys` ids produced in rounds, for the crash loop and the
+/// two writers. Many keys make most changes the last of their key, so a
+/// change lost shows in the end state.
+fn rounds(n: u64, keys: u64) -> Vec<Vec<Change>> {
+    let all = value_changes(n * 150, keys, 99);
     all.chunks(150).map(<[Change]>::to_vec).collect()
 }
 
@@ -547,7 +593,7 @@ fn upsert_crash_loop_is_exact() {
     broker.create_topic(topic, 4);
     let bootstrap = broker.bootstrap();
     let ws = Workspace::new();
-    let rounds = rounds(12);
+    let rounds = rounds(12, 1000);
     let mut changes = Vec::new();
     let mut landed = Vec::new();
     let mut rng = Lcg(5);
@@ -557,21 +603,31 @@ fn upsert_crash_loop_is_exact() {
         // stalls on killed members); progress lives in the table.
         let config = write_config(
             &ws,
-            &upsert_toml(&ws, &bootstrap, topic, &format!("crash-{i}"), 60),
+            &upsert_toml(&ws, &bootstrap, topic, &format!("crash-{i}"), 20),
         );
-        landed.extend(produce_changes(&bootstrap, topic, round));
-        changes.extend(round.iter().cloned());
         let inlet = Running::start(&config);
+        // The round is produced while the process runs, in slices.
+        let (b, r) = (bootstrap.clone(), round.clone());
+        let producer = std::thread::spawn(move || {
+            let mut landed = Vec::new();
+            for slice in r.chunks(15) {
+                landed.extend(produce_changes(&b, topic, slice));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            landed
+        });
         if i % 2 == 0 {
             inlet.wait_for("batch committed", 1, Duration::from_secs(60));
         }
-        std::thread::sleep(Duration::from_millis(200 + rng.next(2500)));
+        std::thread::sleep(Duration::from_millis(200 + rng.next(1500)));
         if inlet.count("batch committed") > 0 {
             after_commit += 1;
         }
         drop(inlet); // SIGKILL
+        landed.extend(producer.join().unwrap());
+        changes.extend(round.iter().cloned());
     }
-    let config = write_config(&ws, &upsert_toml(&ws, &bootstrap, topic, "crash-last", 60));
+    let config = write_config(&ws, &upsert_toml(&ws, &bootstrap, topic, "crash-last", 20));
     let out = run_available_now(&config);
     assert!(
         out.status.success(),
@@ -595,7 +651,7 @@ fn two_writers_on_one_upsert_table() {
     broker.create_topic(topic, 4);
     let bootstrap = broker.bootstrap();
     let ws = Workspace::new();
-    let config = write_config(&ws, &upsert_toml(&ws, &bootstrap, topic, "pair", 30));
+    let config = write_config(&ws, &upsert_toml(&ws, &bootstrap, topic, "pair", 10));
     let mut a = Running::start(&config);
     assert!(a.wait_for("partitions assigned", 1, Duration::from_secs(60)));
     let mut b = Running::start(&config);
@@ -606,10 +662,10 @@ fn two_writers_on_one_upsert_table() {
     );
     let mut changes = Vec::new();
     let mut landed = Vec::new();
-    for round in rounds(6) {
+    for round in rounds(10, 80) {
         landed.extend(produce_changes(&bootstrap, topic, &round));
         changes.extend(round);
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(200));
     }
     let last = crate::common::assertions::last_offsets(&landed);
     let ids: Vec<String> = last.keys().map(|p| format!("test:crash:{p}")).collect();

@@ -1651,6 +1651,57 @@ checkpoint_interval = {interval}
         ));
     }
 
+    /// A merge racing a foreign commit that added or removed files is
+    /// planned again (a conflict), where an append moves on; a foreign
+    /// commit of txn actions only lets the merge move on too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_merge_that_lost_a_race_to_a_file_change_is_planned_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut one = DeltaSink::open("events", &config(&path, 100))
+            .await
+            .unwrap();
+        let log = path.join("_delta_log");
+        let foreign = |v: i64, line: &str| {
+            std::fs::write(
+                log.join(format!("{v:020}.json")),
+                format!("{{\"commitInfo\":{{\"timestamp\":1,\"operation\":\"WRITE\"}}}}\n{line}"),
+            )
+            .unwrap();
+        };
+        foreign(
+            1,
+            r#"{"remove":{"path":"a.parquet","deletionTimestamp":1,"dataChange":true}}"#,
+        );
+        let data = txn_only("a:t:0", 9);
+        let e = one
+            .write_job(&data, vec!["a:t:0".into()], true)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("concurrent"), "{e}");
+        assert_eq!(one.state.version(), 1, "the foreign commit was read");
+        foreign(
+            2,
+            r#"{"add":{"path":"b.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}"#,
+        );
+        assert_eq!(
+            one.write_job(&data, vec!["a:t:0".into()], false)
+                .await
+                .unwrap(),
+            3,
+            "an append moves on"
+        );
+        foreign(4, r#"{"txn":{"appId":"b:t:0","version":3}}"#);
+        let data = txn_only("a:t:0", 19);
+        assert_eq!(
+            one.write_job(&data, vec!["a:t:0".into()], true)
+                .await
+                .unwrap(),
+            5,
+            "no files changed: the merge moves on"
+        );
+    }
+
     fn add(path: &str, records: i64) -> Action {
         Action::Add(Add {
             path: path.into(),

@@ -223,7 +223,7 @@ impl Winners {
     pub(super) fn upserts(&self) -> Result<RecordBatch, ArrowError> {
         let deletes = column(&self.batch, DELETE_COLUMN)?.as_boolean();
         let keep: BooleanArray = (0..self.batch.num_rows())
-            .map(|i| Some(!(deletes.is_valid(i) && deletes.value(i)) && !self.beaten[i]))
+            .map(|i| Some(!(self.beaten[i] || deletes.is_valid(i) && deletes.value(i))))
             .collect();
         arrow::compute::filter_record_batch(&self.batch, &keep)
     }
@@ -417,7 +417,7 @@ mod tests {
             (2, "d", 7, 13, false), // tie: the later offset wins
             (3, "e", 1, 14, false),
         ]);
-        let w = reduce(&[c.clone()], &rules(true)).unwrap();
+        let w = reduce(std::slice::from_ref(&c), &rules(true)).unwrap();
         assert_eq!(
             values(&w.batch),
             [(1, "a".into()), (2, "d".into()), (3, "e".into())]
