@@ -250,6 +250,16 @@ fn messages(
     pills: &[(Vec<u8>, &'static str, &'static str)],
     encode: &dyn Fn(&Change) -> Vec<u8>,
 ) -> Vec<Message> {
+    messages_keyed(changes, pills, encode, &key)
+}
+
+/// [`messages`], with the keys written by `key`.
+fn messages_keyed(
+    changes: &[Change],
+    pills: &[(Vec<u8>, &'static str, &'static str)],
+    encode: &dyn Fn(&Change) -> Vec<u8>,
+    key: &dyn Fn(i32) -> Vec<u8>,
+) -> Vec<Message> {
     let mut out = Vec::new();
     let every = (changes.len() / (pills.len() + 1)).max(1);
     let mut pills = pills.iter();
@@ -1018,6 +1028,20 @@ fn avro_changes_into_upsert_end_in_the_reference_state() {
     check_quarantine_of(dir.path(), &sent, &landed, true);
 }
 
+/// A `changelog` table of the Debezium rows, keyed by the Kafka key.
+fn changelog_table(key_format: &str) -> String {
+    upsert_table(r#""_key""#)
+        .replace(r#"mode = "upsert""#, r#"mode = "changelog""#)
+        .replace(
+            r#"key_format = "json""#,
+            &format!("key_format = \"{key_format}\""),
+        )
+        .replace(
+            "sequence_by = \"__source_lsn\"\ndelete_when = \"__op = 'd'\"\n",
+            "",
+        )
+}
+
 /// Debezium JSON with `schema`/`payload` into `changelog`: every change is a
 /// row with its op and LSN, every tombstone a row without value columns;
 /// the latest state DuckDB computes from the changelog (last change per id
@@ -1030,15 +1054,59 @@ fn json_changes_into_changelog_hold_every_change() {
     let sent = messages(&changes, &json_pills(true), &|c| change_json(c, true));
     let landed = produce_all(&broker.bootstrap(), &sent);
     let dir = tempfile::tempdir().unwrap();
-    let table = upsert_table(r#""_key""#)
-        .replace(r#"mode = "upsert""#, r#"mode = "changelog""#)
-        .replace(
-            "sequence_by = \"__source_lsn\"\ndelete_when = \"__op = 'd'\"\n",
-            "",
-        );
-    let config = config_flushing(dir.path(), &broker.bootstrap(), None, "json", &table, 50);
+    let config = config_flushing(
+        dir.path(),
+        &broker.bootstrap(),
+        None,
+        "json",
+        &changelog_table("json"),
+        50,
+    );
     run_ok(&config);
-    let (_, _, batches) = table_batches(&dir.path().join("customers"));
+    check_changelog(dir.path(), &changes, &sent, &landed);
+}
+
+/// Debezium Avro values and keys through the registry into `changelog`:
+/// the same.
+#[test]
+fn avro_changes_into_changelog_hold_every_change() {
+    let mut broker = MockBroker::start();
+    broker.create_topic(TOPIC, 2);
+    let registry = MockRegistry::start();
+    let id = registry.register(&format!("{TOPIC}-value"), "AVRO", AVRO, &[]);
+    let key_id = registry.register(
+        &format!("{TOPIC}-key"),
+        "AVRO",
+        r#"{"type":"record","name":"Key","namespace":"dbserver1.inventory.customers","fields":[{"name":"id","type":"int"}],"connect.name":"dbserver1.inventory.customers.Key"}"#,
+        &[],
+    );
+    let changes = history(20, 200, 17);
+    let pills = avro_pills(id, register_heartbeat(&registry));
+    let sent = messages_keyed(
+        &changes,
+        &pills,
+        &|c| envelope_avro(id, c.op, &c.before, &c.after, c.lsn, c.tx),
+        &|k| Datum::Record(vec![Datum::Int(k)]).framed(key_id),
+    );
+    let landed = produce_all(&broker.bootstrap(), &sent);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_flushing(
+        dir.path(),
+        &broker.bootstrap(),
+        Some(&registry.url()),
+        "avro",
+        &changelog_table("avro"),
+        50,
+    );
+    run_ok(&config);
+    check_changelog(dir.path(), &changes, &sent, &landed);
+}
+
+/// A changelog run: one row per change (its op and LSN) and per tombstone
+/// (no value columns), pills quarantined, and DuckDB's latest state over
+/// the changelog equal to the reference.
+fn check_changelog(dir: &Path, changes: &[Change], sent: &[Message], landed: &[Landed]) {
+    let (_, _, batches) = table_batches(&dir.join("customers"));
     let mut rows: Vec<(i32, i64, Option<String>, Option<String>)> = Vec::new();
     for b in &batches {
         let (p, o, op, lsn) = (
@@ -1054,7 +1122,7 @@ fn json_changes_into_changelog_hold_every_change() {
     }
     let mut want: Vec<(i32, i64, Option<String>, Option<String>)> = landed
         .iter()
-        .zip(&sent)
+        .zip(sent)
         .filter_map(|(l, s)| match s.2 {
             Sent::Change(i) => Some((
                 l.partition,
@@ -1069,13 +1137,9 @@ fn json_changes_into_changelog_hold_every_change() {
     rows.sort();
     want.sort();
     assert_eq!(rows, want);
-    check_quarantine_of(dir.path(), &sent, &landed, false);
+    check_quarantine_of(dir, sent, landed, false);
     let latest = "SELECT id, last_name, email, __op FROM ( \
         SELECT *, row_number() OVER (PARTITION BY id ORDER BY __source_lsn DESC) AS n \
         FROM t WHERE __op IS NOT NULL) WHERE n = 1 AND __op <> 'd' ORDER BY id";
-    duckdb_agrees(
-        &dir.path().join("customers"),
-        latest,
-        &upsert_reference(&changes),
-    );
+    duckdb_agrees(&dir.join("customers"), latest, &upsert_reference(changes));
 }
