@@ -12,7 +12,9 @@ use arrow::datatypes::{Int32Type, Int64Type};
 use crate::common::brokers::{Broker, MockBroker};
 use crate::common::process::{run_available_now, Running};
 use crate::common::producing::{produce_records, Landed};
-use crate::common::tables::{duckdb_read, read_quarantine, table_batches};
+use crate::common::tables::{
+    duckdb_read, read_quarantine, read_quarantine_at, table_batches, table_batches_at, Location,
+};
 use crate::common::workspace::Workspace;
 
 /// A change as produced: Kafka key, and the value (`None`: a tombstone).
@@ -42,6 +44,19 @@ impl Lcg {
 /// `id`, ordered by `seq`, `__op = 'd'` deletes.
 fn upsert_toml(
     ws: &Workspace,
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    max_rows: usize,
+) -> String {
+    upsert_toml_on(ws, "", bootstrap, topic, group, max_rows)
+}
+
+/// [`upsert_toml`] with the tables' `storage_options` (`storage`: TOML
+/// lines; empty on local disk).
+fn upsert_toml_on(
+    ws: &Workspace,
+    storage: &str,
     bootstrap: &str,
     topic: &str,
     group: &str,
@@ -77,6 +92,9 @@ delete_when = "__op = 'd'"
 partition = "_partition"
 offset = "_offset"
 
+[tables.events.storage_options]
+{storage}
+
 [flush]
 max_rows = {max_rows}
 max_age = "300ms"
@@ -86,8 +104,8 @@ retry_backoff = "20ms"
 max_backoff = "500ms"
 max_attempts = 200
 "#,
-        table = ws.table().display(),
-        quarantine = ws.quarantine().display(),
+        table = ws.table_location().uri,
+        quarantine = ws.quarantine_location().uri,
     )
 }
 
@@ -180,7 +198,12 @@ fn value_reference(changes: &[Change], landed: &[Landed]) -> BTreeMap<i64, Row> 
 /// The upsert table's rows by id, read with delta-rs and the parquet
 /// crate; panics on a duplicate id.
 fn read_upsert(path: &Path) -> BTreeMap<i64, Row> {
-    let (_, _, batches) = table_batches(path);
+    read_upsert_at(&Location::local(path))
+}
+
+/// [`read_upsert`] at any location.
+fn read_upsert_at(loc: &Location) -> BTreeMap<i64, Row> {
+    let (_, _, batches) = table_batches_at(loc).expect("a table");
     let mut out = BTreeMap::new();
     for b in &batches {
         let id = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
@@ -646,12 +669,43 @@ fn upsert_crash_loop_is_exact() {
 /// state is exact.
 #[test]
 fn two_writers_on_one_upsert_table() {
+    let ws = Workspace::new();
+    let (changes, landed) = two_writers(&ws, "");
+    assert_end_state(&ws, &changes, &landed);
+}
+
+/// The same on S3 (SeaweedFS): its conditional put decides the races.
+#[test]
+fn two_writers_on_one_upsert_table_on_s3() {
+    let Some(s3) = crate::common::s3::SeaweedS3::start() else {
+        assert!(!crate::common::required(), "SeaweedFS is required in CI");
+        return;
+    };
+    let ws = Workspace::on_s3(&s3, "upsert");
+    let (changes, landed) = two_writers(&ws, &s3.storage_options_toml());
+    assert_eq!(
+        read_upsert_at(&ws.table_location()),
+        value_reference(&changes, &landed)
+    );
+    let q: BTreeSet<(i32, i64)> = read_quarantine_at(&ws.quarantine_location())
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    assert_eq!(q, poison_offsets(&changes, &landed));
+}
+
+/// Runs two processes of one group on the workspace's upsert table while
+/// changes are produced, until every partition stores its last offset;
+/// both stop with SIGTERM. The changes produced and where they landed.
+fn two_writers(ws: &Workspace, storage: &str) -> (Vec<Change>, Vec<Landed>) {
     let mut broker = MockBroker::start();
     let topic = "crash";
     broker.create_topic(topic, 4);
     let bootstrap = broker.bootstrap();
-    let ws = Workspace::new();
-    let config = write_config(&ws, &upsert_toml(&ws, &bootstrap, topic, "pair", 10));
+    let config = write_config(
+        ws,
+        &upsert_toml_on(ws, storage, &bootstrap, topic, "pair", 10),
+    );
     let mut a = Running::start(&config);
     assert!(a.wait_for("partitions assigned", 1, Duration::from_secs(60)));
     let mut b = Running::start(&config);
@@ -668,17 +722,11 @@ fn two_writers_on_one_upsert_table() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let last = crate::common::assertions::last_offsets(&landed);
-    let ids: Vec<String> = last.keys().map(|p| format!("test:crash:{p}")).collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let stored = crate::common::tables::txn_versions(&ws.table(), &ids);
-        if last
-            .iter()
-            .all(|(p, off)| stored[&format!("test:crash:{p}")] == Some(*off))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not all committed: {stored:?}");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !last.iter().all(|(p, off)| {
+        stored_offset(&ws.table_location(), &format!("test:crash:{p}")) == Some(*off)
+    }) {
+        assert!(Instant::now() < deadline, "not all committed");
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(a.count("batch committed") > 0 && b.count("batch committed") > 0);
@@ -691,9 +739,8 @@ fn two_writers_on_one_upsert_table() {
         .map(|r| r.count("commit attempt failed"))
         .sum();
     eprintln!("merges that lost a race and were planned again: {raced}");
-    assert_end_state(&ws, &changes, &landed);
-    // Partitions of rows: both writers' changes are in the table.
-    let (_, _, batches) = table_batches(&ws.table());
+    // Both writers' partitions are in the table.
+    let (_, _, batches) = table_batches_at(&ws.table_location()).unwrap();
     let parts: BTreeSet<i32> = batches
         .iter()
         .flat_map(|b| {
@@ -705,4 +752,29 @@ fn two_writers_on_one_upsert_table() {
         })
         .collect();
     assert!(parts.len() >= 2);
+    (changes, landed)
+}
+
+/// The offset the table stores for `app_id` (delta-rs reads the log).
+fn stored_offset(loc: &Location, app_id: &str) -> Option<i64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = deltalake::ensure_table_uri(&loc.uri).unwrap();
+        let mut table = deltalake::DeltaTableBuilder::from_url(url)
+            .unwrap()
+            .with_storage_options(loc.options.clone())
+            .build()
+            .unwrap();
+        table.load().await.ok()?;
+        table
+            .snapshot()
+            .ok()?
+            .transaction_version(table.log_store().as_ref(), app_id)
+            .await
+            .ok()
+            .flatten()
+    })
 }
