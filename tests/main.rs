@@ -10,6 +10,7 @@ mod cdc;
 mod cli;
 mod compaction;
 mod data_loss;
+mod debezium;
 mod exactly_once;
 mod fencing;
 mod formats;

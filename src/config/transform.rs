@@ -200,10 +200,94 @@ pub enum TransformSpec {
         /// Boolean DataFusion SQL expression.
         expr: String,
     },
+    /// `op = "debezium"`: unwraps Debezium change events into the changed
+    /// row's columns plus the operation, for `[tables.<name>]` fed by a
+    /// Debezium connector (Postgres, MySQL, ...):
+    ///
+    /// ```toml
+    /// op = "debezium"
+    /// op_column = "__op"                     # default
+    /// source_fields = ["lsn", "ts_ms", "db", "table"]  # __source_lsn, ...
+    /// ts_ms_column = "__ts_ms"               # optional
+    /// transaction = true                     # __txn_id, __txn_total_order, ...
+    /// ```
+    ///
+    /// The input is the envelope: `before` and `after` (STRUCTs of the
+    /// row's fields, of one type), `op`, `source`, `ts_ms` and `transaction`,
+    /// at the top level (JSON without schemas, Avro) or inside `payload`
+    /// (JSON with `schema`/`payload`; both shapes may share a topic). The
+    /// output is the fields of `after` for `c` (create), `u` (update) and
+    /// `r` (snapshot read), of `before` for `d` (delete), as top-level
+    /// columns, then the op as a STRING column (`c`, `u`, `d` or `r`), then
+    /// the optional columns below. A `delete_when = "__op = 'd'"` and a
+    /// `sequence_by` work on this output.
+    ///
+    /// Quarantined, stage `transform`, with the reason (never dropped
+    /// silently): a truncate (`t`; the table keeps its rows), a logical
+    /// decoding message (`m`), an unknown op, a message without `op` (a
+    /// heartbeat or schema change message on the topic), and a change whose
+    /// row image is missing (`after` of c/u/r, `before` of d, or both). The
+    /// tombstone Debezium sends after a delete (a null value) is not a change
+    /// event: in `append` mode it goes to quarantine as every null value
+    /// does (stage `decode`; set the connector's `tombstones.on.delete =
+    /// false` to not send them).
+    ///
+    /// Plain JSON without `input_schema` is decoded as the envelope of the
+    /// table's value columns less the columns this transform adds (the
+    /// `before`/`after` fields), both shapes; `source` then holds the
+    /// Postgres and MySQL connectors' fields (`version`, `connector`, `name`,
+    /// `ts_ms`, `snapshot`, `db`, `sequence`, `ts_us`, `ts_ns`, `schema`,
+    /// `table`, `txId`, `lsn`, `xmin`, `server_id`, `gtid`, `file`, `pos`,
+    /// `row`, `thread`, `query`), a requested source field outside that list takes the type of
+    /// its table column, and a `source_column` declared as a STRUCT in the
+    /// table is decoded with that STRUCT's fields. With later transforms that
+    /// rename the row's fields, write the envelope in `input_schema`. Values
+    /// keep Debezium's encodings (timestamps as epoch numbers, decimals in
+    /// JSON as base64 bytes): convert them with later transforms.
+    Debezium {
+        /// The op column. Default `"__op"`.
+        #[serde(default = "default_op_column")]
+        op_column: String,
+        /// Fields of `source` to keep, each as a column
+        /// `<source_prefix><field>`, e.g. `["lsn", "ts_ms", "db", "table"]`
+        /// or MySQL's `["file", "pos", "gtid"]`. Default: none.
+        #[serde(default)]
+        source_fields: Vec<String>,
+        /// Prefix of the `source_fields` columns. Default `"__source_"`.
+        #[serde(default = "default_source_prefix")]
+        source_prefix: String,
+        /// Keep the whole `source` STRUCT as this column. Default: not kept.
+        source_column: Option<String>,
+        /// Keep the event's `ts_ms` (when the connector processed it, epoch
+        /// milliseconds, BIGINT) as this column. Default: not kept.
+        ts_ms_column: Option<String>,
+        /// Keep the transaction metadata (connector option
+        /// `provide.transaction.metadata`) as the columns
+        /// `<transaction_prefix>id` (STRING), `..total_order` and
+        /// `..data_collection_order` (BIGINT); null for events without it.
+        /// Default `false`.
+        #[serde(default)]
+        transaction: bool,
+        /// Prefix of the transaction columns. Default `"__txn_"`.
+        #[serde(default = "default_txn_prefix")]
+        transaction_prefix: String,
+    },
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_op_column() -> String {
+    "__op".to_string()
+}
+
+fn default_source_prefix() -> String {
+    "__source_".to_string()
+}
+
+fn default_txn_prefix() -> String {
+    "__txn_".to_string()
 }
 
 fn underscore() -> String {
@@ -225,6 +309,7 @@ impl TransformSpec {
             TransformSpec::Derive { .. } => "derive",
             TransformSpec::Sql { .. } => "sql",
             TransformSpec::Filter { .. } => "filter",
+            TransformSpec::Debezium { .. } => "debezium",
         }
     }
 }
@@ -284,6 +369,24 @@ impl fmt::Debug for TransformSpec {
                 .finish(),
             TransformSpec::Sql { query } => f.debug_struct("Sql").field("query", query).finish(),
             TransformSpec::Filter { expr } => f.debug_struct("Filter").field("expr", expr).finish(),
+            TransformSpec::Debezium {
+                op_column,
+                source_fields,
+                source_prefix,
+                source_column,
+                ts_ms_column,
+                transaction,
+                transaction_prefix,
+            } => f
+                .debug_struct("Debezium")
+                .field("op_column", op_column)
+                .field("source_fields", source_fields)
+                .field("source_prefix", source_prefix)
+                .field("source_column", source_column)
+                .field("ts_ms_column", ts_ms_column)
+                .field("transaction", transaction)
+                .field("transaction_prefix", transaction_prefix)
+                .finish(),
         }
     }
 }

@@ -173,6 +173,9 @@ fn table_decode(
     // violation of that row, found when conforming, not a decode failure.
     let input = match &tc.input_schema {
         Some(ddl) => crate::schema::parse_ddl(ddl).map_err(|e| d.failed(e))?,
+        None if cfg.table_format(name) == Format::Json => {
+            crate::transform::json_input(&tc.transforms, &layout.value)
+        }
         None => (*layout.value).clone(),
     };
     let input = Arc::new(arrow::datatypes::Schema::new(

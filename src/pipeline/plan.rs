@@ -141,15 +141,15 @@ fn check_raw(key: &str, format: Format, schema: &Schema) -> Result<(), ConfigErr
 }
 
 /// Plain JSON with a table DDL: the transforms must compile against the
-/// input (`input_schema`, else the table's columns) and produce what fits the
-/// table.
+/// input (`input_schema`, else the table's columns or their Debezium
+/// envelope) and produce what fits the table.
 fn check_transforms(
     key: &str,
     t: &TableConfig,
     table: Schema,
     input: Option<Schema>,
 ) -> Result<(), ConfigError> {
-    let input = input.unwrap_or_else(|| table.clone());
+    let input = input.unwrap_or_else(|| crate::transform::json_input(&t.transforms, &table));
     let plan =
         crate::transform::TransformPlan::compile(&t.transforms, Arc::new(input)).map_err(|e| {
             InvalidKey::new(

@@ -200,6 +200,7 @@ impl SqlCompiler {
         let function = self.expr(ctx, expr)?.predicate()?;
         Ok(Compiled {
             filter: Some(function),
+            unwrap: None,
             columns: super::keep_all(ctx.schema),
         })
     }
@@ -225,7 +226,11 @@ impl SqlCompiler {
             columns.extend(self.select_item(ctx, &df_schema, &qualifier, item)?);
         }
         unique_names(&columns)?;
-        Ok(Compiled { filter, columns })
+        Ok(Compiled {
+            filter,
+            unwrap: None,
+            columns,
+        })
     }
 
     /// The column(s) one SELECT item makes.

@@ -1,6 +1,6 @@
 //! Normalising transforms between decoding and the table: rename, snake_case,
 //! cast, timestamp parsing, flatten, drop, mask, hash, derived columns, SQL
-//! projections and filters, configured per table as
+//! projections and filters, Debezium envelopes, configured per table as
 //! `[[tables.<name>.transforms]]` entries (see [`TransformSpec`]).
 //!
 //! A [`TransformPlan`] is compiled once per input schema (an Avro topic can
@@ -14,6 +14,7 @@
 //! always go through.
 
 mod cast;
+mod debezium;
 mod expr;
 mod names;
 mod redact;
@@ -185,6 +186,10 @@ impl TransformPlan {
                 TransformSpec::Filter { expr } => {
                     sql.get_or_insert_with(SqlCompiler::new).filter(&ctx, expr)
                 }
+                TransformSpec::Debezium { .. } => match debezium::Options::of(spec) {
+                    Some(o) => debezium::compile(&ctx, &o),
+                    None => Err("not a debezium entry".to_string()),
+                },
             }
             .map_err(config)?;
             if compiled.columns.is_empty() {
@@ -205,6 +210,7 @@ impl TransformPlan {
                 index,
                 op,
                 filter: compiled.filter,
+                unwrap: compiled.unwrap,
                 columns: compiled.columns.into_iter().map(|c| c.1).collect(),
                 output: output.clone(),
             };
@@ -313,10 +319,23 @@ impl TransformPlan {
     }
 }
 
+/// The shape plain JSON values are decoded as when `input_schema` is not
+/// set: the table's value columns `table`, or, when the first transform is
+/// `debezium`, the Debezium envelope of them (see [`TransformSpec`]).
+pub fn json_input(specs: &[TransformSpec], table: &Schema) -> Schema {
+    match specs.first().and_then(debezium::Options::of) {
+        Some(o) => debezium::json_envelope(&o, table),
+        None => table.clone(),
+    }
+}
+
 /// What a transform compiles to: an optional row filter, then the output
 /// columns computed from the (filtered) input.
 pub(crate) struct Compiled {
     filter: Option<ExprFn>,
+    /// A Debezium envelope unwrapped (and bad events rejected) first; the
+    /// columns are then computed from the unwrapped batch.
+    unwrap: Option<Box<debezium::Unwrap>>,
     columns: Vec<(FieldRef, ColumnFn)>,
 }
 
@@ -325,6 +344,7 @@ impl Compiled {
     fn columns(columns: Vec<(FieldRef, ColumnFn)>) -> Self {
         Compiled {
             filter: None,
+            unwrap: None,
             columns,
         }
     }
@@ -467,6 +487,7 @@ struct Step {
     index: usize,
     op: &'static str,
     filter: Option<ExprFn>,
+    unwrap: Option<Box<debezium::Unwrap>>,
     columns: Vec<ColumnFn>,
     output: SchemaRef,
 }
@@ -479,6 +500,7 @@ impl fmt::Debug for Step {
                 &format_args!("transforms[{}] ({})", self.index, self.op),
             )
             .field("filter", &self.filter)
+            .field("unwrap", &self.unwrap)
             .field("columns", &self.columns)
             .finish()
     }
@@ -534,9 +556,16 @@ impl Step {
         let mut rejected = Vec::new();
         let mut kept: Option<BooleanBuffer> = None;
         let filtered;
-        let batch = match &self.filter {
-            None => input,
-            Some(f) => {
+        let batch = match (&self.unwrap, &self.filter) {
+            (Some(u), _) => {
+                let out = u.apply(input).map_err(|e| self.arrow_error(e))?;
+                rejected = out.rejected;
+                kept = out.kept;
+                filtered = out.batch;
+                &filtered
+            }
+            (None, None) => input,
+            (None, Some(f)) => {
                 let (mask, failed) = f.eval_predicate(input).map_err(|e| self.eval_error(e))?;
                 rejected = failed;
                 if mask.count_set_bits() == input.num_rows() {
