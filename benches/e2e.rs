@@ -168,7 +168,9 @@ fn preload(bootstrap: &str, n: u64, layout: &Layout, avro: &[u32]) -> u64 {
         bytes += buf.len() as u64;
         let key = id.to_le_bytes();
         loop {
-            let record = BaseRecord::to(&layout.topics[t]).key(&key[..]).payload(&buf);
+            let record = BaseRecord::to(&layout.topics[t])
+                .key(&key[..])
+                .payload(&buf);
             match producer.send(record) {
                 Ok(()) => break,
                 Err(_) => std::thread::sleep(Duration::from_millis(1)),
@@ -591,7 +593,12 @@ fn main() {
         // has all of them, so drifts of the machine hit them alike.
         let mut c_line = String::new();
         for (c, s) in craws.iter().zip(&mut raw) {
-            let r = c.run(&bootstrap, &layout, held, &format!("bench-{}-{run}", c.name()));
+            let r = c.run(
+                &bootstrap,
+                &layout,
+                held,
+                &format!("bench-{}-{run}", c.name()),
+            );
             s.push(&r, n);
             c_line.push_str(&format!(
                 "  {:>25.0}  {:>10.2}",
