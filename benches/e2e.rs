@@ -514,6 +514,85 @@ impl Series {
     }
 }
 
+/// The raw C consumers given, those that can read the bench's topics.
+fn c_references(a: &Args, layout: &Layout) -> Vec<CRaw> {
+    let mut craws = Vec::new();
+    if let Some(b) = &a.rdkafka_performance {
+        craws.push(CRaw::Performance(b.clone()));
+    }
+    if let Some(b) = &a.kcat {
+        craws.push(CRaw::Kcat {
+            binary: b.clone(),
+            librdkafka: a.librdkafka.clone(),
+        });
+    }
+    craws.retain(|c| {
+        let reads = c.reads(layout);
+        if !reads {
+            eprintln!("{} reads one topic only: left out", c.name());
+        }
+        reads
+    });
+    craws
+}
+
+/// The medians: inlet's, and its per-run ratios to the baseline and to each
+/// raw C consumer.
+fn print_medians(
+    inlet: &Series,
+    base: Option<&Series>,
+    craws: &[CRaw],
+    raw: &[Series],
+    mb: f64,
+    n: f64,
+) {
+    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "median  inlet {:.0} msg/s ({:.1} MB/s), CPU {:.2} µs/msg, peak RSS {:.0} MiB (max of {} runs)",
+        median(inlet.rate.clone()),
+        mb * median(inlet.rate.clone()) / n,
+        median(inlet.cpu.clone()),
+        max(&inlet.rss),
+        inlet.rss.len(),
+    );
+    if let Some(base) = base {
+        let (rate, cpu) = inlet.ratios(base);
+        println!(
+            "median  baseline {:.0} msg/s, CPU {:.2} µs/msg, peak RSS {:.0} MiB; \
+             inlet/baseline: rate {rate:.2}, CPU per message {cpu:.2}",
+            median(base.rate.clone()),
+            median(base.cpu.clone()),
+            max(&base.rss),
+        );
+    }
+    for (c, s) in craws.iter().zip(raw) {
+        let (rate, cpu) = inlet.ratios(s);
+        println!(
+            "median  {} {:.0} msg/s, CPU {:.2} µs/msg, peak RSS {:.0} MiB; \
+             inlet/raw: rate {rate:.2}, CPU per message {cpu:.2}",
+            c.name(),
+            median(s.rate.clone()),
+            median(s.cpu.clone()),
+            max(&s.rss),
+        );
+    }
+}
+
+/// The column names of the per-run lines.
+fn header(a: &Args, craws: &[CRaw]) -> String {
+    let mut header = String::from("run  inlet msg/s  CPU µs/msg  RSS MiB");
+    if a.baseline.is_some() {
+        header.push_str("  baseline msg/s  CPU µs/msg  RSS MiB");
+    }
+    for c in craws {
+        header.push_str(&format!("  {:>19} msg/s  CPU µs/msg", c.name()));
+    }
+    if !a.no_limits {
+        header.push_str("  rust raw msg/s  encode rows/s");
+    }
+    header
+}
+
 fn main() {
     let a = args();
     let layout = Layout::new(a.tables, a.partitions);
@@ -556,34 +635,8 @@ fn main() {
         rows(held, schema_ids.first().copied())
     };
     let n = held as f64;
-    let mut craws = Vec::new();
-    if let Some(b) = &a.rdkafka_performance {
-        craws.push(CRaw::Performance(b.clone()));
-    }
-    if let Some(b) = &a.kcat {
-        craws.push(CRaw::Kcat {
-            binary: b.clone(),
-            librdkafka: a.librdkafka.clone(),
-        });
-    }
-    craws.retain(|c| {
-        let reads = c.reads(&layout);
-        if !reads {
-            eprintln!("{} reads one topic only: left out", c.name());
-        }
-        reads
-    });
-    let mut header = String::from("run  inlet msg/s  CPU µs/msg  RSS MiB");
-    if a.baseline.is_some() {
-        header.push_str("  baseline msg/s  CPU µs/msg  RSS MiB");
-    }
-    for c in &craws {
-        header.push_str(&format!("  {:>19} msg/s  CPU µs/msg", c.name()));
-    }
-    if !a.no_limits {
-        header.push_str("  rust raw msg/s  encode rows/s");
-    }
-    println!("{header}");
+    let craws = c_references(&a, &layout);
+    println!("{}", header(&a, &craws));
     let (mut inlet, mut base) = (Series::default(), Series::default());
     let mut raw: Vec<Series> = craws.iter().map(|_| Series::default()).collect();
     let (mut r_rust, mut r_enc) = (Vec::new(), Vec::new());
@@ -652,36 +705,8 @@ fn main() {
         }
         println!("{line}");
     }
-    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
-    println!(
-        "median  inlet {:.0} msg/s ({:.1} MB/s), CPU {:.2} µs/msg, peak RSS {:.0} MiB (max of {} runs)",
-        median(inlet.rate.clone()),
-        mb * median(inlet.rate.clone()) / n,
-        median(inlet.cpu.clone()),
-        max(&inlet.rss),
-        inlet.rss.len(),
-    );
-    if a.baseline.is_some() {
-        let (rate, cpu) = inlet.ratios(&base);
-        println!(
-            "median  baseline {:.0} msg/s, CPU {:.2} µs/msg, peak RSS {:.0} MiB; \
-             inlet/baseline: rate {rate:.2}, CPU per message {cpu:.2}",
-            median(base.rate.clone()),
-            median(base.cpu.clone()),
-            max(&base.rss),
-        );
-    }
-    for (c, s) in craws.iter().zip(&raw) {
-        let (rate, cpu) = inlet.ratios(s);
-        println!(
-            "median  {} {:.0} msg/s, CPU {:.2} µs/msg, peak RSS {:.0} MiB; \
-             inlet/raw: rate {rate:.2}, CPU per message {cpu:.2}",
-            c.name(),
-            median(s.rate.clone()),
-            median(s.cpu.clone()),
-            max(&s.rss),
-        );
-    }
+    let base = a.baseline.is_some().then_some(&base);
+    print_medians(&inlet, base, &craws, &raw, mb, n);
     if !a.no_limits {
         println!(
             "median  inlet/rust raw consume {:.2}, inlet/encode-only {:.2}",
