@@ -1,25 +1,35 @@
 //! End-to-end throughput, against the machine's own limits, in one run:
 //!
-//! 1. preload a topic on an in-process mock cluster (many partitions: the mock
+//! 1. preload topics on an in-process mock cluster (many partitions: the mock
 //!    keeps ~100k messages or ~5 MiB per partition and silently drops older
 //!    ones, so the rates use the messages it actually holds) with ~200 B
 //!    JSON events, or with `--format avro` ~200 B Confluent-framed Avro
 //!    records whose schema is in a Schema Registry (the tests' mock, in this
-//!    process);
-//! 2. time a bare rdkafka consumer reading all of it (the consume limit);
-//! 3. time Parquet encoding alone of the same rows (the encode limit);
-//! 4. time `inlet run --available-now` into a local table, with its peak RSS;
+//!    process); `--tables T` spreads them over T topics, one table each, all
+//!    read by one inlet process;
+//! 2. per run, side by side: a raw C consumer reading all of it as its own
+//!    process (`--rdkafka-performance BIN`: librdkafka's
+//!    examples/rdkafka_performance.c in group mode, built against the
+//!    librdkafka that rdkafka-sys vendors, the one inlet links; and/or
+//!    `--kcat BIN`, with `--librdkafka DIR` on its `LD_LIBRARY_PATH` so that it
+//!    loads that same librdkafka), a bare rdkafka consumer in this process and
+//!    Parquet encoding alone of the same rows (the consume and encode limits,
+//!    skipped with `--no-limits`), and `inlet run --available-now` into local
+//!    tables (and `--baseline BIN`, another inlet binary);
 //!
-//! and print inlet's rate as a ratio of each limit, per run and as medians.
+//! and print, per run and as medians of the per-run ratios, inlet's rate
+//! against each (wall time of the whole process, start to exit, as both
+//! inlet and the C consumers join a group) and its CPU time per message
+//! against each process's (user + system from `/proc/<pid>/stat`), and the
+//! peak RSS of inlet.
 //!
-//! `scripts/bench.sh [--messages N] [--partitions P] [--runs R]
-//! [--baseline BIN] [--config TOML] [--no-limits]` builds in release mode and
-//! runs it. `--config` appends a line to inlet's config (e.g.
-//! `--config '[flush]' --config 'max_rows = 100000'`); `--no-limits` skips
-//! the raw-consume and encode-only runs (for the 10M-message RSS check:
-//! `--messages 10000000 --partitions 512 --no-limits`). Not part of the test
-//! suite.
+//! `scripts/bench.sh [--messages N] [--partitions P] [--tables T] [--runs R]
+//! [--baseline BIN] [--config TOML] [--no-limits] [--format json|avro]` builds
+//! inlet and the C reference in release mode and runs it. `--config` appends a
+//! line to inlet's config, after the last table (e.g. `--config '[flush]'
+//! --config 'max_rows = 100000'`). Not part of the test suite.
 
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,19 +47,26 @@ mod registry;
 mod support;
 use support::{avro_payload, payload, AVRO_SCHEMA};
 
-const TOPIC: &str = "bench";
-
 struct Args {
     messages: u64,
+    /// Partitions over all topics.
     partitions: i32,
+    /// Topics, one table each, in one inlet process.
+    tables: usize,
     runs: usize,
     inlet: String,
     /// Another inlet binary (e.g. the previous commit's) timed in the same
     /// runs, for before/after ratios measured side by side.
     baseline: Option<String>,
+    /// librdkafka's rdkafka_performance example (the raw C reference).
+    rdkafka_performance: Option<String>,
+    /// kcat, another raw C reference.
+    kcat: Option<String>,
+    /// A directory holding the librdkafka.so.1 kcat is to load.
+    librdkafka: Option<String>,
     /// Extra TOML appended to the bench config (e.g. `[flush]` limits).
     extra: String,
-    /// Skip the raw-consume and encode-only limits (RSS runs at 10M).
+    /// Skip the in-process raw-consume and encode-only limits.
     no_limits: bool,
     /// `--format avro`: Confluent-framed Avro from a Schema Registry (the
     /// tests' mock, in this process) instead of JSON.
@@ -60,9 +77,13 @@ fn args() -> Args {
     let mut a = Args {
         messages: 2_000_000,
         partitions: 128,
+        tables: 1,
         runs: 3,
         inlet: "target/release/inlet".into(),
         baseline: None,
+        rdkafka_performance: None,
+        kcat: None,
+        librdkafka: None,
         extra: String::new(),
         no_limits: false,
         avro: false,
@@ -73,9 +94,13 @@ fn args() -> Args {
         match k.as_str() {
             "--messages" => a.messages = v().parse().expect("--messages N"),
             "--partitions" => a.partitions = v().parse().expect("--partitions N"),
+            "--tables" => a.tables = v().parse().expect("--tables N"),
             "--runs" => a.runs = v().parse().expect("--runs N"),
             "--inlet" => a.inlet = v(),
             "--baseline" => a.baseline = Some(v()),
+            "--rdkafka-performance" => a.rdkafka_performance = Some(v()),
+            "--kcat" => a.kcat = Some(v()),
+            "--librdkafka" => a.librdkafka = Some(v()),
             "--config" => a.extra.push_str(&format!("{}\n", v())),
             "--no-limits" => a.no_limits = true,
             "--format" => match v().as_str() {
@@ -87,7 +112,29 @@ fn args() -> Args {
             other => panic!("unknown flag {other}"),
         }
     }
+    assert!(a.tables >= 1, "--tables must be at least 1");
     a
+}
+
+/// The topics (and tables) of the bench: `bench` alone, or `bench_00`….
+struct Layout {
+    topics: Vec<String>,
+    /// Partitions per topic.
+    partitions: i32,
+}
+
+impl Layout {
+    fn new(tables: usize, partitions: i32) -> Self {
+        let topics = if tables == 1 {
+            vec!["bench".to_string()]
+        } else {
+            (0..tables).map(|i| format!("bench_{i:02}")).collect()
+        };
+        Layout {
+            topics,
+            partitions: (partitions / tables as i32).max(1),
+        }
+    }
 }
 
 /// Message `id` as the bench sends it: JSON, or Avro under `schema_id`.
@@ -102,7 +149,9 @@ fn message(id: u64, avro: Option<u32>, json: &mut String, bytes: &mut Vec<u8>) {
     }
 }
 
-fn preload(bootstrap: &str, n: u64, avro: Option<u32>) -> u64 {
+/// Sends `n` messages round-robin over the topics (message `id` to topic
+/// `id % topics`, under that topic's schema id for Avro); the bytes sent.
+fn preload(bootstrap: &str, n: u64, layout: &Layout, avro: &[u32]) -> u64 {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
@@ -112,12 +161,17 @@ fn preload(bootstrap: &str, n: u64, avro: Option<u32>) -> u64 {
         .expect("producer");
     let (mut json, mut buf) = (String::with_capacity(256), Vec::with_capacity(256));
     let mut bytes = 0;
+    let topics = layout.topics.len() as u64;
     for id in 0..n {
-        message(id, avro, &mut json, &mut buf);
+        let t = (id % topics) as usize;
+        message(id, avro.get(t).copied(), &mut json, &mut buf);
         bytes += buf.len() as u64;
         let key = id.to_le_bytes();
         loop {
-            match producer.send(BaseRecord::to(TOPIC).key(&key[..]).payload(&buf)) {
+            let record = BaseRecord::to(&layout.topics[t])
+                .key(&key[..])
+                .payload(&buf);
+            match producer.send(record) {
                 Ok(()) => break,
                 Err(_) => std::thread::sleep(Duration::from_millis(1)),
             }
@@ -128,23 +182,27 @@ fn preload(bootstrap: &str, n: u64, avro: Option<u32>) -> u64 {
 }
 
 /// Messages the cluster holds (it may have dropped the oldest).
-fn held_messages(bootstrap: &str, partitions: i32) -> u64 {
+fn held_messages(bootstrap: &str, layout: &Layout) -> u64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("consumer");
-    (0..partitions)
-        .map(|p| {
+    let mut held = 0;
+    for topic in &layout.topics {
+        for p in 0..layout.partitions {
             let (low, high) = consumer
-                .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
                 .expect("watermarks");
-            (high - low) as u64
-        })
-        .sum()
+            held += (high - low) as u64;
+        }
+    }
+    held
 }
 
-/// A bare consumer reading every message once: the consume limit.
-fn raw_consume(bootstrap: &str, partitions: i32, n: u64) -> Duration {
+/// A bare consumer in this process reading every message once: the consume
+/// limit of the Rust binding (its CPU cannot be told apart from the mock
+/// cluster's, which runs in this process too).
+fn raw_consume(bootstrap: &str, layout: &Layout, n: u64) -> Duration {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "bench-raw")
@@ -152,9 +210,11 @@ fn raw_consume(bootstrap: &str, partitions: i32, n: u64) -> Duration {
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
-            .unwrap();
+    for topic in &layout.topics {
+        for p in 0..layout.partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
     }
     consumer.assign(&tpl).unwrap();
     let start = Instant::now();
@@ -228,8 +288,9 @@ fn encode_only(batches: &[RecordBatch]) -> (Duration, usize) {
     (start.elapsed(), out.len())
 }
 
-/// What one `inlet run --available-now` took.
-struct InletRun {
+/// What one process of the bench (inlet, or a C consumer) took.
+struct ProcRun {
+    /// Wall time from spawn to exit.
     took: Duration,
     /// Peak resident set size of that process alone (VmHWM).
     rss_mib: f64,
@@ -252,7 +313,7 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when unknown).
 fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
+    Command::new("getconf")
         .arg("CLK_TCK")
         .output()
         .ok()
@@ -261,55 +322,13 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn run_inlet(
-    binary: &str,
-    bootstrap: &str,
-    dir: &std::path::Path,
-    extra: &str,
-    registry: Option<&str>,
-) -> InletRun {
-    let table = dir.join("events");
-    let config = dir.join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-app_id = "bench"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-group_id = "bench-inlet"
-{}
-[sources.bench]
-topics = ["{TOPIC}"]
-table = "events"
-format = "{}"
-[tables.events]
-uri = "{}"
-{}
-[tables.events.metadata_columns]
-partition = "_partition"
-offset = "_offset"
-{extra}
-"#,
-            registry.map_or(String::new(), |url| format!("[schema_registry]\nurl = \"{url}\"")),
-            if registry.is_some() { "avro" } else { "json" },
-            table.display(),
-            if registry.is_some() {
-                "schema = \"id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, country STRING, session STRING, page STRING, user_agent STRING, referrer STRING\""
-            } else {
-                "schema = \"id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, country STRING, session STRING, page STRING\""
-            },
-        ),
-    )
-    .unwrap();
+/// Spawns `cmd` and samples its CPU time and peak RSS until it exits.
+fn watch(name: &str, cmd: &mut Command) -> ProcRun {
     let start = Instant::now();
-    let mut child = std::process::Command::new(binary)
-        .args(["run", "--available-now", "-c"])
-        .arg(&config)
-        .env("INLET_LOG", "warn,buoyant_kernel=off")
-        .stdout(std::process::Stdio::null())
+    let mut child: Child = cmd
+        .stdout(Stdio::null())
         .spawn()
-        .expect("run inlet");
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
     // Not getrusage/wait4: a child spawned by this (large) process inherits
     // its peak RSS through exec. VmHWM is the high-water mark of the child's
     // own address space; sampled until it exits.
@@ -327,17 +346,143 @@ offset = "_offset"
         }) {
             hwm_kib = hwm_kib.max(hwm);
         }
-        if let Some(status) = child.try_wait().expect("wait inlet") {
+        if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     let took = start.elapsed();
-    assert!(status.success(), "inlet failed: {status}");
-    InletRun {
+    assert!(status.success(), "{name} failed: {status}");
+    ProcRun {
         took,
         rss_mib: hwm_kib as f64 / 1024.0,
         cpu: Duration::from_secs_f64(ticks as f64 / clock_ticks()),
+    }
+}
+
+/// The inlet config of the bench: one source and table per topic.
+fn inlet_config(
+    bootstrap: &str,
+    dir: &std::path::Path,
+    layout: &Layout,
+    extra: &str,
+    registry: Option<&str>,
+) -> String {
+    let format = if registry.is_some() { "avro" } else { "json" };
+    let schema = if registry.is_some() {
+        "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, country STRING, session STRING, page STRING, user_agent STRING, referrer STRING"
+    } else {
+        "id BIGINT, user STRING, action STRING, amount DOUBLE, event_time TIMESTAMP, country STRING, session STRING, page STRING"
+    };
+    let mut config = format!(
+        "app_id = \"bench\"\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"bench-inlet\"\n{}\n",
+        registry.map_or(String::new(), |url| format!("[schema_registry]\nurl = \"{url}\"")),
+    );
+    for topic in &layout.topics {
+        let table = topic.replace("bench", "events");
+        config.push_str(&format!(
+            r#"
+[sources.{topic}]
+topics = ["{topic}"]
+table = "{table}"
+format = "{format}"
+[tables.{table}]
+uri = "{}"
+schema = "{schema}"
+[tables.{table}.metadata_columns]
+partition = "_partition"
+offset = "_offset"
+"#,
+            dir.join(&table).display(),
+        ));
+    }
+    config.push_str(extra);
+    config
+}
+
+fn run_inlet(
+    binary: &str,
+    bootstrap: &str,
+    dir: &std::path::Path,
+    layout: &Layout,
+    extra: &str,
+    registry: Option<&str>,
+) -> ProcRun {
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        inlet_config(bootstrap, dir, layout, extra, registry),
+    )
+    .unwrap();
+    watch(
+        binary,
+        Command::new(binary)
+            .args(["run", "--available-now", "-c"])
+            .arg(&config)
+            .env("INLET_LOG", "warn,buoyant_kernel=off"),
+    )
+}
+
+/// A raw C consumer reading every message of the topics once, as its own
+/// process; it exits after the `-c` count (not at the partitions' ends,
+/// which librdkafka reports only after an empty fetch, up to
+/// `fetch.wait.max.ms` later). On one topic it assigns every partition, as
+/// `inlet run --available-now` does.
+enum CRaw {
+    /// rdkafka_performance `-C` (the legacy queue consumer's callback per
+    /// message). One topic only: it reads one topic handle.
+    Performance(String),
+    /// kcat `-C` (writes each value to stdout, here /dev/null); over several
+    /// topics `-G` with `group.protocol=consumer` (KIP-848, which the mock
+    /// cluster assigns at the first heartbeat: the classic protocol's initial
+    /// rebalance delay of 3 s would be most of the run).
+    Kcat {
+        binary: String,
+        librdkafka: Option<String>,
+    },
+}
+
+impl CRaw {
+    fn name(&self) -> &'static str {
+        match self {
+            CRaw::Performance(_) => "rdkafka_performance",
+            CRaw::Kcat { .. } => "kcat",
+        }
+    }
+
+    /// Whether it can read the bench's topics.
+    fn reads(&self, layout: &Layout) -> bool {
+        !matches!(self, CRaw::Performance(_)) || layout.topics.len() == 1
+    }
+
+    fn run(&self, bootstrap: &str, layout: &Layout, n: u64, group: &str) -> ProcRun {
+        let mut cmd;
+        let count = n.to_string();
+        match self {
+            CRaw::Performance(binary) => {
+                cmd = Command::new(binary);
+                cmd.args(["-C", "-b", bootstrap, "-t", &layout.topics[0]])
+                    .args(["-o", "beginning", "-c", &count, "-q"]);
+                for p in 0..layout.partitions {
+                    cmd.args(["-p", &p.to_string()]);
+                }
+            }
+            CRaw::Kcat { binary, librdkafka } => {
+                cmd = Command::new(binary);
+                cmd.args(["-b", bootstrap, "-c", &count, "-q"]);
+                if let [topic] = &layout.topics[..] {
+                    cmd.args(["-C", "-o", "beginning", "-t", topic]);
+                } else {
+                    cmd.args(["-G", group, "-X", "auto.offset.reset=earliest"])
+                        .args(["-X", "group.protocol=consumer"])
+                        .args(&layout.topics);
+                }
+                if let Some(dir) = librdkafka {
+                    cmd.env("LD_LIBRARY_PATH", dir);
+                }
+            }
+        }
+        watch(self.name(), cmd.stderr(Stdio::null()))
     }
 }
 
@@ -346,24 +491,134 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Per-run figures of one contender: rate (msg/s), CPU µs per message, RSS.
+#[derive(Default)]
+struct Series {
+    rate: Vec<f64>,
+    cpu: Vec<f64>,
+    rss: Vec<f64>,
+}
+
+impl Series {
+    fn push(&mut self, r: &ProcRun, n: f64) {
+        self.rate.push(n / r.took.as_secs_f64());
+        self.cpu.push(r.cpu.as_secs_f64() * 1e6 / n);
+        self.rss.push(r.rss_mib);
+    }
+
+    /// Medians of inlet's per-run ratios to `other`: (rate, CPU per message).
+    fn ratios(&self, other: &Series) -> (f64, f64) {
+        let rate = self.rate.iter().zip(&other.rate).map(|(a, b)| a / b);
+        let cpu = self.cpu.iter().zip(&other.cpu).map(|(a, b)| a / b);
+        (median(rate.collect()), median(cpu.collect()))
+    }
+}
+
+/// The raw C consumers given, those that can read the bench's topics.
+fn c_references(a: &Args, layout: &Layout) -> Vec<CRaw> {
+    let mut craws = Vec::new();
+    if let Some(b) = &a.rdkafka_performance {
+        craws.push(CRaw::Performance(b.clone()));
+    }
+    if let Some(b) = &a.kcat {
+        craws.push(CRaw::Kcat {
+            binary: b.clone(),
+            librdkafka: a.librdkafka.clone(),
+        });
+    }
+    craws.retain(|c| {
+        let reads = c.reads(layout);
+        if !reads {
+            eprintln!("{} reads one topic only: left out", c.name());
+        }
+        reads
+    });
+    craws
+}
+
+/// The medians: inlet's, and its per-run ratios to the baseline and to each
+/// raw C consumer.
+fn print_medians(
+    inlet: &Series,
+    base: Option<&Series>,
+    craws: &[CRaw],
+    raw: &[Series],
+    mb: f64,
+    n: f64,
+) {
+    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "median  inlet {:.0} msg/s ({:.1} MB/s), CPU {:.2} µs/msg, peak RSS {:.0} MiB (max of {} runs)",
+        median(inlet.rate.clone()),
+        mb * median(inlet.rate.clone()) / n,
+        median(inlet.cpu.clone()),
+        max(&inlet.rss),
+        inlet.rss.len(),
+    );
+    if let Some(base) = base {
+        let (rate, cpu) = inlet.ratios(base);
+        println!(
+            "median  baseline {:.0} msg/s, CPU {:.2} µs/msg, peak RSS {:.0} MiB; \
+             inlet/baseline: rate {rate:.2}, CPU per message {cpu:.2}",
+            median(base.rate.clone()),
+            median(base.cpu.clone()),
+            max(&base.rss),
+        );
+    }
+    for (c, s) in craws.iter().zip(raw) {
+        let (rate, cpu) = inlet.ratios(s);
+        println!(
+            "median  {} {:.0} msg/s, CPU {:.2} µs/msg, peak RSS {:.0} MiB; \
+             inlet/raw: rate {rate:.2}, CPU per message {cpu:.2}",
+            c.name(),
+            median(s.rate.clone()),
+            median(s.cpu.clone()),
+            max(&s.rss),
+        );
+    }
+}
+
+/// The column names of the per-run lines.
+fn header(a: &Args, craws: &[CRaw]) -> String {
+    let mut header = String::from("run  inlet msg/s  CPU µs/msg  RSS MiB");
+    if a.baseline.is_some() {
+        header.push_str("  baseline msg/s  CPU µs/msg  RSS MiB");
+    }
+    for c in craws {
+        header.push_str(&format!("  {:>19} msg/s  CPU µs/msg", c.name()));
+    }
+    if !a.no_limits {
+        header.push_str("  rust raw msg/s  encode rows/s");
+    }
+    header
+}
+
 fn main() {
     let a = args();
+    let layout = Layout::new(a.tables, a.partitions);
     let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic(TOPIC, a.partitions, 1).unwrap();
+    for t in &layout.topics {
+        cluster.create_topic(t, layout.partitions, 1).unwrap();
+    }
     let bootstrap = cluster.bootstrap_servers();
     let registry = a.avro.then(registry::MockRegistry::start);
-    let schema_id = registry
-        .as_ref()
-        .map(|r| r.register(&format!("{TOPIC}-value"), "AVRO", AVRO_SCHEMA, &[]));
+    let schema_ids: Vec<u32> = registry.as_ref().map_or(Vec::new(), |r| {
+        layout
+            .topics
+            .iter()
+            .map(|t| r.register(&format!("{t}-value"), "AVRO", AVRO_SCHEMA, &[]))
+            .collect()
+    });
     let registry_url = registry.as_ref().map(registry::MockRegistry::url);
     eprintln!(
-        "preloading {} {} messages over {} partitions…",
+        "preloading {} {} messages over {} topic(s) of {} partitions…",
         a.messages,
         if a.avro { "Avro" } else { "JSON" },
-        a.partitions
+        layout.topics.len(),
+        layout.partitions,
     );
-    let bytes = preload(&bootstrap, a.messages, schema_id);
-    let held = held_messages(&bootstrap, a.partitions);
+    let bytes = preload(&bootstrap, a.messages, &layout, &schema_ids);
+    let held = held_messages(&bootstrap, &layout);
     assert!(
         held * 10 >= a.messages * 9,
         "the mock cluster kept only {held} of {} messages: use more partitions",
@@ -377,95 +632,86 @@ fn main() {
     let batches = if a.no_limits {
         Vec::new()
     } else {
-        rows(held, schema_id)
+        rows(held, schema_ids.first().copied())
     };
     let n = held as f64;
-    let (mut r_inlet, mut r_raw, mut r_enc, mut r_base) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut rss, mut rss_base) = (Vec::new(), Vec::new());
-    let (mut cpu, mut cpu_base) = (Vec::new(), Vec::new());
-    // CPU per message of the inlet process, in microseconds.
-    let per_msg = |r: &InletRun| r.cpu.as_secs_f64() * 1e6 / n;
-    println!(
-        "run  inlet msg/s  inlet MB/s  RSS MiB  CPU µs/msg  raw msg/s  encode rows/s  inlet/raw  inlet/encode{}",
-        if a.baseline.is_some() {
-            "  baseline msg/s  RSS MiB  CPU µs/msg  inlet/baseline"
-        } else {
-            ""
-        }
-    );
+    let craws = c_references(&a, &layout);
+    println!("{}", header(&a, &craws));
+    let (mut inlet, mut base) = (Series::default(), Series::default());
+    let mut raw: Vec<Series> = craws.iter().map(|_| Series::default()).collect();
+    let (mut r_rust, mut r_enc) = (Vec::new(), Vec::new());
     for run in 1..=a.runs {
-        let (raw, enc) = if a.no_limits {
-            (f64::NAN, f64::NAN)
-        } else {
-            let raw = n / raw_consume(&bootstrap, a.partitions, held).as_secs_f64();
-            let (enc_t, _) = encode_only(&batches);
-            (raw, n / enc_t.as_secs_f64())
-        };
+        let mut line = String::new();
+        // The C consumers first, then inlet, then the baseline: each run
+        // has all of them, so drifts of the machine hit them alike.
+        let mut c_line = String::new();
+        for (c, s) in craws.iter().zip(&mut raw) {
+            let r = c.run(
+                &bootstrap,
+                &layout,
+                held,
+                &format!("bench-{}-{run}", c.name()),
+            );
+            s.push(&r, n);
+            c_line.push_str(&format!(
+                "  {:>25.0}  {:>10.2}",
+                s.rate[run - 1],
+                s.cpu[run - 1]
+            ));
+        }
         let dir = tempfile::tempdir().unwrap();
         let r = run_inlet(
             &a.inlet,
             &bootstrap,
             dir.path(),
+            &layout,
             &a.extra,
             registry_url.as_deref(),
         );
         drop(dir);
-        let inl = n / r.took.as_secs_f64();
-        let base = a.baseline.as_ref().map(|b| {
+        inlet.push(&r, n);
+        line.push_str(&format!(
+            "{run:>3}  {:>11.0}  {:>10.2}  {:>7.0}",
+            inlet.rate[run - 1],
+            inlet.cpu[run - 1],
+            r.rss_mib
+        ));
+        if let Some(b) = &a.baseline {
             let dir = tempfile::tempdir().unwrap();
-            let r = run_inlet(b, &bootstrap, dir.path(), &a.extra, registry_url.as_deref());
-            (n / r.took.as_secs_f64(), r.rss_mib, per_msg(&r))
-        });
-        println!(
-            "{run:>3}  {inl:>11.0}  {:>10.1}  {:>7.0}  {:>10.2}  {raw:>9.0}  {enc:>13.0}  {:>9.2}  {:>12.2}{}",
-            mb / r.took.as_secs_f64(),
-            r.rss_mib,
-            per_msg(&r),
-            inl / raw,
-            inl / enc,
-            base.map_or(String::new(), |(b, m, c)| format!(
-                "  {b:>14.0}  {m:>7.0}  {c:>10.2}  {:>14.2}",
-                inl / b
-            ))
-        );
-        cpu.push(per_msg(&r));
-        r_inlet.push(inl);
-        r_raw.push(raw);
-        r_enc.push(enc);
-        rss.push(r.rss_mib);
-        if let Some((b, m, c)) = base {
-            r_base.push(inl / b);
-            rss_base.push(m);
-            cpu_base.push(c);
+            let r = run_inlet(
+                b,
+                &bootstrap,
+                dir.path(),
+                &layout,
+                &a.extra,
+                registry_url.as_deref(),
+            );
+            base.push(&r, n);
+            line.push_str(&format!(
+                "  {:>14.0}  {:>10.2}  {:>7.0}",
+                base.rate[run - 1],
+                base.cpu[run - 1],
+                r.rss_mib
+            ));
         }
+        line.push_str(&c_line);
+        if !a.no_limits {
+            let rust = n / raw_consume(&bootstrap, &layout, held).as_secs_f64();
+            let (enc_t, _) = encode_only(&batches);
+            let enc = n / enc_t.as_secs_f64();
+            line.push_str(&format!("  {rust:>14.0}  {enc:>13.0}"));
+            r_rust.push(inlet.rate[run - 1] / rust);
+            r_enc.push(inlet.rate[run - 1] / enc);
+        }
+        println!("{line}");
     }
-    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
-    let (mi, mr, me) = (median(r_inlet), median(r_raw), median(r_enc));
-    println!(
-        "median  inlet {mi:.0} msg/s ({:.1} MB/s), raw consume {mr:.0} msg/s, encode-only {me:.0} rows/s; \
-         inlet/raw {:.2}, inlet/encode {:.2}{}; CPU of inlet {:.2} µs/msg{}; \
-         peak RSS of inlet {:.0} MiB (max of {} runs){}",
-        mb * mi / n,
-        mi / mr,
-        mi / me,
-        if r_base.is_empty() {
-            String::new()
-        } else {
-            format!(", inlet/baseline {:.2}", median(r_base))
-        },
-        median(cpu),
-        if cpu_base.is_empty() {
-            String::new()
-        } else {
-            format!(" (baseline {:.2})", median(cpu_base))
-        },
-        max(&rss),
-        rss.len(),
-        if rss_base.is_empty() {
-            String::new()
-        } else {
-            format!(", of the baseline {:.0} MiB", max(&rss_base))
-        },
-    );
+    let base = a.baseline.is_some().then_some(&base);
+    print_medians(&inlet, base, &craws, &raw, mb, n);
+    if !a.no_limits {
+        println!(
+            "median  inlet/rust raw consume {:.2}, inlet/encode-only {:.2}",
+            median(r_rust),
+            median(r_enc),
+        );
+    }
 }

@@ -124,6 +124,13 @@ struct Pending<'c> {
     messages: Vec<BorrowedMessage<'c>>,
 }
 
+/// Messages pending over all tables, in chunks, before all are handed on. A
+/// table's chunk goes once it is full, so that with many tables a chunk still
+/// holds many rows (decoding and Parquet encoding cost per chunk and batch
+/// too: with 50 tables, chunks of the whole count cut evenly held ~160 rows);
+/// this bounds the librdkafka buffers held meanwhile (with the linger).
+const PENDING_CHUNKS: usize = 4;
+
 /// Chunks queued between polling and decoding: enough to keep both busy,
 /// few enough to bound the librdkafka buffers held.
 const RAW_QUEUE: usize = 2;
@@ -307,7 +314,13 @@ impl FetchLoop {
             let polled = match out.held.pop_front() {
                 Some(m) => Some(Ok(m)),
                 None => {
-                    let polled = consumer.poll(POLL_TIMEOUT);
+                    // A poll without a timeout first: librdkafka reads the
+                    // clock for a poll's deadline, and those reads were a
+                    // fifth of this thread while messages flow; the waiting
+                    // poll only when none is ready.
+                    let polled = consumer
+                        .poll(Duration::ZERO)
+                        .or_else(|| consumer.poll(POLL_TIMEOUT));
                     // The rebalance callback runs inside `poll`.
                     self.follow_generation(&mut st, out);
                     polled
@@ -473,13 +486,34 @@ impl FetchLoop {
             }
         }
         r.last = Some(offset);
-        st.pending[table].messages.push(msg);
+        let pending = &mut st.pending[table].messages;
+        pending.push(msg);
+        let full = pending.len() >= self.chunk_messages;
         st.count += 1;
         if st.count == 1 {
             st.chunk_started = Some(Instant::now());
         }
-        if st.count >= self.chunk_messages {
+        if full {
+            self.send_table(st, out, table)?;
+        } else if st.count >= self.chunk_messages * PENDING_CHUNKS {
             self.send_pending(st, out)?;
+        }
+        Ok(())
+    }
+
+    /// Hands one table's full chunk to the decode thread.
+    fn send_table<'c>(
+        &self,
+        st: &mut PollState<'c>,
+        out: &mut Outbox<'c>,
+        table: usize,
+    ) -> Result<(), PipelineError> {
+        let n = st.pending[table].messages.len();
+        self.send_raw(&mut st.pending, Some(table), st.generation, out, &st.ends)?;
+        st.count -= n;
+        if st.count == 0 {
+            // Otherwise the linger stays that of older pending messages.
+            st.chunk_started = None;
         }
         Ok(())
     }
@@ -523,7 +557,7 @@ impl FetchLoop {
         st: &mut PollState<'c>,
         out: &mut Outbox<'c>,
     ) -> Result<(), PipelineError> {
-        self.send_raw(&mut st.pending, st.generation, out, &st.ends)?;
+        self.send_raw(&mut st.pending, None, st.generation, out, &st.ends)?;
         st.count = 0;
         st.chunk_started = None;
         Ok(())
@@ -538,18 +572,19 @@ impl FetchLoop {
         }
     }
 
-    /// Hands every table's pending messages to the decode thread, pausing
-    /// the consumer while the decode thread takes nothing for longer than
-    /// `pause_after`.
+    /// Hands every table's pending messages (or only table `only`'s) to the
+    /// decode thread, pausing the consumer while the decode thread takes
+    /// nothing for longer than `pause_after`.
     fn send_raw<'c>(
         &self,
         pending: &mut [Pending<'c>],
+        only: Option<usize>,
         generation: u64,
         out: &mut Outbox<'c>,
         ends: &RangeEnds,
     ) -> Result<(), PipelineError> {
         for (table, p) in pending.iter_mut().enumerate() {
-            if p.messages.is_empty() {
+            if p.messages.is_empty() || only.is_some_and(|t| t != table) {
                 continue;
             }
             let messages =
