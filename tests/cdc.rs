@@ -706,6 +706,17 @@ fn two_writers(ws: &Workspace, storage: &str) -> (Vec<Change>, Vec<Landed>) {
         ws,
         &upsert_toml_on(ws, storage, &bootstrap, topic, "pair", 10),
     );
+    let mut rounds = rounds(10, 1000).into_iter();
+    let mut changes = Vec::new();
+    let mut landed = Vec::new();
+    // First one process merges a third of the changes of every partition:
+    // files then hold keys of both writers' partitions, and their merges
+    // rewrite the same files.
+    for round in rounds.by_ref().take(3) {
+        landed.extend(produce_changes(&bootstrap, topic, &round));
+        changes.extend(round);
+    }
+    assert!(run_available_now(&config).status.success());
     let mut a = Running::start(&config);
     assert!(a.wait_for("partitions assigned", 1, Duration::from_secs(60)));
     let mut b = Running::start(&config);
@@ -714,9 +725,7 @@ fn two_writers(ws: &Workspace, storage: &str) -> (Vec<Change>, Vec<Landed>) {
         "{:#?}",
         b.log()
     );
-    let mut changes = Vec::new();
-    let mut landed = Vec::new();
-    for round in rounds(10, 80) {
+    for round in rounds {
         landed.extend(produce_changes(&bootstrap, topic, &round));
         changes.extend(round);
         std::thread::sleep(Duration::from_millis(200));
