@@ -301,15 +301,10 @@ impl FetchLoop {
                     Housekeeping::Go => {}
                 }
             }
-            // Messages polled while paused come first, in their order. A
-            // poll without a timeout first: librdkafka reads the clock for a
-            // poll's deadline, and those reads were a fifth of this thread
-            // while messages flow; the waiting poll only when none is ready.
+            // Messages polled while paused come first, in their order.
             let polled = match out.held.pop_front() {
                 Some(m) => Some(Ok(m)),
-                None => consumer
-                    .poll(Duration::ZERO)
-                    .or_else(|| consumer.poll(POLL_TIMEOUT)),
+                None => consumer.poll(POLL_TIMEOUT),
             };
             self.follow_generation(&mut st);
             match polled {
