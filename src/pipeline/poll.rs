@@ -314,13 +314,7 @@ impl FetchLoop {
             let polled = match out.held.pop_front() {
                 Some(m) => Some(Ok(m)),
                 None => {
-                    // A poll without a timeout first: librdkafka reads the
-                    // clock for a poll's deadline, and those reads were a
-                    // fifth of this thread while messages flow; the waiting
-                    // poll only when none is ready.
-                    let polled = consumer
-                        .poll(Duration::ZERO)
-                        .or_else(|| consumer.poll(POLL_TIMEOUT));
+                    let polled = consumer.poll(POLL_TIMEOUT);
                     // The rebalance callback runs inside `poll`.
                     self.follow_generation(&mut st, out);
                     polled
