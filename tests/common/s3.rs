@@ -283,7 +283,11 @@ impl SeaweedS3 {
                     stack.push(path);
                     continue;
                 }
-                let rel = path.strip_prefix(from).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(from)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 let bytes = std::fs::read(&path).unwrap();
                 rt.block_on(store.put(&deltalake::Path::from(rel.as_str()), bytes.into()))
                     .unwrap();
