@@ -114,91 +114,46 @@ fn rows(table: &Path, sql: Option<&str>) -> Option<serde_json::Value> {
     read
 }
 
-/// Appends 100 messages (and one poison pill) to a copy of fixture `name`;
-/// DuckDB and delta-rs read the old rows plus the new ones, the offsets are
-/// in the log, the poison pill is in quarantine, and a re-run adds nothing.
-fn appends_to(name: &str, message: impl Fn(i64) -> String, check_sql: &str, expect: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(table) = copy_fixture(name, dir.path()) else {
-        return;
-    };
-    let before = rows(&table, None).map(|r| r["rows"].as_i64().unwrap());
-    let mut broker = MockBroker::start();
-    broker.create_topic("lake", 2);
-    let bootstrap = broker.bootstrap();
-    let mut payloads: Vec<Vec<u8>> = (0..100).map(|i| message(i).into_bytes()).collect();
-    payloads.push(b"{not json".to_vec());
-    let landed = produce(&bootstrap, "lake", &payloads);
-    let cfg = config(dir.path(), &bootstrap, "lake", &table);
-
-    let out = run_available_now(&cfg);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{name}: {stderr}");
-
-    let ids: Vec<String> = last_offsets(&landed)
-        .keys()
-        .map(|p| format!("lake:lake:{p}"))
-        .collect();
-    let txn = txn_versions(&table, &ids);
-    for (p, last) in last_offsets(&landed) {
-        assert_eq!(txn[&format!("lake:lake:{p}")], Some(last), "{name} p{p}");
-    }
-    let quarantined = read_quarantine(&dir.path().join("quarantine"));
-    assert_eq!(quarantined.len(), 1, "{name}: the poison pill, once");
-    if let (Some(before), Some(after)) = (before, rows(&table, Some(check_sql))) {
-        assert_eq!(after["rows"].as_i64().unwrap(), before + 100, "{name}");
-        assert_eq!(after["result"].to_string(), expect, "{name}: {check_sql}");
-    }
-    // delta-rs reads it too: its version moved and its files are listed.
-    let (version, files, _) = table_batches(&table);
-    assert!(
-        version >= 1 && files >= 1,
-        "{name}: v{version}, {files} files"
-    );
-
-    let out = run_available_now(&cfg);
-    assert!(out.status.success(), "{name} re-run");
-    assert_eq!(
-        table_batches(&table).0,
-        version,
-        "{name}: a re-run commits nothing"
-    );
-}
-
 #[test]
 fn appends_to_a_spark_table_with_deletion_vectors() {
     // 8 of the 10 old rows are visible (two are deleted by the vector).
-    appends_to(
+    appends_with_features(
         "deletion-vectors",
-        |i| format!(r#"{{"value": {}}}"#, 1000 + i),
-        "SELECT count(*), min(value) FILTER (WHERE value >= 1000), max(value) FROM t",
-        "[[108,1000,1099]]",
+        Feed::json(|i| format!(r#"{{"value": {}}}"#, 1000 + i)),
+        "SELECT count(*), count(DISTINCT value) FILTER (WHERE value >= 1000), \
+         min(value) FILTER (WHERE value >= 1000), max(value) FROM t",
+        "[[308,300,1000,1299]]",
+        (false, false),
     );
 }
 
 #[test]
 fn appends_to_a_spark_table_partitioned_by_timestamp_ntz() {
-    appends_to(
+    appends_with_features(
         "timestamp-ntz-partitioned",
-        |i| {
+        Feed::json(|i| {
             format!(
                 r#"{{"id": {}, "tsNtz": "2024-05-06T07:08:09.123456", "tsNtzPartition": "2024-05-06T00:00:00"}}"#,
                 1000 + i
             )
-        },
-        "SELECT count(*) FILTER (WHERE id >= 1000), \
+        }),
+        "SELECT count(*) FILTER (WHERE id >= 1000), count(DISTINCT id) FILTER (WHERE id >= 1000), \
+         CAST(min(tsNtz) FILTER (WHERE id >= 1000) AS VARCHAR), \
          CAST(min(tsNtzPartition) FILTER (WHERE id >= 1000) AS VARCHAR) FROM t",
-        r#"[[100,"2024-05-06 00:00:00"]]"#,
+        r#"[[300,300,"2024-05-06 07:08:09.123456","2024-05-06 00:00:00"]]"#,
+        (false, false),
     );
 }
 
 #[test]
 fn appends_to_a_spark_table_with_txn_actions_in_its_checkpoint() {
-    appends_to(
+    appends_with_features(
         "txn-in-checkpoint",
-        |i| format!(r#"{{"id": "n{i}", "value": {i}, "modified": "2024-01-01"}}"#),
-        "SELECT count(*) FILTER (WHERE id LIKE 'n%'), sum(value) FILTER (WHERE id LIKE 'n%') FROM t",
-        "[[100,4950]]",
+        Feed::json(|i| format!(r#"{{"id": "n{i}", "value": {i}, "modified": "2024-01-01"}}"#)),
+        "SELECT count(*) FILTER (WHERE id LIKE 'n%'), count(DISTINCT id) FILTER (WHERE id LIKE 'n%'), \
+         sum(value) FILTER (WHERE id LIKE 'n%') FROM t",
+        "[[300,300,44850]]",
+        (false, false),
     );
 }
 
