@@ -252,3 +252,67 @@ impl Drop for SeaweedS3 {
         }
     }
 }
+
+impl SeaweedS3 {
+    /// The object store rooted at `uri` (`s3://bucket/prefix`), through
+    /// delta-rs' log store (the table need not exist).
+    fn store_at(&self, uri: &str) -> deltalake::logstore::ObjectStoreRef {
+        let url = deltalake::ensure_table_uri(uri).unwrap();
+        let table = deltalake::DeltaTableBuilder::from_url(url)
+            .unwrap()
+            .with_storage_options(self.storage_options())
+            .build()
+            .unwrap();
+        table.log_store().object_store(None)
+    }
+
+    /// Uploads the files under local directory `from` to `uri`, keeping
+    /// their relative paths (a fixture table copied onto the store).
+    pub(crate) fn upload_dir(&self, from: &std::path::Path, uri: &str) {
+        use deltalake::logstore::object_store::ObjectStoreExt as _;
+        let store = self.store_at(uri);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut stack = vec![from.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let rel = path
+                    .strip_prefix(from)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let bytes = std::fs::read(&path).unwrap();
+                rt.block_on(store.put(&deltalake::Path::from(rel.as_str()), bytes.into()))
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Downloads every object under `uri` into local directory `to`
+    /// (a table on the store, checked as a local one).
+    pub(crate) fn download_dir(&self, uri: &str, to: &std::path::Path) {
+        use deltalake::logstore::object_store::ObjectStoreExt as _;
+        use futures::TryStreamExt as _;
+        let store = self.store_at(uri);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
+            for o in objects {
+                let target = to.join(o.location.as_ref());
+                std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                let bytes = store.get(&o.location).await.unwrap().bytes().await.unwrap();
+                std::fs::write(&target, &bytes).unwrap();
+            }
+        });
+    }
+}

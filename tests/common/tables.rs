@@ -192,13 +192,23 @@ pub(crate) fn read_quarantine_at(loc: &Location) -> Vec<QuarantineRow> {
 
 /// The txn versions stored in the table for `app_ids`, read with delta-rs.
 pub(crate) fn txn_versions(path: &Path, app_ids: &[String]) -> HashMap<String, Option<i64>> {
+    txn_versions_at(&Location::local(path), app_ids)
+}
+
+/// Like [`txn_versions`], for any location.
+pub(crate) fn txn_versions_at(loc: &Location, app_ids: &[String]) -> HashMap<String, Option<i64>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let url = url::Url::from_directory_path(path).unwrap();
-        let table = deltalake::open_table(url).await.expect("open table");
+        let url = deltalake::ensure_table_uri(&loc.uri).unwrap();
+        let mut table = deltalake::DeltaTableBuilder::from_url(url)
+            .unwrap()
+            .with_storage_options(loc.options.clone())
+            .build()
+            .unwrap();
+        table.load().await.expect("open table");
         let snapshot = table.snapshot().unwrap();
         let mut out = HashMap::new();
         for id in app_ids {
