@@ -445,7 +445,7 @@ fn table_mode(name: &str, t: &TableConfig) -> Result<()> {
         if let Some((field, _)) = set.iter().find(|(_, on)| *on) {
             return Err(ConfigError::invalid(
                 format!("{key}.{field}"),
-                "applies to the `upsert` and `changelog` modes; the table appends",
+                "applies to the `upsert`, `history` and `changelog` modes; the table appends",
                 format!("set `mode = \"upsert\"` (or `changelog`), or remove `{field}`"),
             ));
         }
@@ -461,7 +461,7 @@ fn table_mode(name: &str, t: &TableConfig) -> Result<()> {
     if t.mode.merges() && !t.partition_by.is_empty() {
         return Err(ConfigError::invalid(
             format!("{key}.partition_by"),
-            "upsert tables cannot be partitioned yet",
+            format!("{:?} tables cannot be partitioned yet", t.mode).to_lowercase(),
             "remove `partition_by` (the merge prunes files by the key columns' statistics)",
         ));
     }
