@@ -698,15 +698,23 @@ fn two_writers_on_one_upsert_table_on_s3() {
 /// changes are produced, until every partition stores its last offset;
 /// both stop with SIGTERM. The changes produced and where they landed.
 fn two_writers(ws: &Workspace, storage: &str) -> (Vec<Change>, Vec<Landed>) {
+    let toml = |bootstrap: &str| upsert_toml_on(ws, storage, bootstrap, "crash", "pair", 10);
+    two_writers_with(ws, &toml, rounds(10, 1000))
+}
+
+/// [`two_writers`] with the config `toml` gives for a bootstrap address,
+/// over `rounds` of changes.
+fn two_writers_with(
+    ws: &Workspace,
+    toml: &dyn Fn(&str) -> String,
+    rounds: Vec<Vec<Change>>,
+) -> (Vec<Change>, Vec<Landed>) {
     let mut broker = MockBroker::start();
     let topic = "crash";
     broker.create_topic(topic, 4);
     let bootstrap = broker.bootstrap();
-    let config = write_config(
-        ws,
-        &upsert_toml_on(ws, storage, &bootstrap, topic, "pair", 10),
-    );
-    let mut rounds = rounds(10, 1000).into_iter();
+    let config = write_config(ws, &toml(&bootstrap));
+    let mut rounds = rounds.into_iter();
     let mut changes = Vec::new();
     let mut landed = Vec::new();
     // First one process merges a third of the changes of every partition:
@@ -1143,4 +1151,21 @@ fn history_crash_loop_is_exact() {
         );
     }
     assert_duckdb_reads_history(&ws.table(), &expected);
+}
+
+/// Two `inlet run` processes in one group on one history table: their
+/// merges rewrite the same files and race; the losers plan again on the
+/// new snapshot; every version is there once.
+#[test]
+fn two_writers_on_one_history_table() {
+    let ws = Workspace::new();
+    let toml = |bootstrap: &str| history_toml(&ws, bootstrap, "crash", "pair", 10, true);
+    let all = history_changes(10 * 150, 1000, 99);
+    let rounds = all.chunks(150).map(<[Change]>::to_vec).collect();
+    let (changes, landed) = two_writers_with(&ws, &toml, rounds);
+    assert_eq!(
+        read_history(&ws.table()),
+        history_reference(&changes, &landed, true)
+    );
+    assert_eq!(quarantined(&ws), poison_offsets(&changes, &landed));
 }
