@@ -1931,6 +1931,64 @@ checkpoint_interval = {interval}
         );
     }
 
+    /// A history table inlet creates has the history columns; a batch of
+    /// changes replayed with offsets the table already stores is fenced and
+    /// adds no versions (the stored offsets fence it, as in `upsert`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replayed_history_batch_is_fenced() {
+        use arrow::array::{BooleanArray, Int64Array, StringArray};
+        use arrow::datatypes::{DataType, Field};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut cfg = config(&path, 100);
+        cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
+        cfg.mode = crate::config::TableMode::History;
+        cfg.keys = vec!["id".into()];
+        cfg.sequence_by = Some("seq".into());
+        let mut sink = DeltaSink::open("events", &cfg).await.unwrap();
+        let schema = sink.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            ["id", "v", "seq", "__start_at", "__end_at", "__is_current"]
+        );
+        let mut fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        fields.push(Field::new(merge::OFFSET_COLUMN, DataType::Int64, false));
+        fields.push(Field::new(merge::DELETE_COLUMN, DataType::Boolean, false));
+        let nulls = |t: &DataType| arrow::array::new_null_array(t, 3);
+        let changes = RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 1, 2])),
+                Arc::new(StringArray::from(vec!["a", "b", "x"])),
+                Arc::new(Int64Array::from(vec![5, 7, 5])),
+                nulls(&DataType::Int64),
+                nulls(&DataType::Int64),
+                nulls(&DataType::Boolean),
+                Arc::new(Int64Array::from(vec![0, 1, 2])),
+                Arc::new(BooleanArray::from(vec![false, false, false])),
+            ],
+        )
+        .unwrap();
+        let retry = CommitConfig::default();
+        let first = sink
+            .commit_merge(std::slice::from_ref(&changes), &progress(0), 0, &retry)
+            .await
+            .unwrap();
+        assert!(matches!(first, CommitOutcome::Committed { .. }), "{first:?}");
+        let version = sink.state.version();
+        let again = sink
+            .commit_merge(&[changes], &progress(0), 0, &retry)
+            .await
+            .unwrap();
+        assert!(matches!(again, CommitOutcome::Fenced { .. }), "{again:?}");
+        assert_eq!(sink.state.version(), version, "nothing written");
+    }
+
     fn add(path: &str, records: i64) -> Action {
         Action::Add(Add {
             path: path.into(),
