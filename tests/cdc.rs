@@ -906,7 +906,8 @@ fn history_reference(changes: &[Change], landed: &[Landed], sequence_by: bool) -
         events.sort();
         let mut open: Option<(String, i64)> = None;
         for (seq, _, v, delete) in events {
-            if let Some((ov, start)) = open.take() {
+            // A change at a version's own start replaces it.
+            if let Some((ov, start)) = open.take().filter(|o| o.1 != seq) {
                 out.push((id, ov, start, Some(seq), false));
             }
             if !delete {
@@ -1037,9 +1038,9 @@ fn history_by_offset_without_sequence_by() {
     assert_eq!(read_history(&ws.table()), expected);
 }
 
-/// Sequence ties in one batch and across batches: both versions are kept,
-/// the earlier one closed where it started, the later change current; an
-/// older change arriving late goes in between, closed.
+/// Sequence ties in one batch and across batches: the later change
+/// replaces the version of the same sequence (no empty versions), also a
+/// delete; an older change arriving late goes in between, closed.
 #[test]
 fn history_ties_and_late_changes() {
     let mut broker = MockBroker::start();
@@ -1060,6 +1061,9 @@ fn history_ties_and_late_changes() {
         change(2, "y", 30, "u"),
         change(3, "p", 5, "u"),
         change(3, "-", 8, "d"),
+        change(4, "m", 3, "u"),
+        change(4, "n", 4, "u"),
+        change(4, "-", 4, "d"), // a delete tying the current version
     ];
     let mut landed = produce_changes(&bootstrap, topic, &first);
     assert!(run_available_now(&config).status.success());
@@ -1076,14 +1080,13 @@ fn history_ties_and_late_changes() {
         (id, s.to_string(), start, end, cur)
     };
     let mut spelled = vec![
-        v(1, "a", 10, Some(10), false),
-        v(1, "b", 10, Some(10), false),
         v(1, "c", 10, None, true),
         v(2, "x", 10, Some(20), false),
         v(2, "late", 20, Some(30), false),
         v(2, "y", 30, None, true),
         v(3, "p", 5, Some(6), false),
         v(3, "late", 6, Some(8), false),
+        v(4, "m", 3, Some(4), false),
     ];
     spelled.sort();
     assert_eq!(expected, spelled, "the reference says what the test means");

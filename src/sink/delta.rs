@@ -1979,7 +1979,10 @@ checkpoint_interval = {interval}
             .commit_merge(std::slice::from_ref(&changes), &progress(0), 0, &retry)
             .await
             .unwrap();
-        assert!(matches!(first, CommitOutcome::Committed { .. }), "{first:?}");
+        assert!(
+            matches!(first, CommitOutcome::Committed { .. }),
+            "{first:?}"
+        );
         let version = sink.state.version();
         let again = sink
             .commit_merge(&[changes], &progress(0), 0, &retry)

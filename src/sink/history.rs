@@ -10,7 +10,10 @@
 //! (older than the current version) is inserted between its neighbours as
 //! a closed version, and never becomes current. Deletes leave no row: a
 //! stored version whose end is no other version's start was closed by a
-//! delete, which is how the timeline is rebuilt with it. The new files,
+//! delete, which is how the timeline is rebuilt with it. A change at the
+//! same sequence as a version replaces it (ties go to the later change,
+//! as in `upsert`): a version never ends where it starts, and a change
+//! delivered again (Debezium after a connector restart) changes nothing. The new files,
 //! the removes and the txn actions go in one commit, as in `upsert`.
 
 use std::cmp::Ordering;
@@ -254,7 +257,12 @@ impl History {
             });
             let mut open: Option<usize> = None;
             for e in &events {
-                if let Some(o) = open.take() {
+                // A change at the open version's own start replaces it (a
+                // tie, or a re-delivered change): no empty version is kept.
+                if let Some(o) = open
+                    .take()
+                    .filter(|&o| seq_rows.row(o) != seq_rows.row(e.at))
+                {
                     picked.push(o as u32);
                     ends.push(Some(e.at as u32));
                 }
@@ -347,8 +355,8 @@ mod tests {
     }
 
     /// Every change of a batch is a version in sequence order (not arrival
-    /// order); a delete closes the current one; ties keep both, the later
-    /// offset current.
+    /// order); a delete closes the current one; of a tie the later
+    /// offset replaces the earlier (no empty version).
     #[test]
     fn a_batch_becomes_a_timeline_per_key() {
         let c = changes(&[
@@ -369,7 +377,6 @@ mod tests {
                 v(1, "b", 7, Some(9), false),
                 v(1, "c", 9, None, true),
                 v(2, "x", 3, Some(4), false),
-                v(3, "p", 2, Some(2), false),
                 v(3, "q", 2, None, true),
             ]
         );
