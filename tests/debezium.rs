@@ -1194,8 +1194,9 @@ fn history_rows(table: &Path) -> Vec<DbzVersion> {
             "__is_current",
         ]
         .map(|c| text(b, c));
+        let cell = |c: usize, i: usize| cols[c][i].clone();
         for i in 0..b.num_rows() {
-            let at = |c: usize| cols[c][i].clone();
+            let at = |c: usize| cell(c, i);
             out.push((
                 at(0).unwrap().parse().unwrap(),
                 at(1).unwrap(),

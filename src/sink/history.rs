@@ -23,7 +23,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray as _, BooleanArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::error::ArrowError;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 
 use super::merge::{align, MergeRules, DELETE_COLUMN, OFFSET_COLUMN};
 use crate::config::HistoryColumns;
@@ -183,7 +183,7 @@ impl History {
         // Sequence values: rows' starts, then rows' ends (index n + i).
         let seqs = arrow::compute::concat(&[all.column(start_at), all.column(end_at)])?;
         let conv = RowConverter::new(vec![SortField::new(seq_type)])?;
-        let seq_rows = conv.convert_columns(&[seqs.clone()])?;
+        let seq_rows = conv.convert_columns(std::slice::from_ref(&seqs))?;
         let key_cols: Vec<ArrayRef> = rules
             .keys
             .iter()
@@ -255,23 +255,7 @@ impl History {
                     .then(a.offset.cmp(&b.offset))
                     .then(a.at.cmp(&b.at))
             });
-            let mut open: Option<usize> = None;
-            for e in &events {
-                // A change at the open version's own start replaces it (a
-                // tie, or a re-delivered change): no empty version is kept.
-                if let Some(o) = open
-                    .take()
-                    .filter(|&o| seq_rows.row(o) != seq_rows.row(e.at))
-                {
-                    picked.push(o as u32);
-                    ends.push(Some(e.at as u32));
-                }
-                open = e.opens;
-            }
-            if let Some(o) = open {
-                picked.push(o as u32);
-                ends.push(None);
-            }
+            walk(&events, &seq_rows, &mut picked, &mut ends);
         }
         let versions = arrow::compute::take_record_batch(&all, &UInt32Array::from(picked))?;
         let end = arrow::compute::take(&seqs, &UInt32Array::from(ends.clone()), None)?;
@@ -280,6 +264,30 @@ impl History {
         columns[end_at] = end;
         columns[current_at] = Arc::new(current);
         RecordBatch::try_new(out.clone(), columns)
+    }
+}
+
+/// A key's timeline from its sorted events: each event closes the open
+/// version at its sequence (one at the same sequence replaces it), and an
+/// upsert opens the next; the last stays open (current). Pushes each
+/// version's row and end (an index into the sequence values).
+fn walk(events: &[Event], seq_rows: &Rows, picked: &mut Vec<u32>, ends: &mut Vec<Option<u32>>) {
+    let mut open: Option<usize> = None;
+    for e in events {
+        // A change at the open version's own start replaces it (a
+        // tie, or a re-delivered change): no empty version is kept.
+        if let Some(o) = open
+            .take()
+            .filter(|&o| seq_rows.row(o) != seq_rows.row(e.at))
+        {
+            picked.push(o as u32);
+            ends.push(Some(e.at as u32));
+        }
+        open = e.opens;
+    }
+    if let Some(o) = open {
+        picked.push(o as u32);
+        ends.push(None);
     }
 }
 
