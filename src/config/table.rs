@@ -472,3 +472,49 @@ mod tests {
         assert!(e.contains("needs a bucket"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod history_tests {
+    /// `mode = "history"` takes the change settings and three distinct
+    /// history column names, with defaults.
+    #[test]
+    fn history_mode_and_its_columns() {
+        let toml = |extra: &str| {
+            format!(
+                r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9"
+group_id = "g"
+[sources.s]
+topics = ["t"]
+table = "events"
+[tables.events]
+uri = "/tmp/events"
+schema = "id BIGINT, seq BIGINT"
+mode = "history"
+keys = ["id"]
+sequence_by = "seq"
+{extra}
+"#
+            )
+        };
+        let cfg = crate::config::load_str(&toml("")).unwrap();
+        let t = &cfg.tables["events"];
+        assert!(t.mode.merges());
+        assert_eq!(t.history.start_column, "__start_at");
+        assert_eq!(t.history.end_column, "__end_at");
+        assert_eq!(t.history.current_column, "__is_current");
+        let e = crate::config::load_str(&toml(
+            "[tables.events.history]\nstart_column = \"valid_from\"\nend_column = \"valid_from\"",
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("tables.events.history"), "{e}");
+        let e = crate::config::load_str(&toml("").replace("keys = [\"id\"]\n", ""))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("tables.events.keys"), "{e}");
+    }
+}

@@ -458,6 +458,20 @@ fn table_mode(name: &str, t: &TableConfig) -> Result<()> {
             "name the columns that identify a row, e.g. `keys = [\"id\"]` (or the key column)",
         ));
     }
+    let h = &t.history;
+    let names = [&h.start_column, &h.end_column, &h.current_column];
+    if t.mode == TableMode::History
+        && (names.iter().any(|n| n.is_empty())
+            || names[0] == names[1]
+            || names[1] == names[2]
+            || names[0] == names[2])
+    {
+        return Err(ConfigError::invalid(
+            format!("{key}.history"),
+            "needs three distinct, non-empty column names",
+            "set distinct `start_column`, `end_column` and `current_column` (or leave them unset)",
+        ));
+    }
     if t.mode.merges() && !t.partition_by.is_empty() {
         return Err(ConfigError::invalid(
             format!("{key}.partition_by"),
