@@ -1992,6 +1992,59 @@ checkpoint_interval = {interval}
         assert_eq!(sink.state.version(), version, "nothing written");
     }
 
+    /// An existing table without the history columns gets them (nullable)
+    /// in the first history merge's commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_history_merge_adds_the_history_columns_to_an_existing_table() {
+        use arrow::array::{BooleanArray, Int64Array, StringArray};
+        use arrow::datatypes::{DataType, Field};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut cfg = config(&path, 100);
+        cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
+        drop(DeltaSink::open("events", &cfg).await.unwrap());
+        cfg.mode = crate::config::TableMode::History;
+        cfg.keys = vec!["id".into()];
+        cfg.sequence_by = Some("seq".into());
+        let mut sink = DeltaSink::open("events", &cfg).await.unwrap();
+        assert_eq!(sink.schema().fields().len(), 3);
+        let mut fields: Vec<Field> = sink
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        fields.push(Field::new(merge::OFFSET_COLUMN, DataType::Int64, false));
+        fields.push(Field::new(merge::DELETE_COLUMN, DataType::Boolean, false));
+        let changes = RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 1])),
+                Arc::new(StringArray::from(vec!["a", "b"])),
+                Arc::new(Int64Array::from(vec![5, 7])),
+                Arc::new(Int64Array::from(vec![0, 1])),
+                Arc::new(BooleanArray::from(vec![false, false])),
+            ],
+        )
+        .unwrap();
+        let done = sink
+            .commit_merge(&[changes], &progress(0), 0, &CommitConfig::default())
+            .await
+            .unwrap();
+        assert!(matches!(done, CommitOutcome::Committed { .. }), "{done:?}");
+        let reopened = DeltaSink::open("events", &cfg).await.unwrap();
+        let names: Vec<String> = reopened
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            ["id", "v", "seq", "__start_at", "__end_at", "__is_current"]
+        );
+    }
+
     fn add(path: &str, records: i64) -> Action {
         Action::Add(Add {
             path: path.into(),
