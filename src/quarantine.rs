@@ -63,6 +63,7 @@ pub fn table_config(table: &TableConfig, uri: &str) -> TableConfig {
         sequence_by: None,
         delete_when: None,
         tombstones: Default::default(),
+        history: Default::default(),
     }
 }
 

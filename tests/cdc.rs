@@ -698,15 +698,23 @@ fn two_writers_on_one_upsert_table_on_s3() {
 /// changes are produced, until every partition stores its last offset;
 /// both stop with SIGTERM. The changes produced and where they landed.
 fn two_writers(ws: &Workspace, storage: &str) -> (Vec<Change>, Vec<Landed>) {
+    let toml = |bootstrap: &str| upsert_toml_on(ws, storage, bootstrap, "crash", "pair", 10);
+    two_writers_with(ws, &toml, rounds(10, 1000))
+}
+
+/// [`two_writers`] with the config `toml` gives for a bootstrap address,
+/// over `rounds` of changes.
+fn two_writers_with(
+    ws: &Workspace,
+    toml: &dyn Fn(&str) -> String,
+    rounds: Vec<Vec<Change>>,
+) -> (Vec<Change>, Vec<Landed>) {
     let mut broker = MockBroker::start();
     let topic = "crash";
     broker.create_topic(topic, 4);
     let bootstrap = broker.bootstrap();
-    let config = write_config(
-        ws,
-        &upsert_toml_on(ws, storage, &bootstrap, topic, "pair", 10),
-    );
-    let mut rounds = rounds(10, 1000).into_iter();
+    let config = write_config(ws, &toml(&bootstrap));
+    let mut rounds = rounds.into_iter();
     let mut changes = Vec::new();
     let mut landed = Vec::new();
     // First one process merges a third of the changes of every partition:
@@ -786,4 +794,381 @@ fn stored_offset(loc: &Location, app_id: &str) -> Option<i64> {
             .ok()
             .flatten()
     })
+}
+
+// ---- `mode = "history"` (SCD type 2) ----
+
+/// A version as the history table holds it: (id, v, start, end, current).
+type Version = (i64, String, i64, Option<i64>, bool);
+
+/// The history table's TOML: [`upsert_toml`]'s table in `history` mode,
+/// ordered by `seq` or (`sequence_by = false`) by the Kafka offset.
+fn history_toml(
+    ws: &Workspace,
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    max_rows: usize,
+    sequence_by: bool,
+) -> String {
+    let toml = upsert_toml(ws, bootstrap, topic, group, max_rows)
+        .replace("mode = \"upsert\"", "mode = \"history\"");
+    if sequence_by {
+        toml
+    } else {
+        toml.replace("sequence_by = \"seq\"\n", "")
+    }
+}
+
+/// `count` changes of `keys` ids for a history table: updates, deletes
+/// (every 7th, of a key whose newest change is not a delete), late ones
+/// (older than the key's newest change, but newer than its last delete: a
+/// delete that closed nothing leaves no trace, see the README), ties (the
+/// key's newest sequence again), every 23rd without an id, every 29th not
+/// JSON (both quarantined).
+fn history_changes(count: u64, keys: u64, seed: u64) -> Vec<Change> {
+    let mut rng = Lcg(seed);
+    // id -> (newest seq, newest is a delete, last delete's seq)
+    let mut newest: BTreeMap<u64, (i64, bool, i64)> = BTreeMap::new();
+    let mut seq = 1000i64;
+    (0..count)
+        .map(|n| {
+            let id = rng.next(keys);
+            let key = Some(format!("{id}").into_bytes());
+            if n % 29 == 28 {
+                return Change {
+                    key,
+                    value: Some(b"{\"id\": 1, ".to_vec()),
+                };
+            }
+            if n % 23 == 22 {
+                return Change {
+                    key,
+                    value: Some(format!(r#"{{"v":"nokey{n}","seq":{seq}}}"#).into_bytes()),
+                };
+            }
+            seq += 1 + rng.next(3) as i64;
+            let state = newest.get(&id).copied();
+            let live = matches!(state, Some((_, false, _)));
+            let delete = n % 7 == 3 && live;
+            let mut s = seq;
+            if let (Some((top, false, last_delete)), false) = (state, delete) {
+                if n % 5 == 1 {
+                    s = (top - 1 - rng.next(20) as i64).max(last_delete + 1); // late
+                } else if n % 11 == 4 {
+                    s = top; // a tie
+                }
+            }
+            let e = newest.entry(id).or_insert((s, delete, i64::MIN / 2));
+            if s >= e.0 {
+                e.0 = s;
+                e.1 = delete;
+            }
+            if delete {
+                e.2 = s;
+            }
+            let op = if delete { "d" } else { "u" };
+            Change {
+                key,
+                value: Some(
+                    format!(r#"{{"id":{id},"v":"v{n}","seq":{s},"__op":"{op}"}}"#).into_bytes(),
+                ),
+            }
+        })
+        .collect()
+}
+
+/// The history of the changes, computed from all of them at once: per id
+/// the changes in (sequence, offset) order; each upsert opens a version,
+/// which the next change of its id closes at that change's sequence.
+/// `sequence_by = false`: the offset is the sequence.
+fn history_reference(changes: &[Change], landed: &[Landed], sequence_by: bool) -> Vec<Version> {
+    let mut by_id: BTreeMap<i64, Vec<(i64, i64, String, bool)>> = BTreeMap::new();
+    for (c, l) in changes.iter().zip(landed) {
+        if is_poison(c) {
+            continue;
+        }
+        let j: serde_json::Value = serde_json::from_slice(c.value.as_ref().unwrap()).unwrap();
+        let seq = if sequence_by {
+            j["seq"].as_i64().unwrap()
+        } else {
+            l.offset
+        };
+        by_id.entry(j["id"].as_i64().unwrap()).or_default().push((
+            seq,
+            l.offset,
+            j["v"].as_str().unwrap().to_string(),
+            j["__op"] == "d",
+        ));
+    }
+    let mut out = Vec::new();
+    for (id, mut events) in by_id {
+        events.sort();
+        let mut open: Option<(String, i64)> = None;
+        for (seq, _, v, delete) in events {
+            // A change at a version's own start replaces it.
+            if let Some((ov, start)) = open.take().filter(|o| o.1 != seq) {
+                out.push((id, ov, start, Some(seq), false));
+            }
+            if !delete {
+                open = Some((v, seq));
+            }
+        }
+        if let Some((ov, start)) = open {
+            out.push((id, ov, start, None, true));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every version in the history table, sorted.
+fn read_history(path: &Path) -> Vec<Version> {
+    let (_, _, batches) = table_batches(path);
+    let mut out = Vec::new();
+    for b in &batches {
+        let id = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+        let v = b.column_by_name("v").unwrap().as_string::<i32>();
+        let start = b
+            .column_by_name("__start_at")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let end = b
+            .column_by_name("__end_at")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let current = b.column_by_name("__is_current").unwrap().as_boolean();
+        for i in 0..b.num_rows() {
+            out.push((
+                id.value(i),
+                v.value(i).to_string(),
+                start.value(i),
+                end.is_valid(i).then(|| end.value(i)),
+                current.value(i),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// DuckDB reads the same versions.
+fn assert_duckdb_reads_history(path: &Path, expected: &[Version]) {
+    let Some(duck) = duckdb_read(
+        path,
+        &[],
+        Some("SELECT id, v, __start_at, __end_at, __is_current FROM t"),
+    ) else {
+        return;
+    };
+    let mut rows: Vec<Version> = duck["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_i64().unwrap(),
+                r[1].as_str().unwrap().to_string(),
+                r[2].as_i64().unwrap(),
+                r[3].as_i64(),
+                r[4].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(rows, expected, "DuckDB reads the reference history");
+}
+
+/// Updates, deletes, late changes and ties over many small batches: the
+/// table holds every version, with its start, end and current flag, as
+/// computed from all the changes at once; quarantine holds the changes
+/// without a key or not JSON; a second run adds nothing.
+#[test]
+fn history_keeps_every_version() {
+    let mut broker = MockBroker::start();
+    let topic = "history";
+    broker.create_topic(topic, 3);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let toml = history_toml(&ws, &bootstrap, topic, "history-1", 40, true);
+    let config = write_config(&ws, &toml);
+    let changes = history_changes(1200, 60, 7);
+    let landed = produce_changes(&bootstrap, topic, &changes);
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = history_reference(&changes, &landed, true);
+    let closed = expected.iter().filter(|v| !v.4).count();
+    let current = expected.iter().filter(|v| v.4).count();
+    assert!(
+        closed > 500 && current > 20 && current < 60,
+        "a reference worth checking: {closed} closed, {current} current"
+    );
+    assert_eq!(read_history(&ws.table()), expected);
+    assert_eq!(quarantined(&ws), poison_offsets(&changes, &landed));
+    assert_duckdb_reads_history(&ws.table(), &expected);
+    let again = run_available_now(&config);
+    assert!(again.status.success());
+    assert_eq!(read_history(&ws.table()), expected, "a re-run adds nothing");
+}
+
+/// Without `sequence_by` a version starts at its change's Kafka offset:
+/// the offset orders, so nothing is late.
+#[test]
+fn history_by_offset_without_sequence_by() {
+    let mut broker = MockBroker::start();
+    let topic = "history-offsets";
+    broker.create_topic(topic, 2);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let toml = history_toml(&ws, &bootstrap, topic, "history-2", 25, false);
+    let config = write_config(&ws, &toml);
+    let changes = history_changes(400, 20, 3);
+    let landed = produce_changes(&bootstrap, topic, &changes);
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = history_reference(&changes, &landed, false);
+    assert_eq!(read_history(&ws.table()), expected);
+}
+
+/// Sequence ties in one batch and across batches: the later change
+/// replaces the version of the same sequence (no empty versions), also a
+/// delete; an older change arriving late goes in between, closed.
+#[test]
+fn history_ties_and_late_changes() {
+    let mut broker = MockBroker::start();
+    let topic = "history-ties";
+    broker.create_topic(topic, 1);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let toml = history_toml(&ws, &bootstrap, topic, "history-ties", 1000, true);
+    let config = write_config(&ws, &toml);
+    let change = |id: i64, v: &str, seq: i64, op: &str| Change {
+        key: Some(format!("{id}").into_bytes()),
+        value: Some(format!(r#"{{"id":{id},"v":"{v}","seq":{seq},"__op":"{op}"}}"#).into_bytes()),
+    };
+    let first = vec![
+        change(1, "a", 10, "u"),
+        change(1, "b", 10, "u"), // a tie in the batch
+        change(2, "x", 10, "u"),
+        change(2, "y", 30, "u"),
+        change(3, "p", 5, "u"),
+        change(3, "-", 8, "d"),
+        change(4, "m", 3, "u"),
+        change(4, "n", 4, "u"),
+        change(4, "-", 4, "d"), // a delete tying the current version
+    ];
+    let mut landed = produce_changes(&bootstrap, topic, &first);
+    assert!(run_available_now(&config).status.success());
+    let second = vec![
+        change(1, "c", 10, "u"),    // a tie with the stored current version
+        change(2, "late", 20, "u"), // late: between x and y
+        change(3, "late", 6, "u"),  // late: before the delete, so closed by it
+    ];
+    landed.extend(produce_changes(&bootstrap, topic, &second));
+    assert!(run_available_now(&config).status.success());
+    let all: Vec<Change> = first.into_iter().chain(second).collect();
+    let expected = history_reference(&all, &landed, true);
+    let v = |id: i64, s: &str, start: i64, end: Option<i64>, cur: bool| -> Version {
+        (id, s.to_string(), start, end, cur)
+    };
+    let mut spelled = vec![
+        v(1, "c", 10, None, true),
+        v(2, "x", 10, Some(20), false),
+        v(2, "late", 20, Some(30), false),
+        v(2, "y", 30, None, true),
+        v(3, "p", 5, Some(6), false),
+        v(3, "late", 6, Some(8), false),
+        v(4, "m", 3, Some(4), false),
+    ];
+    spelled.sort();
+    assert_eq!(expected, spelled, "the reference says what the test means");
+    assert_eq!(read_history(&ws.table()), expected);
+    assert_duckdb_reads_history(&ws.table(), &expected);
+}
+
+/// SIGKILL at random moments while changes are produced, restart, five
+/// times; a last run drains the topic. Every version is there once.
+#[test]
+fn history_crash_loop_is_exact() {
+    let mut broker = MockBroker::start();
+    let topic = "crash";
+    broker.create_topic(topic, 4);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let all = history_changes(5 * 150, 300, 41);
+    let mut changes = Vec::new();
+    let mut landed = Vec::new();
+    let mut rng = Lcg(17);
+    let mut after_commit = 0;
+    for (i, round) in all.chunks(150).enumerate() {
+        let toml = history_toml(&ws, &bootstrap, topic, &format!("hcrash-{i}"), 20, true);
+        let inlet = Running::start(&write_config(&ws, &toml));
+        let (b, r) = (bootstrap.clone(), round.to_vec());
+        let producer = std::thread::spawn(move || {
+            let mut landed = Vec::new();
+            for slice in r.chunks(15) {
+                landed.extend(produce_changes(&b, topic, slice));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            landed
+        });
+        inlet.wait_for("batch committed", 1, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(100 + rng.next(1200)));
+        if inlet.count("batch committed") > 0 {
+            after_commit += 1;
+        }
+        drop(inlet); // SIGKILL
+        landed.extend(producer.join().unwrap());
+        changes.extend(round.iter().cloned());
+    }
+    let toml = history_toml(&ws, &bootstrap, topic, "hcrash-last", 20, true);
+    let out = run_available_now(&write_config(&ws, &toml));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        after_commit >= 3,
+        "too few kills after a commit: {after_commit}"
+    );
+    let expected = history_reference(&changes, &landed, true);
+    assert_eq!(read_history(&ws.table()), expected);
+    assert_eq!(quarantined(&ws), poison_offsets(&changes, &landed));
+    let last = crate::common::assertions::last_offsets(&landed);
+    let ids: Vec<String> = last.keys().map(|p| format!("test:crash:{p}")).collect();
+    let stored = crate::common::tables::txn_versions(&ws.table(), &ids);
+    for (p, off) in &last {
+        assert_eq!(
+            stored[&format!("test:crash:{p}")],
+            Some(*off),
+            "partition {p}"
+        );
+    }
+    assert_duckdb_reads_history(&ws.table(), &expected);
+}
+
+/// Two `inlet run` processes in one group on one history table: their
+/// merges rewrite the same files and race; the losers plan again on the
+/// new snapshot; every version is there once.
+#[test]
+fn two_writers_on_one_history_table() {
+    let ws = Workspace::new();
+    let toml = |bootstrap: &str| history_toml(&ws, bootstrap, "crash", "pair", 10, true);
+    let all = history_changes(10 * 150, 1000, 99);
+    let rounds = all.chunks(150).map(<[Change]>::to_vec).collect();
+    let (changes, landed) = two_writers_with(&ws, &toml, rounds);
+    assert_eq!(
+        read_history(&ws.table()),
+        history_reference(&changes, &landed, true)
+    );
+    assert_eq!(quarantined(&ws), poison_offsets(&changes, &landed));
 }

@@ -1143,3 +1143,152 @@ fn check_changelog(dir: &Path, changes: &[Change], sent: &[Message], landed: &[L
         FROM t WHERE __op IS NOT NULL) WHERE n = 1 AND __op <> 'd' ORDER BY id";
     duckdb_agrees(&dir.join("customers"), latest, &upsert_reference(changes));
 }
+
+/// A version of a Debezium row in a `history` table: id, last name, email,
+/// op, start, end, current.
+type DbzVersion = (i32, String, Option<String>, String, i64, Option<i64>, bool);
+
+/// The reference history of `changes`: per id in `source.lsn` order, each
+/// c/u/r opens a version (its `after`) that the next change closes at its
+/// LSN; a `d` closes and opens nothing.
+fn history_reference(changes: &[Change]) -> Vec<DbzVersion> {
+    let mut by_id: BTreeMap<i32, Vec<&Change>> = BTreeMap::new();
+    for c in changes {
+        by_id.entry(c.id()).or_default().push(c);
+    }
+    let mut out = Vec::new();
+    for (id, mut cs) in by_id {
+        cs.sort_by_key(|c| c.lsn);
+        let mut open: Option<(&Change, i64)> = None;
+        let version = |c: &Change, end: Option<i64>| -> DbzVersion {
+            let row = c.after.as_ref().unwrap();
+            let (last, email) = (row.last_name.clone(), row.email.clone());
+            (id, last, email, c.op.to_string(), c.lsn, end, end.is_none())
+        };
+        for c in cs {
+            if let Some((o, _)) = open.take().filter(|(_, start)| *start != c.lsn) {
+                out.push(version(o, Some(c.lsn)));
+            }
+            open = (c.op != "d").then_some((c, c.lsn));
+        }
+        if let Some((o, _)) = open {
+            out.push(version(o, None));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every version in a history table, sorted.
+fn history_rows(table: &Path) -> Vec<DbzVersion> {
+    let (_, _, batches) = table_batches(table);
+    let mut out = Vec::new();
+    for b in &batches {
+        let cols = [
+            "id",
+            "last_name",
+            "email",
+            "__op",
+            "__start_at",
+            "__end_at",
+            "__is_current",
+        ]
+        .map(|c| text(b, c));
+        let cell = |c: usize, i: usize| cols[c][i].clone();
+        for i in 0..b.num_rows() {
+            let at = |c: usize| cell(c, i);
+            out.push((
+                at(0).unwrap().parse().unwrap(),
+                at(1).unwrap(),
+                at(2),
+                at(3).unwrap(),
+                at(4).unwrap().parse().unwrap(),
+                at(5).map(|e| e.parse().unwrap()),
+                at(6).unwrap() == "true",
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// DuckDB reads the same versions.
+fn duckdb_reads_history(table: &Path, want: &[DbzVersion]) {
+    let sql = "SELECT id, last_name, email, __op, __start_at, __end_at, __is_current FROM t \
+               ORDER BY id, __start_at";
+    let Some(duck) = duckdb_read(table, &[], Some(sql)) else {
+        assert!(!required(), "DuckDB is required in CI");
+        return;
+    };
+    let mut want = want.to_vec();
+    want.sort_by_key(|v| (v.0, v.4));
+    let want: Vec<serde_json::Value> = want.iter().map(|v| json!(v)).collect();
+    assert_eq!(duck["result"], json!(want), "{sql}");
+}
+
+/// A `history` table of the Debezium rows keyed by the row's `id`,
+/// ordered by `source.lsn`.
+fn history_table() -> String {
+    upsert_table(r#""id""#).replace(r#"mode = "upsert""#, r#"mode = "history""#)
+}
+
+/// Debezium JSON (both shapes) into `history`, in batches of 40: every
+/// version of every row with its start and end LSN, the current one
+/// flagged, as computed from the changes; a connector restart's re-sent
+/// suffix changes nothing (a change at a version's own LSN replaces it);
+/// tombstones (no `id`) and pills are quarantined. DuckDB reads the same.
+#[test]
+fn json_changes_into_history_keep_every_version() {
+    let mut broker = MockBroker::start();
+    broker.create_topic(TOPIC, 2);
+    let changes = history(30, 300, 5);
+    let sent = messages(&with_restart(&changes, 200), &json_pills(false), &|c| {
+        change_json(c, c.lsn % 3 == 0)
+    });
+    let landed = produce_all(&broker.bootstrap(), &sent);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_flushing(
+        dir.path(),
+        &broker.bootstrap(),
+        None,
+        "json",
+        &history_table(),
+        40,
+    );
+    run_ok(&config);
+    let want = history_reference(&changes);
+    assert!(want.len() > 250, "{}", want.len());
+    assert_eq!(history_rows(&dir.path().join("customers")), want);
+    duckdb_reads_history(&dir.path().join("customers"), &want);
+    check_quarantine_of(dir.path(), &sent, &landed, true);
+}
+
+/// Debezium Avro through the registry into `history`: the same.
+#[test]
+fn avro_changes_into_history_keep_every_version() {
+    let mut broker = MockBroker::start();
+    broker.create_topic(TOPIC, 2);
+    let registry = MockRegistry::start();
+    let id = registry.register(&format!("{TOPIC}-value"), "AVRO", AVRO, &[]);
+    let changes = history(30, 300, 9);
+    let sent = messages(
+        &with_restart(&changes, 150),
+        &avro_pills(id, register_heartbeat(&registry)),
+        &|c| envelope_avro(id, c.op, &c.before, &c.after, c.lsn, c.tx),
+    );
+    let landed = produce_all(&broker.bootstrap(), &sent);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_flushing(
+        dir.path(),
+        &broker.bootstrap(),
+        Some(&registry.url()),
+        "avro",
+        &history_table(),
+        40,
+    );
+    run_ok(&config);
+    let want = history_reference(&changes);
+    assert_eq!(history_rows(&dir.path().join("customers")), want);
+    duckdb_reads_history(&dir.path().join("customers"), &want);
+    check_quarantine_of(dir.path(), &sent, &landed, true);
+}

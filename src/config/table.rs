@@ -134,13 +134,15 @@ pub struct TableConfig {
     pub evolution: EvolutionPolicy,
     /// How messages become rows: `append` (the default: every message is a
     /// row), `upsert` (the table holds the latest row per `keys`: SCD type
-    /// 1; a change replaces the row of its key, a delete removes it) or
-    /// `changelog` (every change is appended, tombstones included, as rows
-    /// with null value columns). See "Change data capture". Default:
-    /// `append`.
+    /// 1; a change replaces the row of its key, a delete removes it),
+    /// `history` (every version of a row is kept with its validity, SCD
+    /// type 2: see `history`) or `changelog` (every change is appended,
+    /// tombstones included, as rows with null value columns). See "Change
+    /// data capture". Default: `append`.
     #[serde(default)]
     pub mode: TableMode,
-    /// The columns that identify a row in `upsert` and `changelog` modes:
+    /// The columns that identify a row in `upsert`, `history` and
+    /// `changelog` modes:
     /// value columns, or the key column (`metadata_columns.key`, as
     /// `key_format` decodes it). A change with a null key column is
     /// quarantined (stage `constraint`). Required by those modes. Default:
@@ -160,11 +162,14 @@ pub struct TableConfig {
     /// tombstones delete.
     pub delete_when: Option<String>,
     /// What a tombstone (a message with a key and no value) means in
-    /// `upsert` and `changelog` modes: `delete` (the default; the key must
+    /// `upsert`, `history` and `changelog` modes: `delete` (the default; the key must
     /// then be the key column, as a tombstone has no value columns) or
     /// `quarantine` (as in `append` mode, always). Default: `delete`.
     #[serde(default)]
     pub tombstones: Tombstones,
+    /// `history` mode's columns (`[tables.<name>.history]`).
+    #[serde(default)]
+    pub history: HistoryColumns,
     /// Normalising transforms applied in order to each decoded batch,
     /// before it is conformed to the table (`[[tables.<name>.transforms]]`,
     /// each with an `op`; see "Transforms").
@@ -249,6 +254,7 @@ impl fmt::Debug for TableConfig {
             .field("sequence_by", &self.sequence_by)
             .field("delete_when", &self.delete_when)
             .field("tombstones", &self.tombstones)
+            .field("history", &self.history)
             .finish()
     }
 }
@@ -264,12 +270,47 @@ pub enum TableMode {
     Changelog,
     /// The latest row per key (SCD type 1).
     Upsert,
+    /// Every version of each key, with its validity (SCD type 2).
+    History,
 }
 
 impl TableMode {
     /// Whether a batch is merged into the table rather than appended.
     pub fn merges(self) -> bool {
-        self == TableMode::Upsert
+        matches!(self, TableMode::Upsert | TableMode::History)
+    }
+}
+
+/// `[tables.<name>.history]`: the columns `mode = "history"` adds to every
+/// version of a row (a table inlet creates gets them; an existing table
+/// without them gets them added, nullable, by the first merge).
+///
+/// A version starts at its change's `sequence_by` value, or its Kafka
+/// offset without `sequence_by` (the order upsert mode uses too: a Kafka
+/// timestamp may repeat or go back within a partition, the offset does
+/// not), and ends where the next version of its key starts, or at the
+/// delete that closed it; the current version has no end. Start and end
+/// have the type of the `sequence_by` column (BIGINT for the offset).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryColumns {
+    /// The column holding where a version starts. Default: `__start_at`.
+    pub start_column: String,
+    /// The column holding where a version ends (null: the current one).
+    /// Default: `__end_at`.
+    pub end_column: String,
+    /// The BOOLEAN column that is true for the current version of a key
+    /// (a deleted key has none). Default: `__is_current`.
+    pub current_column: String,
+}
+
+impl Default for HistoryColumns {
+    fn default() -> Self {
+        HistoryColumns {
+            start_column: "__start_at".into(),
+            end_column: "__end_at".into(),
+            current_column: "__is_current".into(),
+        }
     }
 }
 
@@ -429,5 +470,51 @@ mod tests {
         );
         let e = check_uri("s3:///events").unwrap_err();
         assert!(e.contains("needs a bucket"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    /// `mode = "history"` takes the change settings and three distinct
+    /// history column names, with defaults.
+    #[test]
+    fn history_mode_and_its_columns() {
+        let toml = |extra: &str| {
+            format!(
+                r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9"
+group_id = "g"
+[sources.s]
+topics = ["t"]
+table = "events"
+[tables.events]
+uri = "/tmp/events"
+schema = "id BIGINT, seq BIGINT"
+mode = "history"
+keys = ["id"]
+sequence_by = "seq"
+{extra}
+"#
+            )
+        };
+        let cfg = crate::config::load_str(&toml("")).unwrap();
+        let t = &cfg.tables["events"];
+        assert!(t.mode.merges());
+        assert_eq!(t.history.start_column, "__start_at");
+        assert_eq!(t.history.end_column, "__end_at");
+        assert_eq!(t.history.current_column, "__is_current");
+        let e = crate::config::load_str(&toml(
+            "[tables.events.history]\nstart_column = \"valid_from\"\nend_column = \"valid_from\"",
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("tables.events.history"), "{e}");
+        let e = crate::config::load_str(&toml("").replace("keys = [\"id\"]\n", ""))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("tables.events.keys"), "{e}");
     }
 }

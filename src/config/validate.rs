@@ -445,7 +445,7 @@ fn table_mode(name: &str, t: &TableConfig) -> Result<()> {
         if let Some((field, _)) = set.iter().find(|(_, on)| *on) {
             return Err(ConfigError::invalid(
                 format!("{key}.{field}"),
-                "applies to the `upsert` and `changelog` modes; the table appends",
+                "applies to the `upsert`, `history` and `changelog` modes; the table appends",
                 format!("set `mode = \"upsert\"` (or `changelog`), or remove `{field}`"),
             ));
         }
@@ -458,10 +458,24 @@ fn table_mode(name: &str, t: &TableConfig) -> Result<()> {
             "name the columns that identify a row, e.g. `keys = [\"id\"]` (or the key column)",
         ));
     }
+    let h = &t.history;
+    let names = [&h.start_column, &h.end_column, &h.current_column];
+    if t.mode == TableMode::History
+        && (names.iter().any(|n| n.is_empty())
+            || names[0] == names[1]
+            || names[1] == names[2]
+            || names[0] == names[2])
+    {
+        return Err(ConfigError::invalid(
+            format!("{key}.history"),
+            "needs three distinct, non-empty column names",
+            "set distinct `start_column`, `end_column` and `current_column` (or leave them unset)",
+        ));
+    }
     if t.mode.merges() && !t.partition_by.is_empty() {
         return Err(ConfigError::invalid(
             format!("{key}.partition_by"),
-            "upsert tables cannot be partitioned yet",
+            format!("{:?} tables cannot be partitioned yet", t.mode).to_lowercase(),
             "remove `partition_by` (the merge prunes files by the key columns' statistics)",
         ));
     }

@@ -7,7 +7,7 @@
 //!   Kafka key instead of being quarantined: rows with null value columns.
 //!   When the keys are not the key column, a tombstone has no key and stays
 //!   quarantined.
-//! - `upsert`: `delete_when` marks deletes, and each change carries its
+//! - `upsert` and `history`: `delete_when` marks deletes, and each change carries its
 //!   Kafka offset ([`OFFSET_COLUMN`]) and whether it deletes
 //!   ([`DELETE_COLUMN`]); the batch's columns are all nullable (a delete has
 //!   no values), the sink writes rows with the table's own nullability.
@@ -91,7 +91,7 @@ impl ChangeRules {
     ) -> Result<RecordBatch, PipelineError> {
         let batch = self.keyed(batch, good, rejected)?;
         let mut deletes = match &self.delete_when {
-            Some((_, c)) if self.mode == TableMode::Upsert => {
+            Some((_, c)) if self.mode.merges() => {
                 let d = c.holds(&batch).map_err(internal)?;
                 d.values().iter().collect::<Vec<bool>>()
             }
@@ -244,7 +244,7 @@ impl ChangeRules {
         messages: &[BorrowedMessage<'_>],
         deletes: &[bool],
     ) -> Result<RecordBatch, PipelineError> {
-        if self.mode != TableMode::Upsert {
+        if !self.mode.merges() {
             return Ok(batch.clone());
         }
         let mut offsets = Int64Builder::with_capacity(good.len());

@@ -217,7 +217,7 @@ impl DeltaSink {
                         })
                     }
                 };
-                let schema = table_schema_from(
+                let mut schema = table_schema_from(
                     base,
                     &cfg.metadata_columns,
                     &cfg.key_format,
@@ -227,6 +227,14 @@ impl DeltaSink {
                     table: name.to_string(),
                     message: e.to_string(),
                 })?;
+                if cfg.mode == crate::config::TableMode::History {
+                    let rules = MergeRules {
+                        keys: cfg.keys.clone(),
+                        sequence_by: cfg.sequence_by.clone(),
+                        history: None,
+                    };
+                    schema = super::history::with_columns(&schema, &rules, &cfg.history);
+                }
                 let kernel: StructType =
                     (&schema).try_into_kernel().map_err(|e| SinkError::Table {
                         table: name.to_string(),
@@ -290,6 +298,8 @@ impl DeltaSink {
             merge: cfg.mode.merges().then(|| MergeRules {
                 keys: cfg.keys.clone(),
                 sequence_by: cfg.sequence_by.clone(),
+                history: (cfg.mode == crate::config::TableMode::History)
+                    .then(|| cfg.history.clone()),
             }),
             files: None,
         })
@@ -825,6 +835,14 @@ impl DeltaSink {
                 rules,
                 progress,
                 app_ids,
+            } if rules.history.is_some() => {
+                self.plan_history(changes, rules, progress, app_ids).await
+            }
+            Job::Merge {
+                changes,
+                rules,
+                progress,
+                app_ids,
             } => self.plan_merge(changes, rules, progress, app_ids).await,
         }
     }
@@ -962,7 +980,7 @@ impl DeltaSink {
         let mut winners = merge::reduce(changes, rules).map_err(arrow)?;
         let current: Schema = self.state.schema().try_into_arrow().map_err(arrow)?;
         let out = merge::output_schema(&current, &winners.batch.schema());
-        let candidates = self.merge_candidates(&winners, rules).await?;
+        let candidates = self.merge_candidates(&winners.batch, rules).await?;
         let mut writer = self
             .writer_factory()
             .map_err(CommitAttemptError::sink)?
@@ -1015,11 +1033,133 @@ impl DeltaSink {
         Ok(Plan::Write { actions, rows: 0 })
     }
 
+    /// `history` mode: the merge of `changes` on the current snapshot. The
+    /// files holding a changed key are rewritten without its versions, and
+    /// every version of the changed keys (stored and new, see the `history`
+    /// module) is written again with its start, end and current flag.
+    async fn plan_history(
+        &mut self,
+        changes: &[RecordBatch],
+        rules: &MergeRules,
+        progress: &[PartitionProgress],
+        app_ids: &[String],
+    ) -> std::result::Result<Plan, CommitAttemptError> {
+        if let Some(fenced) = self.fence(progress, app_ids).await? {
+            return Ok(Plan::Fenced(fenced));
+        }
+        let arrow = |e: arrow::error::ArrowError| {
+            CommitAttemptError::Delta(DeltaTableError::Arrow { source: e })
+        };
+        let cols = rules.history.as_ref().expect("a history job");
+        let mut history = super::history::History::new(changes, rules, cols).map_err(arrow)?;
+        let current: Schema = self.state.schema().try_into_arrow().map_err(arrow)?;
+        let out = merge::output_schema(&current, &history.changes.schema());
+        let out = Arc::new(super::history::with_columns(&out, rules, cols));
+        let candidates = self.merge_candidates(&history.changes, rules).await?;
+        let mut writer = self
+            .writer_factory()
+            .map_err(CommitAttemptError::sink)?
+            .writer(out.clone())
+            .map_err(CommitAttemptError::delta)?;
+        let mut removes = Vec::new();
+        let read = candidates.len();
+        for (path, remove) in candidates {
+            let split = self
+                .split_file(&path, &rules.keys, &out, |b| history.touches(b, rules))
+                .await
+                .map_err(CommitAttemptError::delta)?;
+            let Some((kept, versions)) = split else {
+                continue;
+            };
+            for b in kept {
+                writer.write(b).await.map_err(CommitAttemptError::delta)?;
+            }
+            versions.into_iter().for_each(|b| history.keep_stored(b));
+            removes.push(remove);
+        }
+        let versions = history.versions(rules, &out).map_err(arrow)?;
+        if versions.num_rows() > 0 {
+            writer
+                .write(versions)
+                .await
+                .map_err(CommitAttemptError::delta)?;
+        }
+        let adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
+        debug!(
+            table = %self.name,
+            changes = history.changes.num_rows(),
+            files_read = read,
+            files_rewritten = removes.len(),
+            bytes_written = adds.iter().map(|a| a.size).sum::<i64>(),
+            "history merge planned"
+        );
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + removes.len() + 2);
+        actions.extend(self.evolution(&out)?);
+        actions.extend(removes.into_iter().map(Action::Remove));
+        actions.extend(adds.into_iter().map(Action::Add));
+        actions.extend(progress.iter().map(|p| {
+            Action::Txn(Transaction::new_with_last_update(
+                &p.app_id,
+                p.last,
+                Some(now),
+            ))
+        }));
+        Ok(Plan::Write { actions, rows: 0 })
+    }
+
+    /// Reads the file at `path`: the `needed` columns first, matched by
+    /// `hit`; if no row is hit, `None` (the file stays); else its rows
+    /// split into those not hit and those hit, aligned to `out`.
+    async fn split_file(
+        &self,
+        path: &deltalake::Path,
+        needed: &[String],
+        out: &SchemaRef,
+        mut hit: impl FnMut(&RecordBatch) -> std::result::Result<Vec<bool>, arrow::error::ArrowError>,
+    ) -> std::result::Result<Option<(Vec<RecordBatch>, Vec<RecordBatch>)>, DeltaTableError> {
+        use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use deltalake::parquet::arrow::ProjectionMask;
+        let bytes = self.log.object_store(None).get(path).await?.bytes().await?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?;
+        let roots: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| needed.contains(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let mut hits = Vec::new();
+        for b in builder.with_projection(mask).build()? {
+            hits.push(hit(&b?).map_err(|source| DeltaTableError::Arrow { source })?);
+        }
+        if !hits.iter().flatten().any(|h| *h) {
+            return Ok(None);
+        }
+        // The same reader settings: the same batch boundaries as above.
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+        let (mut kept, mut matched) = (Vec::new(), Vec::new());
+        for (b, hit) in reader.zip(hits) {
+            let b = b?;
+            let on = arrow::array::BooleanArray::from(hit);
+            let off = arrow::compute::not(&on)?;
+            for (mask, into) in [(&off, &mut kept), (&on, &mut matched)] {
+                let part = arrow::compute::filter_record_batch(&b, mask)?;
+                if part.num_rows() > 0 {
+                    into.push(merge::align(&part, out)?);
+                }
+            }
+        }
+        Ok(Some((kept, matched)))
+    }
+
     /// The files of the snapshot at the table state's version whose key
     /// statistics may hold one of the changed keys, with their removes.
     async fn merge_candidates(
         &mut self,
-        winners: &merge::Winners,
+        changes: &RecordBatch,
         rules: &MergeRules,
     ) -> std::result::Result<Vec<(deltalake::Path, deltalake::kernel::Remove)>, CommitAttemptError>
     {
@@ -1037,7 +1177,7 @@ impl DeltaSink {
         };
         loaded.map_err(CommitAttemptError::delta)?;
         let snapshot = table.snapshot().map_err(CommitAttemptError::delta)?;
-        let pruner = merge::Pruner::new(&winners.batch, rules);
+        let pruner = merge::Pruner::new(changes, rules);
         Ok(snapshot
             .log_data()
             .iter()
@@ -1788,6 +1928,120 @@ checkpoint_interval = {interval}
                 .unwrap(),
             5,
             "no files changed: the merge moves on"
+        );
+    }
+
+    /// A history table inlet creates has the history columns; a batch of
+    /// changes replayed with offsets the table already stores is fenced and
+    /// adds no versions (the stored offsets fence it, as in `upsert`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replayed_history_batch_is_fenced() {
+        use arrow::array::{BooleanArray, Int64Array, StringArray};
+        use arrow::datatypes::{DataType, Field};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut cfg = config(&path, 100);
+        cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
+        cfg.mode = crate::config::TableMode::History;
+        cfg.keys = vec!["id".into()];
+        cfg.sequence_by = Some("seq".into());
+        let mut sink = DeltaSink::open("events", &cfg).await.unwrap();
+        let schema = sink.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            ["id", "v", "seq", "__start_at", "__end_at", "__is_current"]
+        );
+        let mut fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        fields.push(Field::new(merge::OFFSET_COLUMN, DataType::Int64, false));
+        fields.push(Field::new(merge::DELETE_COLUMN, DataType::Boolean, false));
+        let nulls = |t: &DataType| arrow::array::new_null_array(t, 3);
+        let changes = RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 1, 2])),
+                Arc::new(StringArray::from(vec!["a", "b", "x"])),
+                Arc::new(Int64Array::from(vec![5, 7, 5])),
+                nulls(&DataType::Int64),
+                nulls(&DataType::Int64),
+                nulls(&DataType::Boolean),
+                Arc::new(Int64Array::from(vec![0, 1, 2])),
+                Arc::new(BooleanArray::from(vec![false, false, false])),
+            ],
+        )
+        .unwrap();
+        let retry = CommitConfig::default();
+        let first = sink
+            .commit_merge(std::slice::from_ref(&changes), &progress(0), 0, &retry)
+            .await
+            .unwrap();
+        assert!(
+            matches!(first, CommitOutcome::Committed { .. }),
+            "{first:?}"
+        );
+        let version = sink.state.version();
+        let again = sink
+            .commit_merge(&[changes], &progress(0), 0, &retry)
+            .await
+            .unwrap();
+        assert!(matches!(again, CommitOutcome::Fenced { .. }), "{again:?}");
+        assert_eq!(sink.state.version(), version, "nothing written");
+    }
+
+    /// An existing table without the history columns gets them (nullable)
+    /// in the first history merge's commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_history_merge_adds_the_history_columns_to_an_existing_table() {
+        use arrow::array::{BooleanArray, Int64Array, StringArray};
+        use arrow::datatypes::{DataType, Field};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut cfg = config(&path, 100);
+        cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
+        drop(DeltaSink::open("events", &cfg).await.unwrap());
+        cfg.mode = crate::config::TableMode::History;
+        cfg.keys = vec!["id".into()];
+        cfg.sequence_by = Some("seq".into());
+        let mut sink = DeltaSink::open("events", &cfg).await.unwrap();
+        assert_eq!(sink.schema().fields().len(), 3);
+        let mut fields: Vec<Field> = sink
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        fields.push(Field::new(merge::OFFSET_COLUMN, DataType::Int64, false));
+        fields.push(Field::new(merge::DELETE_COLUMN, DataType::Boolean, false));
+        let changes = RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 1])),
+                Arc::new(StringArray::from(vec!["a", "b"])),
+                Arc::new(Int64Array::from(vec![5, 7])),
+                Arc::new(Int64Array::from(vec![0, 1])),
+                Arc::new(BooleanArray::from(vec![false, false])),
+            ],
+        )
+        .unwrap();
+        let done = sink
+            .commit_merge(&[changes], &progress(0), 0, &CommitConfig::default())
+            .await
+            .unwrap();
+        assert!(matches!(done, CommitOutcome::Committed { .. }), "{done:?}");
+        let reopened = DeltaSink::open("events", &cfg).await.unwrap();
+        let names: Vec<String> = reopened
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            ["id", "v", "seq", "__start_at", "__end_at", "__is_current"]
         );
     }
 

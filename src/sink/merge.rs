@@ -42,6 +42,8 @@ pub struct MergeRules {
     pub keys: Vec<String>,
     /// The ordering column; `None`: the Kafka offset.
     pub sequence_by: Option<String>,
+    /// `history` mode: its columns; `None`: `upsert` mode.
+    pub history: Option<crate::config::HistoryColumns>,
 }
 
 /// Why a table cannot be merged into, if it cannot: features whose files
@@ -66,8 +68,8 @@ pub(super) fn refusal(protocol: &Protocol) -> Option<String> {
         .collect();
     (!found.is_empty()).then(|| {
         format!(
-            "`mode = \"upsert\"` cannot merge into a table with {}; use a table without these \
-             features, or `mode = \"changelog\"`",
+            "`mode = \"upsert\"` or `\"history\"` cannot merge into a table with {}; use a \
+             table without these features, or `mode = \"changelog\"`",
             found.join(", ")
         )
     })
@@ -403,6 +405,7 @@ mod tests {
         MergeRules {
             keys: vec!["id".into()],
             sequence_by: seq.then(|| "seq".into()),
+            history: None,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod compaction;
 mod create;
 mod delta;
 mod features;
+mod history;
 mod identity;
 mod mapping;
 mod merge;
