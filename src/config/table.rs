@@ -275,6 +275,16 @@ pub enum TableMode {
 }
 
 impl TableMode {
+    /// The mode's name, as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableMode::Append => "append",
+            TableMode::Changelog => "changelog",
+            TableMode::Upsert => "upsert",
+            TableMode::History => "history",
+        }
+    }
+
     /// Whether a batch is merged into the table rather than appended.
     pub fn merges(self) -> bool {
         matches!(self, TableMode::Upsert | TableMode::History)

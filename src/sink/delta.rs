@@ -1535,11 +1535,13 @@ fn mapper_of(name: &str, state: &TableState) -> Result<Option<Arc<Mapper>>> {
 fn checked_layout(name: &str, cfg: &TableConfig, state: &TableState) -> Result<TableLayout> {
     check_appendable(name, state)?;
     if cfg.mode.merges() {
-        let refused = merge::refusal(state.protocol()).or_else(|| {
+        let mode = cfg.mode.name();
+        let refused = merge::refusal(state.protocol(), mode).or_else(|| {
             (!state.metadata().partition_columns().is_empty()).then(|| {
-                "`mode = \"upsert\"` cannot merge into a partitioned table yet; use an \
-                 unpartitioned table"
-                    .to_string()
+                format!(
+                    "`mode = \"{mode}\"` cannot merge into a partitioned table yet; use an \
+                     unpartitioned table"
+                )
             })
         });
         if let Some(message) = refused {

@@ -48,7 +48,7 @@ pub struct MergeRules {
 
 /// Why a table cannot be merged into, if it cannot: features whose files
 /// inlet's merge would have to read or rewrite differently.
-pub(super) fn refusal(protocol: &Protocol) -> Option<String> {
+pub(super) fn refusal(protocol: &Protocol, mode: &str) -> Option<String> {
     let blocking = [
         (
             "deletionVectors",
@@ -68,8 +68,8 @@ pub(super) fn refusal(protocol: &Protocol) -> Option<String> {
         .collect();
     (!found.is_empty()).then(|| {
         format!(
-            "`mode = \"upsert\"` or `\"history\"` cannot merge into a table with {}; use a \
-             table without these features, or `mode = \"changelog\"`",
+            "`mode = \"{mode}\"` cannot merge into a table with {}; use a table without \
+             these features, or `mode = \"changelog\"`",
             found.join(", ")
         )
     })
@@ -476,10 +476,11 @@ mod tests {
             r#"{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["deletionVectors"],"writerFeatures":["deletionVectors","appendOnly"]}"#,
         )
         .unwrap();
-        let why = refusal(&p).unwrap();
+        let why = refusal(&p, "history").unwrap();
         assert!(why.contains("deletionVectors"), "{why}");
+        assert!(why.contains(r#"`mode = "history"`"#), "{why}");
         let p: Protocol =
             serde_json::from_str(r#"{"minReaderVersion":1,"minWriterVersion":2}"#).unwrap();
-        assert_eq!(refusal(&p), None);
+        assert_eq!(refusal(&p, "upsert"), None);
     }
 }
