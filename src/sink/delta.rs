@@ -10,7 +10,7 @@ use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{
     CommitConflictError, CommitData, CommitProperties, TransactionError,
 };
-use deltalake::kernel::{Action, Add, MetadataExt as _, StructType, Transaction};
+use deltalake::kernel::{Action, Add, MetadataExt as _, Remove, StructType, Transaction};
 use deltalake::logstore::{CommitOrBytes, LogStore, LogStoreRef};
 use deltalake::parquet::basic::{Compression as PqCompression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
@@ -1018,19 +1018,7 @@ impl DeltaSink {
             bytes_written = adds.iter().map(|a| a.size).sum::<i64>(),
             "merge planned"
         );
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + removes.len() + 2);
-        actions.extend(self.evolution(&out)?);
-        actions.extend(removes.into_iter().map(Action::Remove));
-        actions.extend(adds.into_iter().map(Action::Add));
-        actions.extend(progress.iter().map(|p| {
-            Action::Txn(Transaction::new_with_last_update(
-                &p.app_id,
-                p.last,
-                Some(now),
-            ))
-        }));
-        Ok(Plan::Write { actions, rows: 0 })
+        self.merge_plan(&out, removes, adds, progress)
     }
 
     /// `history` mode: the merge of `changes` on the current snapshot. The
@@ -1093,9 +1081,23 @@ impl DeltaSink {
             bytes_written = adds.iter().map(|a| a.size).sum::<i64>(),
             "history merge planned"
         );
+        self.merge_plan(&out, removes, adds, progress)
+    }
+
+    /// A merge's commit: the schema change its rows need, the removes of
+    /// the files it rewrote, its new files and the txn actions of every
+    /// partition of the batch, all in one commit.
+    #[allow(clippy::result_large_err)]
+    fn merge_plan(
+        &self,
+        out: &Schema,
+        removes: Vec<Remove>,
+        adds: Vec<Add>,
+        progress: &[PartitionProgress],
+    ) -> std::result::Result<Plan, CommitAttemptError> {
         let now = chrono::Utc::now().timestamp_millis();
         let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + removes.len() + 2);
-        actions.extend(self.evolution(&out)?);
+        actions.extend(self.evolution(out)?);
         actions.extend(removes.into_iter().map(Action::Remove));
         actions.extend(adds.into_iter().map(Action::Add));
         actions.extend(progress.iter().map(|p| {

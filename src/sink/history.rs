@@ -294,29 +294,7 @@ fn walk(events: &[Event], seq_rows: &Rows, picked: &mut Vec<u32>, ends: &mut Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, StringArray};
-
-    fn changes(rows: &[(i64, &str, i64, i64, bool)]) -> RecordBatch {
-        // (id, v, seq, offset, delete)
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, true),
-            Field::new("v", DataType::Utf8, true),
-            Field::new("seq", DataType::Int64, true),
-            Field::new(OFFSET_COLUMN, DataType::Int64, false),
-            Field::new(DELETE_COLUMN, DataType::Boolean, false),
-        ]));
-        RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
-                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
-                Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.4)))),
-            ],
-        )
-        .unwrap()
-    }
+    use crate::sink::merge::tests::changes;
 
     type Version = (i64, String, i64, Option<i64>, bool);
 

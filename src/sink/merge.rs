@@ -365,11 +365,12 @@ impl Pruner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use arrow::array::{BooleanArray, Int64Array, StringArray};
 
-    fn changes(rows: &[(i64, &str, i64, i64, bool)]) -> RecordBatch {
+    /// A batch of changes: (id, v, seq, offset, delete) per row.
+    pub(in crate::sink) fn changes(rows: &[(i64, &str, i64, i64, bool)]) -> RecordBatch {
         // (id, v, seq, offset, delete)
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, true),
