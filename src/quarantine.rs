@@ -41,6 +41,8 @@ pub fn table_config(table: &TableConfig, uri: &str) -> TableConfig {
         uri: uri.to_string(),
         schema: Some(QUARANTINE_DDL.to_string()),
         partition_by: Vec::new(),
+        cluster_by: Vec::new(),
+        identity: Vec::new(),
         input_schema: None,
         key_format: Default::default(),
         key_schema: None,

@@ -8,47 +8,11 @@ use std::time::{Duration, Instant};
 
 use crate::common::assertions::last_offsets;
 use crate::common::brokers::{Broker, MockBroker};
+use crate::common::fixtures::copy_fixture;
 use crate::common::process::{inlet, run_available_now, Running};
 use crate::common::producing::produce;
 use crate::common::required;
 use crate::common::tables::{duckdb_read, read_quarantine, table_batches, txn_versions};
-
-/// The shared fixtures, beside the repository (CI lays `../shared` there).
-fn fixtures() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/delta");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        assert!(!required(), "missing {}", dir.display());
-        None
-    }
-}
-
-/// Copies fixture `name` into `into` (the fixtures are read-only).
-fn copy_fixture(name: &str, into: &Path) -> Option<PathBuf> {
-    let from = fixtures()?.join(name);
-    let to = into.join(name);
-    copy_dir(&from, &to);
-    Some(to)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-            // The copy must be writable even where the fixtures are not.
-            let mut perm = std::fs::metadata(&target).unwrap().permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perm.set_readonly(false);
-            std::fs::set_permissions(&target, perm).unwrap();
-        }
-    }
-}
 
 /// The files of a table's log, to show that nothing was written.
 fn log_files(table: &Path) -> Vec<String> {
@@ -964,6 +928,351 @@ max_age = "1s"
     let version = last_version(&table);
     assert!(run_available_now(&cfg).status.success());
     assert_eq!(last_version(&table), version, "a re-run commits nothing");
+}
+
+/// A table inlet creates with `cluster_by` (and column mapping and row
+/// tracking): version 0 lists the `clustering` and `domainMetadata`
+/// writer features and holds the `delta.clustering` domain naming the
+/// clustering columns by physical name, as Spark writes it; the appends
+/// keep the domain and carry row ids; DuckDB and delta-rs read every row.
+#[test]
+fn creates_a_clustered_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("created");
+    let mut broker = MockBroker::start();
+    broker.create_topic("lake", 2);
+    let bootstrap = broker.bootstrap();
+    let payloads: Vec<Vec<u8>> = (0..200)
+        .map(|i| format!(r#"{{"id": {i}, "region": "r{}"}}"#, i % 3).into_bytes())
+        .collect();
+    let landed = produce(&bootstrap, "lake", &payloads);
+    let cfg = dir.path().join("inlet.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+app_id = "lake"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "lake"
+[sources.s]
+topics = ["lake"]
+table = "t"
+[tables.t]
+uri = "{}"
+schema = "id BIGINT, region STRING"
+cluster_by = ["region", "id"]
+[tables.t.properties]
+"delta.columnMapping.mode" = "name"
+"delta.enableRowTracking" = "true"
+[flush]
+max_rows = 40
+max_age = "1s"
+"#,
+            table.display()
+        ),
+    )
+    .unwrap();
+    let out = run_available_now(&cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = commits(&table);
+    let first = &all[0].1;
+    let protocol = first.iter().find_map(|l| l.get("protocol")).unwrap();
+    for f in [
+        "clustering",
+        "domainMetadata",
+        "rowTracking",
+        "columnMapping",
+    ] {
+        assert!(
+            protocol["writerFeatures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == f),
+            "{f}: {protocol}"
+        );
+    }
+    let metadata = first.iter().find_map(|l| l.get("metaData")).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(metadata["schemaString"].as_str().unwrap()).unwrap();
+    let physical = |name: &str| {
+        schema["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap()["metadata"]["delta.columnMapping.physicalName"]
+            .clone()
+    };
+    assert_ne!(physical("region"), "region");
+    let domain = first
+        .iter()
+        .find_map(|l| l.get("domainMetadata"))
+        .expect("a domain in version 0");
+    assert_eq!(domain["domain"], "delta.clustering");
+    assert_eq!(domain["removed"], false);
+    let conf: serde_json::Value =
+        serde_json::from_str(domain["configuration"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        conf["clusteringColumns"],
+        serde_json::json!([[physical("region")], [physical("id")]])
+    );
+    assert!(metadata["partitionColumns"].as_array().unwrap().is_empty());
+    // Appends never touch the clustering domain.
+    for (v, lines) in &all[1..] {
+        for l in lines {
+            if let Some(d) = l.get("domainMetadata") {
+                assert_ne!(d["domain"], "delta.clustering", "v{v}: {d}");
+            }
+        }
+    }
+    assert!(check_log(&table, -1, false, true) >= 3);
+    for (p, last) in last_offsets(&landed) {
+        let id = format!("lake:lake:{p}");
+        let txn = txn_versions(&table, std::slice::from_ref(&id));
+        assert_eq!(txn[&id], Some(last), "p{p}");
+    }
+    if let Some(r) = rows(
+        &table,
+        Some("SELECT count(DISTINCT id), min(id), max(id), count(DISTINCT region) FROM t"),
+    ) {
+        assert_eq!(r["result"].to_string(), "[[200,0,199,3]]");
+    }
+    assert_eq!(
+        deltars_sql(&table, "SELECT count(*), count(DISTINCT region) FROM t"),
+        [["200", "3"]]
+    );
+    let version = last_version(&table);
+    assert!(run_available_now(&cfg).status.success());
+    assert_eq!(last_version(&table), version, "a re-run commits nothing");
+    // Another list is refused at open, naming the table's.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(r#"cluster_by = ["region", "id"]"#, r#"cluster_by = ["id"]"#),
+    )
+    .unwrap();
+    let out = run_available_now(&cfg);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("tables.t.cluster_by") && said.contains(r#"clustered by ["region", "id"]"#),
+        "{said}"
+    );
+    assert_eq!(last_version(&table), version);
+    // compact refuses it (delta-rs' rewrite would not keep the clustering
+    // domain), naming the feature, and commits nothing.
+    std::fs::write(&cfg, &text).unwrap();
+    let out = inlet()
+        .args(["compact", "--force", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("clustered tables"), "{said}");
+    assert_eq!(last_version(&table), version);
+}
+
+/// The config of a table `t` at `table`, fed by topic `lake`, created with
+/// `extra` (TOML lines of `[tables.t]`).
+fn created_config(dir: &Path, bootstrap: &str, table: &Path, extra: &str) -> PathBuf {
+    let cfg = dir.join("inlet.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+app_id = "lake"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "lake"
+[sources.s]
+topics = ["lake"]
+table = "t"
+[tables.t]
+uri = "{}"
+{extra}
+[flush]
+max_rows = 40
+max_age = "1s"
+"#,
+            table.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// A table inlet creates with `identity` (and row tracking): version 0
+/// lists `identityColumns` and gives the column Spark's identity metadata
+/// (start, step, no explicit inserts); inlet generates the values, whatever
+/// the messages held: unique, from `start` by `step`, the high-water mark
+/// at the last one; DuckDB and delta-rs read them.
+#[test]
+fn creates_a_table_with_an_identity_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("created");
+    let mut broker = MockBroker::start();
+    broker.create_topic("lake", 2);
+    let bootstrap = broker.bootstrap();
+    let payloads: Vec<Vec<u8>> = (0..200)
+        .map(|i| format!(r#"{{"id": 7, "v": "v{i}"}}"#).into_bytes())
+        .collect();
+    let landed = produce(&bootstrap, "lake", &payloads);
+    let cfg = created_config(
+        dir.path(),
+        &bootstrap,
+        &table,
+        "schema = \"id BIGINT, v STRING\"\n\
+         identity = [{ column = \"id\", start = 100, step = 5 }]\n\
+         [tables.t.properties]\n\"delta.enableRowTracking\" = \"true\"",
+    );
+    let out = run_available_now(&cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = commits(&table);
+    let protocol = all[0].1.iter().find_map(|l| l.get("protocol")).unwrap();
+    assert!(
+        protocol["writerFeatures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "identityColumns"),
+        "{protocol}"
+    );
+    let id_metadata = |lines: &[serde_json::Value]| {
+        let m = lines.iter().find_map(|l| l.get("metaData"))?;
+        let schema: serde_json::Value =
+            serde_json::from_str(m["schemaString"].as_str().unwrap()).unwrap();
+        Some(schema["fields"][0]["metadata"].clone())
+    };
+    let first = id_metadata(&all[0].1).unwrap();
+    assert_eq!(first["delta.identity.start"], 100, "{first}");
+    assert_eq!(first["delta.identity.step"], 5, "{first}");
+    assert_eq!(
+        first["delta.identity.allowExplicitInsert"], false,
+        "{first}"
+    );
+    assert!(
+        first.get("delta.identity.highWaterMark").is_none(),
+        "{first}"
+    );
+    let last = all.iter().rev().find_map(|(_, l)| id_metadata(l)).unwrap();
+    assert_eq!(
+        last["delta.identity.highWaterMark"],
+        100 + 5 * 199,
+        "{last}"
+    );
+    assert!(check_log(&table, -1, false, true) >= 3);
+    for (p, last) in last_offsets(&landed) {
+        let id = format!("lake:lake:{p}");
+        let txn = txn_versions(&table, std::slice::from_ref(&id));
+        assert_eq!(txn[&id], Some(last), "p{p}");
+    }
+    let expected = "[[200,200,100,1095,0]]";
+    if let Some(r) = rows(
+        &table,
+        Some("SELECT count(*), count(DISTINCT id), min(id), max(id), sum(CASE WHEN (id - 100) % 5 = 0 THEN 0 ELSE 1 END) FROM t"),
+    ) {
+        assert_eq!(r["result"].to_string(), expected);
+    }
+    assert_eq!(
+        deltars_sql(&table, "SELECT count(DISTINCT id), min(id), max(id) FROM t"),
+        [["200", "100", "1095"]]
+    );
+    let version = last_version(&table);
+    assert!(run_available_now(&cfg).status.success());
+    assert_eq!(last_version(&table), version, "a re-run commits nothing");
+}
+
+/// `identity` naming a column that is not a nullable BIGINT stops inlet
+/// before the table is created, naming the key.
+#[test]
+fn identity_on_a_column_that_is_not_a_nullable_bigint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("created");
+    let mut broker = MockBroker::start();
+    broker.create_topic("lake", 1);
+    for (schema, why) in [
+        ("id STRING", "is not a BIGINT"),
+        ("id BIGINT NOT NULL", "NOT NULL"),
+        ("x BIGINT", "not a column"),
+    ] {
+        let cfg = created_config(
+            dir.path(),
+            &broker.bootstrap(),
+            &table,
+            &format!("schema = \"{schema}\"\nidentity = [{{ column = \"id\" }}]"),
+        );
+        let out = run_available_now(&cfg);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{said}");
+        assert!(
+            said.contains("tables.t.identity") && said.contains(why),
+            "{schema}: {said}"
+        );
+        assert!(!table.join("_delta_log").exists(), "{said}");
+    }
+}
+
+/// `cluster_by` on an existing table that is not clustered stops inlet at
+/// open, naming the key; a column the schema lacks does too, before the
+/// table is created.
+#[test]
+fn cluster_by_on_an_unclustered_table_or_a_missing_column_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(table) = copy_fixture("deletion-vectors", dir.path()) else {
+        return;
+    };
+    let before = log_files(&table);
+    let mut broker = MockBroker::start();
+    broker.create_topic("lake", 1);
+    let cfg = config(dir.path(), &broker.bootstrap(), "lake", &table);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let at = text.find("[tables.").unwrap();
+    let at = at + text[at..].find('\n').unwrap() + 1;
+    let with = |line: &str| {
+        let mut t = text.clone();
+        t.insert_str(at, &format!("{line}\n"));
+        std::fs::write(&cfg, t).unwrap();
+        let out = run_available_now(&cfg);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{said}");
+        said
+    };
+    let said = with("cluster_by = [\"value\"]");
+    assert!(
+        said.contains("cluster_by") && said.contains("not clustered"),
+        "{said}"
+    );
+    assert_eq!(log_files(&table), before);
+    let _ = std::fs::remove_dir_all(&table);
+    let said = with("cluster_by = [\"nope\"]\nschema = \"id BIGINT\"");
+    assert!(
+        said.contains("cluster_by") && said.contains("`nope`"),
+        "{said}"
+    );
+    assert!(!table.join("_delta_log").exists(), "{said}");
 }
 
 /// The column-mapped fixture's physical names (`name` mode, from Spark).

@@ -459,13 +459,14 @@ async fn create_table(
         .iter()
         .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
         .collect();
-    if crate::sink::needs_own_create(&props) {
+    if crate::sink::needs_own_create(&props, &[]) {
         // Features delta-rs' create does not turn on: inlet's own first commit.
         let properties: Vec<(String, Option<String>)> = config.into_iter().collect();
         return crate::sink::create_own(
             table.log_store().as_ref(),
             &schema,
             &create.partition_by,
+            &[],
             &properties,
         )
         .await;

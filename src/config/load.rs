@@ -205,6 +205,45 @@ mod tests {
     }
 
     #[test]
+    fn cluster_by_is_refused_with_partitions_and_with_a_column_twice() {
+        let with = |extra: &str| {
+            load_str(&BASE.replace(
+                "schema = \"user STRING, amount DOUBLE\"\n",
+                &format!("schema = \"user STRING, amount DOUBLE\"\n{extra}\n"),
+            ))
+        };
+        let ok = with("cluster_by = [\"user\", \"amount\"]").unwrap();
+        assert_eq!(ok.tables["events"].cluster_by, ["user", "amount"]);
+        for bad in [
+            "cluster_by = [\"user\"]\npartition_by = [\"user\"]",
+            "cluster_by = [\"user\", \"user\"]",
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("tables.events.cluster_by"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn identity_is_refused_with_step_0_and_with_a_column_twice() {
+        let with = |extra: &str| {
+            load_str(&BASE.replace(
+                "schema = \"user STRING, amount DOUBLE\"\n",
+                &format!("schema = \"id BIGINT, user STRING\"\n{extra}\n"),
+            ))
+        };
+        let ok = with("identity = [{ column = \"id\", step = -2 }]").unwrap();
+        let id = &ok.tables["events"].identity[0];
+        assert_eq!((id.column.as_str(), id.start, id.step), ("id", 1, -2));
+        for bad in [
+            "identity = [{ column = \"id\", step = 0 }]",
+            "identity = [{ column = \"id\" }, { column = \"id\", start = 5 }]",
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("tables.events.identity"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn retention_property_is_refused() {
         let cfg = format!(
             "{BASE}\n[tables.events.properties]\n\"delta.setTransactionRetentionDuration\" = \"interval 1 days\"\n"

@@ -58,9 +58,33 @@ pub struct TableConfig {
     /// subject (`subject_name_strategy`).
     pub schema: Option<String>,
     /// Partition columns for a table inlet creates: table columns, plain or
-    /// derived by a transform (e.g. a date from the event time).
+    /// derived by a transform (e.g. a date from the event time). In `upsert`
+    /// and `history` mode a merge reads only the partitions of its keys when
+    /// the partition columns are also keys; otherwise every partition (a key
+    /// may move; see "Change data capture").
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// Liquid clustering columns for a table inlet creates, e.g.
+    /// `["user", "event_time"]`: top-level table columns. The table gets the
+    /// `clustering` writer feature and the `delta.clustering` domain (as
+    /// Spark's `CLUSTER BY`); the files inlet appends are unclustered, so
+    /// that an `OPTIMIZE` by Spark or Databricks clusters them. Not with
+    /// `partition_by`. On an existing table it must name the table's
+    /// clustering columns, in order (inlet never re-clusters a table):
+    /// otherwise, or on a table that is not clustered, inlet stops at open.
+    /// Default: none.
+    #[serde(default)]
+    pub cluster_by: Vec<String>,
+    /// Identity columns for a table inlet creates
+    /// (`identity = [{ column = "id", start = 1, step = 1 }]`; `start` and
+    /// `step` default to 1, `step` is not 0 and counts down when negative):
+    /// each a nullable BIGINT column of the schema, created `GENERATED
+    /// ALWAYS AS IDENTITY` (the `identityColumns` writer feature); inlet
+    /// generates its values, replacing whatever a message holds for the
+    /// column (see "Writer features"). An existing table's identity columns
+    /// are the table's. Default: none.
+    #[serde(default)]
+    pub identity: Vec<IdentityColumn>,
     /// How message keys fill the `metadata_columns.key` column: `bytes`
     /// (BINARY, as they are), `string` (STRING; invalid UTF-8 is
     /// quarantined), or `json`, `avro`, `json_schema`, `protobuf` (decoded
@@ -177,6 +201,25 @@ pub struct TableConfig {
     pub transforms: Vec<TransformSpec>,
 }
 
+/// An identity column of a table inlet creates (`tables.<name>.identity`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityColumn {
+    /// The column: a nullable BIGINT column of the schema.
+    pub column: String,
+    /// The first value. Default: `1`.
+    #[serde(default = "one")]
+    pub start: i64,
+    /// The difference between consecutive values, not 0 (negative counts
+    /// down). Default: `1`.
+    #[serde(default = "one")]
+    pub step: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
 fn default_max_value_bytes() -> bytesize::ByteSize {
     bytesize::ByteSize::mib(1)
 }
@@ -227,6 +270,8 @@ impl fmt::Debug for TableConfig {
             .field("uri", &self.uri)
             .field("schema", &self.schema)
             .field("partition_by", &self.partition_by)
+            .field("cluster_by", &self.cluster_by)
+            .field("identity", &self.identity)
             .field("input_schema", &self.input_schema)
             .field("key_format", &self.key_format)
             .field("key_schema", &self.key_schema)

@@ -279,6 +279,8 @@ fn tables(c: &Config) -> Result<()> {
         }
         table_locations(&key, t)?;
         table_files(&key, t)?;
+        table_clustering(&key, t)?;
+        table_identity(&key, t)?;
         table_sources(c, name, t)?;
         table_keys(c, name, t)?;
         table_metadata_columns(&key, t)?;
@@ -316,6 +318,53 @@ fn table_locations(key: &str, t: &TableConfig) -> Result<()> {
             "is the table itself",
             "give the quarantine table a location of its own",
         ));
+    }
+    Ok(())
+}
+
+/// `cluster_by`: not with partitions, no column twice. Whether the columns
+/// exist is checked against the schema when the table is created.
+fn table_clustering(key: &str, t: &TableConfig) -> Result<()> {
+    if t.cluster_by.is_empty() {
+        return Ok(());
+    }
+    if !t.partition_by.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{key}.cluster_by"),
+            "a table is either clustered or partitioned, and `partition_by` is set too",
+            "remove `cluster_by` or `partition_by`",
+        ));
+    }
+    for (i, c) in t.cluster_by.iter().enumerate() {
+        if c.trim().is_empty() || t.cluster_by[..i].contains(c) {
+            return Err(ConfigError::invalid(
+                format!("{key}.cluster_by"),
+                format!("names `{c}` twice or is empty"),
+                "list each clustering column once",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `identity`: a non-zero step, no column twice. The column's type is
+/// checked against the schema when the table is created.
+fn table_identity(key: &str, t: &TableConfig) -> Result<()> {
+    for (i, c) in t.identity.iter().enumerate() {
+        if c.step == 0 {
+            return Err(ConfigError::invalid(
+                format!("{key}.identity"),
+                format!("column `{}` has step 0", c.column),
+                "set a non-zero step, e.g. 1",
+            ));
+        }
+        if t.identity[..i].iter().any(|o| o.column == c.column) {
+            return Err(ConfigError::invalid(
+                format!("{key}.identity"),
+                format!("names `{}` twice", c.column),
+                "list each identity column once",
+            ));
+        }
     }
     Ok(())
 }
@@ -470,13 +519,6 @@ fn table_mode(name: &str, t: &TableConfig) -> Result<()> {
             format!("{key}.history"),
             "needs three distinct, non-empty column names",
             "set distinct `start_column`, `end_column` and `current_column` (or leave them unset)",
-        ));
-    }
-    if t.mode.merges() && !t.partition_by.is_empty() {
-        return Err(ConfigError::invalid(
-            format!("{key}.partition_by"),
-            format!("{:?} tables cannot be partitioned yet", t.mode).to_lowercase(),
-            "remove `partition_by` (the merge prunes files by the key columns' statistics)",
         ));
     }
     Ok(())

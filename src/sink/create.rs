@@ -1,7 +1,7 @@
 //! Creating a table whose properties turn on writer features delta-rs'
 //! create cannot commit (in-commit timestamps, row tracking, column mapping,
 //! which needs ids and physical names on every column, type widening, V2
-//! checkpoints): inlet writes
+//! checkpoints, liquid clustering with its domain): inlet writes
 //! its first commit itself, write-if-absent of version 0, with a protocol
 //! (writer version 7) listing every feature the properties and the schema
 //! use, and the `inCommitTimestamp` of the commit. The feature is on from
@@ -18,6 +18,8 @@ use deltalake::{DeltaResult, DeltaTableError};
 const ICT: &str = "delta.enableInCommitTimestamps";
 const ROW_TRACKING: &str = "delta.enableRowTracking";
 const TYPE_WIDENING: &str = "delta.enableTypeWidening";
+/// The domain holding a clustered table's clustering columns.
+pub(crate) const CLUSTERING_DOMAIN: &str = "delta.clustering";
 
 fn is_true<M: Props>(props: &M, key: &str) -> bool {
     props
@@ -49,9 +51,11 @@ fn maps_columns<M: Props>(props: &M) -> bool {
         .is_some_and(|m| m.eq_ignore_ascii_case("name") || m.eq_ignore_ascii_case("id"))
 }
 
-/// Whether a table with `properties` is created by inlet's own commit.
-pub(crate) fn needs_own_create(properties: &impl Props) -> bool {
-    is_true(properties, ICT)
+/// Whether a table with `properties` (clustered by `cluster_by`) is
+/// created by inlet's own commit.
+pub(crate) fn needs_own_create(properties: &impl Props, cluster_by: &[String]) -> bool {
+    !cluster_by.is_empty()
+        || is_true(properties, ICT)
         || is_true(properties, ROW_TRACKING)
         || maps_columns(properties)
         || is_true(properties, TYPE_WIDENING)
@@ -62,7 +66,11 @@ pub(crate) fn needs_own_create(properties: &impl Props) -> bool {
 
 /// The protocol of a new table: the features `props` turn on and the
 /// schema uses; reader version 3 only when a reader feature is among them.
-fn protocol(props: &HashMap<String, String>, schema: &StructType) -> DeltaResult<Protocol> {
+fn protocol(
+    props: &HashMap<String, String>,
+    schema: &StructType,
+    clustered: bool,
+) -> DeltaResult<Protocol> {
     let mut reader: Vec<&str> = Vec::new();
     let mut writer: Vec<&str> = Vec::new();
     let schema_json = serde_json::to_string(schema)?;
@@ -70,7 +78,16 @@ fn protocol(props: &HashMap<String, String>, schema: &StructType) -> DeltaResult
         writer.push("inCommitTimestamp");
     }
     if is_true(props, ROW_TRACKING) {
-        writer.extend(["rowTracking", "domainMetadata"]);
+        writer.push("rowTracking");
+    }
+    if is_true(props, ROW_TRACKING) || clustered {
+        writer.push("domainMetadata");
+    }
+    if clustered {
+        writer.push("clustering");
+    }
+    if super::identity::has_identity(schema) {
+        writer.push("identityColumns");
     }
     if is_true(props, "delta.appendOnly") {
         writer.push("appendOnly");
@@ -120,6 +137,7 @@ pub(crate) async fn create(
     log: &dyn LogStore,
     schema: &StructType,
     partition_by: &[String],
+    cluster_by: &[String],
     properties: &[(String, Option<String>)],
 ) -> DeltaResult<()> {
     let mut props: HashMap<String, String> = properties
@@ -147,7 +165,8 @@ pub(crate) async fn create(
     } else {
         schema
     };
-    let protocol = protocol(&props, schema)?;
+    let protocol = protocol(&props, schema, !cluster_by.is_empty())?;
+    let clustering = clustering_domain(schema, cluster_by)?;
     let metadata = new_metadata(schema, partition_by, props.iter())?;
     let now = chrono::Utc::now().timestamp_millis();
     let info = CommitInfo {
@@ -158,11 +177,12 @@ pub(crate) async fn create(
         engine_info: Some(format!("inlet/{}", env!("CARGO_PKG_VERSION"))),
         ..Default::default()
     };
-    let actions = [
+    let mut actions = vec![
         Action::CommitInfo(info),
         Action::Protocol(protocol),
         Action::Metadata(metadata),
     ];
+    actions.extend(clustering.map(Action::DomainMetadata));
     let lines: Vec<String> = actions
         .iter()
         .map(serde_json::to_string)
@@ -173,6 +193,38 @@ pub(crate) async fn create(
     log.write_commit_entry(0, commit, operation)
         .await
         .map_err(|source| DeltaTableError::Transaction { source })
+}
+
+/// The `delta.clustering` domain of a table clustered by `columns`, as
+/// Spark writes it: each column as the parts of its physical name.
+fn clustering_domain(
+    schema: &StructType,
+    columns: &[String],
+) -> DeltaResult<Option<deltalake::kernel::DomainMetadata>> {
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let physical = columns
+        .iter()
+        .map(|c| {
+            let field = schema.field(c).ok_or_else(|| {
+                DeltaTableError::Generic(format!("cluster_by names `{c}`, not a column"))
+            })?;
+            Ok(vec![match field.metadata().get(super::mapping::PHYSICAL) {
+                Some(deltalake::kernel::MetadataValue::String(p)) => p.clone(),
+                _ => c.clone(),
+            }])
+        })
+        .collect::<DeltaResult<Vec<Vec<String>>>>()?;
+    let configuration = serde_json::json!({
+        "clusteringColumns": physical,
+        "domainName": CLUSTERING_DOMAIN,
+    });
+    Ok(Some(deltalake::kernel::DomainMetadata {
+        domain: CLUSTERING_DOMAIN.into(),
+        configuration: configuration.to_string(),
+        removed: false,
+    }))
 }
 
 #[cfg(test)]
@@ -190,7 +242,7 @@ mod tests {
             (ROW_TRACKING.to_string(), "true".to_string()),
             ("delta.appendOnly".to_string(), "true".to_string()),
         ]);
-        let p = serde_json::to_value(protocol(&props, &schema).unwrap()).unwrap();
+        let p = serde_json::to_value(protocol(&props, &schema, true).unwrap()).unwrap();
         assert_eq!(p["minReaderVersion"], 3);
         assert_eq!(p["minWriterVersion"], 7);
         let writer: Vec<&str> = p["writerFeatures"]
@@ -205,9 +257,33 @@ mod tests {
             "domainMetadata",
             "appendOnly",
             "timestampNtz",
+            "clustering",
         ] {
             assert!(writer.contains(&f), "{f}: {p}");
         }
         assert_eq!(p["readerFeatures"], serde_json::json!(["timestampNtz"]));
+        let domains = writer.iter().filter(|f| **f == "domainMetadata").count();
+        assert_eq!(domains, 1, "{p}");
+    }
+
+    #[test]
+    fn the_clustering_domain_names_physical_columns() {
+        let schema: StructType = serde_json::from_str(
+            r#"{"type":"struct","fields":[
+                {"name":"a b","type":"long","nullable":true,"metadata":{"delta.columnMapping.id":1,"delta.columnMapping.physicalName":"col-1"}},
+                {"name":"c","type":"string","nullable":true,"metadata":{}}]}"#,
+        )
+        .unwrap();
+        let d = clustering_domain(&schema, &["a b".into(), "c".into()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.domain, "delta.clustering");
+        let c: serde_json::Value = serde_json::from_str(&d.configuration).unwrap();
+        assert_eq!(
+            c["clusteringColumns"],
+            serde_json::json!([["col-1"], ["c"]])
+        );
+        assert!(clustering_domain(&schema, &["x".into()]).is_err());
+        assert!(clustering_domain(&schema, &[]).unwrap().is_none());
     }
 }

@@ -105,6 +105,13 @@ fn has_writer_feature(protocol: &Protocol, feature: &TableFeature) -> bool {
         .is_some_and(|f| f.iter().any(|f| f == feature || f.to_string() == name))
 }
 
+/// Whether the table is clustered (`clustering`, or Databricks' preview
+/// name `liquid`).
+pub(crate) fn is_clustered(protocol: &Protocol) -> bool {
+    has_writer_feature(protocol, &TableFeature::ClusteredTable)
+        || has_writer_feature(protocol, &TableFeature::Unknown("liquid".to_owned()))
+}
+
 /// Whether appends must assign row ids (`rowTracking` is supported).
 pub(crate) fn tracks_row_ids(protocol: &Protocol) -> bool {
     has_writer_feature(protocol, &TableFeature::RowTracking)
@@ -142,6 +149,14 @@ pub(crate) fn compaction_refusal(protocol: &Protocol, metadata: &Metadata) -> Op
         (
             TableFeature::TypeWideningPreview,
             "delta-rs does not read the files written before a widening",
+        ),
+        (
+            TableFeature::ClusteredTable,
+            "delta-rs does not rewrite clustered tables",
+        ),
+        (
+            TableFeature::Unknown("liquid".to_owned()),
+            "delta-rs does not rewrite clustered tables",
         ),
     ];
     let mut found: Vec<String> = blocking

@@ -8,10 +8,13 @@
 //!
 //! Safe under concurrent writers: a commit is only made when the table's
 //! high-water mark is still before the window's first value, so every value
-//! another writer committed lies before every value of the window. When it
-//! is not (another writer generated values meanwhile), the files hold values
-//! that may repeat theirs: nothing of the batch is committed and the run
-//! stops; a restart generates the values again after the table's mark.
+//! another writer committed lies before every value of the window, and the
+//! windows of the commits follow each other in log order. When it is not
+//! (another writer committed values meanwhile), the batch's files hold
+//! values that may repeat theirs: before its commit is tried again, the
+//! sink writes them anew with values taken after the table's fresh mark
+//! ([`Identities::fill_at`]; see `DeltaSink::regenerate`), and the commit
+//! carries those files and that window instead.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -19,7 +22,10 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use arrow::datatypes::Schema;
 use arrow::error::ArrowError;
 use delta_kernel::schema::MetadataValue;
-use deltalake::kernel::{DataType as KernelType, PrimitiveType, StructType};
+use deltalake::kernel::{Add, DataType as KernelType, PrimitiveType, StructType};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::DeltaTableError;
+use object_store::ObjectStoreExt as _;
 
 /// The first value (`delta.identity.start`).
 pub(super) const START: &str = "delta.identity.start";
@@ -62,6 +68,49 @@ pub(super) fn refusal(field: &deltalake::kernel::StructField) -> Option<String> 
     };
     Some(format!("identity column `{}` {why}", field.name()))
 }
+
+/// `schema` with `columns` made `GENERATED ALWAYS AS IDENTITY`, for a table
+/// inlet creates: the metadata Spark gives such a column (no high-water
+/// mark until values are written). Each must be a nullable BIGINT column.
+pub(crate) fn declare(
+    schema: &StructType,
+    columns: &[crate::config::IdentityColumn],
+) -> Result<StructType, String> {
+    for c in columns {
+        match schema.field(&c.column) {
+            None => return Err(format!("names `{}`, which is not a column", c.column)),
+            Some(f) if f.data_type() != &KernelType::Primitive(PrimitiveType::Long) => {
+                return Err(format!("column `{}` is not a BIGINT", c.column))
+            }
+            Some(f) if !f.is_nullable() => {
+                return Err(format!(
+                    "column `{}` is NOT NULL: inlet generates identity values for nullable columns only",
+                    c.column
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let fields = schema
+        .fields()
+        .map(|f| match columns.iter().find(|c| &c.column == f.name()) {
+            Some(c) => f.clone().add_metadata([
+                (START, MetadataValue::Number(c.start)),
+                (STEP, MetadataValue::Number(c.step)),
+                (ALLOW_EXPLICIT_INSERT, MetadataValue::Boolean(false)),
+            ]),
+            None => f.clone(),
+        });
+    StructType::try_new(fields).map_err(|e| e.to_string())
+}
+
+/// Whether `schema` has an identity column.
+pub(super) fn has_identity(schema: &StructType) -> bool {
+    schema.fields().any(|f| f.metadata().contains_key(START))
+}
+
+/// The first and last value generated, by identity column (`None`: none).
+pub(super) type Window = Vec<Option<(i64, i64)>>;
 
 /// One identity column's counter.
 #[derive(Debug)]
@@ -125,17 +174,47 @@ impl Identities {
         self.columns.len()
     }
 
+    /// The identity columns' names, in the order of [`Self::len`].
+    pub(super) fn names(&self) -> Vec<String> {
+        self.columns.iter().map(|c| c.name.clone()).collect()
+    }
+
     /// `batch` with fresh values in every identity column; the first and
     /// last value of each (by column, as [`Self::len`]).
     pub(crate) fn fill(
         &self,
         batch: RecordBatch,
     ) -> Result<(RecordBatch, Vec<(i64, i64)>), ArrowError> {
+        let at = self
+            .columns
+            .iter()
+            .map(|c| batch.schema().index_of(&c.name).map(Some))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (batch, ranges) = self.fill_at(batch, &at)?;
+        Ok((batch, ranges.into_iter().flatten().collect()))
+    }
+
+    /// `batch` with fresh values in the columns at `at` (by identity
+    /// column, as [`Self::len`]; `None`: not in the batch, e.g. a file's
+    /// columns under their physical names); the first and last value of
+    /// each column filled.
+    pub(super) fn fill_at(
+        &self,
+        batch: RecordBatch,
+        at: &[Option<usize>],
+    ) -> Result<(RecordBatch, Window), ArrowError> {
         let n = batch.num_rows() as i64;
         let mut columns = batch.columns().to_vec();
         let mut ranges = Vec::with_capacity(self.columns.len());
-        for c in &self.columns {
-            let at = batch.schema().index_of(&c.name)?;
+        for (c, at) in self.columns.iter().zip(at) {
+            let Some(at) = *at else {
+                ranges.push(None);
+                continue;
+            };
+            if n == 0 {
+                ranges.push(None);
+                continue;
+            }
             let first = {
                 let mut next = c.next.lock().unwrap_or_else(PoisonError::into_inner);
                 let first = *next;
@@ -146,7 +225,7 @@ impl Identities {
                 (0..n).map(|i| first + c.step * i),
             ));
             columns[at] = values;
-            ranges.push((first, first + c.step * (n - 1)));
+            ranges.push(Some((first, first + c.step * (n - 1))));
         }
         Ok((RecordBatch::try_new(batch.schema(), columns)?, ranges))
     }
@@ -171,12 +250,105 @@ impl Identities {
                         m.insert(LAST.to_string(), last.to_string());
                         f.as_ref().clone().with_metadata(m)
                     }
-                    None => f.as_ref().clone(),
+                    // No values (or none any more): no window to record.
+                    None => {
+                        let mut m = f.metadata().clone();
+                        m.remove(FIRST);
+                        m.remove(LAST);
+                        f.as_ref().clone().with_metadata(m)
+                    }
                 }
             })
             .collect();
         Schema::new_with_metadata(fields, schema.metadata().clone())
     }
+}
+
+/// Widens `range` (a window, by identity column) by `more` (values taken
+/// later from the same counters).
+pub(super) fn extend(range: &mut [Option<(i64, i64)>], more: &[Option<(i64, i64)>]) {
+    for (r, m) in range.iter_mut().zip(more) {
+        if let Some((first, last)) = *m {
+            *r = Some((r.map_or(first, |(f, _)| f), last));
+        }
+    }
+}
+
+/// Writes the file of `add` anew at a fresh path beside it, with fresh
+/// values in its identity columns (`columns`: their names in the file, by
+/// identity column, as [`Identities::len`]), as the same Parquet with the
+/// writer settings `properties`: the add of the new file (its statistics
+/// of those columns follow) and the window of its values.
+pub(super) async fn rewrite(
+    store: &dyn object_store::ObjectStore,
+    add: &Add,
+    ids: &Identities,
+    columns: &[String],
+    properties: &WriterProperties,
+) -> Result<(Add, Window), DeltaTableError> {
+    use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use deltalake::parquet::arrow::ArrowWriter;
+    let old = object_store::path::Path::parse(&add.path)
+        .unwrap_or_else(|_| object_store::path::Path::from(add.path.as_str()));
+    let bytes = store.get(&old).await?.bytes().await?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let schema = reader.schema().clone();
+    let at: Vec<Option<usize>> = columns.iter().map(|c| schema.index_of(c).ok()).collect();
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(properties.clone()))?;
+    let mut window = vec![None; ids.len()];
+    for batch in reader.build()? {
+        let (batch, ranges) = ids.fill_at(batch?, &at)?;
+        extend(&mut window, &ranges);
+        writer.write(&batch)?;
+    }
+    writer.close()?;
+    let name = format!("part-00000-{}-c000.parquet", uuid::Uuid::new_v4());
+    let path = match add.path.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{name}"),
+        None => name,
+    };
+    let size = out.len() as i64;
+    store
+        .put(
+            &object_store::path::Path::parse(&path)
+                .map_err(|e| DeltaTableError::Generic(e.to_string()))?,
+            out.into(),
+        )
+        .await?;
+    let mut new = add.clone();
+    new.path = path;
+    new.size = size;
+    new.modification_time = chrono::Utc::now().timestamp_millis();
+    new.stats = add
+        .stats
+        .as_deref()
+        .map(|s| restat(s, columns, &window))
+        .transpose()?;
+    Ok((new, window))
+}
+
+/// The statistics `stats` (an add's JSON) with the minimum and maximum of
+/// the identity columns (`columns`, by their names in the file) set to the
+/// file's new values (`window`), where the statistics hold them.
+fn restat(
+    stats: &str,
+    columns: &[String],
+    window: &[Option<(i64, i64)>],
+) -> Result<String, DeltaTableError> {
+    let mut v: serde_json::Value = serde_json::from_str(stats)?;
+    for (c, w) in columns.iter().zip(window) {
+        let Some((first, last)) = *w else { continue };
+        for (key, value) in [
+            ("minValues", first.min(last)),
+            ("maxValues", first.max(last)),
+        ] {
+            if let Some(slot) = v.get_mut(key).and_then(|m| m.get_mut(c)) {
+                *slot = value.into();
+            }
+        }
+    }
+    Ok(v.to_string())
 }
 
 /// Removes the identity keys (the table's and the windows') from the
@@ -195,11 +367,76 @@ pub(super) fn strip(schema: &Schema) -> Schema {
     Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
+/// The first and last value of the window that `field` (of a commit's
+/// schema, see [`Identities::mark`]) records, if any.
+fn window(field: &arrow::datatypes::Field) -> Option<(i64, i64)> {
+    let first = field.metadata().get(FIRST)?.parse::<i64>().ok()?;
+    let last = field.metadata().get(LAST)?.parse::<i64>().ok()?;
+    Some((first, last))
+}
+
+/// The table's high-water mark of identity column `old`, when it has
+/// reached `first` (the first value of a window): another writer committed
+/// values the window's may repeat.
+fn reached(old: &deltalake::kernel::StructField, first: i64) -> Option<i64> {
+    let step = number(old.metadata().get(STEP)).unwrap_or(1);
+    let mark = number(old.metadata().get(HIGH_WATER_MARK))?;
+    ((step > 0 && mark >= first) || (step < 0 && mark <= first)).then_some(mark)
+}
+
+/// Whether the table's high-water mark of an identity column has reached
+/// the window of the files written with `file` (a commit's schema, see
+/// [`Identities::mark`]): their values must be generated again before they
+/// are committed.
+pub(super) fn moved(table: &StructType, file: &Schema) -> bool {
+    file.fields().iter().any(|f| {
+        window(f).is_some_and(|(first, _)| {
+            table
+                .field(f.name())
+                .is_some_and(|old| reached(old, first).is_some())
+        })
+    })
+}
+
+/// Whether metadata `ours` (a commit's) and `table`'s differ at most in
+/// the identity columns' high-water marks, each of ours at or past the
+/// table's: a commit that only moved them (another writer's append, whose
+/// values lie before ours) leaves `ours` valid.
+pub(super) fn same_but_marks(
+    ours: &deltalake::kernel::Metadata,
+    table: &deltalake::kernel::Metadata,
+) -> bool {
+    type Marks = Vec<(i64, i64)>;
+    /// The metadata without the marks, and the (mark, step) of each field.
+    fn bare(m: &deltalake::kernel::Metadata) -> Option<(serde_json::Value, Marks)> {
+        let mut v = serde_json::to_value(m).ok()?;
+        let mut schema: serde_json::Value =
+            serde_json::from_str(v.get("schemaString")?.as_str()?).ok()?;
+        let mut marks = Vec::new();
+        for f in schema.get_mut("fields")?.as_array_mut()? {
+            if let Some(m) = f.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                let step = m.get(STEP).and_then(|s| s.as_i64()).unwrap_or(1);
+                let mark = m.remove(HIGH_WATER_MARK).and_then(|h| h.as_i64());
+                marks.push((mark.unwrap_or(i64::MIN), step));
+            }
+        }
+        v["schemaString"] = schema;
+        Some((v, marks))
+    }
+    let (Some((a, ours)), Some((b, theirs))) = (bare(ours), bare(table)) else {
+        return false;
+    };
+    a == b
+        && ours.iter().zip(&theirs).all(|((o, step), (t, _))| {
+            *t == i64::MIN || (*step > 0 && o >= t) || (*step < 0 && o <= t && *o != i64::MIN)
+        })
+}
+
 /// `merged` (the commit's schema) with the high-water mark of each identity
 /// column the commit's files generated values for (`file`, see
 /// [`Identities::mark`]) moved to the window's last value. An error when
-/// the table's mark is not before the window's first value (see the module
-/// docs).
+/// the table's mark is not before the window's first value (the commit
+/// checks [`moved`] first, and writes the files again).
 pub(super) fn advance(
     merged: &StructType,
     table: &StructType,
@@ -208,26 +445,18 @@ pub(super) fn advance(
     let fields = merged
         .fields()
         .map(|f| {
-            let window = file.field_with_name(f.name()).ok().and_then(|w| {
-                let first = w.metadata().get(FIRST)?.parse::<i64>().ok()?;
-                let last = w.metadata().get(LAST)?.parse::<i64>().ok()?;
-                Some((first, last))
-            });
-            let Some((first, last)) = window else {
+            let Some((first, last)) = file.field_with_name(f.name()).ok().and_then(window) else {
                 return Ok(f.clone());
             };
             let old = table
                 .field(f.name())
                 .ok_or_else(|| format!("identity column `{}` is gone", f.name()))?;
-            let step = number(old.metadata().get(STEP)).unwrap_or(1);
-            if let Some(mark) = number(old.metadata().get(HIGH_WATER_MARK)) {
-                if (step > 0 && mark >= first) || (step < 0 && mark <= first) {
-                    return Err(format!(
-                        "another writer generated values of identity column `{}` up to {mark} \
-                         while inlet's files hold {first} to {last}",
-                        f.name()
-                    ));
-                }
+            if let Some(mark) = reached(old, first) {
+                return Err(format!(
+                    "another writer generated values of identity column `{}` up to {mark} \
+                     while inlet's files hold {first} to {last}",
+                    f.name()
+                ));
             }
             let mut m = f.metadata().clone();
             m.insert(HIGH_WATER_MARK.to_string(), MetadataValue::Number(last));
@@ -304,10 +533,79 @@ mod tests {
                 .metadata()[HIGH_WATER_MARK],
             MetadataValue::Number(49)
         );
+        assert!(!moved(&t, &file));
+        assert!(
+            moved(&table(Some(45)), &file),
+            "the mark reached the window"
+        );
+        assert!(!moved(&table(None), &file));
         // A fresh table starts at `start`; a foreign mark pushes the counter.
         let fresh = Identities::of(&table(None)).unwrap();
         assert_eq!(fresh.fill(batch(1)).unwrap().1, [(1, 1)]);
         fresh.observe(&table(Some(100)));
         assert_eq!(fresh.fill(batch(1)).unwrap().1, [(101, 101)]);
+        // A file's column found by position (its name may be a physical one).
+        let (b, r) = fresh.fill_at(batch(2), &[Some(0)]).unwrap();
+        assert_eq!(
+            b.column(0).as_primitive::<Int64Type>().values(),
+            &[102, 103]
+        );
+        assert_eq!(r, [Some((102, 103))]);
+        assert_eq!(fresh.fill_at(batch(2), &[None]).unwrap().1, [None]);
+        let mut window = vec![Some((102, 103))];
+        extend(&mut window, &[Some((110, 111))]);
+        assert_eq!(window, [Some((102, 111))]);
+        // The new window replaces the old in a commit's schema.
+        let unmarked = fresh.mark(&file, &[None]);
+        assert!(window_of(&unmarked).is_none());
+        assert_eq!(window_of(&fresh.mark(&file, &window)), Some((102, 111)));
+    }
+
+    fn window_of(s: &Schema) -> Option<(i64, i64)> {
+        window(s.field_with_name("id").ok()?)
+    }
+
+    fn metadata(mark: i64, config: &str) -> deltalake::kernel::Metadata {
+        let schema = serde_json::to_string(&table(Some(mark))).unwrap();
+        serde_json::from_value(serde_json::json!({
+            "id": "t",
+            "format": {"provider": "parquet", "options": {}},
+            "schemaString": schema,
+            "partitionColumns": [],
+            "configuration": {"x": config},
+            "createdTime": 1,
+        }))
+        .unwrap()
+    }
+
+    /// A commit's metadata stays valid past another writer's that moved
+    /// only the marks, to values before its own.
+    #[test]
+    fn metadata_that_differs_only_in_earlier_marks_is_the_same() {
+        assert!(same_but_marks(&metadata(50, "a"), &metadata(46, "a")));
+        assert!(same_but_marks(&metadata(50, "a"), &metadata(50, "a")));
+        assert!(
+            !same_but_marks(&metadata(46, "a"), &metadata(50, "a")),
+            "ours behind"
+        );
+        assert!(
+            !same_but_marks(&metadata(50, "a"), &metadata(46, "b")),
+            "more changed"
+        );
+    }
+
+    /// A rewritten file's statistics follow its new identity values.
+    #[test]
+    fn statistics_of_a_rewritten_file_follow_its_values() {
+        let stats = r#"{"numRecords":3,"minValues":{"id":1,"s":"a"},"maxValues":{"id":3,"s":"z"},"nullCount":{"id":0}}"#;
+        let v: serde_json::Value =
+            serde_json::from_str(&restat(stats, &["id".into()], &[Some((50, 48))]).unwrap())
+                .unwrap();
+        assert_eq!(v["minValues"]["id"], 48);
+        assert_eq!(v["maxValues"]["id"], 50);
+        assert_eq!(v["maxValues"]["s"], "z");
+        assert_eq!(v["numRecords"], 3);
+        let none = r#"{"numRecords":3}"#;
+        assert_eq!(restat(none, &["id".into()], &[Some((1, 3))]).unwrap(), none);
     }
 }

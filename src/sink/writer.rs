@@ -126,9 +126,8 @@ impl TableWriter {
         let batch = match &self.identity {
             Some(i) if batch.num_rows() > 0 => {
                 let (batch, ranges) = i.fill(batch)?;
-                for (w, (first, last)) in self.window.iter_mut().zip(ranges) {
-                    *w = Some((w.map_or(first, |(f, _)| f), last));
-                }
+                let ranges: Vec<Option<(i64, i64)>> = ranges.into_iter().map(Some).collect();
+                super::identity::extend(&mut self.window, &ranges);
                 batch
             }
             _ => batch,

@@ -18,6 +18,7 @@ pub(crate) mod assertions;
 pub(crate) mod avro;
 pub(crate) mod brokers;
 pub(crate) mod faults;
+pub(crate) mod fixtures;
 pub(crate) mod process;
 pub(crate) mod producing;
 pub(crate) mod proxy;
