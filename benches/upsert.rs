@@ -10,9 +10,13 @@
 //! (bytes of the files each merge adds / bytes of the changes as JSON
 //! messages), files rewritten per batch, and the process's peak RSS.
 //!
+//! With `--deletion-vectors` the upsert table has `delta.enableDeletionVectors`
+//! (merges delete replaced rows with a vector instead of rewriting files);
+//! its written bytes count the new data files and the vector files.
+//!
 //! ```text
 //! cargo bench --bench upsert -- [--keys 1000000] [--changed 0.01] [--batches 5]
-//!     [--file-size 32MiB]
+//!     [--file-size 32MiB] [--deletion-vectors]
 //! ```
 
 use std::sync::Arc;
@@ -28,6 +32,7 @@ struct Args {
     changed: f64,
     batches: usize,
     file_size: String,
+    deletion_vectors: bool,
 }
 
 fn args() -> Args {
@@ -36,6 +41,7 @@ fn args() -> Args {
         changed: 0.01,
         batches: 5,
         file_size: "32MiB".into(),
+        deletion_vectors: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -45,6 +51,7 @@ fn args() -> Args {
             "--changed" => a.changed = v().parse().unwrap(),
             "--batches" => a.batches = v().parse().unwrap(),
             "--file-size" => a.file_size = v(),
+            "--deletion-vectors" => a.deletion_vectors = true,
             // `cargo bench` passes --bench.
             _ => {}
         }
@@ -52,12 +59,20 @@ fn args() -> Args {
     a
 }
 
-fn table_config(path: &std::path::Path, mode: &str, file_size: &str) -> inlet::config::TableConfig {
-    let keys = if mode == "upsert" {
-        "keys = [\"id\"]\nsequence_by = \"seq\""
+fn table_config(
+    path: &std::path::Path,
+    mode: &str,
+    file_size: &str,
+    vectors: bool,
+) -> inlet::config::TableConfig {
+    let mut keys = if mode == "upsert" {
+        "keys = [\"id\"]\nsequence_by = \"seq\"".to_string()
     } else {
-        ""
+        String::new()
     };
+    if vectors {
+        keys.push_str("\n[tables.t.properties]\n\"delta.enableDeletionVectors\" = \"true\"");
+    }
     let toml = format!(
         r#"
 [kafka]
@@ -150,9 +165,11 @@ async fn append(sink: &mut DeltaSink, ids: &[i64], seq: i64, first: i64) -> i64 
     written
 }
 
-/// Bytes of the files added in the table's last commit, and the files it
-/// removed.
-fn last_commit(path: &std::path::Path) -> (i64, usize) {
+/// Bytes of the files written by the table's last commit (new data files,
+/// and the deletion vector files its adds point to; a file added again
+/// with a vector was not written), and the files it removed without
+/// adding them again (rewritten), and the files given a vector.
+fn last_commit(path: &std::path::Path) -> (i64, usize, usize) {
     let log = path.join("_delta_log");
     let mut commits: Vec<_> = std::fs::read_dir(&log)
         .unwrap()
@@ -161,18 +178,46 @@ fn last_commit(path: &std::path::Path) -> (i64, usize) {
         .collect();
     commits.sort();
     let text = std::fs::read_to_string(commits.last().unwrap()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let removed_paths: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter_map(|v| v["remove"]["path"].as_str())
+        .collect();
+    let added_paths: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter_map(|v| v["add"]["path"].as_str())
+        .collect();
     let mut added = 0;
-    let mut removed = 0;
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if let Some(a) = v.get("add") {
+    let mut vector_files = std::collections::HashSet::new();
+    let mut with_vector = 0;
+    for v in &lines {
+        let Some(a) = v.get("add") else { continue };
+        if removed_paths.contains(a["path"].as_str().unwrap()) {
+            vector_files.insert(a["deletionVector"]["pathOrInlineDv"].to_string());
+            with_vector += 1;
+        } else {
             added += a["size"].as_i64().unwrap();
         }
-        if v.get("remove").is_some() {
-            removed += 1;
-        }
     }
-    (added, removed)
+    let dir = std::fs::read_dir(path).unwrap();
+    let dv_bytes: i64 = if vector_files.is_empty() {
+        0
+    } else {
+        // One vector file per merge: the newest.
+        dir.filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("deletion_vector_")
+            })
+            .max_by_key(|e| e.metadata().unwrap().modified().unwrap())
+            .map_or(0, |e| e.metadata().unwrap().len() as i64)
+    };
+    let rewritten = removed_paths.difference(&added_paths).count();
+    (added + dv_bytes, rewritten, with_vector)
 }
 
 fn peak_rss_mib() -> f64 {
@@ -191,10 +236,10 @@ fn main() {
     rt.block_on(async {
         let up_path = dir.path().join("upsert");
         let ap_path = dir.path().join("append");
-        let mut up = DeltaSink::open("t", &table_config(&up_path, "upsert", &a.file_size))
+        let mut up = DeltaSink::open("t", &table_config(&up_path, "upsert", &a.file_size, a.deletion_vectors))
             .await
             .unwrap();
-        let mut ap = DeltaSink::open("t", &table_config(&ap_path, "append", &a.file_size))
+        let mut ap = DeltaSink::open("t", &table_config(&ap_path, "append", &a.file_size, false))
             .await
             .unwrap();
         // The table: every key once, loaded in key order (files hold key
@@ -220,6 +265,7 @@ fn main() {
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let (mut merge_time, mut append_time) = (Duration::ZERO, Duration::ZERO);
         let (mut ingested, mut written, mut rewritten) = (0u64, 0i64, 0usize);
+        let mut vectors = 0usize;
         let mut ap_offset = 0;
         for b in 0..a.batches {
             let ids: Vec<i64> = (0..per_batch)
@@ -242,7 +288,8 @@ fn main() {
                 .unwrap();
             let took = t.elapsed();
             merge_time += took;
-            let (added, removed) = last_commit(&up_path);
+            let (added, removed, with_vector) = last_commit(&up_path);
+            vectors += with_vector;
             ingested += bytes;
             written += added;
             rewritten += removed;
@@ -252,7 +299,7 @@ fn main() {
             append_time += t.elapsed();
             ap_offset += ids.len() as i64;
             eprintln!(
-                "batch {b}: {} changes, merge {took:.2?}, {removed} files rewritten, {:.1} MiB written",
+                "batch {b}: {} changes, merge {took:.2?}, {removed} files rewritten, {with_vector} given a vector, {:.2} MiB written",
                 ids.len(),
                 added as f64 / (1 << 20) as f64
             );
@@ -261,11 +308,12 @@ fn main() {
         let merge_rate = changes / merge_time.as_secs_f64();
         let append_rate = changes / append_time.as_secs_f64();
         println!(
-            "upsert bench: {} keys, {} batches of {} changes ({}% of keys)",
+            "upsert bench: {} keys, {} batches of {} changes ({}% of keys){}",
             a.keys,
             a.batches,
             per_batch,
-            a.changed * 100.0
+            a.changed * 100.0,
+            if a.deletion_vectors { ", deletion vectors" } else { "" }
         );
         println!("  merge:  {merge_rate:.0} changes/s");
         println!("  append: {append_rate:.0} changes/s (same batches)");
@@ -279,6 +327,10 @@ fn main() {
         println!(
             "  files rewritten per batch: {:.1}",
             rewritten as f64 / a.batches as f64
+        );
+        println!(
+            "  files given a deletion vector per batch: {:.1}",
+            vectors as f64 / a.batches as f64
         );
         println!("  peak RSS: {:.0} MiB", peak_rss_mib());
     });

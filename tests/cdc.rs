@@ -19,19 +19,19 @@ use crate::common::workspace::Workspace;
 
 /// A change as produced: Kafka key, and the value (`None`: a tombstone).
 #[derive(Debug, Clone)]
-struct Change {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
+pub(crate) struct Change {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
 }
 
 /// What the table holds for one key: (v, seq, offset of the change).
-type Row = (String, i64, i64);
+pub(crate) type Row = (String, i64, i64);
 
 /// A small deterministic generator (no seed plumbing needed).
-struct Lcg(u64);
+pub(crate) struct Lcg(pub u64);
 
 impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
+    pub(crate) fn next(&mut self, n: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -42,7 +42,7 @@ impl Lcg {
 
 /// The upsert table's TOML: value columns `id, v, seq, __op`, keyed by
 /// `id`, ordered by `seq`, `__op = 'd'` deletes.
-fn upsert_toml(
+pub(crate) fn upsert_toml(
     ws: &Workspace,
     bootstrap: &str,
     topic: &str,
@@ -109,7 +109,7 @@ max_attempts = 200
     )
 }
 
-fn write_config(ws: &Workspace, toml: &str) -> std::path::PathBuf {
+pub(crate) fn write_config(ws: &Workspace, toml: &str) -> std::path::PathBuf {
     let path = ws.dir.path().join("inlet.toml");
     std::fs::write(&path, toml).unwrap();
     path
@@ -120,7 +120,7 @@ fn write_config(ws: &Workspace, toml: &str) -> std::path::PathBuf {
 /// table keeps no tombstones, see the README), some ties (the key's newest
 /// sequence again), every 23rd without an id (quarantined), every 29th not
 /// JSON (quarantined).
-fn value_changes(count: u64, keys: u64, seed: u64) -> Vec<Change> {
+pub(crate) fn value_changes(count: u64, keys: u64, seed: u64) -> Vec<Change> {
     let mut rng = Lcg(seed);
     let mut newest: BTreeMap<u64, (i64, bool)> = BTreeMap::new();
     let mut seq = 1000i64;
@@ -173,7 +173,7 @@ fn is_poison(c: &Change) -> bool {
 
 /// The upsert end state of value changes: per id the change with the
 /// greatest (seq, offset); a delete leaves nothing.
-fn value_reference(changes: &[Change], landed: &[Landed]) -> BTreeMap<i64, Row> {
+pub(crate) fn value_reference(changes: &[Change], landed: &[Landed]) -> BTreeMap<i64, Row> {
     let mut best: BTreeMap<i64, (i64, i64, String, bool)> = BTreeMap::new();
     for (c, l) in changes.iter().zip(landed) {
         if is_poison(c) {
@@ -224,7 +224,7 @@ fn read_upsert_at(loc: &Location) -> BTreeMap<i64, Row> {
 }
 
 /// DuckDB reads the same rows.
-fn assert_duckdb_agrees(path: &Path, expected: &BTreeMap<i64, Row>) {
+pub(crate) fn assert_duckdb_agrees(path: &Path, expected: &BTreeMap<i64, Row>) {
     let Some(duck) = duckdb_read(
         path,
         &[],
@@ -250,7 +250,7 @@ fn assert_duckdb_agrees(path: &Path, expected: &BTreeMap<i64, Row>) {
     assert_eq!(&rows, expected, "DuckDB reads the reference state");
 }
 
-fn produce_changes(bootstrap: &str, topic: &str, changes: &[Change]) -> Vec<Landed> {
+pub(crate) fn produce_changes(bootstrap: &str, topic: &str, changes: &[Change]) -> Vec<Landed> {
     let records: Vec<crate::common::producing::Record<'_>> = changes
         .iter()
         .map(|c| (c.key.as_deref(), c.value.as_deref()))
@@ -259,14 +259,14 @@ fn produce_changes(bootstrap: &str, topic: &str, changes: &[Change]) -> Vec<Land
 }
 
 /// Quarantined offsets, each once.
-fn quarantined(ws: &Workspace) -> BTreeSet<(i32, i64)> {
+pub(crate) fn quarantined(ws: &Workspace) -> BTreeSet<(i32, i64)> {
     let rows = read_quarantine(&ws.quarantine());
     let set: BTreeSet<(i32, i64)> = rows.iter().map(|r| (r.partition, r.offset)).collect();
     assert_eq!(set.len(), rows.len(), "a quarantined offset twice");
     set
 }
 
-fn poison_offsets(changes: &[Change], landed: &[Landed]) -> BTreeSet<(i32, i64)> {
+pub(crate) fn poison_offsets(changes: &[Change], landed: &[Landed]) -> BTreeSet<(i32, i64)> {
     changes
         .iter()
         .zip(landed)
@@ -554,8 +554,9 @@ max_age = "300ms"
     );
 }
 
-/// An `upsert` table opened on a table with deletion vectors is refused
-/// before anything is fetched, naming the feature.
+/// An `upsert` table opened on a table with row tracking is refused
+/// before anything is fetched, naming the feature (deletion vectors are
+/// merged into: tests/dv.rs).
 #[test]
 fn upsert_refuses_tables_with_features_it_cannot_merge() {
     let ws = Workspace::new();
@@ -564,8 +565,8 @@ fn upsert_refuses_tables_with_features_it_cannot_merge() {
     std::fs::write(
         log.join(format!("{:020}.json", 0)),
         r#"{"commitInfo":{"timestamp":1,"operation":"CREATE"}}
-{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["deletionVectors"],"writerFeatures":["deletionVectors"]}}
-{"metaData":{"id":"t","format":{"provider":"parquet","options":{}},"schemaString":"{\"type\":\"struct\",\"fields\":[{\"name\":\"id\",\"type\":\"long\",\"nullable\":true,\"metadata\":{}},{\"name\":\"v\",\"type\":\"string\",\"nullable\":true,\"metadata\":{}},{\"name\":\"seq\",\"type\":\"long\",\"nullable\":true,\"metadata\":{}},{\"name\":\"__op\",\"type\":\"string\",\"nullable\":true,\"metadata\":{}},{\"name\":\"_partition\",\"type\":\"integer\",\"nullable\":true,\"metadata\":{}},{\"name\":\"_offset\",\"type\":\"long\",\"nullable\":true,\"metadata\":{}}]}","partitionColumns":[],"configuration":{"delta.enableDeletionVectors":"true"},"createdTime":1}}"#,
+{"protocol":{"minReaderVersion":1,"minWriterVersion":7,"writerFeatures":["rowTracking","domainMetadata"]}}
+{"metaData":{"id":"t","format":{"provider":"parquet","options":{}},"schemaString":"{\"type\":\"struct\",\"fields\":[{\"name\":\"id\",\"type\":\"long\",\"nullable\":true,\"metadata\":{}},{\"name\":\"v\",\"type\":\"string\",\"nullable\":true,\"metadata\":{}},{\"name\":\"seq\",\"type\":\"long\",\"nullable\":true,\"metadata\":{}},{\"name\":\"__op\",\"type\":\"string\",\"nullable\":true,\"metadata\":{}},{\"name\":\"_partition\",\"type\":\"integer\",\"nullable\":true,\"metadata\":{}},{\"name\":\"_offset\",\"type\":\"long\",\"nullable\":true,\"metadata\":{}}]}","partitionColumns":[],"configuration":{"delta.enableRowTracking":"true"},"createdTime":1}}"#,
     )
     .unwrap();
     let mut broker = MockBroker::start();
@@ -577,13 +578,13 @@ fn upsert_refuses_tables_with_features_it_cannot_merge() {
     let out = run_available_now(&config);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("deletionVectors"), "{err}");
+    assert!(err.contains("rowTracking"), "{err}");
 }
 
 /// Changes of `keys` ids produced in rounds, for the crash loop and the
 /// two writers. Many keys make most changes the last of their key, so a
 /// change lost shows in the end state.
-fn rounds(n: u64, keys: u64) -> Vec<Vec<Change>> {
+pub(crate) fn rounds(n: u64, keys: u64) -> Vec<Vec<Change>> {
     let all = value_changes(n * 150, keys, 99);
     all.chunks(150).map(<[Change]>::to_vec).collect()
 }
@@ -704,7 +705,7 @@ fn two_writers(ws: &Workspace, storage: &str) -> (Vec<Change>, Vec<Landed>) {
 
 /// [`two_writers`] with the config `toml` gives for a bootstrap address,
 /// over `rounds` of changes.
-fn two_writers_with(
+pub(crate) fn two_writers_with(
     ws: &Workspace,
     toml: &dyn Fn(&str) -> String,
     rounds: Vec<Vec<Change>>,
@@ -799,11 +800,11 @@ fn stored_offset(loc: &Location, app_id: &str) -> Option<i64> {
 // ---- `mode = "history"` (SCD type 2) ----
 
 /// A version as the history table holds it: (id, v, start, end, current).
-type Version = (i64, String, i64, Option<i64>, bool);
+pub(crate) type Version = (i64, String, i64, Option<i64>, bool);
 
 /// The history table's TOML: [`upsert_toml`]'s table in `history` mode,
 /// ordered by `seq` or (`sequence_by = false`) by the Kafka offset.
-fn history_toml(
+pub(crate) fn history_toml(
     ws: &Workspace,
     bootstrap: &str,
     topic: &str,
@@ -826,7 +827,7 @@ fn history_toml(
 /// delete that closed nothing leaves no trace, see the README), ties (the
 /// key's newest sequence again), every 23rd without an id, every 29th not
 /// JSON (both quarantined).
-fn history_changes(count: u64, keys: u64, seed: u64) -> Vec<Change> {
+pub(crate) fn history_changes(count: u64, keys: u64, seed: u64) -> Vec<Change> {
     let mut rng = Lcg(seed);
     // id -> (newest seq, newest is a delete, last delete's seq)
     let mut newest: BTreeMap<u64, (i64, bool, i64)> = BTreeMap::new();
@@ -882,7 +883,11 @@ fn history_changes(count: u64, keys: u64, seed: u64) -> Vec<Change> {
 /// the changes in (sequence, offset) order; each upsert opens a version,
 /// which the next change of its id closes at that change's sequence.
 /// `sequence_by = false`: the offset is the sequence.
-fn history_reference(changes: &[Change], landed: &[Landed], sequence_by: bool) -> Vec<Version> {
+pub(crate) fn history_reference(
+    changes: &[Change],
+    landed: &[Landed],
+    sequence_by: bool,
+) -> Vec<Version> {
     let mut by_id: BTreeMap<i64, Vec<(i64, i64, String, bool)>> = BTreeMap::new();
     for (c, l) in changes.iter().zip(landed) {
         if is_poison(c) {
@@ -953,7 +958,7 @@ fn read_history(path: &Path) -> Vec<Version> {
 }
 
 /// DuckDB reads the same versions.
-fn assert_duckdb_reads_history(path: &Path, expected: &[Version]) {
+pub(crate) fn assert_duckdb_reads_history(path: &Path, expected: &[Version]) {
     let Some(duck) = duckdb_read(
         path,
         &[],

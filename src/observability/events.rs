@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::metrics::{
-    CompactionLabels, Metrics, PartitionLabels, RejectLabels, TableLabels, TopicLabels,
-    UnknownIdLabels,
+    CompactionLabels, MergeRowLabels, Metrics, PartitionLabels, RejectLabels, TableLabels,
+    TopicLabels, UnknownIdLabels,
 };
 use crate::record::{Stage, TopicPartition};
 
@@ -177,6 +177,66 @@ impl InternalEvent for BatchFenced<'_> {
             stored = self.stored,
             first = self.first,
             "batch dropped: another writer already committed these offsets; re-reading positions"
+        );
+    }
+}
+
+/// Another writer's commit moved an identity column's high-water mark into
+/// the values of a batch's files: they were written anew with values after
+/// it, and the commit is tried again.
+#[derive(Debug)]
+pub struct IdentityRegenerated<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// Files written anew.
+    pub files: usize,
+    /// Their rows.
+    pub rows: i64,
+    /// The new first and last value, by identity column.
+    pub window: &'a [Option<(i64, i64)>],
+}
+
+impl InternalEvent for IdentityRegenerated<'_> {
+    fn emit(self, m: &Metrics) {
+        m.identity_regenerations
+            .get_or_create(&TableLabels {
+                table: self.table.to_string(),
+            })
+            .inc();
+        tracing::info!(
+            table = self.table,
+            files = self.files,
+            rows = self.rows,
+            window = ?self.window,
+            "identity values generated again after another writer's commit"
+        );
+    }
+}
+
+/// Another writer committed the log version a commit tried first; the
+/// commit read the new commits and, unless they conflict, tries the next.
+#[derive(Debug)]
+pub struct CommitVersionLost<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// The version another writer took.
+    pub version: i64,
+}
+
+impl InternalEvent for CommitVersionLost<'_> {
+    fn emit(self, m: &Metrics) {
+        m.commit_versions_lost
+            .get_or_create(&TableLabels {
+                table: self.table.to_string(),
+            })
+            .inc();
+        // Under the commit's target, where it was logged before (log
+        // filters and tests select it there).
+        tracing::debug!(
+            target: "inlet::sink::delta",
+            table = self.table,
+            version = self.version,
+            "another writer committed first; moving on"
         );
     }
 }
@@ -595,6 +655,107 @@ impl InternalEvent for PartitionsRevoked<'_> {
             owned = self.owned,
             list = %list(self.partitions),
             "partitions revoked"
+        );
+    }
+}
+
+/// A merge (`upsert` or `history`) was committed: what it read, wrote and
+/// changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergeCommitted<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// Table version of the commit.
+    pub version: i64,
+    /// Changes in the batch.
+    pub changes: u64,
+    /// Files read (candidates after pruning).
+    pub files_read: u64,
+    /// Files rewritten (removed).
+    pub files_rewritten: u64,
+    /// Files given a deletion vector (left in place, their replaced rows
+    /// marked deleted).
+    pub files_vectored: u64,
+    /// Bytes of the files read.
+    pub bytes_read: u64,
+    /// Bytes of the files written.
+    pub bytes_written: u64,
+    /// Rows inserted (history: versions added).
+    pub rows_inserted: u64,
+    /// Rows updated (history: stored versions rewritten).
+    pub rows_updated: u64,
+    /// Rows deleted (history: deletes applied).
+    pub rows_deleted: u64,
+    /// Times this batch's merge was planned again (see [`MergeReplanned`]).
+    pub replans: u64,
+}
+
+impl InternalEvent for MergeCommitted<'_> {
+    fn emit(self, m: &Metrics) {
+        let table = TableLabels {
+            table: self.table.to_string(),
+        };
+        m.merges.get_or_create(&table).inc();
+        for (family, n) in [
+            (&m.merge_files_read, self.files_read),
+            (&m.merge_files_rewritten, self.files_rewritten),
+            (&m.merge_files_vectored, self.files_vectored),
+            (&m.merge_bytes_read, self.bytes_read),
+            (&m.merge_bytes_written, self.bytes_written),
+        ] {
+            family.get_or_create(&table).inc_by(n);
+        }
+        for (action, n) in [
+            ("inserted", self.rows_inserted),
+            ("updated", self.rows_updated),
+            ("deleted", self.rows_deleted),
+        ] {
+            m.merge_rows
+                .get_or_create(&MergeRowLabels {
+                    table: self.table.to_string(),
+                    action: action.to_string(),
+                })
+                .inc_by(n);
+        }
+        tracing::info!(
+            table = self.table,
+            version = self.version,
+            changes = self.changes,
+            files_read = self.files_read,
+            files_rewritten = self.files_rewritten,
+            files_vectored = self.files_vectored,
+            bytes_read = self.bytes_read,
+            bytes_written = self.bytes_written,
+            rows_inserted = self.rows_inserted,
+            rows_updated = self.rows_updated,
+            rows_deleted = self.rows_deleted,
+            replans = self.replans,
+            "merge committed"
+        );
+    }
+}
+
+/// A merge lost a race to a commit that removed a file it read or added
+/// one that may hold its keys: it is planned again on the new snapshot.
+#[derive(Debug)]
+pub struct MergeReplanned<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// The version of the commit it conflicted with (or the latest read).
+    pub version: i64,
+}
+
+impl InternalEvent for MergeReplanned<'_> {
+    fn emit(self, m: &Metrics) {
+        m.merge_replans
+            .get_or_create(&TableLabels {
+                table: self.table.to_string(),
+            })
+            .inc();
+        tracing::info!(
+            table = self.table,
+            version = self.version,
+            "merge conflicts with a concurrent commit; planning it again"
         );
     }
 }

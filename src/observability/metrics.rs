@@ -49,6 +49,15 @@ pub struct CompactionLabels {
     pub outcome: String,
 }
 
+/// Labels of the merge row counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MergeRowLabels {
+    /// Table name.
+    pub table: String,
+    /// `inserted`, `updated` or `deleted`.
+    pub action: String,
+}
+
 /// Labels of per-partition metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -91,6 +100,10 @@ pub struct Metrics {
     /// Batches not written because another writer had committed their
     /// offsets (zombie fencing), per table.
     pub commit_conflicts: Family<TableLabels, Counter>,
+    /// Log versions another writer took first (the commit read its commits
+    /// and tried the next version), per table: the table's commit-rate
+    /// contention.
+    pub commit_versions_lost: Family<TableLabels, Counter>,
     /// Consumer lag per partition, from librdkafka's statistics.
     pub lag: Family<PartitionLabels, Gauge>,
     /// Offsets deleted by the broker before inlet read them, skipped with
@@ -118,6 +131,27 @@ pub struct Metrics {
     /// its first assignment, and from a revocation of its last partition to
     /// its next assignment).
     pub unassigned_seconds: Counter<f64, AtomicU64>,
+    /// Merges (`upsert`, `history`) committed, per table; with the files
+    /// and bytes they read and wrote and the rows they changed.
+    pub merges: Family<TableLabels, Counter>,
+    /// Files a merge read (its candidates after pruning), per table.
+    pub merge_files_read: Family<TableLabels, Counter>,
+    /// Files a merge rewrote (removed, their other rows written again).
+    pub merge_files_rewritten: Family<TableLabels, Counter>,
+    /// Files merges gave a deletion vector (left in place).
+    pub merge_files_vectored: Family<TableLabels, Counter>,
+    /// Bytes of the files merges read.
+    pub merge_bytes_read: Family<TableLabels, Counter>,
+    /// Bytes of the files merges wrote.
+    pub merge_bytes_written: Family<TableLabels, Counter>,
+    /// Rows merges inserted, updated and deleted, per table and action.
+    pub merge_rows: Family<MergeRowLabels, Counter>,
+    /// Merges planned again because a concurrent commit touched their
+    /// files or keys, per table.
+    pub merge_replans: Family<TableLabels, Counter>,
+    /// Batches whose identity values were generated again (and files
+    /// written anew) after another writer's commit, per table.
+    pub identity_regenerations: Family<TableLabels, Counter>,
     /// Run totals for the exit summary.
     pub totals: Totals,
     /// Set once partitions are assigned (or a bounded run has resolved its
@@ -196,6 +230,10 @@ impl Metrics {
                 "commit_conflicts",
                 "Batches fenced because another writer had committed their offsets",
             ),
+            commit_versions_lost: r.add(
+                "commit_versions_lost",
+                "Log versions another writer committed first; the commit tried the next",
+            ),
             lag: r.add("consumer_lag", "Consumer lag in messages"),
             offsets_lost: r.add(
                 "offsets_lost",
@@ -236,6 +274,36 @@ impl Metrics {
                 "unassigned_seconds",
                 "Seconds this process owned no partition (before its first assignment, \
                  and between losing its last partition and its next assignment)",
+            ),
+            merges: r.add("merges", "Merges (upsert, history) committed"),
+            merge_files_read: r.add(
+                "merge_files_read",
+                "Files merges read (the candidates left after pruning)",
+            ),
+            merge_files_rewritten: r.add(
+                "merge_files_rewritten",
+                "Files merges rewrote (removed; their unchanged rows written again)",
+            ),
+            merge_files_vectored: r.add(
+                "merge_files_vectored",
+                "Files merges gave a deletion vector (left in place, replaced rows marked deleted)",
+            ),
+            merge_bytes_read: r.add("merge_bytes_read", "Bytes of the files merges read"),
+            merge_bytes_written: r.add("merge_bytes_written", "Bytes of the files merges wrote"),
+            merge_rows: r.add(
+                "merge_rows",
+                "Rows merges inserted, updated and deleted (history: versions added, \
+                 stored versions rewritten, deletes applied)",
+            ),
+            merge_replans: r.add(
+                "merge_replans",
+                "Merges planned again because a concurrent commit removed a file they read \
+                 or added one that may hold their keys",
+            ),
+            identity_regenerations: r.add(
+                "identity_regenerations",
+                "Batches whose identity values were generated again, their files written \
+                 anew, after another writer's commit moved the high-water mark",
             ),
             totals: Totals::default(),
             ready: AtomicBool::new(false),
@@ -287,7 +355,13 @@ mod tests {
         for family in [&m.batches, &m.quarantined, &m.commit_retries] {
             family.get_or_create(&table).inc();
         }
-        for family in [&m.write_retries, &m.commit_conflicts, &m.schema_evolutions] {
+        for family in [
+            &m.write_retries,
+            &m.commit_conflicts,
+            &m.commit_versions_lost,
+            &m.schema_evolutions,
+            &m.identity_regenerations,
+        ] {
             family.get_or_create(&table).inc();
         }
         m.commit_latency.get_or_create(&table).observe(0.1);
@@ -317,6 +391,7 @@ mod tests {
                 "inlet_commit_retries",
                 "inlet_write_retries",
                 "inlet_commit_conflicts",
+                "inlet_commit_versions_lost",
                 "inlet_consumer_lag",
                 "inlet_offsets_lost",
                 "inlet_compactions",
@@ -328,6 +403,7 @@ mod tests {
                 "inlet_partitions_assigned",
                 "inlet_partitions_revoked",
                 "inlet_unassigned_seconds",
+                "inlet_identity_regenerations",
             ],
             "{text}"
         );

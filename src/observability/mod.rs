@@ -8,6 +8,6 @@ mod metrics;
 
 pub use events::InternalEvent;
 pub use metrics::{
-    CompactionLabels, Metrics, PartitionLabels, RejectLabels, TableLabels, TopicLabels, Totals,
-    UnknownIdLabels,
+    CompactionLabels, MergeRowLabels, Metrics, PartitionLabels, RejectLabels, TableLabels,
+    TopicLabels, Totals, UnknownIdLabels,
 };

@@ -58,6 +58,7 @@ fn check_table(name: &str, t: &TableConfig, format: Option<Format>) -> Result<()
     };
     if let Some(schema) = &schema {
         check_columns(&key, t, schema)?;
+        check_changes(&key, t, schema)?;
     }
     if let (true, Some(ddl)) = (t.key_format.is_structured(), &t.key_schema) {
         ddl_key(
@@ -118,6 +119,57 @@ fn check_columns(key: &str, t: &TableConfig, schema: &Schema) -> Result<(), Conf
             ));
         }
     }
+    Ok(())
+}
+
+/// `upsert`, `history` and `changelog`: `delete_when` compiles against the
+/// table's columns (as a run compiles it), and the history columns are not
+/// value columns too (the merge would overwrite them).
+fn check_changes(key: &str, t: &TableConfig, schema: &Schema) -> Result<(), ConfigError> {
+    if !t.mode.merges() && t.mode != crate::config::TableMode::Changelog {
+        return Ok(());
+    }
+    if t.mode == crate::config::TableMode::History {
+        let h = &t.history;
+        for (field, col) in [
+            ("start_column", &h.start_column),
+            ("end_column", &h.end_column),
+            ("current_column", &h.current_column),
+        ] {
+            if schema.field_with_name(col).is_ok() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.history.{field}"),
+                    format!("`{col}` is also a column of `schema`, which the history columns would overwrite"),
+                    format!("name the history column otherwise (`{field} = \"...\"`), or rename the value column"),
+                ));
+            }
+        }
+    }
+    let Some(sql) = &t.delete_when else {
+        return Ok(());
+    };
+    let table = crate::schema::table_schema_from(
+        schema.clone(),
+        &t.metadata_columns,
+        &t.key_format,
+        t.key_schema.as_deref(),
+    )
+    .map_err(|e| {
+        InvalidKey::new(
+            format!("{key}.key_schema"),
+            e.to_string(),
+            "write the key's fields as `name TYPE, ...` in Spark DDL",
+        )
+        .because(e)
+    })?;
+    crate::conform::constraints::Constraint::compile("delete_when", sql, &table).map_err(|e| {
+        InvalidKey::new(
+            format!("{key}.delete_when"),
+            e.to_string(),
+            "write a boolean SQL predicate over the table's columns, e.g. `__op = 'd'`",
+        )
+        .because(e)
+    })?;
     Ok(())
 }
 
@@ -272,6 +324,38 @@ mod tests {
             let e = load_config_str(&cfg).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains("fix:"), "{key}: {e}");
         }
+    }
+
+    /// An invalid `delete_when`, and a history column that is also a value
+    /// column, stop the load naming the key.
+    #[test]
+    fn change_keys_are_checked_at_load() {
+        let upsert = |delete_when: &str| {
+            BASE.replace(
+                "schema =",
+                &format!("mode = \"upsert\"\nkeys = [\"user\"]\ndelete_when = \"{delete_when}\"\nschema ="),
+            )
+        };
+        load_config_str(&upsert("amount < 0")).unwrap();
+        load_config_str(&upsert("_offset = 3")).unwrap();
+        for bad in ["nosuch = 1", "amount <", "amount + 1"] {
+            let cfg = upsert(bad);
+            crate::config::load_str(&cfg).unwrap();
+            let e = load_config_str(&cfg).unwrap_err().to_string();
+            assert!(
+                e.contains("tables.events.delete_when") && e.contains("fix:"),
+                "{bad}: {e}"
+            );
+        }
+        let history = BASE
+            .replace(
+                "schema =",
+                "mode = \"history\"\nkeys = [\"user\"]\nschema =",
+            )
+            .replace("amount DOUBLE", "amount DOUBLE, __end_at BIGINT");
+        crate::config::load_str(&history).unwrap();
+        let e = load_config_str(&history).unwrap_err().to_string();
+        assert!(e.contains("tables.events.history.end_column"), "{e}");
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ impl Classify for SinkError {
     fn fault(&self) -> Fault {
         match self {
             SinkError::Table { .. } => Fault::Operator,
+            SinkError::Internal { .. } => Fault::Internal,
             SinkError::Delta { source, .. } => delta_fault(source),
             SinkError::RetriesExhausted { .. } | SinkError::Interrupted { .. } => {
                 Fault::Environment

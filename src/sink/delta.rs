@@ -21,6 +21,7 @@ use object_store::ObjectStoreExt as _;
 use tracing::{debug, info, warn};
 
 use super::attempt::{Attempts, Retrier};
+use super::dv;
 use super::identity::Identities;
 use super::mapping::Mapper;
 use super::merge::{self, MergeRules};
@@ -29,7 +30,10 @@ use super::writer::{TableWriter, WriterFactory};
 use super::{Result, SinkError, COMMIT_ID_KEY};
 use crate::config::{CommitConfig, Compression, MetadataKind, TableConfig};
 use crate::fault::{Classify, Fault, Shutdown};
-use crate::observability::Metrics;
+use crate::observability::events::{
+    CommitVersionLost, IdentityRegenerated, MergeCommitted, MergeReplanned,
+};
+use crate::observability::{InternalEvent, Metrics};
 use crate::schema::{table_schema_from, TableLayout};
 
 /// The table property that would expire stored offsets.
@@ -96,6 +100,13 @@ pub struct DeltaSink {
     /// `upsert` mode: the table with its file list, loaded at the version
     /// a merge is planned on.
     files: Option<deltalake::DeltaTable>,
+    /// The merge planned last: the files it read and its keys' scope,
+    /// which decide whether a concurrent commit conflicts with it.
+    footprint: Option<super::scope::Footprint>,
+    /// What the merge planned last reads, writes and changes (its table
+    /// name is set when it is emitted), and the re-plans of its batch.
+    merged: MergeCommitted<'static>,
+    replans: u64,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -201,50 +212,15 @@ impl DeltaSink {
         let state = match TableState::load(log.as_ref()).await {
             Ok(state) => state,
             Err(DeltaTableError::NotATable(_)) => {
-                let base = match (cfg.schema.as_deref(), value) {
-                    (Some(ddl), _) => crate::schema::parse_ddl(ddl).map_err(|e| SinkError::Table {
-                        table: name.to_string(),
-                        message: e.to_string(),
-                    })?,
-                    (None, Some(v)) => v.clone(),
-                    (None, None) => {
-                        return Err(SinkError::Table {
-                            table: name.to_string(),
-                            message: format!(
-                                "no Delta table at `{}` and no `schema` to create one; set tables.{name}.schema",
-                                cfg.uri
-                            ),
-                        })
-                    }
-                };
-                let mut schema = table_schema_from(
-                    base,
-                    &cfg.metadata_columns,
-                    &cfg.key_format,
-                    cfg.key_schema.as_deref(),
-                )
-                .map_err(|e| SinkError::Table {
-                    table: name.to_string(),
-                    message: e.to_string(),
-                })?;
-                if cfg.mode == crate::config::TableMode::History {
-                    let rules = MergeRules {
-                        keys: cfg.keys.clone(),
-                        sequence_by: cfg.sequence_by.clone(),
-                        history: None,
-                    };
-                    schema = super::history::with_columns(&schema, &rules, &cfg.history);
-                }
-                let kernel: StructType =
-                    (&schema).try_into_kernel().map_err(|e| SinkError::Table {
-                        table: name.to_string(),
-                        message: format!("schema cannot be stored in Delta: {e}"),
-                    })?;
-                let created = if super::create::needs_own_create(&cfg.properties) {
+                let kernel = creation_schema(name, cfg, value)?;
+                let created = if super::create::needs_own_create(&cfg.properties, &cfg.cluster_by)
+                    || !cfg.identity.is_empty()
+                {
                     super::create::create(
                         log.as_ref(),
                         &kernel,
                         &cfg.partition_by,
+                        &cfg.cluster_by,
                         &table_properties(cfg),
                     )
                     .await
@@ -279,6 +255,7 @@ impl DeltaSink {
             Err(e) => return Err(err(e)),
         };
         let layout = checked_layout(name, cfg, &state)?;
+        check_clustering(name, cfg, log.as_ref(), &state).await?;
         let mapper = mapper_of(name, &state)?;
         let identity = Identities::of(state.schema());
         Ok(DeltaSink {
@@ -302,6 +279,9 @@ impl DeltaSink {
                     .then(|| cfg.history.clone()),
             }),
             files: None,
+            footprint: None,
+            merged: MergeCommitted::default(),
+            replans: 0,
         })
     }
 
@@ -469,6 +449,11 @@ impl DeltaSink {
     /// columns the table lacks (schema evolution), the same commit carries the
     /// widened table schema; when another writer added them first, nothing is
     /// changed.
+    ///
+    /// On a table with identity columns, when another writer's commit moved
+    /// a high-water mark into the window of the files' values, the files are
+    /// written anew with values after the fresh mark (see
+    /// [`DeltaSink::regenerate`]) and the commit carries those instead.
     pub async fn commit(
         &mut self,
         adds: Vec<Add>,
@@ -478,22 +463,101 @@ impl DeltaSink {
         retry: &CommitConfig,
     ) -> Result<CommitOutcome> {
         let app_ids: Vec<String> = progress.iter().map(|p| p.app_id.clone()).collect();
-        let job = Job::Data {
-            adds: &adds,
-            schema,
-            progress,
-            app_ids: &app_ids,
+        let mut attempts = Attempts::new();
+        let (mut adds, mut schema) = (adds, schema.clone());
+        loop {
+            let job = Job::Data {
+                adds: &adds,
+                schema: &schema,
+                progress,
+                app_ids: &app_ids,
+            };
+            return Ok(
+                match self.commit_loop(&job, epoch, retry, &mut attempts).await? {
+                    Finished::Landed { version, .. } => CommitOutcome::Committed { version },
+                    Finished::Fenced(outcome) => outcome,
+                    Finished::Regenerate => {
+                        (adds, schema) = self.regenerate(&adds, &schema, retry).await?;
+                        continue;
+                    }
+                    Finished::Nothing => {
+                        return Err(SinkError::Internal {
+                            table: self.name.clone(),
+                            message: "a data commit planned no write".into(),
+                        })
+                    }
+                },
+            );
+        }
+    }
+
+    /// The files of `adds` written anew, each beside its old one, with
+    /// identity values taken after the table's high-water marks as of the
+    /// table state (which another writer's commit moved into the window
+    /// `schema` records), and `schema` recording the new window. The old
+    /// files are left unreferenced (an earlier attempt could still be
+    /// found to have landed with them; `vacuum` removes them otherwise).
+    async fn regenerate(
+        &mut self,
+        adds: &[Add],
+        schema: &Schema,
+        retry: &CommitConfig,
+    ) -> Result<(Vec<Add>, Schema)> {
+        let Some(ids) = self.identity.clone() else {
+            return Err(self.table_error(
+                "identity values to generate again on a table without identity columns".into(),
+            ));
         };
-        Ok(match self.commit_loop(&job, epoch, retry).await? {
-            Finished::Landed { version, .. } => CommitOutcome::Committed { version },
-            Finished::Fenced(outcome) => outcome,
-            Finished::Nothing => {
-                return Err(SinkError::Delta {
-                    table: self.name.clone(),
-                    source: DeltaTableError::Generic("a data commit planned no write".into()),
-                })
+        ids.observe(self.state.schema());
+        let names = ids.names();
+        let columns = match &self.mapper {
+            Some(m) => m.physical_names(&names).map_err(|e| self.table_error(e))?,
+            None => names,
+        };
+        let mut retrier = Retrier::new(
+            &self.name,
+            self.metrics.clone(),
+            self.shutdown.clone(),
+            retry,
+        );
+        let store = self.log.object_store(None);
+        'files: loop {
+            let mut new = Vec::with_capacity(adds.len());
+            let mut window = vec![None; ids.len()];
+            for add in adds {
+                match super::identity::rewrite(
+                    store.as_ref(),
+                    add,
+                    &ids,
+                    &columns,
+                    &self.writer_properties,
+                )
+                .await
+                {
+                    Ok((add, w)) => {
+                        super::identity::extend(&mut window, &w);
+                        new.push(add);
+                    }
+                    Err(e) => {
+                        retrier.failed(e.to_string()).await?;
+                        continue 'files;
+                    }
+                }
             }
-        })
+            let rows = new
+                .iter()
+                .filter_map(|a| a.get_stats().ok().flatten())
+                .map(|s| s.num_records)
+                .sum();
+            IdentityRegenerated {
+                table: &self.name,
+                files: new.len(),
+                rows,
+                window: &window,
+            }
+            .emit(&self.metrics);
+            return Ok((new, ids.mark(schema, &window)));
+        }
     }
 
     /// `upsert` mode: merges `changes` (batches of the table's columns plus
@@ -519,16 +583,37 @@ impl DeltaSink {
             progress,
             app_ids: &app_ids,
         };
-        Ok(match self.commit_loop(&job, epoch, retry).await? {
-            Finished::Landed { version, .. } => CommitOutcome::Committed { version },
-            Finished::Fenced(outcome) => outcome,
-            Finished::Nothing => {
-                return Err(SinkError::Delta {
-                    table: self.name.clone(),
-                    source: DeltaTableError::Generic("a merge commit planned no write".into()),
-                })
-            }
-        })
+        self.replans = 0;
+        let mut attempts = Attempts::new();
+        Ok(
+            match self.commit_loop(&job, epoch, retry, &mut attempts).await? {
+                Finished::Landed { version, .. } => {
+                    self.merge_committed(version);
+                    CommitOutcome::Committed { version }
+                }
+                Finished::Fenced(outcome) => outcome,
+                Finished::Nothing | Finished::Regenerate => {
+                    return Err(SinkError::Internal {
+                        table: self.name.clone(),
+                        message: "a merge commit planned no write".into(),
+                    })
+                }
+            },
+        )
+    }
+
+    /// Reports the merge that landed at `version` (as planned by the
+    /// attempt that landed; an earlier attempt found in the log after a
+    /// lost answer was planned the same way, on an older snapshot).
+    fn merge_committed(&mut self, version: i64) {
+        let merged = std::mem::take(&mut self.merged);
+        MergeCommitted {
+            table: &self.name,
+            version,
+            replans: self.replans,
+            ..merged
+        }
+        .emit(&self.metrics);
     }
 
     /// Commits quarantine rows with a txn action per partition (version =
@@ -548,18 +633,29 @@ impl DeltaSink {
             partitions,
             app_id,
         };
-        Ok(match self.commit_loop(&job, epoch, retry).await? {
-            Finished::Landed { rows, .. } => rows,
-            Finished::Fenced(_) | Finished::Nothing => 0,
-        })
+        let mut attempts = Attempts::new();
+        Ok(
+            match self.commit_loop(&job, epoch, retry, &mut attempts).await? {
+                Finished::Landed { rows, .. } => rows,
+                Finished::Fenced(_) | Finished::Nothing => 0,
+                // Its files are written by each attempt's plan, after the mark.
+                Finished::Regenerate => {
+                    return Err(self
+                        .table_error("a quarantine commit asked for identity values again".into()))
+                }
+            },
+        )
     }
 
-    /// The one retry loop of data and quarantine commits.
+    /// The one retry loop of data and quarantine commits (`attempts`: the
+    /// batch's, also those of its files before identity values were
+    /// generated again).
     async fn commit_loop(
         &mut self,
         job: &Job<'_>,
         epoch: i64,
         retry: &CommitConfig,
+        attempts: &mut Attempts,
     ) -> Result<Finished> {
         let mut retrier = Retrier::new(
             &self.name,
@@ -567,11 +663,11 @@ impl DeltaSink {
             self.shutdown.clone(),
             retry,
         );
-        let mut attempts = Attempts::new();
         loop {
-            match self.attempt(job, epoch, &mut attempts).await {
+            match self.attempt(job, epoch, attempts).await {
                 Ok(done) => return Ok(done),
                 Err(CommitAttemptError::Fatal(e)) => return Err(*e),
+                Err(CommitAttemptError::Regenerate) => return Ok(Finished::Regenerate),
                 Err(e) if !e.is_retryable() => return Err(e.into_sink(&self.name)),
                 Err(e) => retrier.failed(e.to_string()).await?,
             }
@@ -595,6 +691,7 @@ impl DeltaSink {
             Plan::Write { actions, rows } => (actions, rows),
             Plan::Fenced(outcome) => return Ok(Finished::Fenced(outcome)),
             Plan::Nothing => return Ok(Finished::Nothing),
+            Plan::Regenerate => return Ok(Finished::Regenerate),
         };
         let id = attempts.next(read_version, rows);
         let data = CommitData::new(
@@ -604,7 +701,7 @@ impl DeltaSink {
             Vec::new(),
         );
         match self
-            .write_job(&data, job.app_ids(), job.reads_files())
+            .write_job(&data, job.app_ids(), job.reads_files(), job.files())
             .await
         {
             Ok(version) => {
@@ -632,7 +729,7 @@ impl DeltaSink {
         data: &CommitData,
         app_ids: Vec<String>,
     ) -> std::result::Result<i64, CommitAttemptError> {
-        self.write_job(data, app_ids, false).await
+        self.write_job(data, app_ids, false, None).await
     }
 
     /// Writes `bytes` as the version after the table state's. When another
@@ -649,11 +746,18 @@ impl DeltaSink {
     ///
     /// With `reads_files` (a merge, planned on the files it read) a commit
     /// that added or removed files conflicts too.
+    ///
+    /// On an identity table every commit moves the high-water marks, a
+    /// metadata change. One that changed nothing else does not conflict
+    /// while the marks stay before the window of the values in the files
+    /// (`files`: their schema, see `Identities::mark`); once they reach it,
+    /// the files are written again ([`CommitAttemptError::Regenerate`]).
     async fn write_job(
         &mut self,
         data: &CommitData,
         app_ids: Vec<String>,
         reads_files: bool,
+        files: Option<&Schema>,
     ) -> std::result::Result<i64, CommitAttemptError> {
         for _ in 0..=MAX_RACES {
             let version = self.state.version() + 1;
@@ -672,13 +776,13 @@ impl DeltaSink {
                     return Ok(version);
                 }
                 Err(TransactionError::VersionAlreadyExists(_)) => {
-                    let changes = self.refresh().await.map_err(CommitAttemptError::sink)?;
-                    if let Some(conflict) = conflict(&changes, &app_ids, reads_files) {
-                        return Err(CommitAttemptError::delta(DeltaTableError::Transaction {
-                            source: TransactionError::CommitConflict(conflict),
-                        }));
+                    CommitVersionLost {
+                        table: &self.name,
+                        version,
                     }
-                    debug!(table = %self.name, version, "another writer committed first; moving on");
+                    .emit(&self.metrics);
+                    let changes = self.refresh().await.map_err(CommitAttemptError::sink)?;
+                    self.after_race(&changes, &app_ids, reads_files, data, files)?;
                 }
                 Err(e) => {
                     if let Err(abort) = self
@@ -697,6 +801,61 @@ impl DeltaSink {
         Err(CommitAttemptError::delta(DeltaTableError::Transaction {
             source: TransactionError::MaxCommitAttempts(MAX_RACES as i32),
         }))
+    }
+
+    /// Whether an attempt that lost its version to the commits `changes`
+    /// must be planned again (an error), or written again
+    /// ([`CommitAttemptError::Regenerate`]), or may move on (see
+    /// [`DeltaSink::write_job`]).
+    // The error is the same type every commit attempt returns.
+    #[allow(clippy::result_large_err)]
+    fn after_race(
+        &mut self,
+        changes: &Changes,
+        app_ids: &[String],
+        reads_files: bool,
+        data: &CommitData,
+        files: Option<&Schema>,
+    ) -> std::result::Result<(), CommitAttemptError> {
+        let footprint = reads_files.then_some(self.footprint.as_ref()).flatten();
+        let Some(conflict) = conflict(changes, app_ids, reads_files, footprint) else {
+            return Ok(());
+        };
+        if matches!(conflict, CommitConflictError::ConcurrentDeleteRead) {
+            self.replans += 1;
+            MergeReplanned {
+                table: &self.name,
+                version: self.state.version(),
+            }
+            .emit(&self.metrics);
+        }
+        let marks_only = matches!(conflict, CommitConflictError::MetadataChanged)
+            && !changes.app_ids.iter().any(|id| app_ids.contains(id))
+            && self.marks_moved_only(data, files);
+        if !marks_only {
+            return Err(CommitAttemptError::delta(DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(conflict),
+            }));
+        }
+        match files {
+            Some(f) if super::identity::moved(self.state.schema(), f) => {
+                Err(CommitAttemptError::Regenerate)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the table's metadata, read in after a lost race, differs
+    /// from the metadata action of `data` in identity high-water marks only
+    /// (`files`: a data commit's files; other commits always conflict).
+    fn marks_moved_only(&self, data: &CommitData, files: Option<&Schema>) -> bool {
+        if files.is_none() || self.identity.is_none() {
+            return false;
+        }
+        data.actions.iter().any(|a| match a {
+            Action::Metadata(ours) => super::identity::same_but_marks(ours, self.state.metadata()),
+            _ => false,
+        })
     }
 
     /// The bytes of `data` as the commit of `version` (see [`stamp`]).
@@ -947,6 +1106,9 @@ impl DeltaSink {
         if let Some(fenced) = self.fence(progress, app_ids).await? {
             return Ok(Plan::Fenced(fenced));
         }
+        if super::identity::moved(self.state.schema(), schema) {
+            return Ok(Plan::Regenerate);
+        }
         let now = chrono::Utc::now().timestamp_millis();
         let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + progress.len() + 1);
         actions.extend(self.evolution(schema)?);
@@ -974,9 +1136,8 @@ impl DeltaSink {
         if let Some(fenced) = self.fence(progress, app_ids).await? {
             return Ok(Plan::Fenced(fenced));
         }
-        let arrow = |e: arrow::error::ArrowError| {
-            CommitAttemptError::Delta(DeltaTableError::Arrow { source: e })
-        };
+        let table = self.name.clone();
+        let arrow = |e| planning_bug(&table, e);
         let mut winners = merge::reduce(changes, rules).map_err(arrow)?;
         let current: Schema = self.state.schema().try_into_arrow().map_err(arrow)?;
         let out = merge::output_schema(&current, &winners.batch.schema());
@@ -986,20 +1147,32 @@ impl DeltaSink {
             .map_err(CommitAttemptError::sink)?
             .writer(out.clone())
             .map_err(CommitAttemptError::delta)?;
-        let mut removes = Vec::new();
-        let (mut read, mut rewritten) = (0usize, 0u64);
-        for (path, remove) in candidates {
-            read += 1;
-            let kept = self
-                .rewrite(&path, &mut winners, rules, &out)
-                .await
+        let vectors = dv::enabled(self.state.protocol(), self.state.metadata().configuration());
+        let store = self.log.object_store(None);
+        let needed: Vec<&String> = rules.keys.iter().chain(&rules.sequence_by).collect();
+        let (mut removes, mut deletes) = (Vec::new(), dv::Vectors::default());
+        let (read, bytes_read) = read_sizes(&candidates);
+        for (path, target) in candidates {
+            let dv = target.add.deletion_vector.as_ref();
+            let fill = |b| self.with_partitions(b, &target.remove);
+            let hits = dv::hits(store.as_ref(), &path, dv, &needed, fill, |b| {
+                winners.matches(b, rules)
+            })
+            .await
+            .map_err(CommitAttemptError::delta)?;
+            let Some(hits) = hits else { continue };
+            if vectors {
+                let (deleted, rows) = (hits.deleted(), hits.rows());
+                deletes.delete(target, deleted, rows);
+                continue;
+            }
+            let (kept, _) = hits
+                .split(&out, true, fill)
                 .map_err(CommitAttemptError::delta)?;
-            let Some(kept) = kept else { continue };
             for b in kept {
                 writer.write(b).await.map_err(CommitAttemptError::delta)?;
             }
-            rewritten += remove.size.unwrap_or(0) as u64;
-            removes.push(remove);
+            removes.push(target.remove);
         }
         let upserts = winners.upserts().map_err(arrow)?;
         if upserts.num_rows() > 0 {
@@ -1008,16 +1181,27 @@ impl DeltaSink {
                 .await
                 .map_err(CommitAttemptError::delta)?;
         }
-        let adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
-        debug!(
-            table = %self.name,
-            changes = winners.batch.num_rows(),
-            files_read = read,
-            files_rewritten = removes.len(),
-            bytes_rewritten = rewritten,
-            bytes_written = adds.iter().map(|a| a.size).sum::<i64>(),
-            "merge planned"
-        );
+        let mut adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
+        let (rows_inserted, rows_updated, rows_deleted) = winners.counts().map_err(arrow)?;
+        let (files_vectored, files_rewritten) = (deletes.files() as u64, removes.len() as u64);
+        let (dv_removes, dv_adds, dv_bytes) = deletes
+            .finish(store.as_ref())
+            .await
+            .map_err(|e| CommitAttemptError::delta(e.into()))?;
+        self.merged = MergeCommitted {
+            changes: winners.batch.num_rows() as u64,
+            files_read: read,
+            files_rewritten,
+            files_vectored,
+            bytes_read,
+            bytes_written: adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>() + dv_bytes,
+            rows_inserted,
+            rows_updated,
+            rows_deleted,
+            ..MergeCommitted::default()
+        };
+        removes.extend(dv_removes);
+        adds.extend(dv_adds);
         self.merge_plan(&out, removes, adds, progress)
     }
 
@@ -1035,9 +1219,8 @@ impl DeltaSink {
         if let Some(fenced) = self.fence(progress, app_ids).await? {
             return Ok(Plan::Fenced(fenced));
         }
-        let arrow = |e: arrow::error::ArrowError| {
-            CommitAttemptError::Delta(DeltaTableError::Arrow { source: e })
-        };
+        let table = self.name.clone();
+        let arrow = |e| planning_bug(&table, e);
         let cols = rules.history.as_ref().expect("a history job");
         let mut history = super::history::History::new(changes, rules, cols).map_err(arrow)?;
         let current: Schema = self.state.schema().try_into_arrow().map_err(arrow)?;
@@ -1049,38 +1232,66 @@ impl DeltaSink {
             .map_err(CommitAttemptError::sink)?
             .writer(out.clone())
             .map_err(CommitAttemptError::delta)?;
-        let mut removes = Vec::new();
-        let read = candidates.len();
-        for (path, remove) in candidates {
-            let split = self
-                .split_file(&path, &rules.keys, &out, |b| history.touches(b, rules))
-                .await
+        let vectors = dv::enabled(self.state.protocol(), self.state.metadata().configuration());
+        let store = self.log.object_store(None);
+        let needed: Vec<&String> = rules.keys.iter().collect();
+        let (mut removes, mut deletes) = (Vec::new(), dv::Vectors::default());
+        let (read, bytes_read) = read_sizes(&candidates);
+        let mut stored = 0;
+        for (path, target) in candidates {
+            let dv = target.add.deletion_vector.as_ref();
+            let fill = |b| self.with_partitions(b, &target.remove);
+            let hits = dv::hits(store.as_ref(), &path, dv, &needed, fill, |b| {
+                history.touches(b, rules)
+            })
+            .await
+            .map_err(CommitAttemptError::delta)?;
+            let Some(hits) = hits else { continue };
+            // The stored versions of the changed keys are written again
+            // (with their new ends); with vectors, deleted where they are.
+            let (kept, versions) = hits
+                .split(&out, !vectors, fill)
                 .map_err(CommitAttemptError::delta)?;
-            let Some((kept, versions)) = split else {
-                continue;
-            };
             for b in kept {
                 writer.write(b).await.map_err(CommitAttemptError::delta)?;
             }
+            stored += versions.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
             versions.into_iter().for_each(|b| history.keep_stored(b));
-            removes.push(remove);
+            if vectors {
+                let (deleted, rows) = (hits.deleted(), hits.rows());
+                deletes.delete(target, deleted, rows);
+            } else {
+                removes.push(target.remove);
+            }
         }
         let versions = history.versions(rules, &out).map_err(arrow)?;
+        let written = versions.num_rows() as u64;
         if versions.num_rows() > 0 {
             writer
                 .write(versions)
                 .await
                 .map_err(CommitAttemptError::delta)?;
         }
-        let adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
-        debug!(
-            table = %self.name,
-            changes = history.changes.num_rows(),
-            files_read = read,
-            files_rewritten = removes.len(),
-            bytes_written = adds.iter().map(|a| a.size).sum::<i64>(),
-            "history merge planned"
-        );
+        let mut adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
+        let (files_vectored, files_rewritten) = (deletes.files() as u64, removes.len() as u64);
+        let (dv_removes, dv_adds, dv_bytes) = deletes
+            .finish(store.as_ref())
+            .await
+            .map_err(|e| CommitAttemptError::delta(e.into()))?;
+        self.merged = MergeCommitted {
+            changes: history.changes.num_rows() as u64,
+            files_read: read,
+            files_rewritten,
+            files_vectored,
+            bytes_read,
+            bytes_written: adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>() + dv_bytes,
+            rows_inserted: written.saturating_sub(stored),
+            rows_updated: stored,
+            rows_deleted: history.deletes(),
+            ..MergeCommitted::default()
+        };
+        removes.extend(dv_removes);
+        adds.extend(dv_adds);
         self.merge_plan(&out, removes, adds, progress)
     }
 
@@ -1110,61 +1321,13 @@ impl DeltaSink {
         Ok(Plan::Write { actions, rows: 0 })
     }
 
-    /// Reads the file at `path`: the `needed` columns first, matched by
-    /// `hit`; if no row is hit, `None` (the file stays); else its rows
-    /// split into those not hit and those hit, aligned to `out`.
-    async fn split_file(
-        &self,
-        path: &deltalake::Path,
-        needed: &[String],
-        out: &SchemaRef,
-        mut hit: impl FnMut(&RecordBatch) -> std::result::Result<Vec<bool>, arrow::error::ArrowError>,
-    ) -> std::result::Result<Option<(Vec<RecordBatch>, Vec<RecordBatch>)>, DeltaTableError> {
-        use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-        use deltalake::parquet::arrow::ProjectionMask;
-        let bytes = self.log.object_store(None).get(path).await?.bytes().await?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?;
-        let roots: Vec<usize> = builder
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| needed.contains(f.name()))
-            .map(|(i, _)| i)
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let mut hits = Vec::new();
-        for b in builder.with_projection(mask).build()? {
-            hits.push(hit(&b?).map_err(|source| DeltaTableError::Arrow { source })?);
-        }
-        if !hits.iter().flatten().any(|h| *h) {
-            return Ok(None);
-        }
-        // The same reader settings: the same batch boundaries as above.
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
-        let (mut kept, mut matched) = (Vec::new(), Vec::new());
-        for (b, hit) in reader.zip(hits) {
-            let b = b?;
-            let on = arrow::array::BooleanArray::from(hit);
-            let off = arrow::compute::not(&on)?;
-            for (mask, into) in [(&off, &mut kept), (&on, &mut matched)] {
-                let part = arrow::compute::filter_record_batch(&b, mask)?;
-                if part.num_rows() > 0 {
-                    into.push(merge::align(&part, out)?);
-                }
-            }
-        }
-        Ok(Some((kept, matched)))
-    }
-
     /// The files of the snapshot at the table state's version whose key
     /// statistics may hold one of the changed keys, with their removes.
     async fn merge_candidates(
         &mut self,
         changes: &RecordBatch,
         rules: &MergeRules,
-    ) -> std::result::Result<Vec<(deltalake::Path, deltalake::kernel::Remove)>, CommitAttemptError>
-    {
+    ) -> std::result::Result<Vec<(deltalake::Path, dv::Target)>, CommitAttemptError> {
         let version = self.state.version();
         if self.files.is_none() {
             let options = self.storage_options.clone().into_iter().collect();
@@ -1179,63 +1342,46 @@ impl DeltaSink {
         };
         loaded.map_err(CommitAttemptError::delta)?;
         let snapshot = table.snapshot().map_err(CommitAttemptError::delta)?;
-        let pruner = merge::Pruner::new(changes, rules);
-        Ok(snapshot
+        let partition_columns = self.state.metadata().partition_columns();
+        let scope = super::scope::Scope::new(changes, rules, partition_columns)
+            .map_err(|e| CommitAttemptError::delta(DeltaTableError::Arrow { source: e }))?;
+        let candidates: Vec<_> = snapshot
             .log_data()
             .iter()
-            .filter(|f| pruner.may_hold(f.stats().as_deref()))
-            .map(|f| (f.object_store_path(), f.remove_action(true)))
-            .collect())
-    }
-
-    /// Reads the file at `path`: its key (and sequence) columns first; if
-    /// no change matches a row, `None` (the file stays); else the rows no
-    /// change replaces, aligned to `out`.
-    async fn rewrite(
-        &self,
-        path: &deltalake::Path,
-        winners: &mut merge::Winners,
-        rules: &MergeRules,
-        out: &SchemaRef,
-    ) -> std::result::Result<Option<Vec<RecordBatch>>, DeltaTableError> {
-        use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-        use deltalake::parquet::arrow::ProjectionMask;
-        let bytes = self.log.object_store(None).get(path).await?.bytes().await?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?;
-        let needed: Vec<&String> = rules.keys.iter().chain(&rules.sequence_by).collect();
-        let roots: Vec<usize> = builder
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| needed.contains(&f.name()))
-            .map(|(i, _)| i)
+            .filter(|f| scope.may_hold(&f.partition_values_map(), f.stats().as_deref()))
+            .map(|f| {
+                // The add as the log has it: a file given a deletion vector
+                // is added again with its statistics and tags.
+                #[allow(deprecated)]
+                let add = f.add_action();
+                let remove = f.remove_action(true);
+                (f.object_store_path(), dv::Target { add, remove })
+            })
             .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let mut hits = Vec::new();
-        for b in builder.with_projection(mask).build()? {
-            hits.push(
-                winners
-                    .matches(&b?, rules)
-                    .map_err(|source| DeltaTableError::Arrow { source })?,
-            );
-        }
-        if !hits.iter().flatten().any(|h| *h) {
-            return Ok(None);
-        }
-        // The same reader settings: the same batch boundaries as above.
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
-        let mut kept = Vec::new();
-        for (b, hit) in reader.zip(hits) {
-            let keep = arrow::array::BooleanArray::from_iter(hit.iter().map(|h| Some(!h)));
-            let b = arrow::compute::filter_record_batch(&b?, &keep)?;
-            if b.num_rows() > 0 {
-                kept.push(merge::align(&b, out)?);
-            }
-        }
-        Ok(Some(kept))
+        self.footprint = Some(super::scope::Footprint {
+            read: candidates
+                .iter()
+                .map(|(_, t)| t.remove.path.clone())
+                .collect(),
+            scope,
+        });
+        Ok(candidates)
     }
 
+    /// `batch`, read from a file with these partition values, with the
+    /// table's partition columns (which data files do not hold).
+    fn with_partitions(
+        &self,
+        batch: RecordBatch,
+        remove: &Remove,
+    ) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+        let columns = self.state.metadata().partition_columns();
+        let (Some(values), false) = (&remove.partition_values, columns.is_empty()) else {
+            return Ok(batch);
+        };
+        let table: Schema = self.state.schema().try_into_arrow()?;
+        super::scope::with_partition_columns(batch, columns, values, &table)
+    }
     /// The fence of a batch, if a partition already stores a version at or
     /// past its first offset.
     async fn fence(
@@ -1318,6 +1464,28 @@ impl DeltaSink {
     }
 }
 
+/// An Arrow error of planning a merge on rows inlet shaped itself (the
+/// change batch, the table's own files read with the table's schema):
+/// inlet's bug, so the batch stops loudly instead of being retried.
+fn planning_bug(table: &str, e: arrow::error::ArrowError) -> CommitAttemptError {
+    CommitAttemptError::Fatal(Box::new(SinkError::Internal {
+        table: table.to_string(),
+        message: format!(
+            "planning the merge failed, which is a bug of inlet (nothing of this batch \
+             was committed; a restart reads it again): {e}"
+        ),
+    }))
+}
+
+/// The number and total size of the files a merge reads (each whole).
+fn read_sizes(candidates: &[(deltalake::Path, dv::Target)]) -> (u64, u64) {
+    let bytes = candidates
+        .iter()
+        .map(|(_, t)| t.remove.size.unwrap_or(0).max(0) as u64)
+        .sum();
+    (candidates.len() as u64, bytes)
+}
+
 /// What a commit loop commits.
 enum Job<'a> {
     /// Data files and the offsets they cover.
@@ -1353,6 +1521,14 @@ impl Job<'_> {
                 .iter()
                 .map(|(t, p, _)| super::txn_app_id(app_id, t, *p))
                 .collect(),
+        }
+    }
+
+    /// The schema of a data job's files (their identity values' window).
+    fn files(&self) -> Option<&Schema> {
+        match self {
+            Job::Data { schema, .. } => Some(schema),
+            _ => None,
         }
     }
 
@@ -1474,6 +1650,9 @@ enum Plan {
     Fenced(CommitOutcome),
     /// Everything is stored already.
     Nothing,
+    /// Another writer's commit moved an identity high-water mark into the
+    /// window of the files' values: they must be written again.
+    Regenerate,
 }
 
 /// The conflict that `changes` (commits that landed after an attempt's
@@ -1482,6 +1661,7 @@ fn conflict(
     changes: &Changes,
     app_ids: &[String],
     reads_files: bool,
+    footprint: Option<&super::scope::Footprint>,
 ) -> Option<CommitConflictError> {
     if changes.protocol {
         Some(CommitConflictError::ProtocolChanged(
@@ -1491,7 +1671,8 @@ fn conflict(
         Some(CommitConflictError::MetadataChanged)
     } else if changes.conflicts_with(app_ids) {
         Some(CommitConflictError::ConcurrentTransaction)
-    } else if reads_files && changes.files {
+    } else if reads_files && footprint.map_or(changes.files, |f| f.conflicts(changes)) {
+        // Without a footprint (none recorded), any file change conflicts.
         Some(CommitConflictError::ConcurrentDeleteRead)
     } else {
         None
@@ -1532,21 +1713,150 @@ fn mapper_of(name: &str, state: &TableState) -> Result<Option<Arc<Mapper>>> {
         })
 }
 
+/// The schema of a table inlet creates: `cfg.schema` (or `value`), the
+/// metadata and history columns, checked against `cluster_by`, with the
+/// identity columns declared.
+fn creation_schema(name: &str, cfg: &TableConfig, value: Option<&Schema>) -> Result<StructType> {
+    let base = match (cfg.schema.as_deref(), value) {
+        (Some(ddl), _) => crate::schema::parse_ddl(ddl).map_err(|e| SinkError::Table {
+            table: name.to_string(),
+            message: e.to_string(),
+        })?,
+        (None, Some(v)) => v.clone(),
+        (None, None) => {
+            return Err(SinkError::Table {
+                table: name.to_string(),
+                message: format!(
+                "no Delta table at `{}` and no `schema` to create one; set tables.{name}.schema",
+                cfg.uri
+            ),
+            })
+        }
+    };
+    let mut schema = table_schema_from(
+        base,
+        &cfg.metadata_columns,
+        &cfg.key_format,
+        cfg.key_schema.as_deref(),
+    )
+    .map_err(|e| SinkError::Table {
+        table: name.to_string(),
+        message: e.to_string(),
+    })?;
+    if cfg.mode == crate::config::TableMode::History {
+        let rules = MergeRules {
+            keys: cfg.keys.clone(),
+            sequence_by: cfg.sequence_by.clone(),
+            history: None,
+        };
+        schema = super::history::with_columns(&schema, &rules, &cfg.history);
+    }
+    let kernel: StructType = (&schema).try_into_kernel().map_err(|e| SinkError::Table {
+        table: name.to_string(),
+        message: format!("schema cannot be stored in Delta: {e}"),
+    })?;
+    if let Some(c) = cfg.cluster_by.iter().find(|c| kernel.field(c).is_none()) {
+        return Err(SinkError::Table {
+            table: name.to_string(),
+            message: format!(
+                "tables.{name}.cluster_by names `{c}`, which is not a top-level column of the table; \
+                 name a column of the schema"
+            ),
+        });
+    }
+    let kernel =
+        super::identity::declare(&kernel, &cfg.identity).map_err(|m| SinkError::Table {
+            table: name.to_string(),
+            message: format!(
+                "tables.{name}.identity {m}; name nullable BIGINT columns of the schema"
+            ),
+        })?;
+    Ok(kernel)
+}
+
+/// `cluster_by` on a clustered table names the table's clustering columns,
+/// in order: a different list would be the table's silently (inlet never
+/// re-clusters). A table whose columns cannot be read (Databricks' preview
+/// `delta.liquid` domain) is not compared.
+async fn check_clustering(
+    name: &str,
+    cfg: &TableConfig,
+    log: &dyn LogStore,
+    state: &TableState,
+) -> Result<()> {
+    if cfg.cluster_by.is_empty() {
+        return Ok(());
+    }
+    let table = super::state::clustering_columns(log, state.version())
+        .await
+        .map_err(|source| SinkError::Delta {
+            table: name.to_string(),
+            source,
+        })?;
+    let Some(table) = table else {
+        return Ok(());
+    };
+    let wanted: Vec<Vec<String>> = cfg
+        .cluster_by
+        .iter()
+        .map(|c| {
+            let physical = state.schema().field(c).and_then(|f| {
+                match f.metadata().get(super::mapping::PHYSICAL) {
+                    Some(deltalake::kernel::MetadataValue::String(p)) => Some(p.clone()),
+                    _ => None,
+                }
+            });
+            vec![physical.unwrap_or_else(|| c.clone())]
+        })
+        .collect();
+    if wanted == table {
+        return Ok(());
+    }
+    let logical: Vec<String> = table
+        .iter()
+        .map(|path| {
+            let top = state
+                .schema()
+                .fields()
+                .find(|f| {
+                    matches!(f.metadata().get(super::mapping::PHYSICAL),
+                        Some(deltalake::kernel::MetadataValue::String(p)) if Some(p) == path.first())
+                })
+                .map(|f| f.name().clone());
+            match top {
+                Some(t) if path.len() == 1 => t,
+                _ => path.join("."),
+            }
+        })
+        .collect();
+    Err(SinkError::Table {
+        table: name.to_string(),
+        message: format!(
+            "tables.{name}.cluster_by is {:?}, but the table is clustered by {logical:?}; \
+             set cluster_by to the table's columns or remove it (inlet does not re-cluster a table)",
+            cfg.cluster_by
+        ),
+    })
+}
+
 /// The checks every table inlet writes must pass, before anything is fetched
 /// (each the operator's to fix), and the table's layout.
 fn checked_layout(name: &str, cfg: &TableConfig, state: &TableState) -> Result<TableLayout> {
     check_appendable(name, state)?;
+    if !cfg.cluster_by.is_empty() && !super::features::is_clustered(state.protocol()) {
+        // Clustering an existing table is an ALTER (and a rewrite to be
+        // worth it), not something an ingest should do on its own.
+        return Err(SinkError::Table {
+            table: name.to_string(),
+            message: format!(
+                "tables.{name}.cluster_by is set, but the existing table is not clustered; \
+                 remove cluster_by, or cluster the table with ALTER TABLE … CLUSTER BY"
+            ),
+        });
+    }
     if cfg.mode.merges() {
         let mode = cfg.mode.name();
-        let refused = merge::refusal(state.protocol(), mode).or_else(|| {
-            (!state.metadata().partition_columns().is_empty()).then(|| {
-                format!(
-                    "`mode = \"{mode}\"` cannot merge into a partitioned table yet; use an \
-                     unpartitioned table"
-                )
-            })
-        });
-        if let Some(message) = refused {
+        if let Some(message) = merge::refusal(state.protocol(), mode) {
             return Err(SinkError::Table {
                 table: name.to_string(),
                 message,
@@ -1577,6 +1887,7 @@ fn checked_layout(name: &str, cfg: &TableConfig, state: &TableState) -> Result<T
             });
         }
     }
+    check_history_columns(name, cfg, &layout.table)?;
     for (kind, col) in cfg.metadata_columns.iter() {
         let ok = layout.table.field_with_name(col).is_ok_and(|f| match kind {
             MetadataKind::Key => crate::schema::key_type_fits(cfg.key_format, f.data_type()),
@@ -1595,6 +1906,48 @@ fn checked_layout(name: &str, cfg: &TableConfig, state: &TableState) -> Result<T
     Ok(layout)
 }
 
+/// A `history` table's start, end and current columns, where it has them,
+/// have the types the merge writes (the start and end the sequence's, the
+/// current BOOLEAN): another type is a value column of the same name, which
+/// the merge would overwrite.
+fn check_history_columns(name: &str, cfg: &TableConfig, table: &Schema) -> Result<()> {
+    if cfg.mode != crate::config::TableMode::History {
+        return Ok(());
+    }
+    let rules = MergeRules {
+        keys: cfg.keys.clone(),
+        sequence_by: cfg.sequence_by.clone(),
+        history: None,
+    };
+    let seq = super::history::sequence_type(table, &rules);
+    let h = &cfg.history;
+    for (field, col, ty) in [
+        ("start_column", &h.start_column, &seq),
+        ("end_column", &h.end_column, &seq),
+        (
+            "current_column",
+            &h.current_column,
+            &arrow::datatypes::DataType::Boolean,
+        ),
+    ] {
+        match table.field_with_name(col) {
+            Ok(f) if f.data_type() != ty => {
+                return Err(SinkError::Table {
+                    table: name.to_string(),
+                    message: format!(
+                        "tables.{name}.history.{field}: the table's column `{col}` is {}, not the \
+                         {ty} the history merge writes: it is a value column of the same name. \
+                         Fix: name the history column otherwise (`{field} = \"...\"`)",
+                        f.data_type()
+                    ),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// How a commit loop ended.
 enum Finished {
     /// This batch's commit is in the log at `version`.
@@ -1603,6 +1956,8 @@ enum Finished {
     Fenced(CommitOutcome),
     /// Nothing left to write.
     Nothing,
+    /// See [`Plan::Regenerate`].
+    Regenerate,
 }
 
 /// A failed attempt. Retryable ones are retried on a fresh snapshot, which is
@@ -1617,6 +1972,10 @@ enum CommitAttemptError {
     /// Retrying cannot help.
     #[error("{0}")]
     Fatal(Box<SinkError>),
+    /// Another writer's commit reached the window of the identity values
+    /// in the files: they must be written again (see [`Plan::Regenerate`]).
+    #[error("another writer's commit reached the identity values of the batch's files")]
+    Regenerate,
 }
 
 impl Classify for CommitAttemptError {
@@ -1628,6 +1987,8 @@ impl Classify for CommitAttemptError {
                 Fault::Environment => Fault::Internal,
                 f => f,
             },
+            // Handled by the commit loop; never a failure.
+            CommitAttemptError::Regenerate => Fault::Internal,
         }
     }
 }
@@ -1658,6 +2019,10 @@ impl CommitAttemptError {
             CommitAttemptError::Delta(source) => SinkError::Delta {
                 table: table.to_string(),
                 source,
+            },
+            CommitAttemptError::Regenerate => SinkError::Table {
+                table: table.to_string(),
+                message: "identity values to generate again outside a data commit".into(),
             },
         }
     }
@@ -1867,6 +2232,16 @@ checkpoint_interval = {interval}
         assert_eq!(one.state.version(), 0);
         assert_eq!(one.write(&data, ids).await.unwrap(), 2);
         assert_eq!(one.state.version(), 2);
+        // The version lost is counted (the table's commit contention).
+        let lost = || {
+            one.metrics
+                .commit_versions_lost
+                .get_or_create(&crate::observability::TableLabels {
+                    table: "events".into(),
+                })
+                .get()
+        };
+        assert_eq!(lost(), 1);
         assert_eq!(
             one.stored_versions(&["a:t:0".into(), "a:t:1".into()])
                 .await
@@ -1878,6 +2253,15 @@ checkpoint_interval = {interval}
         let data = txn_only("a:t:0", 19);
         let e = one.write(&data, vec!["a:t:0".into()]).await.unwrap_err();
         assert!(e.to_string().to_lowercase().contains("concurrent"), "{e}");
+        assert_eq!(
+            one.metrics
+                .commit_versions_lost
+                .get_or_create(&crate::observability::TableLabels {
+                    table: "events".into(),
+                })
+                .get(),
+            2
+        );
         assert!(matches!(
             commit(&mut one, 10).await,
             CommitOutcome::Fenced { stored: 19, .. }
@@ -1908,7 +2292,7 @@ checkpoint_interval = {interval}
         );
         let data = txn_only("a:t:0", 9);
         let e = one
-            .write_job(&data, vec!["a:t:0".into()], true)
+            .write_job(&data, vec!["a:t:0".into()], true, None)
             .await
             .unwrap_err();
         assert!(e.to_string().to_lowercase().contains("concurrent"), "{e}");
@@ -1918,7 +2302,7 @@ checkpoint_interval = {interval}
             r#"{"add":{"path":"b.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}"#,
         );
         assert_eq!(
-            one.write_job(&data, vec!["a:t:0".into()], false)
+            one.write_job(&data, vec!["a:t:0".into()], false, None)
                 .await
                 .unwrap(),
             3,
@@ -1927,12 +2311,92 @@ checkpoint_interval = {interval}
         foreign(4, r#"{"txn":{"appId":"b:t:0","version":3}}"#);
         let data = txn_only("a:t:0", 19);
         assert_eq!(
-            one.write_job(&data, vec!["a:t:0".into()], true)
+            one.write_job(&data, vec!["a:t:0".into()], true, None)
                 .await
                 .unwrap(),
             5,
             "no files changed: the merge moves on"
         );
+        // Another writer's deletion vector on a file: removed and added
+        // again under the same path; a merge conflicts with it.
+        foreign(
+            6,
+            r#"{"remove":{"path":"b.parquet","deletionTimestamp":1,"dataChange":true}}
+{"add":{"path":"b.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true,"deletionVector":{"storageType":"u","pathOrInlineDv":"vBn[lx{q8@P<9BNH/isA","offset":1,"sizeInBytes":36,"cardinality":2}}}"#,
+        );
+        let data = txn_only("a:t:0", 29);
+        let e = one
+            .write_job(&data, vec!["a:t:0".into()], true, None)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("concurrent"), "{e}");
+    }
+
+    /// With the footprint of its plan, a merge moves on past a foreign
+    /// commit that removed no file it read and added none that may hold one
+    /// of its keys; one that did makes it plan again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_merge_conflicts_only_with_commits_touching_its_files_or_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut one = DeltaSink::open("events", &config(&path, 100))
+            .await
+            .unwrap();
+        let log = path.join("_delta_log");
+        let foreign = |v: i64, line: &str| {
+            std::fs::write(
+                log.join(format!("{v:020}.json")),
+                format!("{{\"commitInfo\":{{\"timestamp\":1,\"operation\":\"WRITE\"}}}}\n{line}"),
+            )
+            .unwrap();
+        };
+        let rules = MergeRules {
+            keys: vec!["id".into()],
+            sequence_by: None,
+            history: None,
+        };
+        let changes = merge::tests::changes(&[(5, "a", 0, 0, false), (7, "b", 0, 1, false)]);
+        let footprint = || super::super::scope::Footprint {
+            read: ["a b.parquet".to_string()].into(),
+            scope: super::super::scope::Scope::new(&changes, &rules, &[]).unwrap(),
+        };
+        let add = |name: &str, min: i64, max: i64| {
+            format!(
+                r#"{{"add":{{"path":"{name}","partitionValues":{{}},"size":1,"modificationTime":1,"dataChange":true,"stats":"{{\"numRecords\":1,\"minValues\":{{\"id\":{min}}},\"maxValues\":{{\"id\":{max}}}}}"}}}}"#
+            )
+        };
+        let remove = |name: &str| {
+            format!(r#"{{"remove":{{"path":"{name}","deletionTimestamp":1,"dataChange":true}}}}"#)
+        };
+        let mut version = 0;
+        // One foreign commit at the next version, then the merge's write.
+        macro_rules! race {
+            ($line:expr) => {{
+                version += 1;
+                foreign(version, &$line);
+                one.footprint = Some(footprint());
+                let data = txn_only("a:t:0", 100 + version);
+                let got = one.write_job(&data, vec!["a:t:0".into()], true, None).await;
+                if got.is_ok() {
+                    version += 1;
+                }
+                got.map_err(|e| e.to_string())
+            }};
+        }
+        // Not read, other keys, no file: the merge moves on.
+        assert!(race!(remove("c.parquet")).is_ok());
+        assert!(race!(add("d.parquet", 8, 100)).is_ok());
+        assert!(race!(add("e.parquet", 0, 4)).is_ok());
+        // A file read is gone (its path as the log encodes it), a new file
+        // may hold key 5 or 7, or has no statistics: planned again.
+        for line in [
+            remove("a%20b.parquet"),
+            add("f.parquet", 6, 9),
+            r#"{"add":{"path":"g.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}"#.to_string(),
+        ] {
+            let e = race!(line).unwrap_err();
+            assert!(e.to_lowercase().contains("concurrent"), "{e}");
+        }
     }
 
     /// A history table inlet creates has the history columns; a batch of
@@ -1994,6 +2458,143 @@ checkpoint_interval = {interval}
             .unwrap();
         assert!(matches!(again, CommitOutcome::Fenced { .. }), "{again:?}");
         assert_eq!(sink.state.version(), version, "nothing written");
+    }
+
+    /// Each merge committed reports the files and bytes it read and wrote
+    /// and the rows it inserted, updated and deleted, as metrics.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn merges_report_their_files_bytes_and_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut cfg = config(&path, 100);
+        cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
+        cfg.mode = crate::config::TableMode::Upsert;
+        cfg.keys = vec!["id".into()];
+        cfg.sequence_by = Some("seq".into());
+        let metrics = Arc::new(Metrics::new());
+        let mut sink = DeltaSink::open("events", &cfg)
+            .await
+            .unwrap()
+            .with_metrics(metrics.clone());
+        let retry = CommitConfig::default();
+        let first = merge::tests::changes(&[
+            (1, "a", 5, 0, false),
+            (2, "b", 5, 1, false),
+            (3, "c", 5, 2, false),
+        ]);
+        sink.commit_merge(&[first], &progress(0), 0, &retry)
+            .await
+            .unwrap();
+        let first_size: u64 = parquet_sizes(&path).values().sum();
+        let second = merge::tests::changes(&[
+            (1, "a2", 6, 10, false),  // updates
+            (2, "", 6, 11, true),     // deletes
+            (4, "d", 6, 12, false),   // inserts
+            (3, "old", 1, 13, false), // older than the stored row: nothing
+            (9, "", 6, 14, true),     // deletes nothing
+        ]);
+        sink.commit_merge(&[second], &progress(10), 0, &retry)
+            .await
+            .unwrap();
+        let text = metrics.encode();
+        let value = |name: &str| -> u64 {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in\n{text}"))
+        };
+        assert_eq!(value("inlet_merges_total{table=\"events\"}"), 2);
+        assert_eq!(value("inlet_merge_files_read_total{table=\"events\"}"), 1);
+        assert_eq!(
+            value("inlet_merge_files_rewritten_total{table=\"events\"}"),
+            1
+        );
+        let rows = |action: &str| {
+            value(&format!(
+                "inlet_merge_rows_total{{table=\"events\",action=\"{action}\"}}"
+            ))
+        };
+        assert_eq!(
+            (rows("inserted"), rows("updated"), rows("deleted")),
+            (4, 1, 1)
+        );
+        let written: u64 = parquet_sizes(&path).values().sum();
+        assert_eq!(
+            value("inlet_merge_bytes_written_total{table=\"events\"}"),
+            written,
+            "every file the merges wrote is in the table's directory"
+        );
+        assert_eq!(
+            value("inlet_merge_bytes_read_total{table=\"events\"}"),
+            first_size,
+            "the second merge read the first one's file"
+        );
+        assert!(!text.contains("inlet_merge_replans_total{"), "no re-plan");
+    }
+
+    /// A change batch inlet shaped wrongly (here: without its delete
+    /// column) fails the merge's planning: inlet's bug, stopped at once as
+    /// internal, not retried as the environment's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_merge_planning_bug_stops_at_once_as_internal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut cfg = config(&path, 100);
+        cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
+        cfg.mode = crate::config::TableMode::Upsert;
+        cfg.keys = vec!["id".into()];
+        let mut sink = DeltaSink::open("events", &cfg).await.unwrap();
+        let changes = merge::tests::changes(&[(1, "a", 5, 0, false)]);
+        let malformed = changes.project(&[0, 1, 2, 3]).unwrap();
+        let retry = CommitConfig {
+            retry_backoff: std::time::Duration::from_secs(5),
+            max_attempts: 3,
+            ..CommitConfig::default()
+        };
+        let started = std::time::Instant::now();
+        let e = sink
+            .commit_merge(&[malformed], &progress(0), 0, &retry)
+            .await
+            .unwrap_err();
+        assert_eq!(e.fault(), Fault::Internal, "{e}");
+        assert!(e.to_string().contains("bug of inlet"), "{e}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "not retried"
+        );
+    }
+
+    /// A history table whose column of a history column's name has another
+    /// type (a value column) is refused at open, naming the key.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_value_column_named_like_a_history_column_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut cfg = config(&path, 100);
+        cfg.schema = Some("id BIGINT, seq BIGINT, __is_current STRING".into());
+        DeltaSink::open("events", &cfg).await.unwrap();
+        cfg.mode = crate::config::TableMode::History;
+        cfg.keys = vec!["id".into()];
+        cfg.sequence_by = Some("seq".into());
+        let e = DeltaSink::open("events", &cfg).await.unwrap_err();
+        assert_eq!(e.fault(), Fault::Operator, "{e}");
+        assert!(e.to_string().contains("history.current_column"), "{e}");
+        cfg.history.current_column = "__current".into();
+        DeltaSink::open("events", &cfg).await.unwrap();
+    }
+
+    /// The sizes of the table's Parquet files by name.
+    fn parquet_sizes(path: &std::path::Path) -> HashMap<String, u64> {
+        std::fs::read_dir(path)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, e.metadata().unwrap().len())
+            })
+            .collect()
     }
 
     /// An existing table without the history columns gets them (nullable)
@@ -2237,5 +2838,250 @@ checkpoint_interval = {interval}
         let two = DeltaSink::open("events", &cfg).await.unwrap();
         assert_eq!(two.state.high_water_mark(), Some(17));
         assert_eq!(two.state.in_commit_timestamp(), Some(future + 1));
+    }
+
+    const IDENTITY: &str = r#"{"commitInfo":{"timestamp":1,"operation":"CREATE"}}
+{"protocol":{"minReaderVersion":1,"minWriterVersion":7,"writerFeatures":["identityColumns","appendOnly","invariants"]}}
+{"metaData":{"id":"t","format":{"provider":"parquet","options":{}},"schemaString":"{\"type\":\"struct\",\"fields\":[{\"name\":\"id\",\"type\":\"long\",\"nullable\":true,\"metadata\":{\"delta.identity.highWaterMark\":44,\"delta.identity.step\":1,\"delta.identity.allowExplicitInsert\":false,\"delta.identity.start\":1}}]}","partitionColumns":[],"configuration":{},"createdTime":1}}"#;
+
+    /// The same, column-mapped (by name) and partitioned by a string
+    /// column `p`: files carry physical names, in partition directories.
+    const MAPPED_IDENTITY: &str = r#"{"commitInfo":{"timestamp":1,"operation":"CREATE"}}
+{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["columnMapping"],"writerFeatures":["columnMapping","identityColumns","appendOnly","invariants"]}}
+{"metaData":{"id":"t","format":{"provider":"parquet","options":{}},"schemaString":"{\"type\":\"struct\",\"fields\":[{\"name\":\"id\",\"type\":\"long\",\"nullable\":true,\"metadata\":{\"delta.identity.highWaterMark\":44,\"delta.identity.step\":1,\"delta.identity.allowExplicitInsert\":false,\"delta.identity.start\":1,\"delta.columnMapping.id\":1,\"delta.columnMapping.physicalName\":\"col-id\"}},{\"name\":\"p\",\"type\":\"string\",\"nullable\":true,\"metadata\":{\"delta.columnMapping.id\":2,\"delta.columnMapping.physicalName\":\"col-p\"}}]}","partitionColumns":["p"],"configuration":{"delta.columnMapping.mode":"name","delta.columnMapping.maxColumnId":"2"},"createdTime":1}}"#;
+
+    /// Writes `rows` rows (identity values generated; `p`, if the table
+    /// has it, "x") with `sink`'s writer: the adds and the schema their
+    /// commit takes.
+    async fn identity_files(sink: &DeltaSink, rows: usize) -> (Vec<Add>, Schema) {
+        let mut w = sink.writer().unwrap();
+        let schema = w.arrow_schema();
+        let columns: Vec<arrow::array::ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> arrow::array::ArrayRef {
+                if f.name() == "id" {
+                    Arc::new(arrow::array::Int64Array::from(vec![None; rows]))
+                } else {
+                    Arc::new(arrow::array::StringArray::from(vec!["x"; rows]))
+                }
+            })
+            .collect();
+        w.write(RecordBatch::try_new(schema, columns).unwrap())
+            .await
+            .unwrap();
+        let adds = w.flush().await.unwrap();
+        (adds, w.commit_schema().as_ref().clone())
+    }
+
+    /// The ids (column `col` of the files, by its name there) in the files
+    /// of the adds of commit `version`, the commit's high-water mark, and
+    /// the statistics' (min, max) of `col`.
+    fn identity_commit(
+        path: &std::path::Path,
+        version: i64,
+        col: &str,
+    ) -> (Vec<i64>, i64, Vec<(i64, i64)>) {
+        use arrow::array::AsArray;
+        use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let lines = commit_lines(path, version);
+        let mut ids = Vec::new();
+        let mut stats = Vec::new();
+        for add in lines.iter().filter_map(|l| l.get("add")) {
+            let file = std::fs::File::open(path.join(add["path"].as_str().unwrap())).unwrap();
+            for b in ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+            {
+                let b = b.unwrap();
+                let col = b
+                    .column_by_name(col)
+                    .unwrap()
+                    .as_primitive::<arrow::datatypes::Int64Type>();
+                assert_eq!(arrow::array::Array::null_count(col), 0);
+                ids.extend(col.values().iter().copied());
+            }
+            let s: serde_json::Value =
+                serde_json::from_str(add["stats"].as_str().unwrap()).unwrap();
+            stats.push((
+                s["minValues"][col].as_i64().unwrap(),
+                s["maxValues"][col].as_i64().unwrap(),
+            ));
+        }
+        let meta = lines.iter().find_map(|l| l.get("metaData")).unwrap();
+        let schema: serde_json::Value =
+            serde_json::from_str(meta["schemaString"].as_str().unwrap()).unwrap();
+        let mark = schema["fields"][0]["metadata"]["delta.identity.highWaterMark"]
+            .as_i64()
+            .unwrap();
+        (ids, mark, stats)
+    }
+
+    /// Two writers generate identity values at once (both after mark 44):
+    /// the second to commit finds the mark moved into its window, writes
+    /// its files anew with values after the fresh mark and commits them
+    /// (counted in the metric); ids never repeat, and each mark covers them.
+    /// Also on a column-mapped, partitioned table (physical names in the
+    /// files and statistics, the new file in the partition's directory).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_whose_identity_values_another_committed_generates_them_again() {
+        for (log0, col, dir_prefix) in [
+            (IDENTITY, "id", ""),
+            (MAPPED_IDENTITY, "col-id", "col-p=x/"),
+        ] {
+            generates_identity_values_again(log0, col, dir_prefix).await;
+        }
+    }
+
+    async fn generates_identity_values_again(log0: &str, col: &str, dir_prefix: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let log = path.join("_delta_log");
+        std::fs::create_dir_all(&log).unwrap();
+        std::fs::write(log.join(format!("{:020}.json", 0)), log0).unwrap();
+        let cfg = config(&path, 100);
+        let metrics = Arc::new(Metrics::new());
+        let mut one = DeltaSink::open("events", &cfg)
+            .await
+            .unwrap()
+            .with_metrics(metrics.clone());
+        let mut two = DeltaSink::open("events", &cfg).await.unwrap();
+        let (adds, schema) = identity_files(&one, 3).await;
+        let (adds2, schema2) = identity_files(&two, 2).await;
+        let other = |app: &str| {
+            vec![PartitionProgress {
+                app_id: app.into(),
+                first: 0,
+                last: 9,
+            }]
+        };
+        let retry = CommitConfig::default();
+        let p = other("b:t:0");
+        let done = two.commit(adds2, &schema2, &p, 0, &retry);
+        assert_eq!(done.await.unwrap(), CommitOutcome::Committed { version: 1 });
+        assert_eq!(
+            identity_commit(&path, 1, col),
+            (vec![45, 46], 46, vec![(45, 46)])
+        );
+        let old = adds[0].path.clone();
+        let p = other("a:t:0");
+        let done = one.commit(adds, &schema, &p, 0, &retry);
+        assert_eq!(done.await.unwrap(), CommitOutcome::Committed { version: 2 });
+        let (ids, mark, stats) = identity_commit(&path, 2, col);
+        assert_eq!(
+            ids,
+            [48, 49, 50],
+            "after the fresh mark (its own 45-47 skipped)"
+        );
+        assert_eq!((mark, stats), (50, vec![(48, 50)]));
+        let lines = commit_lines(&path, 2);
+        for add in lines.iter().filter_map(|l| l.get("add")) {
+            let new = add["path"].as_str().unwrap();
+            assert!(
+                new != old && new.starts_with(dir_prefix),
+                "{new} after {old}"
+            );
+        }
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"inlet_identity_regenerations_total{table="events"} 1"#),
+            "{}",
+            metrics.encode()
+        );
+        // Both writers go on after the mark.
+        let (adds, schema) = identity_files(&two, 1).await;
+        let p = other("b:t:1");
+        let done = two.commit(adds, &schema, &p, 0, &retry);
+        assert_eq!(done.await.unwrap(), CommitOutcome::Committed { version: 3 });
+        assert_eq!(
+            identity_commit(&path, 3, col),
+            (vec![51], 51, vec![(51, 51)])
+        );
+    }
+
+    /// The commit of `adds` written with `schema` for app id `app`, as an
+    /// attempt of `sink` plans it on its state.
+    fn identity_data(sink: &DeltaSink, adds: Vec<Add>, schema: &Schema, app: &str) -> CommitData {
+        let mut actions: Vec<Action> = sink.evolution(schema).unwrap().into_iter().collect();
+        actions.extend(adds.into_iter().map(Action::Add));
+        actions.push(Action::Txn(Transaction::new(app, 9)));
+        CommitData::new(
+            actions,
+            DeltaOperation::StreamingUpdate {
+                output_mode: OutputMode::Append,
+                query_id: "a".into(),
+                epoch_id: 0,
+            },
+            HashMap::new(),
+            Vec::new(),
+        )
+    }
+
+    /// A write that lost its version to another writer's append (which
+    /// moved only the identity mark) moves on to the next version while the
+    /// mark stays before its values, and asks for them again once it
+    /// reached them; a commit that changed more conflicts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_race_to_a_moved_mark_moves_on_or_generates_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let log = path.join("_delta_log");
+        std::fs::create_dir_all(&log).unwrap();
+        std::fs::write(log.join(format!("{:020}.json", 0)), IDENTITY).unwrap();
+        let cfg = config(&path, 100);
+        let mut one = DeltaSink::open("events", &cfg).await.unwrap();
+        let mut two = DeltaSink::open("events", &cfg).await.unwrap();
+        let retry = CommitConfig::default();
+        let progress = |app: &str| {
+            vec![PartitionProgress {
+                app_id: app.into(),
+                first: 0,
+                last: 9,
+            }]
+        };
+        // One's second batch holds 48-50; two commits 45-46 first.
+        let _ = identity_files(&one, 3).await;
+        let (adds, schema) = identity_files(&one, 3).await;
+        let data = identity_data(&one, adds, &schema, "a:t:0");
+        let (adds2, schema2) = identity_files(&two, 2).await;
+        let p = progress("b:t:0");
+        let done = two.commit(adds2, &schema2, &p, 0, &retry).await.unwrap();
+        assert_eq!(done, CommitOutcome::Committed { version: 1 });
+        let files = Some(&schema);
+        let landed = one.write_job(&data, vec!["a:t:0".into()], false, files);
+        assert_eq!(landed.await.unwrap(), 2, "moved on past the mark 46");
+        assert_eq!(
+            identity_commit(&path, 2, "id"),
+            (vec![48, 49, 50], 50, vec![(48, 50)])
+        );
+        // Two generates 47 (before one's mark 50): written again as 51.
+        let (adds2, schema2) = identity_files(&two, 1).await;
+        let p = progress("b:t:1");
+        let done = two.commit(adds2, &schema2, &p, 0, &retry).await.unwrap();
+        assert_eq!(done, CommitOutcome::Committed { version: 3 });
+        assert_eq!(
+            identity_commit(&path, 3, "id"),
+            (vec![51], 51, vec![(51, 51)])
+        );
+        // One's next values (51) are reached by two's mark.
+        let (adds, schema) = identity_files(&one, 1).await;
+        let data = identity_data(&one, adds, &schema, "a:t:1");
+        let files = Some(&schema);
+        let lost = one.write_job(&data, vec!["a:t:1".into()], false, files);
+        assert!(matches!(lost.await, Err(CommitAttemptError::Regenerate)));
+        // A commit that changed more than the marks conflicts.
+        let (adds, schema) = identity_files(&one, 1).await;
+        let data = identity_data(&one, adds, &schema, "a:t:2");
+        let text = std::fs::read_to_string(log.join(format!("{:020}.json", 3))).unwrap();
+        std::fs::write(
+            log.join(format!("{:020}.json", 4)),
+            text.replace(r#""configuration":{}"#, r#""configuration":{"x":"y"}"#),
+        )
+        .unwrap();
+        let files = Some(&schema);
+        let lost = one.write_job(&data, vec!["a:t:2".into()], false, files);
+        assert!(matches!(lost.await, Err(CommitAttemptError::Delta(_))));
     }
 }

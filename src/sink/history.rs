@@ -148,6 +148,13 @@ impl History {
             .collect())
     }
 
+    /// The delete changes of the batch.
+    pub(super) fn deletes(&self) -> u64 {
+        self.changes
+            .column_by_name(DELETE_COLUMN)
+            .map_or(0, |c| c.as_boolean().true_count() as u64)
+    }
+
     /// Keeps stored versions of changed keys (aligned to the output schema).
     pub(super) fn keep_stored(&mut self, versions: RecordBatch) {
         if versions.num_rows() > 0 {

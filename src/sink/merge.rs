@@ -47,15 +47,16 @@ pub struct MergeRules {
 }
 
 /// Why a table cannot be merged into, if it cannot: features whose files
-/// inlet's merge would have to read or rewrite differently.
+/// inlet's merge would have to read or rewrite differently. Deletion
+/// vectors are read and written (see the `dv` module).
 pub(super) fn refusal(protocol: &Protocol, mode: &str) -> Option<String> {
     let blocking = [
-        (
-            "deletionVectors",
-            "rows hidden by a deletion vector would be read back",
-        ),
         ("rowTracking", "row ids would not be kept by rewritten rows"),
         ("columnMapping", "files hold physical column names"),
+        (
+            "identityColumns",
+            "rows written again would be given new identity values",
+        ),
     ];
     let names: Vec<String> = protocol
         .writer_features()
@@ -88,6 +89,8 @@ pub(super) struct Winners {
     sequence: Option<(RowConverter, Rows)>,
     /// Rows whose change is older than the row stored for their key.
     pub beaten: Vec<bool>,
+    /// Rows whose change replaces or deletes a stored row.
+    found: Vec<bool>,
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowError> {
@@ -161,6 +164,7 @@ pub(super) fn reduce(changes: &[RecordBatch], rules: &MergeRules) -> Result<Winn
         None => None,
     };
     let beaten = vec![false; batch.num_rows()];
+    let found = vec![false; batch.num_rows()];
     Ok(Winners {
         batch,
         index,
@@ -168,6 +172,7 @@ pub(super) fn reduce(changes: &[RecordBatch], rules: &MergeRules) -> Result<Winn
         key_types,
         sequence,
         beaten,
+        found,
     })
 }
 
@@ -215,9 +220,27 @@ impl Winners {
                 self.beaten[w] = true;
             } else {
                 *hit = true;
+                self.found[w] = true;
             }
         }
         Ok(out)
+    }
+
+    /// The rows the merge (as matched so far) inserts, updates and
+    /// deletes: winners not beaten, by whether they found a stored row.
+    pub(super) fn counts(&self) -> Result<(u64, u64, u64), ArrowError> {
+        let deletes = column(&self.batch, DELETE_COLUMN)?.as_boolean();
+        let (mut inserted, mut updated, mut deleted) = (0, 0, 0);
+        for i in 0..self.batch.num_rows() {
+            let delete = deletes.is_valid(i) && deletes.value(i);
+            match (self.beaten[i], self.found[i], delete) {
+                (true, _, _) | (false, false, true) => {}
+                (false, true, true) => deleted += 1,
+                (false, true, false) => updated += 1,
+                (false, false, false) => inserted += 1,
+            }
+        }
+        Ok((inserted, updated, deleted))
     }
 
     /// The changed rows to write: winners that are not deletes and not
@@ -454,6 +477,19 @@ pub(super) mod tests {
             [true, false, true, false]
         );
         assert_eq!(values(&w.upserts().unwrap()), [(1, "new".into())]);
+        // 1 replaces a row, 2 is beaten, 3 deletes one.
+        assert_eq!(w.counts().unwrap(), (0, 1, 1));
+        let mut w = reduce(
+            &[changes(&[(9, "x", 1, 13, false), (8, "", 1, 14, true)])],
+            &rules(true),
+        )
+        .unwrap();
+        w.matches(&stored, &rules(true)).unwrap();
+        assert_eq!(
+            w.counts().unwrap(),
+            (1, 0, 0),
+            "an insert; a delete of nothing"
+        );
     }
 
     #[test]
@@ -474,12 +510,23 @@ pub(super) mod tests {
     #[test]
     fn tables_with_features_the_merge_cannot_keep_are_refused() {
         let p: Protocol = serde_json::from_str(
-            r#"{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["deletionVectors"],"writerFeatures":["deletionVectors","appendOnly"]}"#,
+            r#"{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["deletionVectors","columnMapping"],"writerFeatures":["deletionVectors","columnMapping","appendOnly"]}"#,
         )
         .unwrap();
         let why = refusal(&p, "history").unwrap();
-        assert!(why.contains("deletionVectors"), "{why}");
+        assert!(why.contains("columnMapping"), "{why}");
+        assert!(!why.contains("deletionVectors"), "merged into: {why}");
         assert!(why.contains(r#"`mode = "history"`"#), "{why}");
+        let p: Protocol = serde_json::from_str(
+            r#"{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":[],"writerFeatures":["identityColumns"]}"#,
+        )
+        .unwrap();
+        assert!(refusal(&p, "upsert").unwrap().contains("identityColumns"));
+        let p: Protocol = serde_json::from_str(
+            r#"{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["deletionVectors"],"writerFeatures":["deletionVectors"]}"#,
+        )
+        .unwrap();
+        assert_eq!(refusal(&p, "upsert"), None);
         let p: Protocol =
             serde_json::from_str(r#"{"minReaderVersion":1,"minWriterVersion":2}"#).unwrap();
         assert_eq!(refusal(&p, "upsert"), None);

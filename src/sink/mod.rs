@@ -8,11 +8,13 @@ mod classify;
 pub mod compaction;
 mod create;
 mod delta;
+mod dv;
 mod features;
 mod history;
 mod identity;
 mod mapping;
 mod merge;
+mod scope;
 mod state;
 pub mod storage;
 mod writer;
@@ -47,6 +49,14 @@ pub enum SinkError {
         /// The delta-rs error.
         #[source]
         source: DeltaTableError,
+    },
+    /// An invariant of inlet's own broke (a bug): stop loudly.
+    #[error("table `{table}`: {message}")]
+    Internal {
+        /// Table name from the config.
+        table: String,
+        /// What broke.
+        message: String,
     },
     /// Gave up after the configured number of attempts.
     #[error("table `{table}`: commit failed after {attempts} attempts: {last}")]

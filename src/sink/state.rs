@@ -51,6 +51,31 @@ pub(super) struct Changes {
     pub app_ids: Vec<String>,
     /// A commit added or removed files (what a merge planned on).
     pub files: bool,
+    /// The files added (what a merge's conflict check compares with the
+    /// keys it changes).
+    pub added: Vec<AddedFile>,
+    /// The paths (URL-decoded) of the files removed, or whose deletion
+    /// vector changed (a remove and an add of one path).
+    pub removed: Vec<String>,
+    /// What moved is unknown (the state was loaded again): every file may
+    /// have changed.
+    pub unknown_files: bool,
+}
+
+/// A file a concurrent commit added: where it sits and its statistics.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+pub(super) struct AddedFile {
+    #[serde(rename = "partitionValues", default)]
+    pub partition_values: HashMap<String, Option<String>>,
+    /// The statistics JSON, if the writer wrote any.
+    #[serde(default)]
+    pub stats: Option<String>,
+}
+
+/// A remove line: its path.
+#[derive(Debug, Deserialize)]
+struct RemoveLine {
+    path: String,
 }
 
 impl Changes {
@@ -59,6 +84,9 @@ impl Changes {
         self.metadata |= other.metadata;
         self.app_ids.extend(other.app_ids);
         self.files |= other.files;
+        self.added.extend(other.added);
+        self.removed.extend(other.removed);
+        self.unknown_files |= other.unknown_files;
     }
 
     /// Whether a commit planned for `app_ids` before these changes must be
@@ -109,8 +137,8 @@ struct LogLine {
     commit_info: Option<CommitInfoLine>,
     #[serde(rename = "domainMetadata")]
     domain: Option<DomainLine>,
-    add: Option<serde::de::IgnoredAny>,
-    remove: Option<serde::de::IgnoredAny>,
+    add: Option<AddedFile>,
+    remove: Option<RemoveLine>,
 }
 
 #[derive(Deserialize)]
@@ -284,6 +312,11 @@ impl TableState {
                 changes.app_ids.push(t.app_id);
             }
             changes.files |= line.add.is_some() || line.remove.is_some();
+            changes.added.extend(line.add);
+            if let Some(r) = line.remove {
+                let path = percent_encoding::percent_decode_str(&r.path).decode_utf8_lossy();
+                changes.removed.push(path.into_owned());
+            }
         }
         if let Some(m) = metadata {
             self.schema = m.parse_schema()?;
@@ -312,6 +345,8 @@ impl TableState {
                 metadata: true,
                 app_ids: self.txns.keys().cloned().collect(),
                 files: true,
+                unknown_files: true,
+                ..Changes::default()
             });
         }
         let mut changes = Changes::default();
@@ -544,6 +579,23 @@ pub(super) fn kernel_root(log: &dyn LogStore) -> url::Url {
 }
 
 /// A kernel snapshot at `version` (no files are read).
+/// The clustering columns (physical name parts) of the `delta.clustering`
+/// domain as of `version`; `None` when the table has no such domain (not
+/// clustered, or Databricks' preview `delta.liquid` domain). One log
+/// replay by the kernel, made at open only when `cluster_by` is set.
+pub(super) async fn clustering_columns(
+    log: &dyn LogStore,
+    version: i64,
+) -> DeltaResult<Option<Vec<Vec<String>>>> {
+    let snapshot = kernel_snapshot(log, version).await?;
+    let engine = log.engine(None);
+    tokio::task::spawn_blocking(move || snapshot.get_physical_clustering_columns(engine.as_ref()))
+        .await
+        .map_err(|e| DeltaTableError::Generic(e.to_string()))?
+        .map_err(DeltaTableError::from)
+        .map(|c| c.map(|cols| cols.into_iter().map(|c| c.into_inner()).collect()))
+}
+
 async fn kernel_snapshot(log: &dyn LogStore, version: i64) -> DeltaResult<Arc<KernelSnapshot>> {
     let engine = log.engine(None);
     let root = kernel_root(log);
