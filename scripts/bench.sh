@@ -25,6 +25,14 @@
 #   scripts/bench.sh --latency [--rate N] [--seconds S] [--partitions P] [--max-age D]
 #     `inlet run` with flush.max_age 1s under a steady produce rate (default
 #     3000 msg/s for 30 s): p50/p99/max of produce → visible in the table.
+#   scripts/bench.sh --scaleout
+#     1, 2 and 4 `inlet run` processes in one group on one S3 table
+#     (SeaweedFS, INLET_TEST_WEED): aggregate rows/s, then the commit-rate
+#     sweep (smaller flushes, more processes) up to the table's ceiling, each
+#     run checked exactly once (benches/scaleout.rs). Sizes by SCALEOUT_*
+#     variables: MESSAGES, PARTITIONS, PROCESSES, RUNS, MAX_ROWS, MAX_AGE,
+#     SWEEP_PROCESSES, SWEEP_ROWS, SWEEP_SECONDS. The harness (it hosts the
+#     mock cluster) builds in the dev profile.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 target="${CARGO_TARGET_DIR:-target}"
@@ -41,6 +49,16 @@ case "${1:-}" in
     shift
     cargo build --release --locked --bin inlet
     exec cargo bench --locked --bench latency -- --inlet "$target/release/inlet" "$@"
+    ;;
+  --scaleout)
+    shift
+    if [[ -z "${INLET_TEST_WEED:-}" && -f ~/.cache/inlet/venv/inlet-test.env ]]; then
+      # shellcheck disable=SC1090
+      source ~/.cache/inlet/venv/inlet-test.env
+      export INLET_TEST_WEED
+    fi
+    cargo build --release --locked --bin inlet
+    exec cargo bench --locked --profile dev --bench scaleout -- --inlet "$target/release/inlet" "$@"
     ;;
 esac
 cargo build --release --locked --bin inlet

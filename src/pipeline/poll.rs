@@ -146,6 +146,10 @@ struct Outbox<'c> {
     /// Set when the decode thread has returned (a chunk already queued is
     /// then never taken: the queue lives on with this sender).
     decoder_gone: Arc<AtomicBool>,
+    /// Set once a chunk was dropped (shutdown while paused): nothing polled
+    /// after it may be handed on, or its partitions' later messages would
+    /// commit past the dropped ones, leaving a gap under the stored offsets.
+    dropped: bool,
 }
 
 /// The assigned partitions a stall may pause: all but those a bounded run
@@ -246,6 +250,7 @@ impl FetchLoop {
                 held: VecDeque::new(),
                 held_generation: self.rebalancer().generation(),
                 decoder_gone,
+                dropped: false,
             };
             let polled = self.poll_loop(&consumer, tables, &mut out);
             // Closing the queue lets the decode thread finish what it holds.
@@ -577,6 +582,12 @@ impl FetchLoop {
         out: &mut Outbox<'c>,
         ends: &RangeEnds,
     ) -> Result<(), PipelineError> {
+        if out.dropped {
+            for p in pending.iter_mut() {
+                p.messages.clear();
+            }
+            return Ok(());
+        }
         for (table, p) in pending.iter_mut().enumerate() {
             if p.messages.is_empty() || only.is_some_and(|t| t != table) {
                 continue;
@@ -595,7 +606,15 @@ impl FetchLoop {
                 Err(SendTimeoutError::Timeout(chunk)) => chunk,
             };
             if !self.send_paused(chunk, out, ends)? {
-                // Shutdown: what is still pending is not committed.
+                // Shutdown: the chunk is dropped, and with it everything
+                // polled after it (pending, held, and what later polls
+                // bring): none of it is committed, so the stored offsets
+                // stay below the first dropped message.
+                out.dropped = true;
+                out.held.clear();
+                for p in pending.iter_mut() {
+                    p.messages.clear();
+                }
                 return Ok(());
             }
         }
@@ -921,4 +940,163 @@ fn reopen(
         ends.reopen(e.topic(), e.partition());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::ClientConfig;
+
+    const CONFIG: &str = r#"
+        [kafka]
+        bootstrap_servers = "127.0.0.1:9092"
+        group_id = "g"
+        [sources.s]
+        topics = ["t"]
+        table = "t"
+        [tables.t]
+        uri = "/tmp/inlet-poll-test"
+        schema = "n BIGINT"
+    "#;
+
+    /// Waits up to 20 s for `cond`.
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The poll loop on a real consumer (librdkafka's mock cluster), with
+    /// this test in the decode thread's place: it takes two chunks' worth of
+    /// queue and then nothing, so that the third chunk waits paused; SIGTERM
+    /// comes then, and the chunk is dropped. The partition resumes, and the
+    /// poll loop polls the messages after the dropped ones before it sees
+    /// the shutdown; the queue is then taken again. Nothing of those may be
+    /// handed on, or they would commit past the dropped ones: a gap under
+    /// the stored offsets.
+    #[test]
+    fn a_chunk_dropped_at_shutdown_while_paused_takes_the_later_polls_along() {
+        let cluster: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        for i in 0..20 {
+            let payload = i.to_string();
+            producer
+                .send(BaseRecord::<(), _>::to("t").payload(&payload))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let cfg = crate::config::load_str(CONFIG).unwrap();
+        let (events, _events_rx) = mpsc::channel(4);
+        let metrics = Arc::new(Metrics::new());
+        let rebalancer = Arc::new(Rebalancer::new(
+            "app".into(),
+            Arc::new(super::super::rebalance::Fence::default()),
+            Arc::new(super::super::route::Router::new(&cfg)),
+            Vec::new(),
+            runtime.handle().clone(),
+            events.clone(),
+            metrics.clone(),
+        ));
+        let consumer: Arc<InletConsumer> = Arc::new(
+            ClientConfig::new()
+                .set("bootstrap.servers", cluster.bootstrap_servers())
+                .set("group.id", "g")
+                .set("enable.auto.commit", "false")
+                // The mock holds an empty fetch this long: the refetch after
+                // the resume must not wait behind one.
+                .set("fetch.wait.max.ms", "10")
+                .create_with_context(crate::source::InletContext::new(rebalancer))
+                .unwrap(),
+        );
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Offset(0)).unwrap();
+        consumer.assign(&tpl).unwrap();
+
+        let shutdown = Shutdown::new();
+        let mut fetch = FetchLoop {
+            consumer: consumer.clone(),
+            tables: Vec::new(),
+            quarantine: Vec::new(),
+            events,
+            shutdown: shutdown.clone(),
+            resync: Arc::new(AtomicBool::new(false)),
+            completion: Arc::new(Mutex::new(Completion::default())),
+            metrics: metrics.clone(),
+            targets: None,
+            chunk_messages: 5,
+            progress: None,
+            pause_after: Duration::from_millis(300),
+        };
+        let position = || {
+            let p = consumer.position().ok()?;
+            match p.find_partition("t", 0)?.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            }
+        };
+        let handed_on = std::thread::scope(|scope| {
+            let (tx, rx) = crossbeam_channel::bounded::<RawChunk<'_>>(RAW_QUEUE);
+            let polling = scope.spawn(|| {
+                let mut out = Outbox {
+                    raw: tx,
+                    consumer: &consumer,
+                    held: VecDeque::new(),
+                    held_generation: fetch.rebalancer().generation(),
+                    decoder_gone: Arc::new(AtomicBool::new(false)),
+                    dropped: false,
+                };
+                let polled = fetch.poll_loop(&consumer, 1, &mut out);
+                drop(out);
+                polled.map(|_| ())
+            });
+            // Chunks 0–4 and 5–9 fill the queue; 10–14 waits, paused.
+            wait_for("the consumer to pause", || {
+                metrics.consumer_pauses.get() >= 1
+            });
+            shutdown.trigger();
+            // 10–14 dropped, the partition resumed: 15–19 are polled.
+            // librdkafka's broker thread looks at a resumed partition on its
+            // next wakeup (at most a second away, longer than the poll loop
+            // polls before it sees the shutdown); a request wakes it.
+            wait_for("the messages after the dropped chunk to be polled", || {
+                let _ = consumer.fetch_watermarks("t", 0, Duration::from_secs(5));
+                polling.is_finished() || position() >= Some(20)
+            });
+            assert_eq!(
+                position(),
+                Some(20),
+                "the poll loop stopped before polling past the dropped chunk"
+            );
+            // The stall ends: whatever is handed on now is taken.
+            let until = Instant::now() + Duration::from_secs(20);
+            let mut offsets = Vec::new();
+            loop {
+                let left = until.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(chunk) => offsets.extend(chunk.messages.iter().map(|m| m.offset())),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    Err(e) => panic!("the poll loop did not stop: {e}"),
+                }
+            }
+            polling.join().unwrap().unwrap();
+            offsets
+        });
+        assert_eq!(
+            handed_on,
+            (0..10).collect::<Vec<i64>>(),
+            "nothing polled after the dropped chunk (10–14) is handed on: it would commit past it, a gap"
+        );
+    }
 }
