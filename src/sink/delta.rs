@@ -107,6 +107,8 @@ pub struct DeltaSink {
     /// name is set when it is emitted), and the re-plans of its batch.
     merged: MergeCommitted<'static>,
     replans: u64,
+    /// What merges read of the table's files, kept between batches.
+    read_cache: super::read_cache::ReadCache,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -282,6 +284,7 @@ impl DeltaSink {
             footprint: None,
             merged: MergeCommitted::default(),
             replans: 0,
+            read_cache: Default::default(),
         })
     }
 
@@ -1151,23 +1154,29 @@ impl DeltaSink {
         let store = self.log.object_store(None);
         let needed: Vec<&String> = rules.keys.iter().chain(&rules.sequence_by).collect();
         let (mut removes, mut deletes) = (Vec::new(), dv::Vectors::default());
-        let (read, bytes_read) = read_sizes(&candidates);
+        let read = candidates.len() as u64;
+        let partitions = self.state.metadata().partition_columns().to_vec();
+        let mut bytes_read = 0;
         for (path, target) in candidates {
             let dv = target.add.deletion_vector.as_ref();
-            let fill = |b| self.with_partitions(b, &target.remove);
-            let hits = dv::hits(store.as_ref(), &path, dv, &needed, fill, |b| {
+            let fill = |b| with_partitions(b, &partitions, &target.remove, &current);
+            let cache = &mut self.read_cache;
+            let (hits, fetched) = dv::hits(store.as_ref(), cache, &path, dv, &needed, fill, |b| {
                 winners.matches(b, rules)
             })
             .await
             .map_err(CommitAttemptError::delta)?;
+            bytes_read += fetched;
             let Some(hits) = hits else { continue };
             if vectors {
                 let (deleted, rows) = (hits.deleted(), hits.rows());
                 deletes.delete(target, deleted, rows);
                 continue;
             }
+            bytes_read += hits.split_reads(&target.remove);
             let (kept, _) = hits
-                .split(&out, true, fill)
+                .split(store.as_ref(), &out, true, fill)
+                .await
                 .map_err(CommitAttemptError::delta)?;
             for b in kept {
                 writer.write(b).await.map_err(CommitAttemptError::delta)?;
@@ -1185,7 +1194,7 @@ impl DeltaSink {
         let (rows_inserted, rows_updated, rows_deleted) = winners.counts().map_err(arrow)?;
         let (files_vectored, files_rewritten) = (deletes.files() as u64, removes.len() as u64);
         let (dv_removes, dv_adds, dv_bytes) = deletes
-            .finish(store.as_ref())
+            .finish(store.as_ref(), &mut self.read_cache)
             .await
             .map_err(|e| CommitAttemptError::delta(e.into()))?;
         self.merged = MergeCommitted {
@@ -1236,21 +1245,26 @@ impl DeltaSink {
         let store = self.log.object_store(None);
         let needed: Vec<&String> = rules.keys.iter().collect();
         let (mut removes, mut deletes) = (Vec::new(), dv::Vectors::default());
-        let (read, bytes_read) = read_sizes(&candidates);
-        let mut stored = 0;
+        let read = candidates.len() as u64;
+        let partitions = self.state.metadata().partition_columns().to_vec();
+        let (mut stored, mut bytes_read) = (0, 0);
         for (path, target) in candidates {
             let dv = target.add.deletion_vector.as_ref();
-            let fill = |b| self.with_partitions(b, &target.remove);
-            let hits = dv::hits(store.as_ref(), &path, dv, &needed, fill, |b| {
+            let fill = |b| with_partitions(b, &partitions, &target.remove, &current);
+            let cache = &mut self.read_cache;
+            let (hits, fetched) = dv::hits(store.as_ref(), cache, &path, dv, &needed, fill, |b| {
                 history.touches(b, rules)
             })
             .await
             .map_err(CommitAttemptError::delta)?;
+            bytes_read += fetched;
             let Some(hits) = hits else { continue };
             // The stored versions of the changed keys are written again
             // (with their new ends); with vectors, deleted where they are.
+            bytes_read += hits.split_reads(&target.remove);
             let (kept, versions) = hits
-                .split(&out, !vectors, fill)
+                .split(store.as_ref(), &out, !vectors, fill)
+                .await
                 .map_err(CommitAttemptError::delta)?;
             for b in kept {
                 writer.write(b).await.map_err(CommitAttemptError::delta)?;
@@ -1275,7 +1289,7 @@ impl DeltaSink {
         let mut adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
         let (files_vectored, files_rewritten) = (deletes.files() as u64, removes.len() as u64);
         let (dv_removes, dv_adds, dv_bytes) = deletes
-            .finish(store.as_ref())
+            .finish(store.as_ref(), &mut self.read_cache)
             .await
             .map_err(|e| CommitAttemptError::delta(e.into()))?;
         self.merged = MergeCommitted {
@@ -1368,20 +1382,6 @@ impl DeltaSink {
         Ok(candidates)
     }
 
-    /// `batch`, read from a file with these partition values, with the
-    /// table's partition columns (which data files do not hold).
-    fn with_partitions(
-        &self,
-        batch: RecordBatch,
-        remove: &Remove,
-    ) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
-        let columns = self.state.metadata().partition_columns();
-        let (Some(values), false) = (&remove.partition_values, columns.is_empty()) else {
-            return Ok(batch);
-        };
-        let table: Schema = self.state.schema().try_into_arrow()?;
-        super::scope::with_partition_columns(batch, columns, values, &table)
-    }
     /// The fence of a batch, if a partition already stores a version at or
     /// past its first offset.
     async fn fence(
@@ -1477,13 +1477,19 @@ fn planning_bug(table: &str, e: arrow::error::ArrowError) -> CommitAttemptError 
     }))
 }
 
-/// The number and total size of the files a merge reads (each whole).
-fn read_sizes(candidates: &[(deltalake::Path, dv::Target)]) -> (u64, u64) {
-    let bytes = candidates
-        .iter()
-        .map(|(_, t)| t.remove.size.unwrap_or(0).max(0) as u64)
-        .sum();
-    (candidates.len() as u64, bytes)
+/// `batch`, read from the file of `remove` (with its partition values),
+/// with the partition `columns` of the `table` (which data files do not
+/// hold).
+fn with_partitions(
+    batch: RecordBatch,
+    columns: &[String],
+    remove: &Remove,
+    table: &Schema,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let (Some(values), false) = (&remove.partition_values, columns.is_empty()) else {
+        return Ok(batch);
+    };
+    super::scope::with_partition_columns(batch, columns, values, table)
 }
 
 /// What a commit loop commits.
@@ -2531,6 +2537,91 @@ checkpoint_interval = {interval}
             "the second merge read the first one's file"
         );
         assert!(!text.contains("inlet_merge_replans_total{"), "no re-plan");
+    }
+
+    /// With deletion vectors a file keeps its path, so a later merge finds
+    /// its key columns (and the vector the last merge wrote) in the read
+    /// cache: only files it never read come from the store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn merges_with_vectors_read_each_file_from_the_store_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut cfg = config(&path, 100);
+        cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
+        cfg.mode = crate::config::TableMode::Upsert;
+        cfg.keys = vec!["id".into()];
+        cfg.sequence_by = Some("seq".into());
+        cfg.properties
+            .insert("delta.enableDeletionVectors".into(), "true".into());
+        let metrics = Arc::new(Metrics::new());
+        let mut sink = DeltaSink::open("events", &cfg)
+            .await
+            .unwrap()
+            .with_metrics(metrics.clone());
+        let retry = CommitConfig::default();
+        let mut sizes = Vec::new();
+        let batches = [
+            vec![
+                (1, "a", 5, 0, false),
+                (2, "b", 5, 1, false),
+                (3, "c", 5, 2, false),
+            ],
+            vec![(1, "a2", 6, 10, false), (4, "d", 6, 11, false)],
+            vec![(2, "", 7, 20, true), (4, "d2", 7, 21, false)],
+            vec![(3, "c2", 8, 30, false), (4, "d3", 8, 31, false)],
+        ];
+        for (i, rows) in batches.iter().enumerate() {
+            let before: HashMap<String, u64> = parquet_sizes(&path);
+            sink.commit_merge(
+                &[merge::tests::changes(rows)],
+                &progress(i as i64 * 10),
+                0,
+                &retry,
+            )
+            .await
+            .unwrap();
+            let added: u64 = parquet_sizes(&path)
+                .iter()
+                .filter(|(name, _)| !before.contains_key(*name))
+                .map(|(_, size)| size)
+                .sum();
+            sizes.push(added);
+        }
+        let text = metrics.encode();
+        let value = |name: &str| -> u64 {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in\n{text}"))
+        };
+        assert_eq!(
+            value("inlet_merge_files_rewritten_total{table=\"events\"}"),
+            0,
+            "vectors, no rewrites"
+        );
+        // Merge 2 reads file 1; merge 3 files 1 (kept) and 2; merge 4
+        // files 1, 2 (kept) and 3: each file once, the last one never.
+        assert_eq!(
+            value("inlet_merge_bytes_read_total{table=\"events\"}"),
+            sizes[0] + sizes[1] + sizes[2],
+            "files written: {sizes:?}"
+        );
+        assert_eq!(value("inlet_merge_files_read_total{table=\"events\"}"), 6);
+        let table = deltalake::open_table(url::Url::from_directory_path(&path).unwrap())
+            .await
+            .unwrap();
+        let live: i64 = table
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| {
+                f.num_records().unwrap_or(0) as i64
+                    - f.deletion_vector_descriptor().map_or(0, |d| d.cardinality)
+            })
+            .sum();
+        assert_eq!(live, 3, "keys 1, 3 and 4 are left");
     }
 
     /// A change batch inlet shaped wrongly (here: without its delete

@@ -15,6 +15,7 @@
 //! rows counted, deleted or not.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::error::ArrowError;
@@ -22,6 +23,8 @@ use deltalake::kernel::{Add, DeletionVectorDescriptor, Protocol, Remove, Storage
 use deltalake::DeltaTableError;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use roaring::RoaringTreemap;
+
+use super::read_cache::{Columns, ReadCache};
 
 /// The magic number a serialized `RoaringBitmapArray` starts with.
 const MAGIC: u32 = 1_681_511_377;
@@ -201,28 +204,79 @@ pub(super) fn live_hits(
 /// A candidate file read on its key (and sequence) columns: the rows a
 /// merge hits, by physical position, and those its vector already deletes.
 pub(super) struct FileHits {
-    bytes: bytes::Bytes,
+    path: deltalake::Path,
+    /// The file's bytes, if they were read (not when its columns were
+    /// kept in the cache).
+    bytes: Option<bytes::Bytes>,
     /// Per batch of the reader, whether each row is hit.
     hits: Vec<Vec<bool>>,
-    deleted: RoaringTreemap,
+    deleted: Arc<RoaringTreemap>,
     rows: u64,
 }
 
 /// Reads the file at `path` (whose vector is `dv`) on its `needed` columns,
 /// completed by `fill` (the partition columns a data file does not hold),
 /// and matches its live rows with `hit`; `None` if no row is hit (the file
-/// stays as it is).
+/// stays as it is), with the bytes of the file read (none when `cache`
+/// keeps its columns). The columns and the vector come from `cache` when
+/// it keeps them, and are kept there when read.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn hits(
     store: &dyn ObjectStore,
+    cache: &mut ReadCache,
     path: &deltalake::Path,
     dv: Option<&DeletionVectorDescriptor>,
     needed: &[&String],
     fill: impl Fn(RecordBatch) -> Result<RecordBatch, ArrowError>,
     mut hit: impl FnMut(&RecordBatch) -> Result<Vec<bool>, ArrowError>,
-) -> Result<Option<FileHits>, DeltaTableError> {
+) -> Result<(Option<FileHits>, u64), DeltaTableError> {
+    let deleted = match dv.and_then(|dv| cache.vector(dv)) {
+        Some(kept) => kept,
+        None => {
+            let read = Arc::new(read(store, dv).await?);
+            if let Some(dv) = dv {
+                cache.put_vector(dv, read.clone());
+            }
+            read
+        }
+    };
+    let (columns, bytes) = match cache.columns(path.as_ref(), needed) {
+        Some(kept) => (kept, None),
+        None => {
+            let (columns, bytes) = read_columns(store, path, needed, &fill).await?;
+            cache.put_columns(path.as_ref(), needed, columns.clone());
+            (columns, Some(bytes))
+        }
+    };
+    let (mut hits, mut base) = (Vec::new(), 0u64);
+    for b in &columns.batches {
+        hits.push(live_hits(b, base, &deleted, &mut hit)?);
+        base += b.num_rows() as u64;
+    }
+    let fetched = bytes.as_ref().map_or(0, |b| b.len() as u64);
+    if !hits.iter().flatten().any(|h| *h) {
+        return Ok((None, fetched));
+    }
+    let hits = FileHits {
+        path: path.clone(),
+        bytes,
+        hits,
+        deleted,
+        rows: columns.rows,
+    };
+    Ok((Some(hits), fetched))
+}
+
+/// The `needed` columns of the file at `path` (completed by `fill`), and
+/// the file's bytes.
+async fn read_columns(
+    store: &dyn ObjectStore,
+    path: &deltalake::Path,
+    needed: &[&String],
+    fill: &impl Fn(RecordBatch) -> Result<RecordBatch, ArrowError>,
+) -> Result<(Columns, bytes::Bytes), DeltaTableError> {
     use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use deltalake::parquet::arrow::ProjectionMask;
-    let deleted = read(store, dv).await?;
     let bytes = store.get(path).await?.bytes().await?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?;
     let rows = builder.metadata().file_metadata().num_rows() as u64;
@@ -235,24 +289,23 @@ pub(super) async fn hits(
         .map(|(i, _)| i)
         .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let (mut hits, mut base) = (Vec::new(), 0u64);
+    let mut batches = Vec::new();
     for b in builder.with_projection(mask).build()? {
-        let b = fill(b?)?;
-        hits.push(live_hits(&b, base, &deleted, &mut hit)?);
-        base += b.num_rows() as u64;
+        batches.push(fill(b?)?);
     }
-    if !hits.iter().flatten().any(|h| *h) {
-        return Ok(None);
-    }
-    Ok(Some(FileHits {
-        bytes,
-        hits,
-        deleted,
-        rows,
-    }))
+    Ok((Columns { batches, rows }, bytes))
 }
 
 impl FileHits {
+    /// The bytes [`FileHits::split`] reads of the file (`remove`'s): none
+    /// if [`hits`] read them.
+    pub(super) fn split_reads(&self, remove: &Remove) -> u64 {
+        match self.bytes {
+            Some(_) => 0,
+            None => remove.size.unwrap_or(0).max(0) as u64,
+        }
+    }
+
     /// The file's rows, all counted.
     pub(super) fn rows(&self) -> u64 {
         self.rows
@@ -261,7 +314,7 @@ impl FileHits {
     /// The rows deleted once the hit rows are: the old vector's and the
     /// hit ones.
     pub(super) fn deleted(&self) -> RoaringTreemap {
-        let mut all = self.deleted.clone();
+        let mut all = (*self.deleted).clone();
         for (r, h) in self.hits.iter().flatten().enumerate() {
             if *h {
                 all.insert(r as u64);
@@ -273,15 +326,20 @@ impl FileHits {
     /// Reads the file whole, completed by `fill` as in [`hits`]: its live
     /// rows not hit (only `with_kept`: a rewrite keeps them, a vector
     /// leaves them where they are) and its hit rows, aligned to `out`.
-    pub(super) fn split(
+    pub(super) async fn split(
         &self,
+        store: &dyn ObjectStore,
         out: &arrow::datatypes::SchemaRef,
         with_kept: bool,
         fill: impl Fn(RecordBatch) -> Result<RecordBatch, ArrowError>,
     ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>), DeltaTableError> {
         use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let bytes = match &self.bytes {
+            Some(b) => b.clone(),
+            None => store.get(&self.path).await?.bytes().await?,
+        };
         // The same reader settings: the same batch boundaries as `hits`.
-        let reader = ParquetRecordBatchReaderBuilder::try_new(self.bytes.clone())?.build()?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
         let (mut kept, mut matched, mut base) = (Vec::new(), Vec::new(), 0u64);
         for (b, hit) in reader.zip(&self.hits) {
             let b = fill(b?)?;
@@ -347,6 +405,7 @@ impl Vectors {
     pub(super) async fn finish(
         self,
         store: &dyn ObjectStore,
+        cache: &mut ReadCache,
     ) -> Result<(Vec<Remove>, Vec<Add>, u64), DvError> {
         let mut removes = self.gone;
         if self.kept.is_empty() {
@@ -365,15 +424,19 @@ impl Vectors {
             .map_err(|source| DvError::Store { path: name, source })?;
         let encoded = z85::encode(uuid.as_bytes());
         let mut adds = Vec::with_capacity(self.kept.len());
-        for ((target, _), r) in self.kept.into_iter().zip(results) {
+        for ((target, rows), r) in self.kept.into_iter().zip(results) {
             let mut add = target.add;
-            add.deletion_vector = Some(DeletionVectorDescriptor {
+            let dv = DeletionVectorDescriptor {
                 storage_type: StorageType::UuidRelativePath,
                 path_or_inline_dv: encoded.clone(),
                 offset: Some(r.offset),
                 size_in_bytes: r.size_in_bytes,
                 cardinality: r.cardinality,
-            });
+            };
+            // The next batch reads this vector if the commit lands (and
+            // never names it if not: the name is new).
+            cache.put_vector(&dv, Arc::new(rows));
+            add.deletion_vector = Some(dv);
             add.stats = add.stats.as_deref().map(loose_stats);
             add.data_change = true;
             removes.push(target.remove);
@@ -507,7 +570,7 @@ mod tests {
             v.delete(target(&format!("f{i}.parquet")), r.clone(), 1 << 40);
         }
         v.delete(target("all.parquet"), treemap(&[0, 1]), 2);
-        let (removes, adds, written) = v.finish(&store).await.unwrap();
+        let (removes, adds, written) = v.finish(&store, &mut ReadCache::default()).await.unwrap();
         assert_eq!(removes.len(), 4, "every file removed");
         assert_eq!(
             removes[0].path, "all.parquet",
@@ -550,7 +613,7 @@ mod tests {
         let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
         let mut v = Vectors::default();
         v.delete(target("f.parquet"), samples().remove(0), 100);
-        let (_, adds, _) = v.finish(&store).await.unwrap();
+        let (_, adds, _) = v.finish(&store, &mut ReadCache::default()).await.unwrap();
         let dv = adds[0].deletion_vector.clone().unwrap();
         let file = std::fs::read_dir(dir.path())
             .unwrap()

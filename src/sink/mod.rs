@@ -14,6 +14,7 @@ mod history;
 mod identity;
 mod mapping;
 mod merge;
+mod read_cache;
 mod scope;
 mod state;
 pub mod storage;
