@@ -2503,13 +2503,7 @@ checkpoint_interval = {interval}
             .await
             .unwrap();
         let text = metrics.encode();
-        let value = |name: &str| -> u64 {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} in\n{text}"))
-        };
+        let value = |name: &str| metric(&text, name);
         assert_eq!(value("inlet_merges_total{table=\"events\"}"), 2);
         assert_eq!(value("inlet_merge_files_read_total{table=\"events\"}"), 1);
         assert_eq!(
@@ -2588,13 +2582,7 @@ checkpoint_interval = {interval}
             sizes.push(added);
         }
         let text = metrics.encode();
-        let value = |name: &str| -> u64 {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} in\n{text}"))
-        };
+        let value = |name: &str| metric(&text, name);
         assert_eq!(
             value("inlet_merge_files_rewritten_total{table=\"events\"}"),
             0,
@@ -2673,6 +2661,15 @@ checkpoint_interval = {interval}
         assert!(e.to_string().contains("history.current_column"), "{e}");
         cfg.history.current_column = "__current".into();
         DeltaSink::open("events", &cfg).await.unwrap();
+    }
+
+    /// The value of the metric line starting with `name` in `text`.
+    fn metric(text: &str, name: &str) -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{text}"))
     }
 
     /// The sizes of the table's Parquet files by name.
