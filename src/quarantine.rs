@@ -66,6 +66,7 @@ pub fn table_config(table: &TableConfig, uri: &str) -> TableConfig {
         delete_when: None,
         tombstones: Default::default(),
         history: Default::default(),
+        deletion_vectors: Default::default(),
     }
 }
 

@@ -24,11 +24,14 @@ use crate::common::producing::{produce_records, Landed};
 use crate::common::tables::{duckdb_read, table_batches};
 use crate::common::workspace::Workspace;
 
-/// `toml` with deletion vectors turned on for the table inlet creates.
+/// `toml` with deletion vectors turned on for the table inlet creates, and
+/// the rules that rewrite small or mostly deleted files instead turned off:
+/// every file a merge hits gets a vector.
 fn with_vectors(toml: String) -> String {
     let toml = toml.replace(
         "[tables.events.metadata_columns]",
         "[tables.events.properties]\n\"delta.enableDeletionVectors\" = \"true\"\n\n\
+         [tables.events.deletion_vectors]\nrewrite_below_batches = 0\nrewrite_deleted_share = 1.0\n\n\
          [tables.events.metadata_columns]",
     );
     assert!(toml.contains("enableDeletionVectors"));
@@ -224,6 +227,51 @@ fn upsert_with_deletion_vectors_is_exact() {
         "no deleted rows left"
     );
     assert_duckdb_agrees(&ws.table(), &expected);
+}
+
+/// The same with the default rewrite rules (`[tables.<name>.deletion_vectors]`):
+/// a merge folds the small files it hits into its new file and rewrites
+/// files mostly deleted, and gives the other files it hits a vector. Both
+/// happen here, the end state is the reference (delta-rs and DuckDB), and
+/// the table ends with few files: without the rules each of the ~75
+/// batches would leave one more.
+#[test]
+fn upsert_with_deletion_vectors_and_rewrites_is_exact() {
+    let mut broker = MockBroker::start();
+    let topic = "changes";
+    broker.create_topic(topic, 3);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let toml = upsert_toml(&ws, &bootstrap, topic, "dv-r", 40).replace(
+        "[tables.events.metadata_columns]",
+        "[tables.events.properties]\n\"delta.enableDeletionVectors\" = \"true\"\n\n\
+         [tables.events.metadata_columns]",
+    );
+    assert!(toml.contains("enableDeletionVectors"));
+    let config = write_config(&ws, &toml);
+    let changes = value_changes(3000, 600, 11);
+    let landed = produce_changes(&bootstrap, topic, &changes);
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = value_reference(&changes, &landed);
+    assert!(expected.len() > 200, "a reference worth checking");
+    assert_eq!(read_upsert(&ws.table()), expected);
+    assert_duckdb_agrees(&ws.table(), &expected);
+    assert_eq!(quarantined(&ws), poison_offsets(&changes, &landed));
+    let used = vector_use(&ws.table());
+    assert!(used.adds_with_vector > 10, "vectors written");
+    let actions = log_actions(&ws.table());
+    let rewritten = actions
+        .iter()
+        .filter(|a| a["remove"].is_object() && !a["remove"]["deletionVector"].is_object())
+        .count();
+    assert!(rewritten > 10, "files rewritten, not only vectored");
+    let files = table_batches(&ws.table()).1.len();
+    assert!(files <= 12, "{files} files left");
 }
 
 /// History into a table with deletion vectors: a closed version is

@@ -253,6 +253,36 @@ mod tests {
     }
 
     #[test]
+    fn deletion_vector_rules_default_and_a_share_out_of_range_is_refused() {
+        let cfg = load_str(BASE).unwrap();
+        let rules = &cfg.tables["events"].deletion_vectors;
+        assert_eq!(
+            (rules.rewrite_below_batches, rules.rewrite_deleted_share),
+            (4, 0.5)
+        );
+        for share in ["0.0", "1.5", "-0.1", "nan"] {
+            let cfg = format!(
+                "{BASE}\n[tables.events.deletion_vectors]\nrewrite_deleted_share = {share}\n"
+            );
+            let err = load_str(&cfg).unwrap_err().to_string();
+            assert!(
+                err.contains("tables.events.deletion_vectors.rewrite_deleted_share"),
+                "{share}: {err}"
+            );
+        }
+        let cfg = format!(
+            "{BASE}\n[tables.events.deletion_vectors]\nrewrite_below_batches = 0\nrewrite_deleted_share = 1.0\n"
+        );
+        let rules = load_str(&cfg).unwrap().tables["events"]
+            .deletion_vectors
+            .clone();
+        assert_eq!(
+            (rules.rewrite_below_batches, rules.rewrite_deleted_share),
+            (0, 1.0)
+        );
+    }
+
+    #[test]
     fn wrong_type_does_not_echo_value() {
         let err = load_str(&BASE.replace("[kafka]", "[flush]\nmax_rows = \"lots\"\n[kafka]"))
             .unwrap_err()

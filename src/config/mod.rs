@@ -28,9 +28,9 @@ pub(crate) use load::{load, load_str};
 pub use offsets::{OffsetSpec, RangeBound, StartingOffsets};
 pub use registry::RegistryConfig;
 pub use table::{
-    check_uri, CompactionConfig, Compression, EvolutionPolicy, HistoryColumns, IdentityColumn,
-    KeyFormat, MetadataColumns, MetadataKind, TableConfig, TableMode, Tombstones,
-    DEFAULT_MAX_DEPTH, URI_SCHEMES,
+    check_uri, CompactionConfig, Compression, DeletionVectorConfig, EvolutionPolicy,
+    HistoryColumns, IdentityColumn, KeyFormat, MetadataColumns, MetadataKind, TableConfig,
+    TableMode, Tombstones, DEFAULT_MAX_DEPTH, URI_SCHEMES,
 };
 pub use transform::{TimestampFrom, TransformSpec};
 

@@ -194,6 +194,10 @@ pub struct TableConfig {
     /// `history` mode's columns (`[tables.<name>.history]`).
     #[serde(default)]
     pub history: HistoryColumns,
+    /// When `upsert` and `history` merges into a table with deletion
+    /// vectors rewrite a file instead (`[tables.<name>.deletion_vectors]`).
+    #[serde(default)]
+    pub deletion_vectors: DeletionVectorConfig,
     /// Normalising transforms applied in order to each decoded batch,
     /// before it is conformed to the table (`[[tables.<name>.transforms]]`,
     /// each with an `op`; see "Transforms").
@@ -300,6 +304,7 @@ impl fmt::Debug for TableConfig {
             .field("delete_when", &self.delete_when)
             .field("tombstones", &self.tombstones)
             .field("history", &self.history)
+            .field("deletion_vectors", &self.deletion_vectors)
             .finish()
     }
 }
@@ -365,6 +370,40 @@ impl Default for HistoryColumns {
             start_column: "__start_at".into(),
             end_column: "__end_at".into(),
             current_column: "__is_current".into(),
+        }
+    }
+}
+
+/// `[tables.<name>.deletion_vectors]`: when a merge into a table with
+/// deletion vectors (`delta.enableDeletionVectors`) rewrites a file it hits
+/// rather than giving it a vector.
+///
+/// A vector leaves its file in place: without rewrites each batch's new
+/// file would stay, every later batch would read it and add it again with a
+/// larger vector, and the cost of a batch would grow with the batches
+/// merged before it. Folding small files into the batch's new file and
+/// rewriting files that are mostly deleted rows bounds the files a batch
+/// hits (with scattered keys, about `1 / (rewrite_below_batches × the
+/// share of keys a batch changes)` besides the large files).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeletionVectorConfig {
+    /// A file a merge hits that has fewer rows than this many times the
+    /// batch's changes is rewritten: its live rows are written again with
+    /// the batch's rows, into the same new files. `0`: never. Default: `4`.
+    pub rewrite_below_batches: u32,
+    /// A file a merge hits that would then have at least this share of its
+    /// rows deleted is rewritten without them (above 0, at most 1; `1.0`:
+    /// never, as a file whose rows are all deleted is removed anyway).
+    /// Default: `0.5`.
+    pub rewrite_deleted_share: f64,
+}
+
+impl Default for DeletionVectorConfig {
+    fn default() -> Self {
+        DeletionVectorConfig {
+            rewrite_below_batches: 4,
+            rewrite_deleted_share: 0.5,
         }
     }
 }

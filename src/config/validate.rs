@@ -387,6 +387,14 @@ fn table_files(key: &str, t: &TableConfig) -> Result<()> {
             "set a size such as \"128MiB\"",
         ));
     }
+    let share = t.deletion_vectors.rewrite_deleted_share;
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(ConfigError::invalid(
+            format!("{key}.deletion_vectors.rewrite_deleted_share"),
+            "must be above 0 and at most 1",
+            "set e.g. 0.5, or 1 to never rewrite a file for its deleted rows",
+        ));
+    }
     if t.checkpoint_interval == Some(0) {
         return Err(ConfigError::invalid(
             format!("{key}.checkpoint_interval"),

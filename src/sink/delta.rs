@@ -109,6 +109,8 @@ pub struct DeltaSink {
     replans: u64,
     /// What merges read of the table's files, kept between batches.
     read_cache: super::read_cache::ReadCache,
+    /// When a merge rewrites a file rather than giving it a vector.
+    vector_rules: crate::config::DeletionVectorConfig,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -285,6 +287,7 @@ impl DeltaSink {
             merged: MergeCommitted::default(),
             replans: 0,
             read_cache: Default::default(),
+            vector_rules: cfg.deletion_vectors.clone(),
         })
     }
 
@@ -1168,7 +1171,7 @@ impl DeltaSink {
             .map_err(CommitAttemptError::delta)?;
             bytes_read += fetched;
             let Some(hits) = hits else { continue };
-            if vectors {
+            if vectors && !hits.rewrites(&self.vector_rules, winners.batch.num_rows()) {
                 let (deleted, rows) = (hits.deleted(), hits.rows());
                 deletes.delete(target, deleted, rows);
                 continue;
@@ -1260,10 +1263,12 @@ impl DeltaSink {
             bytes_read += fetched;
             let Some(hits) = hits else { continue };
             // The stored versions of the changed keys are written again
-            // (with their new ends); with vectors, deleted where they are.
+            // (with their new ends); with vectors, deleted where they are
+            // unless the file is rewritten.
+            let rewrite = !vectors || hits.rewrites(&self.vector_rules, history.changes.num_rows());
             bytes_read += hits.split_reads(&target.remove);
             let (kept, versions) = hits
-                .split(store.as_ref(), &out, !vectors, fill)
+                .split(store.as_ref(), &out, rewrite, fill)
                 .await
                 .map_err(CommitAttemptError::delta)?;
             for b in kept {
@@ -1271,11 +1276,11 @@ impl DeltaSink {
             }
             stored += versions.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
             versions.into_iter().for_each(|b| history.keep_stored(b));
-            if vectors {
+            if rewrite {
+                removes.push(target.remove);
+            } else {
                 let (deleted, rows) = (hits.deleted(), hits.rows());
                 deletes.delete(target, deleted, rows);
-            } else {
-                removes.push(target.remove);
             }
         }
         let versions = history.versions(rules, &out).map_err(arrow)?;
@@ -2547,6 +2552,11 @@ checkpoint_interval = {interval}
         cfg.sequence_by = Some("seq".into());
         cfg.properties
             .insert("delta.enableDeletionVectors".into(), "true".into());
+        // Every file a merge hits gets a vector (none is rewritten).
+        cfg.deletion_vectors = crate::config::DeletionVectorConfig {
+            rewrite_below_batches: 0,
+            rewrite_deleted_share: 1.0,
+        };
         let metrics = Arc::new(Metrics::new());
         let mut sink = DeltaSink::open("events", &cfg)
             .await
@@ -2610,6 +2620,121 @@ checkpoint_interval = {interval}
             })
             .sum();
         assert_eq!(live, 3, "keys 1, 3 and 4 are left");
+    }
+
+    /// With deletion vectors and the default rewrite rules, merges of
+    /// scattered keys fold the small files they hit into their new file and
+    /// rewrite files mostly deleted: the table keeps few files however many
+    /// batches merge into it, and its rows are the latest per key. With the
+    /// rules off every batch leaves one more file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn merges_with_vectors_keep_the_table_few_files() {
+        use arrow::array::AsArray as _;
+        use std::collections::BTreeMap;
+        let off = crate::config::DeletionVectorConfig {
+            rewrite_below_batches: 0,
+            rewrite_deleted_share: 1.0,
+        };
+        for (rules, bounded) in [(Default::default(), true), (off, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("events");
+            let mut cfg = config(&path, 100);
+            cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
+            cfg.mode = crate::config::TableMode::Upsert;
+            cfg.keys = vec!["id".into()];
+            cfg.sequence_by = Some("seq".into());
+            cfg.properties
+                .insert("delta.enableDeletionVectors".into(), "true".into());
+            cfg.deletion_vectors = rules;
+            let metrics = Arc::new(Metrics::new());
+            let mut sink = DeltaSink::open("events", &cfg)
+                .await
+                .unwrap()
+                .with_metrics(metrics.clone());
+            let retry = CommitConfig::default();
+            let keys = 2000i64;
+            let mut expected: BTreeMap<i64, String> = BTreeMap::new();
+            let load: Vec<(i64, String)> = (0..keys).map(|k| (k, format!("v{k}-0"))).collect();
+            let mut batches = vec![load];
+            for b in 1..=40i64 {
+                // 50 keys (2.5%) a batch, scattered over the key range.
+                batches.push(
+                    (0..50)
+                        .map(|j| ((j * 797 + b * 131) % keys, format!("v{j}-{b}")))
+                        .collect(),
+                );
+            }
+            let mut offset = 0;
+            for (b, batch) in batches.iter().enumerate() {
+                let rows: Vec<(i64, &str, i64, i64, bool)> = batch
+                    .iter()
+                    .enumerate()
+                    .map(|(j, (k, v))| {
+                        // Every ninth change of a batch is a delete.
+                        (
+                            *k,
+                            v.as_str(),
+                            b as i64,
+                            offset + j as i64,
+                            b > 0 && j % 9 == 0,
+                        )
+                    })
+                    .collect();
+                for r in &rows {
+                    if r.4 {
+                        expected.remove(&r.0);
+                    } else {
+                        expected.insert(r.0, r.1.to_string());
+                    }
+                }
+                sink.commit_merge(
+                    &[merge::tests::changes(&rows)],
+                    &progress(offset),
+                    0,
+                    &retry,
+                )
+                .await
+                .unwrap();
+                offset += rows.len() as i64;
+            }
+            let url = url::Url::from_directory_path(&path).unwrap();
+            let mut table = deltalake::open_table(url).await.unwrap();
+            table.load().await.unwrap();
+            let files = table.snapshot().unwrap().log_data().num_files();
+            let ctx = deltalake::datafusion::prelude::SessionContext::new();
+            table.update_datafusion_session(&ctx.state()).unwrap();
+            ctx.register_table("t", table.table_provider().await.unwrap())
+                .unwrap();
+            let mut read = BTreeMap::new();
+            for b in ctx
+                .sql("SELECT id, v FROM t")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap()
+            {
+                let ids = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+                let vs =
+                    arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+                for (i, v) in ids.iter().zip(vs.as_string::<i32>().iter()) {
+                    let old = read.insert(i.unwrap(), v.unwrap().to_string());
+                    assert!(old.is_none(), "a key twice");
+                }
+            }
+            assert_eq!(read, expected, "rules on: {bounded}");
+            let text = metrics.encode();
+            let value = |name: &str| metric(&text, name);
+            let vectored = value("inlet_merge_files_vectored_total{table=\"events\"}");
+            let rewritten = value("inlet_merge_files_rewritten_total{table=\"events\"}");
+            if bounded {
+                assert!(files <= 8, "{files} files");
+                assert!(vectored > 0 && rewritten > 0, "{vectored} / {rewritten}");
+            } else {
+                assert!(files > 40, "{files} files");
+                assert_eq!(rewritten, 0);
+            }
+        }
     }
 
     /// A change batch inlet shaped wrongly (here: without its delete

@@ -13,6 +13,10 @@
 //!
 //! Row positions are physical: the index of a row in its Parquet file, all
 //! rows counted, deleted or not.
+//!
+//! A file a merge hits is rewritten instead when it is small next to the
+//! batch or would be mostly deleted rows ([`FileHits::rewrites`]): left in
+//! place, every batch's file would be hit by every later batch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +29,7 @@ use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use roaring::RoaringTreemap;
 
 use super::read_cache::{Columns, ReadCache};
+use crate::config::DeletionVectorConfig;
 
 /// The magic number a serialized `RoaringBitmapArray` starts with.
 const MAGIC: u32 = 1_681_511_377;
@@ -309,6 +314,17 @@ impl FileHits {
     /// The file's rows, all counted.
     pub(super) fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// Whether a merge of `changes` keys rewrites the file rather than
+    /// giving it a vector, by `rules`: it is small next to the batch, or
+    /// would be mostly deleted rows.
+    pub(super) fn rewrites(&self, rules: &DeletionVectorConfig, changes: usize) -> bool {
+        let small = u64::from(rules.rewrite_below_batches).saturating_mul(changes as u64);
+        // Hits are live rows: none is in the old vector.
+        let hit = self.hits.iter().flatten().filter(|h| **h).count() as u64;
+        let deleted = self.deleted.len() + hit;
+        self.rows < small || deleted as f64 >= rules.rewrite_deleted_share * self.rows as f64
     }
 
     /// The rows deleted once the hit rows are: the old vector's and the
