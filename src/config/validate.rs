@@ -388,7 +388,8 @@ fn table_files(key: &str, t: &TableConfig) -> Result<()> {
         ));
     }
     let share = t.deletion_vectors.rewrite_deleted_share;
-    if !(share > 0.0 && share <= 1.0) {
+    let in_range = share > 0.0 && share <= 1.0; // false for NaN
+    if !in_range {
         return Err(ConfigError::invalid(
             format!("{key}.deletion_vectors.rewrite_deleted_share"),
             "must be above 0 and at most 1",

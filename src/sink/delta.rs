@@ -1164,10 +1164,27 @@ impl DeltaSink {
             let dv = target.add.deletion_vector.as_ref();
             let fill = |b| with_partitions(b, &partitions, &target.remove, &current);
             let cache = &mut self.read_cache;
-            let (hits, fetched) = dv::hits(store.as_ref(), cache, &path, dv, &needed, fill, |b| {
-                winners.matches(b, rules)
-            })
-            .await
+            // With vectors files stay, so a file's key index serves later
+            // batches; without, a file hit is rewritten and its index would
+            // be built for one use.
+            let (hits, fetched) = if vectors {
+                dv::upsert_hits(
+                    store.as_ref(),
+                    cache,
+                    &path,
+                    dv,
+                    &needed,
+                    fill,
+                    &mut winners,
+                    rules,
+                )
+                .await
+            } else {
+                dv::hits(store.as_ref(), cache, &path, dv, &needed, fill, |b| {
+                    winners.matches(b, rules)
+                })
+                .await
+            }
             .map_err(CommitAttemptError::delta)?;
             bytes_read += fetched;
             let Some(hits) = hits else { continue };

@@ -28,6 +28,7 @@ use deltalake::DeltaTableError;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use roaring::RoaringTreemap;
 
+use super::merge::{MergeRules, Winners};
 use super::read_cache::{Columns, ReadCache};
 use crate::config::DeletionVectorConfig;
 
@@ -235,16 +236,7 @@ pub(super) async fn hits(
     fill: impl Fn(RecordBatch) -> Result<RecordBatch, ArrowError>,
     mut hit: impl FnMut(&RecordBatch) -> Result<Vec<bool>, ArrowError>,
 ) -> Result<(Option<FileHits>, u64), DeltaTableError> {
-    let deleted = match dv.and_then(|dv| cache.vector(dv)) {
-        Some(kept) => kept,
-        None => {
-            let read = Arc::new(read(store, dv).await?);
-            if let Some(dv) = dv {
-                cache.put_vector(dv, read.clone());
-            }
-            read
-        }
-    };
+    let deleted = deleted_rows(store, cache, dv).await?;
     let (columns, bytes) = match cache.columns(path.as_ref(), needed) {
         Some(kept) => (kept, None),
         None => {
@@ -258,18 +250,73 @@ pub(super) async fn hits(
         hits.push(live_hits(b, base, &deleted, &mut hit)?);
         base += b.num_rows() as u64;
     }
-    let fetched = bytes.as_ref().map_or(0, |b| b.len() as u64);
-    if !hits.iter().flatten().any(|h| *h) {
-        return Ok((None, fetched));
-    }
-    let hits = FileHits {
-        path: path.clone(),
-        bytes,
-        hits,
-        deleted,
-        rows: columns.rows,
+    Ok(FileHits::of(path, bytes, hits, deleted, columns.rows))
+}
+
+/// [`hits`] for `upsert` merges, by the file's key index
+/// ([`super::key_index`]), built from its columns on first read and kept in
+/// `cache` instead of them: a batch looks up its keys rather than
+/// converting every stored row.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn upsert_hits(
+    store: &dyn ObjectStore,
+    cache: &mut ReadCache,
+    path: &deltalake::Path,
+    dv: Option<&DeletionVectorDescriptor>,
+    needed: &[&String],
+    fill: impl Fn(RecordBatch) -> Result<RecordBatch, ArrowError>,
+    winners: &mut Winners,
+    rules: &MergeRules,
+) -> Result<(Option<FileHits>, u64), DeltaTableError> {
+    let deleted = deleted_rows(store, cache, dv).await?;
+    let signature = winners.index_signature(rules);
+    let (index, bytes) = match cache.index(path.as_ref(), needed, &signature) {
+        Some(kept) => (kept, None),
+        None => {
+            let (columns, bytes) = read_columns(store, path, needed, &fill).await?;
+            let Some(index) = winners.key_index(&columns, rules)? else {
+                // Not indexable: matched row by row.
+                cache.put_columns(path.as_ref(), needed, columns);
+                return hits(store, cache, path, dv, needed, fill, |b| {
+                    winners.matches(b, rules)
+                })
+                .await
+                .map(|(h, _)| (h, bytes.len() as u64));
+            };
+            let index = std::sync::Arc::new(index);
+            cache.put_index(path.as_ref(), needed, &signature, index.clone());
+            (index, Some(bytes))
+        }
     };
-    Ok((Some(hits), fetched))
+    let flat = winners.index_matches(&index, &deleted);
+    let mut rest = flat.as_slice();
+    let hits = index
+        .batch_rows
+        .iter()
+        .map(|&n| {
+            let (batch, tail) = rest.split_at(n);
+            rest = tail;
+            batch.to_vec()
+        })
+        .collect();
+    Ok(FileHits::of(path, bytes, hits, deleted, index.rows))
+}
+
+/// The rows the vector `dv` deletes (none without one), from `cache` when
+/// it keeps them, and kept there when read.
+async fn deleted_rows(
+    store: &dyn ObjectStore,
+    cache: &mut ReadCache,
+    dv: Option<&DeletionVectorDescriptor>,
+) -> Result<Arc<RoaringTreemap>, DeltaTableError> {
+    if let Some(kept) = dv.and_then(|dv| cache.vector(dv)) {
+        return Ok(kept);
+    }
+    let read = Arc::new(read(store, dv).await?);
+    if let Some(dv) = dv {
+        cache.put_vector(dv, read.clone());
+    }
+    Ok(read)
 }
 
 /// The `needed` columns of the file at `path` (completed by `fill`), and
@@ -302,6 +349,29 @@ async fn read_columns(
 }
 
 impl FileHits {
+    /// The hits of a file, `None` if no row is hit, and the bytes of the
+    /// file read (`bytes`).
+    fn of(
+        path: &deltalake::Path,
+        bytes: Option<bytes::Bytes>,
+        hits: Vec<Vec<bool>>,
+        deleted: Arc<RoaringTreemap>,
+        rows: u64,
+    ) -> (Option<Self>, u64) {
+        let fetched = bytes.as_ref().map_or(0, |b| b.len() as u64);
+        if !hits.iter().flatten().any(|h| *h) {
+            return (None, fetched);
+        }
+        let hits = FileHits {
+            path: path.clone(),
+            bytes,
+            hits,
+            deleted,
+            rows,
+        };
+        (Some(hits), fetched)
+    }
+
     /// The bytes [`FileHits::split`] reads of the file (`remove`'s): none
     /// if [`hits`] read them.
     pub(super) fn split_reads(&self, remove: &Remove) -> u64 {
@@ -324,6 +394,9 @@ impl FileHits {
         // Hits are live rows: none is in the old vector.
         let hit = self.hits.iter().flatten().filter(|h| **h).count() as u64;
         let deleted = self.deleted.len() + hit;
+        if deleted >= self.rows {
+            return false; // removed without being read again
+        }
         self.rows < small || deleted as f64 >= rules.rewrite_deleted_share * self.rows as f64
     }
 

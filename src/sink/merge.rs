@@ -24,6 +24,10 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, Rows, SortField};
 use deltalake::kernel::Protocol;
+use roaring::RoaringTreemap;
+
+use super::key_index::KeyIndex;
+use super::read_cache::Columns;
 
 /// The column of a change batch holding each change's Kafka offset.
 pub const OFFSET_COLUMN: &str = "__inlet_offset";
@@ -224,6 +228,90 @@ impl Winners {
             }
         }
         Ok(out)
+    }
+
+    /// A cache key for the [`KeyIndex`] of a file as these changes build
+    /// it: the key and sequence types (the row format depends on them).
+    pub(super) fn index_signature(&self, rules: &MergeRules) -> String {
+        let sequence = rules
+            .sequence_by
+            .as_ref()
+            .and_then(|s| self.batch.column_by_name(s))
+            .map(|c| c.data_type().clone());
+        format!("{:?} {:?}", self.key_types, sequence)
+    }
+
+    /// The [`KeyIndex`] of a file read as `columns` (see [`Winners::matches`]
+    /// for the columns), `None` if it cannot index the file.
+    pub(super) fn key_index(
+        &self,
+        columns: &Columns,
+        rules: &MergeRules,
+    ) -> Result<Option<KeyIndex>, ArrowError> {
+        let sequence = match (&self.sequence, &rules.sequence_by) {
+            (Some((conv, _)), Some(s)) => {
+                let t = column(&self.batch, s)?.data_type().clone();
+                Some((s.as_str(), t, conv))
+            }
+            _ => None,
+        };
+        KeyIndex::build(
+            &columns.batches,
+            columns.rows,
+            &rules.keys,
+            &self.key_types,
+            &self.keys,
+            sequence.as_ref().map(|(s, t, c)| (*s, t, *c)),
+        )
+    }
+
+    /// [`Winners::matches`] by a file's [`KeyIndex`]: per physical row,
+    /// whether a change replaces or deletes it; rows `deleted` (by the
+    /// file's vector) are never matched. Looks the smaller side up in the
+    /// larger: the changed keys in the file, or the file's keys in the
+    /// changes.
+    pub(super) fn index_matches(
+        &mut self,
+        index: &KeyIndex,
+        deleted: &RoaringTreemap,
+    ) -> Vec<bool> {
+        let Winners {
+            index: changed,
+            sequence,
+            beaten,
+            found,
+            ..
+        } = self;
+        let mut out = vec![false; index.rows as usize];
+        let mut hit = |w: usize, key: &[u8]| {
+            for r in index.rows_of(key) {
+                if deleted.contains(u64::from(r)) {
+                    continue;
+                }
+                let stored_is_newer = match (index.sequence(r), sequence.as_ref()) {
+                    (Some(s), Some((_, mine))) => s > mine.row(w),
+                    _ => false,
+                };
+                if stored_is_newer {
+                    beaten[w] = true;
+                } else {
+                    out[r as usize] = true;
+                    found[w] = true;
+                }
+            }
+        };
+        if index.key_count() < changed.len() {
+            for key in index.keys() {
+                if let Some(&w) = changed.get(key) {
+                    hit(w, key);
+                }
+            }
+        } else {
+            for (key, &w) in changed.iter() {
+                hit(w, key);
+            }
+        }
+        out
     }
 
     /// The rows the merge (as matched so far) inserts, updates and

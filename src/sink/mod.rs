@@ -12,6 +12,7 @@ mod dv;
 mod features;
 mod history;
 mod identity;
+mod key_index;
 mod mapping;
 mod merge;
 mod read_cache;

@@ -1,5 +1,6 @@
 //! What merges read of a table, kept between batches: a data file's key
-//! (and sequence) columns, and the rows a deletion vector file deletes.
+//! (and sequence) columns, or for `upsert` merges its key index, and the
+//! rows a deletion vector file deletes.
 //!
 //! Both are immutable (Delta never writes a data file or a vector file
 //! twice under one name), so an entry stays right for as long as it is
@@ -15,6 +16,8 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use deltalake::kernel::{DeletionVectorDescriptor, StorageType};
 use roaring::RoaringTreemap;
+
+use super::key_index::KeyIndex;
 
 /// Bytes of decoded columns and vectors a table's merges keep (about 16
 /// bytes a row for a BIGINT key and sequence: 16M physical rows).
@@ -34,11 +37,15 @@ enum Key {
     Columns(String, Vec<String>),
     /// A vector file's encoded path, and the vector's offset in it.
     Vector(String, i32),
+    /// A data file's path, the columns read and the index's signature
+    /// (`Winners::index_signature`).
+    Index(String, Vec<String>, String),
 }
 
 enum Value {
     Columns(Columns),
     Vector(Arc<RoaringTreemap>),
+    Index(Arc<KeyIndex>),
 }
 
 struct Entry {
@@ -82,7 +89,7 @@ impl ReadCache {
     pub(super) fn columns(&mut self, path: &str, needed: &[&String]) -> Option<Columns> {
         match &self.touch(&columns_key(path, needed))?.value {
             Value::Columns(c) => Some(c.clone()),
-            Value::Vector(_) => None,
+            _ => None,
         }
     }
 
@@ -102,8 +109,38 @@ impl ReadCache {
     pub(super) fn vector(&mut self, dv: &DeletionVectorDescriptor) -> Option<Arc<RoaringTreemap>> {
         match &self.touch(&vector_key(dv)?)?.value {
             Value::Vector(v) => Some(v.clone()),
-            Value::Columns(_) => None,
+            _ => None,
         }
+    }
+
+    /// The key index of the file at `path` read on `needed`, built as
+    /// `signature` says, if kept.
+    pub(super) fn index(
+        &mut self,
+        path: &str,
+        needed: &[&String],
+        signature: &str,
+    ) -> Option<Arc<KeyIndex>> {
+        match &self.touch(&index_key(path, needed, signature))?.value {
+            Value::Index(i) => Some(i.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps the key index of the file at `path`.
+    pub(super) fn put_index(
+        &mut self,
+        path: &str,
+        needed: &[&String],
+        signature: &str,
+        index: Arc<KeyIndex>,
+    ) {
+        let bytes = index.memory_size() + path.len() + signature.len();
+        self.put(
+            index_key(path, needed, signature),
+            Value::Index(index),
+            bytes,
+        );
     }
 
     /// Keeps the rows the vector `dv` deletes.
@@ -166,6 +203,14 @@ fn columns_key(path: &str, needed: &[&String]) -> Key {
     Key::Columns(
         path.to_string(),
         needed.iter().map(|c| c.to_string()).collect(),
+    )
+}
+
+fn index_key(path: &str, needed: &[&String], signature: &str) -> Key {
+    Key::Index(
+        path.to_string(),
+        needed.iter().map(|c| c.to_string()).collect(),
+        signature.to_string(),
     )
 }
 
