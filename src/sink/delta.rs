@@ -2117,6 +2117,21 @@ checkpoint_interval = {interval}
         crate::config::load_str(&toml).unwrap().tables["events"].clone()
     }
 
+    /// An `upsert` table `events` (id, v, seq) keyed by `id` and ordered by
+    /// `seq`; with `vectors`, with deletion vectors on.
+    fn upsert_config(path: &std::path::Path, vectors: bool) -> TableConfig {
+        let mut cfg = config(path, 100);
+        cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
+        cfg.mode = crate::config::TableMode::Upsert;
+        cfg.keys = vec!["id".into()];
+        cfg.sequence_by = Some("seq".into());
+        if vectors {
+            cfg.properties
+                .insert("delta.enableDeletionVectors".into(), "true".into());
+        }
+        cfg
+    }
+
     fn progress(first: i64) -> Vec<PartitionProgress> {
         vec![PartitionProgress {
             app_id: "a:t:0".into(),
@@ -2494,11 +2509,7 @@ checkpoint_interval = {interval}
     async fn merges_report_their_files_bytes_and_rows() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events");
-        let mut cfg = config(&path, 100);
-        cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
-        cfg.mode = crate::config::TableMode::Upsert;
-        cfg.keys = vec!["id".into()];
-        cfg.sequence_by = Some("seq".into());
+        let cfg = upsert_config(&path, false);
         let metrics = Arc::new(Metrics::new());
         let mut sink = DeltaSink::open("events", &cfg)
             .await
@@ -2562,13 +2573,7 @@ checkpoint_interval = {interval}
     async fn merges_with_vectors_read_each_file_from_the_store_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events");
-        let mut cfg = config(&path, 100);
-        cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
-        cfg.mode = crate::config::TableMode::Upsert;
-        cfg.keys = vec!["id".into()];
-        cfg.sequence_by = Some("seq".into());
-        cfg.properties
-            .insert("delta.enableDeletionVectors".into(), "true".into());
+        let mut cfg = upsert_config(&path, true);
         // Every file a merge hits gets a vector (none is rewritten).
         cfg.deletion_vectors = crate::config::DeletionVectorConfig {
             rewrite_below_batches: 0,
@@ -2655,13 +2660,7 @@ checkpoint_interval = {interval}
         for (rules, bounded) in [(Default::default(), true), (off, false)] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("events");
-            let mut cfg = config(&path, 100);
-            cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
-            cfg.mode = crate::config::TableMode::Upsert;
-            cfg.keys = vec!["id".into()];
-            cfg.sequence_by = Some("seq".into());
-            cfg.properties
-                .insert("delta.enableDeletionVectors".into(), "true".into());
+            let mut cfg = upsert_config(&path, true);
             cfg.deletion_vectors = rules;
             let metrics = Arc::new(Metrics::new());
             let mut sink = DeltaSink::open("events", &cfg)
