@@ -24,18 +24,66 @@ use crate::common::producing::{produce_records, Landed};
 use crate::common::tables::{duckdb_read, table_batches};
 use crate::common::workspace::Workspace;
 
-/// `toml` with deletion vectors turned on for the table inlet creates, and
-/// the rules that rewrite small or mostly deleted files instead turned off:
-/// every file a merge hits gets a vector.
-fn with_vectors(toml: String) -> String {
+/// `toml` with deletion vectors turned on for the table inlet creates;
+/// without `rewrites`, the rules that rewrite small or mostly deleted files
+/// instead are turned off: every file a merge hits gets a vector.
+fn vectors(toml: String, rewrites: bool) -> String {
+    let rules = if rewrites {
+        ""
+    } else {
+        "[tables.events.deletion_vectors]\nrewrite_below_batches = 0\nrewrite_deleted_share = 1.0\n\n"
+    };
     let toml = toml.replace(
         "[tables.events.metadata_columns]",
-        "[tables.events.properties]\n\"delta.enableDeletionVectors\" = \"true\"\n\n\
-         [tables.events.deletion_vectors]\nrewrite_below_batches = 0\nrewrite_deleted_share = 1.0\n\n\
-         [tables.events.metadata_columns]",
+        &format!(
+            "[tables.events.properties]\n\"delta.enableDeletionVectors\" = \"true\"\n\n\
+             {rules}[tables.events.metadata_columns]"
+        ),
     );
     assert!(toml.contains("enableDeletionVectors"));
     toml
+}
+
+/// [`vectors`] with the rewrite rules off.
+fn with_vectors(toml: String) -> String {
+    vectors(toml, false)
+}
+
+/// Runs `count` changes over `keys` keys (seed `seed`) through `inlet run
+/// --available-now` into an upsert table made by `toml` from the plain
+/// upsert config, and checks the end state against the reference (delta-rs
+/// and DuckDB, at least `at_least` keys) and the quarantine. Returns the
+/// broker (still up), the workspace, the config and the reference.
+fn upsert_is_exact(
+    toml: impl Fn(String) -> String,
+    (count, keys, seed): (u64, u64, u64),
+    at_least: usize,
+) -> (
+    MockBroker,
+    Workspace,
+    std::path::PathBuf,
+    BTreeMap<i64, Row>,
+) {
+    let mut broker = MockBroker::start();
+    let topic = "changes";
+    broker.create_topic(topic, 3);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let config = write_config(&ws, &toml(upsert_toml(&ws, &bootstrap, topic, "dv", 40)));
+    let changes = value_changes(count, keys, seed);
+    let landed = produce_changes(&bootstrap, topic, &changes);
+    let out = run_available_now(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = value_reference(&changes, &landed);
+    assert!(expected.len() > at_least, "a reference worth checking");
+    assert_eq!(read_upsert(&ws.table()), expected);
+    assert_duckdb_agrees(&ws.table(), &expected);
+    assert_eq!(quarantined(&ws), poison_offsets(&changes, &landed));
+    (broker, ws, config, expected)
 }
 
 /// The rows of `sql` over the table at `path` (as `t`), read by delta-rs'
@@ -176,26 +224,7 @@ fn physical_rows(path: &Path) -> usize {
 /// changes nothing.
 #[test]
 fn upsert_with_deletion_vectors_is_exact() {
-    let mut broker = MockBroker::start();
-    let topic = "changes";
-    broker.create_topic(topic, 3);
-    let bootstrap = broker.bootstrap();
-    let ws = Workspace::new();
-    let toml = with_vectors(upsert_toml(&ws, &bootstrap, topic, "dv-1", 40));
-    let config = write_config(&ws, &toml);
-    let changes = value_changes(1200, 60, 7);
-    let landed = produce_changes(&bootstrap, topic, &changes);
-    let out = run_available_now(&config);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected = value_reference(&changes, &landed);
-    assert!(expected.len() > 20, "a reference worth checking");
-    assert_eq!(read_upsert(&ws.table()), expected);
-    assert_duckdb_agrees(&ws.table(), &expected);
-    assert_eq!(quarantined(&ws), poison_offsets(&changes, &landed));
+    let (_broker, ws, config, expected) = upsert_is_exact(with_vectors, (1200, 60, 7), 20);
     let used = vector_use(&ws.table());
     assert!(used.adds_with_vector > 10, "vectors written");
     assert!(used.removes_with_vector > 0, "a file given a second vector");
@@ -237,31 +266,7 @@ fn upsert_with_deletion_vectors_is_exact() {
 /// batches would leave one more.
 #[test]
 fn upsert_with_deletion_vectors_and_rewrites_is_exact() {
-    let mut broker = MockBroker::start();
-    let topic = "changes";
-    broker.create_topic(topic, 3);
-    let bootstrap = broker.bootstrap();
-    let ws = Workspace::new();
-    let toml = upsert_toml(&ws, &bootstrap, topic, "dv-r", 40).replace(
-        "[tables.events.metadata_columns]",
-        "[tables.events.properties]\n\"delta.enableDeletionVectors\" = \"true\"\n\n\
-         [tables.events.metadata_columns]",
-    );
-    assert!(toml.contains("enableDeletionVectors"));
-    let config = write_config(&ws, &toml);
-    let changes = value_changes(3000, 600, 11);
-    let landed = produce_changes(&bootstrap, topic, &changes);
-    let out = run_available_now(&config);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected = value_reference(&changes, &landed);
-    assert!(expected.len() > 200, "a reference worth checking");
-    assert_eq!(read_upsert(&ws.table()), expected);
-    assert_duckdb_agrees(&ws.table(), &expected);
-    assert_eq!(quarantined(&ws), poison_offsets(&changes, &landed));
+    let (_broker, ws, _, _) = upsert_is_exact(|t| vectors(t, true), (3000, 600, 11), 200);
     let used = vector_use(&ws.table());
     assert!(used.adds_with_vector > 10, "vectors written");
     let actions = log_actions(&ws.table());
