@@ -65,6 +65,7 @@ pub fn table_config(table: &TableConfig, uri: &str) -> TableConfig {
         sequence_by: None,
         delete_when: None,
         tombstones: Default::default(),
+        tombstone_retention: None,
         history: Default::default(),
         deletion_vectors: Default::default(),
     }

@@ -352,6 +352,66 @@ fn upsert_sequence_ties_go_to_the_later_change() {
     assert_eq!(read_upsert(&ws.table()), value_reference(&all, &landed));
 }
 
+/// With `tombstone_retention`, changes older than a delete of their key
+/// that arrive in a later run are dropped (for a key the table held and
+/// for one it never did); newer ones apply. DuckDB reads the table, whose
+/// directory also holds the kept deletes.
+#[test]
+fn upsert_keeps_deletes_against_late_changes() {
+    let mut broker = MockBroker::start();
+    let topic = "late";
+    broker.create_topic(topic, 1);
+    let bootstrap = broker.bootstrap();
+    let ws = Workspace::new();
+    let toml = upsert_toml(&ws, &bootstrap, topic, "cdc-late", 1000).replace(
+        "delete_when = \"__op = 'd'\"\n",
+        "delete_when = \"__op = 'd'\"\ntombstone_retention = \"1h\"\n",
+    );
+    assert!(toml.contains("tombstone_retention"));
+    let config = write_config(&ws, &toml);
+    let change = |id: u64, v: &str, seq: i64, op: &str| Change {
+        key: Some(format!("{id}").into_bytes()),
+        value: Some(format!(r#"{{"id":{id},"v":"{v}","seq":{seq},"__op":"{op}"}}"#).into_bytes()),
+    };
+    // Keys 0..10 inserted; then even keys and keys 10..15 (never held) deleted.
+    let first: Vec<Change> = (0..10).map(|k| change(k, "a", 1, "c")).collect();
+    produce_changes(&bootstrap, topic, &first);
+    assert!(run_available_now(&config).status.success());
+    let deletes: Vec<Change> = (0..15)
+        .filter(|k| k % 2 == 0 || *k >= 10)
+        .map(|k| change(k, "", 5, "d"))
+        .collect();
+    produce_changes(&bootstrap, topic, &deletes);
+    assert!(run_available_now(&config).status.success());
+    // Late changes older than the deletes, and newer ones for 0 and 11.
+    let mut late: Vec<Change> = (0..15).map(|k| change(k, "late", 3, "u")).collect();
+    late.push(change(0, "new", 6, "u"));
+    late.push(change(11, "new", 6, "u"));
+    produce_changes(&bootstrap, topic, &late);
+    assert!(run_available_now(&config).status.success());
+    let got: BTreeMap<i64, String> = read_upsert(&ws.table())
+        .into_iter()
+        .map(|(id, (v, _, _))| (id, v))
+        .collect();
+    let mut expected: BTreeMap<i64, String> = (0..10)
+        .filter(|k| k % 2 == 1)
+        .map(|k| (k, "late".to_string()))
+        .collect();
+    expected.insert(0, "new".into());
+    expected.insert(11, "new".into());
+    assert_eq!(got, expected);
+    assert!(ws.table().join("_inlet_tombstones").is_dir());
+    if let Some(duck) = duckdb_read(&ws.table(), &[], Some("SELECT id, v FROM t ORDER BY id")) {
+        let rows: Vec<(i64, String)> = duck["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r[0].as_i64().unwrap(), r[1].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(rows, expected.into_iter().collect::<Vec<_>>());
+    }
+}
+
 /// Keyed by the decoded Kafka key, ordered by offset: tombstones delete,
 /// a message without a key or with an undecodable key is quarantined.
 #[test]

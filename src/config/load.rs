@@ -283,6 +283,32 @@ mod tests {
     }
 
     #[test]
+    fn tombstone_retention_needs_upsert_mode_and_sequence_by() {
+        let table = |extra: &str| {
+            format!(
+                "[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\ngroup_id = \"g\"\n\
+                 [sources.events]\ntopics = [\"events\"]\ntable = \"events\"\n\
+                 [tables.events]\nuri = \"/tmp/y\"\nschema = \"id BIGINT, seq BIGINT\"\n{extra}\n"
+            )
+        };
+        let ok = table("mode = \"upsert\"\nkeys = [\"id\"]\nsequence_by = \"seq\"\ntombstone_retention = \"2d\"");
+        let cfg = load_str(&ok).unwrap();
+        assert_eq!(
+            cfg.tables["events"].tombstone_retention,
+            Some(std::time::Duration::from_secs(2 * 86_400))
+        );
+        for bad in [
+            "mode = \"upsert\"\nkeys = [\"id\"]\ntombstone_retention = \"2d\"",
+            "mode = \"history\"\nkeys = [\"id\"]\nsequence_by = \"seq\"\ntombstone_retention = \"2d\"",
+            "tombstone_retention = \"2d\"",
+            "mode = \"upsert\"\nkeys = [\"id\"]\nsequence_by = \"seq\"\ntombstone_retention = \"0s\"",
+        ] {
+            let err = load_str(&table(bad)).unwrap_err().to_string();
+            assert!(err.contains("tables.events.tombstone_retention"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn wrong_type_does_not_echo_value() {
         let err = load_str(&BASE.replace("[kafka]", "[flush]\nmax_rows = \"lots\"\n[kafka]"))
             .unwrap_err()

@@ -191,6 +191,16 @@ pub struct TableConfig {
     /// `quarantine` (as in `append` mode, always). Default: `delete`.
     #[serde(default)]
     pub tombstones: Tombstones,
+    /// How long an `upsert` table remembers a delete, e.g. `"7d"`: a
+    /// change older (by `sequence_by`) than a delete of its key that
+    /// arrives in a later batch is dropped instead of bringing the row
+    /// back. Each delete's key and sequence are kept in files under
+    /// `_inlet_tombstones/` that the table's `inlet.tombstones` domain
+    /// lists, written in the merge's commit; the table must support domain
+    /// metadata (one inlet creates with this set does). Needs `sequence_by`. Unset
+    /// (the default): deletes leave no trace.
+    #[serde(default, with = "humantime_serde")]
+    pub tombstone_retention: Option<Duration>,
     /// `history` mode's columns (`[tables.<name>.history]`).
     #[serde(default)]
     pub history: HistoryColumns,
@@ -302,6 +312,7 @@ impl fmt::Debug for TableConfig {
             .field("keys", &self.keys)
             .field("sequence_by", &self.sequence_by)
             .field("delete_when", &self.delete_when)
+            .field("tombstone_retention", &self.tombstone_retention)
             .field("tombstones", &self.tombstones)
             .field("history", &self.history)
             .field("deletion_vectors", &self.deletion_vectors)

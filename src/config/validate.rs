@@ -499,6 +499,7 @@ fn table_mode(name: &str, t: &TableConfig) -> Result<()> {
             ("sequence_by", t.sequence_by.is_some()),
             ("delete_when", t.delete_when.is_some()),
             ("tombstones", t.tombstones != Tombstones::Delete),
+            ("tombstone_retention", t.tombstone_retention.is_some()),
         ];
         if let Some((field, _)) = set.iter().find(|(_, on)| *on) {
             return Err(ConfigError::invalid(
@@ -515,6 +516,32 @@ fn table_mode(name: &str, t: &TableConfig) -> Result<()> {
             format!("is needed by `mode = \"{:?}\"`", t.mode).to_lowercase(),
             "name the columns that identify a row, e.g. `keys = [\"id\"]` (or the key column)",
         ));
+    }
+    if t.tombstone_retention.is_some() {
+        if t.mode != TableMode::Upsert {
+            return Err(ConfigError::invalid(
+                format!("{key}.tombstone_retention"),
+                format!(
+                    "applies to `mode = \"upsert\"` only; the table's mode is `{}`",
+                    t.mode.name()
+                ),
+                "remove `tombstone_retention`, or use `mode = \"upsert\"`",
+            ));
+        }
+        if t.sequence_by.is_none() {
+            return Err(ConfigError::invalid(
+                format!("{key}.tombstone_retention"),
+                "needs `sequence_by`: ordered by the Kafka offset, a later batch always wins, so a kept delete would drop nothing",
+                "set `sequence_by` to the column that orders the source's changes, or remove `tombstone_retention`",
+            ));
+        }
+        if t.tombstone_retention.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.tombstone_retention"),
+                "must be longer than zero",
+                "set a duration such as `\"7d\"`, or remove `tombstone_retention`",
+            ));
+        }
     }
     let h = &t.history;
     let names = [&h.start_column, &h.end_column, &h.current_column];

@@ -686,6 +686,11 @@ pub struct MergeCommitted<'a> {
     pub rows_updated: u64,
     /// Rows deleted (history: deletes applied).
     pub rows_deleted: u64,
+    /// Changes dropped as older than a kept delete of their key
+    /// (`tombstone_retention`).
+    pub rows_dropped_by_tombstone: u64,
+    /// Deletes this merge keeps as tombstones.
+    pub tombstones_written: u64,
     /// Times this batch's merge was planned again (see [`MergeReplanned`]).
     pub replans: u64,
 }
@@ -709,6 +714,7 @@ impl InternalEvent for MergeCommitted<'_> {
             ("inserted", self.rows_inserted),
             ("updated", self.rows_updated),
             ("deleted", self.rows_deleted),
+            ("dropped_by_tombstone", self.rows_dropped_by_tombstone),
         ] {
             m.merge_rows
                 .get_or_create(&MergeRowLabels {
@@ -729,6 +735,8 @@ impl InternalEvent for MergeCommitted<'_> {
             rows_inserted = self.rows_inserted,
             rows_updated = self.rows_updated,
             rows_deleted = self.rows_deleted,
+            rows_dropped_by_tombstone = self.rows_dropped_by_tombstone,
+            tombstones_written = self.tombstones_written,
             replans = self.replans,
             "merge committed"
         );

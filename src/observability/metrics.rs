@@ -293,7 +293,8 @@ impl Metrics {
             merge_rows: r.add(
                 "merge_rows",
                 "Rows merges inserted, updated and deleted (history: versions added, \
-                 stored versions rewritten, deletes applied)",
+                 stored versions rewritten, deletes applied), and changes they dropped as \
+                 older than a kept delete (dropped_by_tombstone)",
             ),
             merge_replans: r.add(
                 "merge_replans",

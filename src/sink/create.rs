@@ -18,6 +18,9 @@ use deltalake::{DeltaResult, DeltaTableError};
 const ICT: &str = "delta.enableInCommitTimestamps";
 const ROW_TRACKING: &str = "delta.enableRowTracking";
 const TYPE_WIDENING: &str = "delta.enableTypeWidening";
+/// A table property that only asks for domain metadata support (as Spark's
+/// `delta.feature.<name> = supported`); it is not kept in the metadata.
+pub(crate) const DOMAIN_FEATURE: &str = "delta.feature.domainMetadata";
 /// The domain holding a clustered table's clustering columns.
 pub(crate) const CLUSTERING_DOMAIN: &str = "delta.clustering";
 
@@ -55,6 +58,7 @@ fn maps_columns<M: Props>(props: &M) -> bool {
 /// created by inlet's own commit.
 pub(crate) fn needs_own_create(properties: &impl Props, cluster_by: &[String]) -> bool {
     !cluster_by.is_empty()
+        || properties.value(DOMAIN_FEATURE).is_some()
         || is_true(properties, ICT)
         || is_true(properties, ROW_TRACKING)
         || maps_columns(properties)
@@ -80,7 +84,7 @@ fn protocol(
     if is_true(props, ROW_TRACKING) {
         writer.push("rowTracking");
     }
-    if is_true(props, ROW_TRACKING) || clustered {
+    if is_true(props, ROW_TRACKING) || clustered || props.contains_key(DOMAIN_FEATURE) {
         writer.push("domainMetadata");
     }
     if clustered {
@@ -166,6 +170,7 @@ pub(crate) async fn create(
         schema
     };
     let protocol = protocol(&props, schema, !cluster_by.is_empty())?;
+    props.remove(DOMAIN_FEATURE);
     let clustering = clustering_domain(schema, cluster_by)?;
     let metadata = new_metadata(schema, partition_by, props.iter())?;
     let now = chrono::Utc::now().timestamp_millis();

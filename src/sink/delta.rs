@@ -111,6 +111,8 @@ pub struct DeltaSink {
     read_cache: super::read_cache::ReadCache,
     /// When a merge rewrites a file rather than giving it a vector.
     vector_rules: crate::config::DeletionVectorConfig,
+    /// The kept deletes (`tombstone_retention`), in `upsert` mode.
+    tombstones: Option<super::tombstones::Tombstones>,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -219,6 +221,7 @@ impl DeltaSink {
                 let kernel = creation_schema(name, cfg, value)?;
                 let created = if super::create::needs_own_create(&cfg.properties, &cfg.cluster_by)
                     || !cfg.identity.is_empty()
+                    || cfg.tombstone_retention.is_some()
                 {
                     super::create::create(
                         log.as_ref(),
@@ -288,6 +291,10 @@ impl DeltaSink {
             replans: 0,
             read_cache: Default::default(),
             vector_rules: cfg.deletion_vectors.clone(),
+            tombstones: cfg
+                .tombstone_retention
+                .filter(|_| cfg.mode == crate::config::TableMode::Upsert)
+                .map(super::tombstones::Tombstones::new),
         })
     }
 
@@ -824,7 +831,9 @@ impl DeltaSink {
         files: Option<&Schema>,
     ) -> std::result::Result<(), CommitAttemptError> {
         let footprint = reads_files.then_some(self.footprint.as_ref()).flatten();
-        let Some(conflict) = conflict(changes, app_ids, reads_files, footprint) else {
+        let kept_deletes = reads_files && self.tombstones.is_some();
+        let Some(conflict) = conflict(changes, app_ids, reads_files, footprint, kept_deletes)
+        else {
             return Ok(());
         };
         if matches!(conflict, CommitConflictError::ConcurrentDeleteRead) {
@@ -1145,6 +1154,31 @@ impl DeltaSink {
         let table = self.name.clone();
         let arrow = |e| planning_bug(&table, e);
         let mut winners = merge::reduce(changes, rules).map_err(arrow)?;
+        let store = self.log.object_store(None);
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut kept = super::tombstones::Kept::default();
+        let listing = if let Some(t) = self.tombstones.as_mut() {
+            let config = self
+                .state
+                .tombstone_domain(self.log.as_ref())
+                .await
+                .map_err(CommitAttemptError::delta)?;
+            let listing = super::tombstones::Listing::parse(config.as_deref())
+                .map_err(CommitAttemptError::delta)?;
+            t.apply(
+                store.as_ref(),
+                &listing,
+                &mut winners,
+                rules,
+                now,
+                &mut kept,
+            )
+            .await
+            .map_err(CommitAttemptError::delta)?;
+            Some(listing)
+        } else {
+            None
+        };
         let current: Schema = self.state.schema().try_into_arrow().map_err(arrow)?;
         let out = merge::output_schema(&current, &winners.batch.schema());
         let candidates = self.merge_candidates(&winners.batch, rules).await?;
@@ -1154,7 +1188,6 @@ impl DeltaSink {
             .writer(out.clone())
             .map_err(CommitAttemptError::delta)?;
         let vectors = dv::enabled(self.state.protocol(), self.state.metadata().configuration());
-        let store = self.log.object_store(None);
         let needed: Vec<&String> = rules.keys.iter().chain(&rules.sequence_by).collect();
         let (mut removes, mut deletes) = (Vec::new(), dv::Vectors::default());
         let read = candidates.len() as u64;
@@ -1211,6 +1244,26 @@ impl DeltaSink {
                 .map_err(CommitAttemptError::delta)?;
         }
         let mut adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
+        let domain = match (self.tombstones.as_mut(), listing) {
+            (Some(t), Some(mut listing)) => {
+                let changed = t
+                    .record(
+                        store.as_ref(),
+                        &mut listing,
+                        &winners,
+                        rules,
+                        now,
+                        &mut kept,
+                    )
+                    .await
+                    .map_err(CommitAttemptError::delta)?;
+                changed
+                    .then(|| listing.action())
+                    .transpose()
+                    .map_err(CommitAttemptError::delta)?
+            }
+            _ => None,
+        };
         let (rows_inserted, rows_updated, rows_deleted) = winners.counts().map_err(arrow)?;
         let (files_vectored, files_rewritten) = (deletes.files() as u64, removes.len() as u64);
         let (dv_removes, dv_adds, dv_bytes) = deletes
@@ -1222,16 +1275,20 @@ impl DeltaSink {
             files_read: read,
             files_rewritten,
             files_vectored,
-            bytes_read,
-            bytes_written: adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>() + dv_bytes,
+            bytes_read: bytes_read + kept.bytes_read,
+            bytes_written: adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>()
+                + dv_bytes
+                + kept.bytes_written,
             rows_inserted,
             rows_updated,
             rows_deleted,
+            rows_dropped_by_tombstone: kept.dropped,
+            tombstones_written: kept.written,
             ..MergeCommitted::default()
         };
         removes.extend(dv_removes);
         adds.extend(dv_adds);
-        self.merge_plan(&out, removes, adds, progress)
+        self.merge_plan(&out, removes, adds, domain, progress)
     }
 
     /// `history` mode: the merge of `changes` on the current snapshot. The
@@ -1328,23 +1385,26 @@ impl DeltaSink {
         };
         removes.extend(dv_removes);
         adds.extend(dv_adds);
-        self.merge_plan(&out, removes, adds, progress)
+        self.merge_plan(&out, removes, adds, None, progress)
     }
 
     /// A merge's commit: the schema change its rows need, the removes of
-    /// the files it rewrote, its new files and the txn actions of every
-    /// partition of the batch, all in one commit.
+    /// the files it rewrote, its new files, the kept deletes' listing
+    /// (`domain`) and the txn actions of every partition of the batch, all
+    /// in one commit.
     #[allow(clippy::result_large_err)]
     fn merge_plan(
         &self,
         out: &Schema,
         removes: Vec<Remove>,
         adds: Vec<Add>,
+        domain: Option<Action>,
         progress: &[PartitionProgress],
     ) -> std::result::Result<Plan, CommitAttemptError> {
         let now = chrono::Utc::now().timestamp_millis();
-        let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + removes.len() + 2);
+        let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + removes.len() + 3);
         actions.extend(self.evolution(out)?);
+        actions.extend(domain);
         actions.extend(removes.into_iter().map(Action::Remove));
         actions.extend(adds.into_iter().map(Action::Add));
         actions.extend(progress.iter().map(|p| {
@@ -1690,6 +1750,7 @@ fn conflict(
     app_ids: &[String],
     reads_files: bool,
     footprint: Option<&super::scope::Footprint>,
+    kept_deletes: bool,
 ) -> Option<CommitConflictError> {
     if changes.protocol {
         Some(CommitConflictError::ProtocolChanged(
@@ -1701,6 +1762,10 @@ fn conflict(
         Some(CommitConflictError::ConcurrentTransaction)
     } else if reads_files && footprint.map_or(changes.files, |f| f.conflicts(changes)) {
         // Without a footprint (none recorded), any file change conflicts.
+        Some(CommitConflictError::ConcurrentDeleteRead)
+    } else if kept_deletes && changes.tombstones {
+        // Another writer's kept deletes: the merge must see them, and its
+        // listing must keep their segment.
         Some(CommitConflictError::ConcurrentDeleteRead)
     } else {
         None
@@ -1891,6 +1956,19 @@ fn checked_layout(name: &str, cfg: &TableConfig, state: &TableState) -> Result<T
             });
         }
     }
+    if cfg.tombstone_retention.is_some() && !super::features::has_domain_metadata(state.protocol())
+    {
+        return Err(SinkError::Table {
+            table: name.to_string(),
+            message: format!(
+                "tables.{name}.tombstone_retention keeps deletes in the table's `{}` domain, \
+                 and the table does not support domain metadata; enable it with ALTER TABLE … \
+                 SET TBLPROPERTIES ('delta.feature.domainMetadata' = 'supported') (writer \
+                 version 7), or remove tombstone_retention",
+                super::tombstones::DOMAIN
+            ),
+        });
+    }
     let arrow: Schema = state
         .schema()
         .try_into_arrow()
@@ -2069,8 +2147,15 @@ fn table_properties(cfg: &TableConfig) -> Vec<(String, Option<String>)> {
             props.push((CHECKPOINT_INTERVAL.to_string(), Some(n.to_string())));
         }
     }
+    // Kept deletes are listed in a domain: the new table supports them.
+    if cfg.tombstone_retention.is_some() && !cfg.properties.contains_key(DOMAIN_FEATURE) {
+        props.push((DOMAIN_FEATURE.to_string(), Some("supported".into())));
+    }
     props
 }
+
+/// The property that makes a new table support domain metadata.
+const DOMAIN_FEATURE: &str = super::create::DOMAIN_FEATURE;
 
 /// Parquet writer settings for `c` (row groups of 128 Ki rows, with the
 /// default page statistics readers prune on).
@@ -3312,5 +3397,198 @@ checkpoint_interval = {interval}
         let files = Some(&schema);
         let lost = one.write_job(&data, vec!["a:t:2".into()], false, files);
         assert!(matches!(lost.await, Err(CommitAttemptError::Delta(_))));
+    }
+
+    /// The rows `(id, v)` of the upsert table at `path`, read by DataFusion.
+    async fn upsert_values(path: &std::path::Path) -> std::collections::BTreeMap<i64, String> {
+        use arrow::array::AsArray as _;
+        let url = url::Url::from_directory_path(path).unwrap();
+        let table = deltalake::open_table(url).await.unwrap();
+        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        table.update_datafusion_session(&ctx.state()).unwrap();
+        ctx.register_table("t", table.table_provider().await.unwrap())
+            .unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        for b in ctx
+            .sql("SELECT id, v FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+        {
+            let ids = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+            let vs = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+            for (i, v) in ids.iter().zip(vs.as_string::<i32>().iter()) {
+                assert!(out.insert(i.unwrap(), v.unwrap().to_string()).is_none());
+            }
+        }
+        out
+    }
+
+    /// An upsert table keeping deletes for an hour, checkpointed every
+    /// other version.
+    fn keeping_config(path: &std::path::Path) -> TableConfig {
+        let mut cfg = config(path, 2);
+        cfg.schema = Some("id BIGINT, v STRING, seq BIGINT".into());
+        cfg.mode = crate::config::TableMode::Upsert;
+        cfg.keys = vec!["id".into()];
+        cfg.sequence_by = Some("seq".into());
+        cfg.tombstone_retention = Some(std::time::Duration::from_secs(3600));
+        cfg
+    }
+
+    fn progress_of(app_id: &str, first: i64) -> Vec<PartitionProgress> {
+        vec![PartitionProgress {
+            app_id: app_id.into(),
+            first,
+            last: first + 9,
+        }]
+    }
+
+    /// With `tombstone_retention`, a change older than a delete of its key
+    /// that arrives in a later batch is dropped, for a key the table held
+    /// and for one it never did; a change as new as the delete or newer
+    /// applies. Without it, the older changes bring the keys back. The
+    /// kept deletes are read again by a process opened after a checkpoint.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kept_deletes_drop_older_changes_of_later_batches() {
+        use merge::tests::changes;
+        for keep in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("events");
+            let mut cfg = keeping_config(&path);
+            if !keep {
+                cfg.tombstone_retention = None;
+            }
+            let metrics = Arc::new(Metrics::new());
+            let retry = CommitConfig::default();
+            let mut sink = DeltaSink::open("events", &cfg).await.unwrap();
+            let first = changes(&[(1, "a", 1, 0, false), (2, "b", 1, 1, false)]);
+            sink.commit_merge(&[first], &progress(0), 0, &retry)
+                .await
+                .unwrap();
+            // Deletes 1, and 3, which the table never held.
+            let deletes = changes(&[(1, "", 5, 10, true), (3, "", 5, 11, true)]);
+            sink.commit_merge(&[deletes], &progress(10), 0, &retry)
+                .await
+                .unwrap();
+            drop(sink);
+            let checkpoint = path
+                .join("_delta_log")
+                .join(format!("{:020}.checkpoint.parquet", 2));
+            assert!(checkpoint.exists(), "the listing is read from a checkpoint");
+            let mut sink = DeltaSink::open("events", &cfg)
+                .await
+                .unwrap()
+                .with_metrics(metrics.clone());
+            let late = changes(&[
+                (1, "late", 3, 20, false),
+                (3, "late", 4, 21, false),
+                (2, "b2", 2, 22, false),
+            ]);
+            sink.commit_merge(&[late], &progress(20), 0, &retry)
+                .await
+                .unwrap();
+            let got = upsert_values(&path).await;
+            let text = metrics.encode();
+            let dropped = metric(
+                &text,
+                "inlet_merge_rows_total{table=\"events\",action=\"dropped_by_tombstone\"}",
+            );
+            if keep {
+                assert_eq!(got, [(2, "b2".to_string())].into());
+                assert_eq!(dropped, 2);
+            } else {
+                let all = [(1, "late"), (2, "b2"), (3, "late")];
+                assert_eq!(got, all.map(|(k, v)| (k, v.to_string())).into());
+                assert_eq!(dropped, 0);
+            }
+            // As new as the delete (a tie goes to the later change), or newer.
+            let newer = changes(&[(1, "new", 6, 30, false), (3, "tie", 5, 31, false)]);
+            sink.commit_merge(&[newer], &progress(30), 0, &retry)
+                .await
+                .unwrap();
+            let all = [(1, "new"), (2, "b2"), (3, "tie")];
+            assert_eq!(
+                upsert_values(&path).await,
+                all.map(|(k, v)| (k, v.to_string())).into()
+            );
+            let segments = path.join(super::super::tombstones::DIR);
+            assert_eq!(segments.exists(), keep);
+        }
+    }
+
+    /// Two writers: one deletes a key the table never held; the other,
+    /// which last read the table before, merges an older change of it and
+    /// deletes another key. The second reads the first's listing from its
+    /// commit (its change is dropped) and keeps both writers' segments.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_concurrent_writers_kept_deletes_are_seen_and_kept() {
+        use merge::tests::changes;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let cfg = keeping_config(&path);
+        let retry = CommitConfig::default();
+        let mut one = DeltaSink::open("events", &cfg).await.unwrap();
+        let mut two = DeltaSink::open("events", &cfg).await.unwrap();
+        let first = changes(&[(1, "a", 1, 0, false)]);
+        one.commit_merge(&[first], &progress_of("a:t:0", 0), 0, &retry)
+            .await
+            .unwrap();
+        let deletes = changes(&[(3, "", 5, 10, true)]);
+        one.commit_merge(&[deletes], &progress_of("a:t:0", 10), 0, &retry)
+            .await
+            .unwrap();
+        // `two` still holds the state of version 0: its commit races.
+        let theirs = changes(&[(3, "late", 4, 0, false), (4, "", 5, 1, true)]);
+        two.commit_merge(&[theirs], &progress_of("a:t:1", 0), 0, &retry)
+            .await
+            .unwrap();
+        assert_eq!(upsert_values(&path).await, [(1, "a".to_string())].into());
+        // Both deletes are kept: older changes of 3 and 4 stay out.
+        let later = changes(&[(3, "x", 1, 20, false), (4, "y", 1, 21, false)]);
+        one.commit_merge(&[later], &progress_of("a:t:0", 20), 0, &retry)
+            .await
+            .unwrap();
+        assert_eq!(upsert_values(&path).await, [(1, "a".to_string())].into());
+    }
+
+    /// A merge keeping deletes that lost its version to a commit that set
+    /// the kept deletes' domain plans again (it must see them, and its
+    /// listing must keep their segment); one that keeps none does not.
+    #[test]
+    fn another_writers_kept_deletes_make_a_keeping_merge_plan_again() {
+        let changes = Changes {
+            tombstones: true,
+            ..Changes::default()
+        };
+        let ids = ["a:t:0".to_string()];
+        assert!(matches!(
+            conflict(&changes, &ids, true, None, true),
+            Some(CommitConflictError::ConcurrentDeleteRead)
+        ));
+        assert!(conflict(&changes, &ids, true, None, false).is_none());
+        assert!(conflict(&Changes::default(), &ids, true, None, true).is_none());
+    }
+
+    /// An existing table without domain metadata cannot keep deletes: the
+    /// operator is told how to enable it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keeping_deletes_needs_a_table_with_domain_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut cfg = keeping_config(&path);
+        cfg.tombstone_retention = None;
+        drop(DeltaSink::open("events", &cfg).await.unwrap());
+        cfg.tombstone_retention = Some(std::time::Duration::from_secs(60));
+        let err = DeltaSink::open("events", &cfg).await.unwrap_err();
+        assert!(matches!(err, SinkError::Table { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("tables.events.tombstone_retention"), "{text}");
+        assert!(
+            text.contains("'delta.feature.domainMetadata' = 'supported'"),
+            "{text}"
+        );
     }
 }

@@ -112,6 +112,11 @@ pub(crate) fn is_clustered(protocol: &Protocol) -> bool {
         || has_writer_feature(protocol, &TableFeature::Unknown("liquid".to_owned()))
 }
 
+/// Whether the table supports domain metadata (the writer feature).
+pub(crate) fn has_domain_metadata(protocol: &Protocol) -> bool {
+    has_writer_feature(protocol, &TableFeature::DomainMetadata)
+}
+
 /// Whether appends must assign row ids (`rowTracking` is supported).
 pub(crate) fn tracks_row_ids(protocol: &Protocol) -> bool {
     has_writer_feature(protocol, &TableFeature::RowTracking)

@@ -95,7 +95,14 @@ pub(super) struct Winners {
     pub beaten: Vec<bool>,
     /// Rows whose change replaces or deletes a stored row.
     found: Vec<bool>,
+    /// Rows whose change is older than a kept delete of their key (see
+    /// the `tombstones` module): beaten, and matched against nothing.
+    entombed: Vec<bool>,
 }
+
+/// Kept deletes as [`Winners::entomb`] looks them up: key (row format) to
+/// the greatest sequence (row format) a delete of it had.
+pub(super) type TombstoneIndex = HashMap<Box<[u8]>, Box<[u8]>>;
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowError> {
     batch
@@ -169,6 +176,7 @@ pub(super) fn reduce(changes: &[RecordBatch], rules: &MergeRules) -> Result<Winn
     };
     let beaten = vec![false; batch.num_rows()];
     let found = vec![false; batch.num_rows()];
+    let entombed = vec![false; batch.num_rows()];
     Ok(Winners {
         batch,
         index,
@@ -177,6 +185,7 @@ pub(super) fn reduce(changes: &[RecordBatch], rules: &MergeRules) -> Result<Winn
         sequence,
         beaten,
         found,
+        entombed,
     })
 }
 
@@ -216,6 +225,9 @@ impl Winners {
             let Some(&w) = self.index.get(keys.row(r).as_ref()) else {
                 continue;
             };
+            if self.entombed[w] {
+                continue;
+            }
             let stored_is_newer = match (&stored_sequence, &self.sequence) {
                 (Some(s), Some((_, mine))) => s.row(r) > mine.row(w),
                 _ => false,
@@ -280,10 +292,14 @@ impl Winners {
             sequence,
             beaten,
             found,
+            entombed,
             ..
         } = self;
         let mut out = vec![false; index.rows as usize];
         let mut hit = |w: usize, key: &[u8]| {
+            if entombed[w] {
+                return;
+            }
             for r in index.rows_of(key) {
                 if deleted.contains(u64::from(r)) {
                     continue;
@@ -312,6 +328,119 @@ impl Winners {
             }
         }
         out
+    }
+
+    /// The [`TombstoneIndex`] of kept deletes `batches` (each with the key
+    /// columns and the sequence column, cast to the changes' types): per
+    /// key the greatest sequence.
+    pub(super) fn tombstone_index(
+        &self,
+        batches: &[RecordBatch],
+        rules: &MergeRules,
+    ) -> Result<TombstoneIndex, ArrowError> {
+        let (Some((conv, _)), Some(s)) = (&self.sequence, &rules.sequence_by) else {
+            return Err(ArrowError::InvalidArgumentError(
+                "kept deletes need `sequence_by`".into(),
+            ));
+        };
+        let seq_type = column(&self.batch, s)?.data_type().clone();
+        let cast = |c: &ArrayRef, to: &DataType| {
+            if c.data_type() == to {
+                Ok(c.clone())
+            } else {
+                arrow::compute::cast(c, to)
+            }
+        };
+        let mut out = TombstoneIndex::new();
+        for b in batches {
+            let cols: Vec<ArrayRef> = rules
+                .keys
+                .iter()
+                .zip(&self.key_types)
+                .map(|(n, t)| cast(column(b, n)?, t))
+                .collect::<Result<_, _>>()?;
+            let keys = self.keys.convert_columns(&cols)?;
+            let seqs = conv.convert_columns(&[cast(column(b, s)?, &seq_type)?])?;
+            for r in 0..b.num_rows() {
+                let seq = seqs.row(r);
+                match out.entry(keys.row(r).as_ref().into()) {
+                    Entry::Vacant(e) => {
+                        e.insert(seq.as_ref().into());
+                    }
+                    Entry::Occupied(mut e) => {
+                        if seq.as_ref() > e.get().as_ref() {
+                            e.insert(seq.as_ref().into());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks beaten (and matched against no stored row) each change older
+    /// than a kept delete of its key in `index`; a change as old as the
+    /// delete is not (the later change wins a tie). Returns how many.
+    pub(super) fn entomb(&mut self, index: &TombstoneIndex) -> u64 {
+        let Some((_, mine)) = &self.sequence else {
+            return 0;
+        };
+        let mut n = 0;
+        let probe_changes = self.index.len() <= index.len();
+        let mut mark = |w: usize, kept: &[u8]| {
+            if !self.entombed[w] && kept > mine.row(w).as_ref() {
+                self.entombed[w] = true;
+                self.beaten[w] = true;
+                n += 1;
+            }
+        };
+        if probe_changes {
+            for (key, &w) in &self.index {
+                if let Some(kept) = index.get(key) {
+                    mark(w, kept);
+                }
+            }
+        } else {
+            for (key, kept) in index {
+                if let Some(&w) = self.index.get(key) {
+                    mark(w, kept);
+                }
+            }
+        }
+        n
+    }
+
+    /// The deletes this merge applies, as deletes to keep: their key
+    /// columns, the sequence column and `deleted_at` (milliseconds since
+    /// the epoch) in a column named `at_column`. A delete beaten by a
+    /// newer stored row or by a kept delete is not among them.
+    pub(super) fn tombstones(
+        &self,
+        rules: &MergeRules,
+        at_column: &str,
+        deleted_at: i64,
+    ) -> Result<RecordBatch, ArrowError> {
+        let deletes = column(&self.batch, DELETE_COLUMN)?.as_boolean();
+        let keep: BooleanArray = (0..self.batch.num_rows())
+            .map(|i| Some(!self.beaten[i] && deletes.is_valid(i) && deletes.value(i)))
+            .collect();
+        let mut fields = Vec::new();
+        let mut columns = Vec::new();
+        let schema = self.batch.schema();
+        for name in rules.keys.iter().chain(&rules.sequence_by) {
+            let (i, f) = schema
+                .column_with_name(name)
+                .ok_or_else(|| ArrowError::SchemaError(format!("column `{name}` is missing")))?;
+            fields.push(f.clone());
+            columns.push(arrow::compute::filter(self.batch.column(i), &keep)?);
+        }
+        let rows = columns.first().map_or(0, |c| c.len());
+        fields.push(Field::new(at_column, DataType::Int64, false));
+        columns.push(Arc::new(arrow::array::Int64Array::from(vec![
+            deleted_at;
+            rows
+        ])));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
     }
 
     /// The rows the merge (as matched so far) inserts, updates and
@@ -578,6 +707,35 @@ pub(super) mod tests {
             (1, 0, 0),
             "an insert; a delete of nothing"
         );
+    }
+
+    /// A change older than a kept delete of its key is beaten and matches
+    /// no stored row; one as new as it applies. The deletes to keep are
+    /// those applied, with their sequence and time.
+    #[test]
+    fn changes_older_than_a_kept_delete_are_beaten() {
+        let c = changes(&[
+            (1, "old", 3, 10, false),
+            (2, "tie", 5, 11, false),
+            (3, "", 7, 12, true),
+            (4, "", 1, 13, true),
+        ]);
+        let mut w = reduce(&[c], &rules(true)).unwrap();
+        let kept = changes(&[
+            (1, "", 5, 0, true),
+            (2, "", 5, 1, true),
+            (4, "", 2, 2, true),
+        ]);
+        let index = w.tombstone_index(&[kept], &rules(true)).unwrap();
+        assert_eq!(w.entomb(&index), 2, "1 and 4 are older than their deletes");
+        let stored = changes(&[(1, "x", 0, 0, false), (3, "y", 0, 1, false)]);
+        assert_eq!(w.matches(&stored, &rules(true)).unwrap(), [false, true]);
+        assert_eq!(values(&w.upserts().unwrap()), [(2, "tie".into())]);
+        let t = w.tombstones(&rules(true), "at", 99).unwrap();
+        assert_eq!(t.num_rows(), 1, "only 3's delete applied");
+        assert_eq!(t.column(0).as_primitive::<Int64Type>().value(0), 3);
+        assert_eq!(t.column(1).as_primitive::<Int64Type>().value(0), 7);
+        assert_eq!(t.column(2).as_primitive::<Int64Type>().value(0), 99);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod read_cache;
 mod scope;
 mod state;
 pub mod storage;
+mod tombstones;
 mod writer;
 
 pub use attempt::{commit_id, Patience, COMMIT_ID_KEY};

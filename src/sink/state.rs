@@ -60,6 +60,8 @@ pub(super) struct Changes {
     /// What moved is unknown (the state was loaded again): every file may
     /// have changed.
     pub unknown_files: bool,
+    /// A commit set the `inlet.tombstones` domain (the kept deletes).
+    pub tombstones: bool,
 }
 
 /// A file a concurrent commit added: where it sits and its statistics.
@@ -87,6 +89,7 @@ impl Changes {
         self.added.extend(other.added);
         self.removed.extend(other.removed);
         self.unknown_files |= other.unknown_files;
+        self.tombstones |= other.tombstones;
     }
 
     /// Whether a commit planned for `app_ids` before these changes must be
@@ -114,6 +117,9 @@ pub(super) struct TableState {
     /// `version`; `None`: no row id was assigned yet. Tracked only on
     /// tables that support row tracking.
     high_water_mark: Option<i64>,
+    /// The `inlet.tombstones` domain's configuration as of `version` when
+    /// known (`Some(None)`: not set); `None`: look it up in `base`.
+    tombstones: Option<Option<String>>,
     refreshed: Instant,
 }
 
@@ -166,6 +172,13 @@ struct RowTrackingDomain {
 pub(super) const ROW_TRACKING_DOMAIN: &str = "delta.rowTracking";
 
 impl DomainLine {
+    /// The kept deletes' listing (`Some(None)`: the domain was removed),
+    /// if this is their domain.
+    fn tombstones(&self) -> Option<Option<String>> {
+        (self.domain == super::tombstones::DOMAIN)
+            .then(|| (!self.removed).then(|| self.configuration.clone()))
+    }
+
     /// The high-water mark, if this is the row tracking domain.
     fn high_water_mark(&self) -> DeltaResult<Option<i64>> {
         if self.domain != ROW_TRACKING_DOMAIN || self.removed {
@@ -237,6 +250,10 @@ impl TableState {
                 state.replay(log, c + 1, version).await?;
             }
         }
+        if state.base.is_none() && state.tombstones.is_none() {
+            // The whole log was replayed: no commit set the domain.
+            state.tombstones = Some(None);
+        }
         if state.in_commit_timestamp.is_none() {
             // The tip is a checkpoint: its commit file still holds the ICT.
             if let Some(bytes) = log.read_commit_entry(version as u64).await? {
@@ -259,6 +276,7 @@ impl TableState {
             base: None,
             in_commit_timestamp: None,
             high_water_mark: None,
+            tombstones: None,
             refreshed: Instant::now(),
         })
     }
@@ -281,8 +299,11 @@ impl TableState {
                 if let Some(t) = line.txn {
                     self.txns.insert(t.app_id, Some(t.version));
                 }
-                if let Some(m) = line.domain.as_ref().map(DomainLine::high_water_mark) {
-                    self.high_water_mark = m?.or(self.high_water_mark);
+                if let Some(d) = &line.domain {
+                    self.high_water_mark = d.high_water_mark()?.or(self.high_water_mark);
+                    if let Some(t) = d.tombstones() {
+                        self.tombstones = Some(t);
+                    }
                 }
             }
         }
@@ -298,8 +319,12 @@ impl TableState {
         let ict = commit_ict(&lines);
         let mut high_water_mark = self.high_water_mark;
         for line in lines {
-            if let Some(m) = line.domain.as_ref().map(DomainLine::high_water_mark) {
-                high_water_mark = m?.or(high_water_mark);
+            if let Some(d) = &line.domain {
+                high_water_mark = d.high_water_mark()?.or(high_water_mark);
+                if let Some(t) = d.tombstones() {
+                    self.tombstones = Some(t);
+                    changes.tombstones = true;
+                }
             }
             if let Some(p) = line.protocol {
                 protocol = Some(p);
@@ -346,6 +371,7 @@ impl TableState {
                 app_ids: self.txns.keys().cloned().collect(),
                 files: true,
                 unknown_files: true,
+                tombstones: true,
                 ..Changes::default()
             });
         }
@@ -389,6 +415,31 @@ impl TableState {
             .iter()
             .map(|id| self.txns.get(id).copied().flatten())
             .collect())
+    }
+
+    /// The `inlet.tombstones` domain's configuration as of
+    /// [`Self::version`] (`None`: not set), looked up in the base snapshot
+    /// (its checkpoint) once when no commit after it set the domain.
+    pub(super) async fn tombstone_domain(
+        &mut self,
+        log: &dyn LogStore,
+    ) -> DeltaResult<Option<String>> {
+        if let Some(known) = &self.tombstones {
+            return Ok(known.clone());
+        }
+        let found = match self.base.clone() {
+            Some(base) => {
+                let engine = log.engine(None);
+                tokio::task::spawn_blocking(move || {
+                    base.get_domain_metadata(super::tombstones::DOMAIN, engine.as_ref())
+                })
+                .await
+                .map_err(|e| DeltaTableError::Generic(e.to_string()))??
+            }
+            None => None,
+        };
+        self.tombstones = Some(found.clone());
+        Ok(found)
     }
 
     /// The version the state is at.
