@@ -2736,7 +2736,6 @@ checkpoint_interval = {interval}
     /// rules off every batch leaves one more file.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn merges_with_vectors_keep_the_table_few_files() {
-        use arrow::array::AsArray as _;
         use std::collections::BTreeMap;
         let off = crate::config::DeletionVectorConfig {
             rewrite_below_batches: 0,
@@ -2802,27 +2801,7 @@ checkpoint_interval = {interval}
             let mut table = deltalake::open_table(url).await.unwrap();
             table.load().await.unwrap();
             let files = table.snapshot().unwrap().log_data().num_files();
-            let ctx = deltalake::datafusion::prelude::SessionContext::new();
-            table.update_datafusion_session(&ctx.state()).unwrap();
-            ctx.register_table("t", table.table_provider().await.unwrap())
-                .unwrap();
-            let mut read = BTreeMap::new();
-            for b in ctx
-                .sql("SELECT id, v FROM t")
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap()
-            {
-                let ids = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
-                let vs =
-                    arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
-                for (i, v) in ids.iter().zip(vs.as_string::<i32>().iter()) {
-                    let old = read.insert(i.unwrap(), v.unwrap().to_string());
-                    assert!(old.is_none(), "a key twice");
-                }
-            }
+            let read = upsert_values(&path).await;
             assert_eq!(read, expected, "rules on: {bounded}");
             let text = metrics.encode();
             let value = |name: &str| metric(&text, name);

@@ -91,8 +91,9 @@ impl Listing {
     pub(super) fn parse(config: Option<&str>) -> Result<Self, DeltaTableError> {
         match config {
             None => Ok(Listing::default()),
+            // Written by another program: the operator's to fix.
             Some(c) => serde_json::from_str(c).map_err(|e| {
-                DeltaTableError::Generic(format!(
+                DeltaTableError::MetadataError(format!(
                     "the table's `{DOMAIN}` domain cannot be read ({e}); it is inlet's own, \
                      written by another program: {c}"
                 ))
@@ -262,8 +263,10 @@ fn unexpired(batches: &[RecordBatch], cutoff: i64) -> Result<Vec<RecordBatch>, D
         .map(|b| {
             let at = b
                 .column_by_name(DELETED_AT)
-                .ok_or_else(|| {
-                    DeltaTableError::Generic(format!("a tombstone segment lacks `{DELETED_AT}`"))
+                .ok_or_else(|| DeltaTableError::Arrow {
+                    source: arrow::error::ArrowError::SchemaError(format!(
+                        "a tombstone segment lacks `{DELETED_AT}`"
+                    )),
                 })?
                 .as_primitive::<Int64Type>();
             let keep: BooleanArray = at
@@ -277,7 +280,9 @@ fn unexpired(batches: &[RecordBatch], cutoff: i64) -> Result<Vec<RecordBatch>, D
 }
 
 fn path_of(p: &str) -> Result<Path, DeltaTableError> {
-    Path::parse(p).map_err(|e| DeltaTableError::Generic(format!("tombstone segment `{p}`: {e}")))
+    Path::parse(p).map_err(|e| {
+        DeltaTableError::MetadataError(format!("tombstone segment `{p}` in `{DOMAIN}`: {e}"))
+    })
 }
 
 /// A segment's rows and the file's size.
