@@ -14,9 +14,18 @@
 //! (merges delete replaced rows with a vector instead of rewriting files);
 //! its written bytes count the new data files and the vector files.
 //!
+//! `--deletes F` makes a fraction of each batch's changes deletes. With
+//! `--tombstone-retention D` a third table, an upsert table with
+//! `tombstone_retention = D`, merges the same batches in the same run: its
+//! rate, its ratio to the upsert table's, the median merge time of the
+//! first and last quarter of the batches for both (kept deletes must not
+//! make a merge slower as they accumulate), and the bytes of its kept
+//! deletes.
+//!
 //! ```text
 //! cargo bench --bench upsert -- [--keys 1000000] [--changed 0.01] [--batches 5]
-//!     [--file-size 32MiB] [--deletion-vectors]
+//!     [--file-size 32MiB] [--deletion-vectors] [--deletes 0.1]
+//!     [--tombstone-retention 7d]
 //! ```
 
 use std::sync::Arc;
@@ -33,6 +42,8 @@ struct Args {
     batches: usize,
     file_size: String,
     deletion_vectors: bool,
+    deletes: f64,
+    tombstone_retention: Option<String>,
 }
 
 fn args() -> Args {
@@ -42,6 +53,8 @@ fn args() -> Args {
         batches: 5,
         file_size: "32MiB".into(),
         deletion_vectors: false,
+        deletes: 0.0,
+        tombstone_retention: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -52,6 +65,8 @@ fn args() -> Args {
             "--batches" => a.batches = v().parse().unwrap(),
             "--file-size" => a.file_size = v(),
             "--deletion-vectors" => a.deletion_vectors = true,
+            "--deletes" => a.deletes = v().parse().unwrap(),
+            "--tombstone-retention" => a.tombstone_retention = Some(v()),
             // `cargo bench` passes --bench.
             _ => {}
         }
@@ -64,12 +79,16 @@ fn table_config(
     mode: &str,
     file_size: &str,
     vectors: bool,
+    retention: Option<&str>,
 ) -> inlet::config::TableConfig {
     let mut keys = if mode == "upsert" {
         "keys = [\"id\"]\nsequence_by = \"seq\"".to_string()
     } else {
         String::new()
     };
+    if let Some(r) = retention {
+        keys.push_str(&format!("\ntombstone_retention = \"{r}\""));
+    }
     if vectors {
         keys.push_str("\n[tables.t.properties]\n\"delta.enableDeletionVectors\" = \"true\"");
     }
@@ -125,7 +144,7 @@ fn value_schema() -> Arc<Schema> {
     ]))
 }
 
-fn change_batch(ids: &[i64], seq: i64, first_offset: i64) -> (RecordBatch, u64) {
+fn change_batch(ids: &[i64], deletes: &[bool], seq: i64, first_offset: i64) -> (RecordBatch, u64) {
     let (mut cols, bytes) = rows(ids, seq);
     let mut fields: Vec<Field> = value_schema()
         .fields()
@@ -137,7 +156,7 @@ fn change_batch(ids: &[i64], seq: i64, first_offset: i64) -> (RecordBatch, u64) 
     cols.push(Arc::new(Int64Array::from_iter_values(
         first_offset..first_offset + ids.len() as i64,
     )));
-    cols.push(Arc::new(BooleanArray::from(vec![false; ids.len()])));
+    cols.push(Arc::new(BooleanArray::from(deletes.to_vec())));
     (
         RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap(),
         bytes,
@@ -229,6 +248,53 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// Median merge time of the first and the last quarter of `times`.
+fn quarters(times: &[Duration]) -> (Duration, Duration) {
+    let q = (times.len() / 4).max(1);
+    (
+        median(times[..q].to_vec()),
+        median(times[times.len() - q..].to_vec()),
+    )
+}
+
+/// Bytes of the files under `dir` (none: 0).
+fn dir_bytes(dir: &std::path::Path) -> (u64, usize) {
+    std::fs::read_dir(dir).map_or((0, 0), |d| {
+        d.filter_map(|e| e.ok()?.metadata().ok())
+            .fold((0, 0), |(b, n), m| (b + m.len(), n + 1))
+    })
+}
+
+/// Loads every key once, in key order (files hold key ranges, the best
+/// case for pruning), as appends.
+async fn load(sink: &mut DeltaSink, keys: i64) -> i64 {
+    let mut offset = 0i64;
+    let ids: Vec<i64> = (0..keys).collect();
+    for chunk in ids.chunks(200_000) {
+        append(sink, chunk, 0, offset).await;
+        offset += chunk.len() as i64;
+    }
+    offset
+}
+
+async fn merge(sink: &mut DeltaSink, batch: RecordBatch, first: i64, rows: usize) -> Duration {
+    let progress = [PartitionProgress {
+        app_id: txn_app_id("bench", "changes", 0),
+        first,
+        last: first + rows as i64 - 1,
+    }];
+    let t = Instant::now();
+    sink.commit_merge(&[batch], &progress, 1, &CommitConfig::default())
+        .await
+        .unwrap();
+    t.elapsed()
+}
+
 fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
@@ -236,20 +302,31 @@ fn main() {
     rt.block_on(async {
         let up_path = dir.path().join("upsert");
         let ap_path = dir.path().join("append");
-        let mut up = DeltaSink::open("t", &table_config(&up_path, "upsert", &a.file_size, a.deletion_vectors))
+        let kept_path = dir.path().join("kept");
+        let mut up = DeltaSink::open(
+            "t",
+            &table_config(&up_path, "upsert", &a.file_size, a.deletion_vectors, None),
+        )
+        .await
+        .unwrap();
+        let mut ap = DeltaSink::open("t", &table_config(&ap_path, "append", &a.file_size, false, None))
             .await
             .unwrap();
-        let mut ap = DeltaSink::open("t", &table_config(&ap_path, "append", &a.file_size, false))
-            .await
-            .unwrap();
-        // The table: every key once, loaded in key order (files hold key
-        // ranges, the best case for pruning), as appends.
+        let mut kept = match &a.tombstone_retention {
+            Some(r) => Some(
+                DeltaSink::open(
+                    "t",
+                    &table_config(&kept_path, "upsert", &a.file_size, a.deletion_vectors, Some(r)),
+                )
+                .await
+                .unwrap(),
+            ),
+            None => None,
+        };
         let loaded = Instant::now();
-        let mut offset = 0i64;
-        let ids: Vec<i64> = (0..a.keys).collect();
-        for chunk in ids.chunks(200_000) {
-            append(&mut up, chunk, 0, offset).await;
-            offset += chunk.len() as i64;
+        let mut offset = load(&mut up, a.keys).await;
+        if let Some(k) = kept.as_mut() {
+            load(k, a.keys).await;
         }
         eprintln!(
             "loaded {} keys in {:.1?} ({} files of ~{})",
@@ -263,31 +340,35 @@ fn main() {
         );
         let per_batch = ((a.keys as f64) * a.changed).max(1.0) as usize;
         let mut state = 0x2545_f491_4f6c_dd1du64;
-        let (mut merge_time, mut append_time) = (Duration::ZERO, Duration::ZERO);
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut merge_times, mut kept_times) = (Vec::new(), Vec::new());
+        let mut append_time = Duration::ZERO;
         let (mut ingested, mut written, mut rewritten) = (0u64, 0i64, 0usize);
         let mut vectors = 0usize;
         let mut ap_offset = 0;
         for b in 0..a.batches {
             let ids: Vec<i64> = (0..per_batch)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (state % a.keys as u64) as i64
-                })
+                .map(|_| (next() % a.keys as u64) as i64)
                 .collect();
-            let (batch, bytes) = change_batch(&ids, b as i64 + 1, offset);
-            let progress = [PartitionProgress {
-                app_id: txn_app_id("bench", "changes", 0),
-                first: offset,
-                last: offset + ids.len() as i64 - 1,
-            }];
-            let t = Instant::now();
-            up.commit_merge(&[batch], &progress, 1, &CommitConfig::default())
-                .await
-                .unwrap();
-            let took = t.elapsed();
-            merge_time += took;
+            let deletes: Vec<bool> = (0..per_batch)
+                .map(|_| (next() % 1_000_000) as f64 / 1e6 < a.deletes)
+                .collect();
+            let (batch, bytes) = change_batch(&ids, &deletes, b as i64 + 1, offset);
+            // The two upsert tables take turns going first (a warm cache).
+            let mut took = Duration::ZERO;
+            for turn in 0..2 {
+                if (turn + b) % 2 == 1 {
+                    took = merge(&mut up, batch.clone(), offset, ids.len()).await;
+                } else if let Some(k) = kept.as_mut() {
+                    kept_times.push(merge(k, batch.clone(), offset, ids.len()).await);
+                }
+            }
+            merge_times.push(took);
             let (added, removed, with_vector) = last_commit(&up_path);
             vectors += with_vector;
             ingested += bytes;
@@ -299,20 +380,25 @@ fn main() {
             append_time += t.elapsed();
             ap_offset += ids.len() as i64;
             eprintln!(
-                "batch {b}: {} changes, merge {took:.2?}, {removed} files rewritten, {with_vector} given a vector, {:.2} MiB written",
+                "batch {b}: {} changes, merge {took:.2?}{}, {removed} files rewritten, {with_vector} given a vector, {:.2} MiB written",
                 ids.len(),
+                kept_times
+                    .last()
+                    .map_or(String::new(), |t| format!(" (keeping deletes {t:.2?})")),
                 added as f64 / (1 << 20) as f64
             );
         }
         let changes = (per_batch * a.batches) as f64;
+        let merge_time: Duration = merge_times.iter().sum();
         let merge_rate = changes / merge_time.as_secs_f64();
         let append_rate = changes / append_time.as_secs_f64();
         println!(
-            "upsert bench: {} keys, {} batches of {} changes ({}% of keys){}",
+            "upsert bench: {} keys, {} batches of {} changes ({}% of keys, {}% of them deletes){}",
             a.keys,
             a.batches,
             per_batch,
             a.changed * 100.0,
+            a.deletes * 100.0,
             if a.deletion_vectors { ", deletion vectors" } else { "" }
         );
         println!("  merge:  {merge_rate:.0} changes/s");
@@ -332,6 +418,19 @@ fn main() {
             "  files given a deletion vector per batch: {:.1}",
             vectors as f64 / a.batches as f64
         );
+        if let Some(r) = &a.tombstone_retention {
+            let kept_time: Duration = kept_times.iter().sum();
+            let kept_rate = changes / kept_time.as_secs_f64();
+            let (first, last) = quarters(&kept_times);
+            let (up_first, up_last) = quarters(&merge_times);
+            let (bytes, files) = dir_bytes(&kept_path.join("_inlet_tombstones"));
+            println!("  keeping deletes ({r}): {kept_rate:.0} changes/s");
+            println!("  ratio keeping/not keeping: {:.3}", kept_rate / merge_rate);
+            println!(
+                "  median merge, first and last quarter: keeping {first:.2?} → {last:.2?}, not keeping {up_first:.2?} → {up_last:.2?}"
+            );
+            println!("  kept deletes on disk: {bytes} bytes in {files} files");
+        }
         println!("  peak RSS: {:.0} MiB", peak_rss_mib());
     });
 }

@@ -283,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn tombstone_retention_needs_upsert_mode_and_sequence_by() {
+    fn tombstone_retention_needs_upsert_or_history_mode_and_sequence_by() {
         let table = |extra: &str| {
             format!(
                 "[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\ngroup_id = \"g\"\n\
@@ -297,9 +297,12 @@ mod tests {
             cfg.tables["events"].tombstone_retention,
             Some(std::time::Duration::from_secs(2 * 86_400))
         );
+        let history = table("mode = \"history\"\nkeys = [\"id\"]\nsequence_by = \"seq\"\ntombstone_retention = \"2d\"");
+        assert!(load_str(&history).is_ok());
         for bad in [
             "mode = \"upsert\"\nkeys = [\"id\"]\ntombstone_retention = \"2d\"",
-            "mode = \"history\"\nkeys = [\"id\"]\nsequence_by = \"seq\"\ntombstone_retention = \"2d\"",
+            "mode = \"history\"\nkeys = [\"id\"]\ntombstone_retention = \"2d\"",
+            "mode = \"changelog\"\nkeys = [\"id\"]\nsequence_by = \"seq\"\ntombstone_retention = \"2d\"",
             "tombstone_retention = \"2d\"",
             "mode = \"upsert\"\nkeys = [\"id\"]\nsequence_by = \"seq\"\ntombstone_retention = \"0s\"",
         ] {

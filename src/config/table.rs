@@ -191,10 +191,11 @@ pub struct TableConfig {
     /// `quarantine` (as in `append` mode, always). Default: `delete`.
     #[serde(default)]
     pub tombstones: Tombstones,
-    /// How long an `upsert` table remembers a delete, e.g. `"7d"`: a
-    /// change older (by `sequence_by`) than a delete of its key that
-    /// arrives in a later batch is dropped instead of bringing the row
-    /// back. Each delete's key and sequence are kept in files under
+    /// How long an `upsert` or `history` table remembers a delete, e.g.
+    /// `"7d"`: a change older (by `sequence_by`) than a delete of its key
+    /// that arrives in a later batch is dropped instead of bringing the row
+    /// back (`history`: it becomes a version the delete closes, not the
+    /// current one). Each delete's key and sequence are kept in files under
     /// `_inlet_tombstones/` that the table's `inlet.tombstones` domain
     /// lists, written in the merge's commit; the table must support domain
     /// metadata (one inlet creates with this set does). Needs `sequence_by`. Unset

@@ -518,11 +518,11 @@ fn table_mode(name: &str, t: &TableConfig) -> Result<()> {
         ));
     }
     if t.tombstone_retention.is_some() {
-        if t.mode != TableMode::Upsert {
+        if !matches!(t.mode, TableMode::Upsert | TableMode::History) {
             return Err(ConfigError::invalid(
                 format!("{key}.tombstone_retention"),
                 format!(
-                    "applies to `mode = \"upsert\"` only; the table's mode is `{}`",
+                    "applies to the `upsert` and `history` modes; the table's mode is `{}`",
                     t.mode.name()
                 ),
                 "remove `tombstone_retention`, or use `mode = \"upsert\"`",

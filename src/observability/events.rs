@@ -691,6 +691,8 @@ pub struct MergeCommitted<'a> {
     pub rows_dropped_by_tombstone: u64,
     /// Deletes this merge keeps as tombstones.
     pub tombstones_written: u64,
+    /// Kept deletes taken into the changed keys' timelines (`history`).
+    pub tombstones_applied: u64,
     /// Times this batch's merge was planned again (see [`MergeReplanned`]).
     pub replans: u64,
 }
@@ -737,6 +739,7 @@ impl InternalEvent for MergeCommitted<'_> {
             rows_deleted = self.rows_deleted,
             rows_dropped_by_tombstone = self.rows_dropped_by_tombstone,
             tombstones_written = self.tombstones_written,
+            tombstones_applied = self.tombstones_applied,
             replans = self.replans,
             "merge committed"
         );

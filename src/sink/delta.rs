@@ -111,7 +111,8 @@ pub struct DeltaSink {
     read_cache: super::read_cache::ReadCache,
     /// When a merge rewrites a file rather than giving it a vector.
     vector_rules: crate::config::DeletionVectorConfig,
-    /// The kept deletes (`tombstone_retention`), in `upsert` mode.
+    /// The kept deletes (`tombstone_retention`), in `upsert` and `history`
+    /// modes.
     tombstones: Option<super::tombstones::Tombstones>,
 }
 
@@ -293,8 +294,18 @@ impl DeltaSink {
             vector_rules: cfg.deletion_vectors.clone(),
             tombstones: cfg
                 .tombstone_retention
-                .filter(|_| cfg.mode == crate::config::TableMode::Upsert)
-                .map(super::tombstones::Tombstones::new),
+                .filter(|_| {
+                    matches!(
+                        cfg.mode,
+                        crate::config::TableMode::Upsert | crate::config::TableMode::History
+                    )
+                })
+                .map(|r| {
+                    super::tombstones::Tombstones::new(
+                        r,
+                        cfg.mode == crate::config::TableMode::History,
+                    )
+                }),
         })
     }
 
@@ -1157,14 +1168,8 @@ impl DeltaSink {
         let store = self.log.object_store(None);
         let now = chrono::Utc::now().timestamp_millis();
         let mut kept = super::tombstones::Kept::default();
-        let listing = if let Some(t) = self.tombstones.as_mut() {
-            let config = self
-                .state
-                .tombstone_domain(self.log.as_ref())
-                .await
-                .map_err(CommitAttemptError::delta)?;
-            let listing = super::tombstones::Listing::parse(config.as_deref())
-                .map_err(CommitAttemptError::delta)?;
+        let listing = self.tombstone_listing().await?;
+        let listing = if let (Some(t), Some(listing)) = (self.tombstones.as_mut(), listing) {
             t.apply(
                 store.as_ref(),
                 &listing,
@@ -1246,15 +1251,11 @@ impl DeltaSink {
         let mut adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
         let domain = match (self.tombstones.as_mut(), listing) {
             (Some(t), Some(mut listing)) => {
+                let new = winners
+                    .tombstones(rules, super::tombstones::DELETED_AT, now)
+                    .map_err(arrow)?;
                 let changed = t
-                    .record(
-                        store.as_ref(),
-                        &mut listing,
-                        &winners,
-                        rules,
-                        now,
-                        &mut kept,
-                    )
+                    .record(store.as_ref(), &mut listing, new, rules, now, &mut kept)
                     .await
                     .map_err(CommitAttemptError::delta)?;
                 changed
@@ -1291,6 +1292,24 @@ impl DeltaSink {
         self.merge_plan(&out, removes, adds, domain, progress)
     }
 
+    /// The listing of kept deletes as of the current state; `None`: the
+    /// table keeps none.
+    async fn tombstone_listing(
+        &mut self,
+    ) -> std::result::Result<Option<super::tombstones::Listing>, CommitAttemptError> {
+        if self.tombstones.is_none() {
+            return Ok(None);
+        }
+        let config = self
+            .state
+            .tombstone_domain(self.log.as_ref())
+            .await
+            .map_err(CommitAttemptError::delta)?;
+        super::tombstones::Listing::parse(config.as_deref())
+            .map(Some)
+            .map_err(CommitAttemptError::delta)
+    }
+
     /// `history` mode: the merge of `changes` on the current snapshot. The
     /// files holding a changed key are rewritten without its versions, and
     /// every version of the changed keys (stored and new, see the `history`
@@ -1309,6 +1328,15 @@ impl DeltaSink {
         let arrow = |e| planning_bug(&table, e);
         let cols = rules.history.as_ref().expect("a history job");
         let mut history = super::history::History::new(changes, rules, cols).map_err(arrow)?;
+        let store = self.log.object_store(None);
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut kept = super::tombstones::Kept::default();
+        let listing = self.tombstone_listing().await?;
+        if let (Some(t), Some(listing)) = (self.tombstones.as_mut(), &listing) {
+            t.apply_history(store.as_ref(), listing, &mut history, rules, now, &mut kept)
+                .await
+                .map_err(CommitAttemptError::delta)?;
+        }
         let current: Schema = self.state.schema().try_into_arrow().map_err(arrow)?;
         let out = merge::output_schema(&current, &history.changes.schema());
         let out = Arc::new(super::history::with_columns(&out, rules, cols));
@@ -1319,7 +1347,6 @@ impl DeltaSink {
             .writer(out.clone())
             .map_err(CommitAttemptError::delta)?;
         let vectors = dv::enabled(self.state.protocol(), self.state.metadata().configuration());
-        let store = self.log.object_store(None);
         let needed: Vec<&String> = rules.keys.iter().collect();
         let (mut removes, mut deletes) = (Vec::new(), dv::Vectors::default());
         let read = candidates.len() as u64;
@@ -1366,6 +1393,22 @@ impl DeltaSink {
                 .map_err(CommitAttemptError::delta)?;
         }
         let mut adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
+        let domain = match (self.tombstones.as_mut(), listing) {
+            (Some(t), Some(mut listing)) => {
+                let new = history
+                    .tombstones(rules, super::tombstones::DELETED_AT, now)
+                    .map_err(arrow)?;
+                let changed = t
+                    .record(store.as_ref(), &mut listing, new, rules, now, &mut kept)
+                    .await
+                    .map_err(CommitAttemptError::delta)?;
+                changed
+                    .then(|| listing.action())
+                    .transpose()
+                    .map_err(CommitAttemptError::delta)?
+            }
+            _ => None,
+        };
         let (files_vectored, files_rewritten) = (deletes.files() as u64, removes.len() as u64);
         let (dv_removes, dv_adds, dv_bytes) = deletes
             .finish(store.as_ref(), &mut self.read_cache)
@@ -1376,16 +1419,20 @@ impl DeltaSink {
             files_read: read,
             files_rewritten,
             files_vectored,
-            bytes_read,
-            bytes_written: adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>() + dv_bytes,
+            bytes_read: bytes_read + kept.bytes_read,
+            bytes_written: adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>()
+                + dv_bytes
+                + kept.bytes_written,
             rows_inserted: written.saturating_sub(stored),
             rows_updated: stored,
             rows_deleted: history.deletes(),
+            tombstones_applied: kept.applied,
+            tombstones_written: kept.written,
             ..MergeCommitted::default()
         };
         removes.extend(dv_removes);
         adds.extend(dv_adds);
-        self.merge_plan(&out, removes, adds, None, progress)
+        self.merge_plan(&out, removes, adds, domain, progress)
     }
 
     /// A merge's commit: the schema change its rows need, the removes of

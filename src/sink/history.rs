@@ -10,7 +10,9 @@
 //! (older than the current version) is inserted between its neighbours as
 //! a closed version, and never becomes current. Deletes leave no row: a
 //! stored version whose end is no other version's start was closed by a
-//! delete, which is how the timeline is rebuilt with it. A change at the
+//! delete, which is how the timeline is rebuilt with it; a delete that
+//! closed nothing is rebuilt from the kept deletes (`tombstone_retention`,
+//! see the `tombstones` module), if the table keeps them. A change at the
 //! same sequence as a version replaces it (ties go to the later change,
 //! as in `upsert`): a version never ends where it starts, and a change
 //! delivered again (Debezium after a connector restart) changes nothing. The new files,
@@ -79,13 +81,27 @@ pub(super) struct History {
     touched: HashSet<Box<[u8]>>,
     /// Stored versions of the changed keys, aligned to the output schema.
     stored: Vec<RecordBatch>,
+    /// Kept deletes of the changed keys (`tombstone_retention`): their key
+    /// columns and the sequence column, as the segments hold them.
+    kept: Vec<RecordBatch>,
+}
+
+/// A segment of kept deletes as [`History::keep_deletes`] probes it: its
+/// rows, and per key (row format) the rows of it.
+#[derive(Debug)]
+pub(super) struct KeptIndex {
+    batch: RecordBatch,
+    rows: HashMap<Box<[u8]>, Vec<u32>>,
 }
 
 /// One event of a key's timeline.
 struct Event {
-    /// Index into the start-then-end sequence values.
+    /// Index into the sequence values: rows' starts, rows' ends, then
+    /// kept deletes'.
     at: usize,
-    /// 0: from the table, 1: from this batch (later at an equal sequence).
+    /// At an equal sequence, earlier first. 0: a kept delete (a version
+    /// stored at its sequence came later: a tie it lost, or a change
+    /// applied after it), 1: from the table, 2: from this batch.
     tier: u8,
     /// A stored version's end (`None` for no end or not stored): at equal
     /// starts, a closed version precedes the one that follows it.
@@ -126,7 +142,80 @@ impl History {
             key_types,
             touched,
             stored: Vec::new(),
+            kept: Vec::new(),
         })
+    }
+
+    /// What a [`KeptIndex`] built for this batch depends on: the key types.
+    pub(super) fn index_signature(&self) -> String {
+        format!("{:?}", self.key_types)
+    }
+
+    /// The [`KeptIndex`] of a segment's rows (key columns and the sequence
+    /// column).
+    pub(super) fn kept_index(
+        &self,
+        segment: &[RecordBatch],
+        rules: &MergeRules,
+    ) -> Result<KeptIndex, ArrowError> {
+        let schema = match segment.first() {
+            Some(b) => b.schema(),
+            None => Arc::new(Schema::empty()),
+        };
+        let batch = arrow::compute::concat_batches(&schema, segment)?;
+        let mut rows: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        if batch.num_rows() > 0 {
+            let cols: Vec<ArrayRef> = rules
+                .keys
+                .iter()
+                .zip(&self.key_types)
+                .map(|(n, t)| cast(column(&batch, n)?, t))
+                .collect::<Result<_, _>>()?;
+            let keys = self.keys.convert_columns(&cols)?;
+            for r in 0..batch.num_rows() {
+                rows.entry(keys.row(r).as_ref().into())
+                    .or_default()
+                    .push(r as u32);
+            }
+        }
+        Ok(KeptIndex { batch, rows })
+    }
+
+    /// Takes the kept deletes of the changed keys from `index` into the
+    /// timeline. How many.
+    pub(super) fn keep_deletes(&mut self, index: &KeptIndex) -> Result<u64, ArrowError> {
+        let mut take: Vec<u32> = self
+            .touched
+            .iter()
+            .filter_map(|k| index.rows.get(k))
+            .flatten()
+            .copied()
+            .collect();
+        if take.is_empty() {
+            return Ok(0);
+        }
+        take.sort_unstable();
+        let n = take.len() as u64;
+        self.kept.push(arrow::compute::take_record_batch(
+            &index.batch,
+            &UInt32Array::from(take),
+        )?);
+        Ok(n)
+    }
+
+    /// The batch's deletes, to keep (see [`super::merge::tombstone_rows`]):
+    /// every one counts in a later timeline, also one that closed nothing.
+    pub(super) fn tombstones(
+        &self,
+        rules: &MergeRules,
+        at_column: &str,
+        deleted_at: i64,
+    ) -> Result<RecordBatch, ArrowError> {
+        let deletes = column(&self.changes, DELETE_COLUMN)?.as_boolean();
+        let keep: BooleanArray = (0..self.changes.num_rows())
+            .map(|i| Some(deletes.is_valid(i) && deletes.value(i)))
+            .collect();
+        super::merge::tombstone_rows(&self.changes, &keep, rules, at_column, deleted_at)
     }
 
     /// For each row of `stored` (holding at least the key columns): whether
@@ -187,8 +276,24 @@ impl History {
         parts.push(new);
         let all = arrow::compute::concat_batches(out, &parts)?;
         let n = all.num_rows();
-        // Sequence values: rows' starts, then rows' ends (index n + i).
-        let seqs = arrow::compute::concat(&[all.column(start_at), all.column(end_at)])?;
+        // Kept deletes: their sequences and keys, cast as the changes'.
+        let mut seq_parts = vec![all.column(start_at).clone(), all.column(end_at).clone()];
+        let mut kept_keys: Vec<Vec<ArrayRef>> = vec![Vec::new(); rules.keys.len()];
+        if let Some(s) = &rules.sequence_by {
+            for b in &self.kept {
+                seq_parts.push(cast(column(b, s)?, &seq_type)?);
+                for (k, (name, t)) in rules.keys.iter().zip(&self.key_types).enumerate() {
+                    kept_keys[k].push(cast(column(b, name)?, t)?);
+                }
+            }
+        }
+        let concat = |parts: &[ArrayRef]| {
+            let parts: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+            arrow::compute::concat(&parts)
+        };
+        // Sequence values: rows' starts, rows' ends (index n + i), then
+        // kept deletes' (index 2n + j).
+        let seqs = concat(&seq_parts)?;
         let conv = RowConverter::new(vec![SortField::new(seq_type)])?;
         let seq_rows = conv.convert_columns(std::slice::from_ref(&seqs))?;
         let key_cols: Vec<ArrayRef> = rules
@@ -198,6 +303,24 @@ impl History {
             .map(|(k, t)| cast(column(&all, k)?, t))
             .collect::<Result<_, _>>()?;
         let key_rows = self.keys.convert_columns(&key_cols)?;
+        let kept_rows = if self.kept.is_empty() {
+            None
+        } else {
+            let cols: Vec<ArrayRef> = kept_keys
+                .iter()
+                .map(|c| concat(c))
+                .collect::<Result<_, _>>()?;
+            Some(self.keys.convert_columns(&cols)?)
+        };
+        let mut kept_at: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        if let Some(rows) = &kept_rows {
+            for j in 0..rows.num_rows() {
+                kept_at
+                    .entry(rows.row(j).data())
+                    .or_default()
+                    .push(2 * n + j);
+            }
+        }
         let deletes = column(&self.changes, DELETE_COLUMN)?.as_boolean();
         let offsets = column(&self.changes, OFFSET_COLUMN)?.as_primitive::<Int64Type>();
         let mut groups: HashMap<&[u8], Vec<usize>> = HashMap::new();
@@ -207,8 +330,17 @@ impl History {
         let mut picked: Vec<u32> = Vec::with_capacity(n);
         let mut ends: Vec<Option<u32>> = Vec::with_capacity(n);
         let mut events = Vec::new();
-        for rows in groups.values() {
+        for (key, rows) in &groups {
             events.clear();
+            for &at in kept_at.get(key).into_iter().flatten() {
+                events.push(Event {
+                    at,
+                    tier: 0,
+                    end: None,
+                    offset: 0,
+                    opens: None,
+                });
+            }
             let starts: HashSet<&[u8]> = rows
                 .iter()
                 .filter(|&&i| i < n_stored)
@@ -219,7 +351,7 @@ impl History {
                     let end = seqs.is_valid(n + i).then_some(n + i);
                     events.push(Event {
                         at: i,
-                        tier: 0,
+                        tier: 1,
                         end,
                         offset: 0,
                         opens: Some(i),
@@ -228,7 +360,7 @@ impl History {
                     if end.is_some_and(|e| !starts.contains(seq_rows.row(e).data())) {
                         events.push(Event {
                             at: n + i,
-                            tier: 0,
+                            tier: 1,
                             end: None,
                             offset: 0,
                             opens: None,
@@ -239,7 +371,7 @@ impl History {
                     let delete = deletes.is_valid(c) && deletes.value(c);
                     events.push(Event {
                         at: i,
-                        tier: 1,
+                        tier: 2,
                         end: None,
                         offset: offsets.value(c),
                         opens: (!delete).then_some(i),
@@ -409,6 +541,58 @@ mod tests {
                 v(2, "x", 3, Some(4), false),
                 v(2, "y", 6, None, true),
             ]
+        );
+    }
+
+    /// Kept deletes (`tombstone_retention`) take part in the timeline: a
+    /// late change before a delete that closed nothing ends at it; a
+    /// version stored at a kept delete's sequence came after it (it
+    /// stays); a change at a kept delete's sequence wins the tie.
+    #[test]
+    fn kept_deletes_close_late_changes() {
+        // Earlier batches: key 1 deleted at 5 while absent; key 2 deleted
+        // at 4, then set again at 4 (a tie the change won) and stored.
+        let earlier = changes(&[(1, "", 5, 0, true), (2, "", 4, 1, true)]);
+        let h = History::new(&[earlier], &rules(), &HistoryColumns::default()).unwrap();
+        let kept = h.tombstones(&rules(), "at", 7).unwrap();
+        assert_eq!(kept.num_rows(), 2);
+        assert!(read(&h.versions(&rules(), &out()).unwrap()).is_empty());
+        let stored_two = changes(&[(2, "s", 4, 2, false)]);
+        let h = History::new(&[stored_two], &rules(), &HistoryColumns::default()).unwrap();
+        let stored = h.versions(&rules(), &out()).unwrap();
+        let later = changes(&[
+            (1, "late", 3, 3, false), // before the kept delete at 5
+            (2, "new", 6, 4, false),  // after the stored version
+            (3, "tie", 8, 5, false),  // at a kept delete's sequence
+        ]);
+        let keys3 = changes(&[(3, "", 8, 6, true)]);
+        let h3 = History::new(&[keys3], &rules(), &HistoryColumns::default()).unwrap();
+        let kept3 = h3.tombstones(&rules(), "at", 7).unwrap();
+        let mut h = History::new(&[later], &rules(), &HistoryColumns::default()).unwrap();
+        h.keep_stored(stored);
+        let index = h.kept_index(&[kept, kept3], &rules()).unwrap();
+        assert_eq!(h.keep_deletes(&index).unwrap(), 3);
+        let got = read(&h.versions(&rules(), &out()).unwrap());
+        assert_eq!(
+            got,
+            [
+                v(1, "late", 3, Some(5), false),
+                v(2, "new", 6, None, true),
+                v(2, "s", 4, Some(6), false),
+                v(3, "tie", 8, None, true),
+            ]
+        );
+        // Without the kept deletes the late change would be current.
+        let mut h = History::new(
+            &[changes(&[(1, "late", 3, 3, false)])],
+            &rules(),
+            &HistoryColumns::default(),
+        )
+        .unwrap();
+        assert_eq!(h.keep_deletes(&index).unwrap(), 1);
+        assert_eq!(
+            read(&h.versions(&rules(), &out()).unwrap()),
+            [v(1, "late", 3, Some(5), false)]
         );
     }
 }

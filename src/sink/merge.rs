@@ -410,10 +410,9 @@ impl Winners {
         n
     }
 
-    /// The deletes this merge applies, as deletes to keep: their key
-    /// columns, the sequence column and `deleted_at` (milliseconds since
-    /// the epoch) in a column named `at_column`. A delete beaten by a
-    /// newer stored row or by a kept delete is not among them.
+    /// The deletes this merge applies, as deletes to keep (see
+    /// [`tombstone_rows`]). A delete beaten by a newer stored row or by a
+    /// kept delete is not among them.
     pub(super) fn tombstones(
         &self,
         rules: &MergeRules,
@@ -424,23 +423,7 @@ impl Winners {
         let keep: BooleanArray = (0..self.batch.num_rows())
             .map(|i| Some(!self.beaten[i] && deletes.is_valid(i) && deletes.value(i)))
             .collect();
-        let mut fields = Vec::new();
-        let mut columns = Vec::new();
-        let schema = self.batch.schema();
-        for name in rules.keys.iter().chain(&rules.sequence_by) {
-            let (i, f) = schema
-                .column_with_name(name)
-                .ok_or_else(|| ArrowError::SchemaError(format!("column `{name}` is missing")))?;
-            fields.push(f.clone());
-            columns.push(arrow::compute::filter(self.batch.column(i), &keep)?);
-        }
-        let rows = columns.first().map_or(0, |c| c.len());
-        fields.push(Field::new(at_column, DataType::Int64, false));
-        columns.push(Arc::new(arrow::array::Int64Array::from(vec![
-            deleted_at;
-            rows
-        ])));
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        tombstone_rows(&self.batch, &keep, rules, at_column, deleted_at)
     }
 
     /// The rows the merge (as matched so far) inserts, updates and
@@ -469,6 +452,35 @@ impl Winners {
             .collect();
         arrow::compute::filter_record_batch(&self.batch, &keep)
     }
+}
+
+/// The rows of `batch` that `keep` selects as deletes to keep: their key
+/// columns, the sequence column and `deleted_at` (milliseconds since the
+/// epoch) in a column named `at_column`.
+pub(super) fn tombstone_rows(
+    batch: &RecordBatch,
+    keep: &BooleanArray,
+    rules: &MergeRules,
+    at_column: &str,
+    deleted_at: i64,
+) -> Result<RecordBatch, ArrowError> {
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    let schema = batch.schema();
+    for name in rules.keys.iter().chain(&rules.sequence_by) {
+        let (i, f) = schema
+            .column_with_name(name)
+            .ok_or_else(|| ArrowError::SchemaError(format!("column `{name}` is missing")))?;
+        fields.push(f.clone());
+        columns.push(arrow::compute::filter(batch.column(i), keep)?);
+    }
+    let rows = columns.first().map_or(0, |c| c.len());
+    fields.push(Field::new(at_column, DataType::Int64, false));
+    columns.push(Arc::new(arrow::array::Int64Array::from(vec![
+        deleted_at;
+        rows
+    ])));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 /// The schema merged rows are written with: the table's columns (with their

@@ -1,7 +1,10 @@
 //! Tombstone retention (`tables.<name>.tombstone_retention`): an `upsert`
 //! table remembers the deletes it applied, so that a change older than a
 //! delete of its key, arriving in a later batch, is dropped instead of
-//! bringing the row back.
+//! bringing the row back; a `history` table remembers every delete, so that
+//! such a change becomes a version closed by the delete, not the current
+//! one (a delete that closed a version is also that version's end, but one
+//! of a key with nothing open left no trace before).
 //!
 //! **Where they live.** Each merge that applies deletes writes their keys,
 //! sequences and times as one small Parquet file, a segment, under
@@ -18,7 +21,8 @@
 //! is built once per process and kept; a merge probes its changed keys in
 //! each. Per commit that is the listing (a few hundred bytes) and one
 //! segment write when the batch deletes anything, independent of the
-//! table's age; memory is bounded by the deletes of one retention period.
+//! table's age. A merged segment holds each key once, so memory is bounded
+//! by the keys deleted in one retention period (and 16 segments' rows).
 //!
 //! **Expiry.** A tombstone is kept at least the retention (by the time its
 //! merge planned it): a segment whose newest row is older is unlisted, and
@@ -35,8 +39,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{AsArray as _, BooleanArray, RecordBatch};
+use arrow::array::{ArrayRef, AsArray as _, BooleanArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::datatypes::Int64Type;
+use arrow::error::ArrowError;
+use arrow::row::{Row, RowConverter, Rows, SortField};
 use deltalake::kernel::{Action, DomainMetadata};
 use deltalake::DeltaTableError;
 use futures::TryStreamExt as _;
@@ -44,6 +50,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use serde::{Deserialize, Serialize};
 
+use super::history::{History, KeptIndex};
 use super::merge::{MergeRules, TombstoneIndex, Winners};
 
 /// The domain listing the segments.
@@ -51,7 +58,7 @@ pub(crate) const DOMAIN: &str = "inlet.tombstones";
 /// Where the segments are written, relative to the table's root.
 pub(super) const DIR: &str = "_inlet_tombstones";
 /// A segment's column holding when each delete was planned (ms).
-const DELETED_AT: &str = "__inlet_deleted_at";
+pub(super) const DELETED_AT: &str = "__inlet_deleted_at";
 /// Segments listed at most before they are merged into one.
 pub(super) const MAX_SEGMENTS: usize = 16;
 /// How long an unlisted segment file stays before it is deleted (ms).
@@ -139,8 +146,10 @@ impl Listing {
 /// What a merge did with the kept deletes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Kept {
-    /// Changes dropped as older than a kept delete.
+    /// Changes dropped as older than a kept delete (`upsert`).
     pub dropped: u64,
+    /// Kept deletes taken into the batch's timelines (`history`).
+    pub applied: u64,
     /// Deletes written to be kept.
     pub written: u64,
     /// Bytes of segments read from the store and written to it.
@@ -153,16 +162,58 @@ pub(super) struct Kept {
 #[derive(Debug)]
 pub(super) struct Tombstones {
     retention: Duration,
-    /// Path → (the changes' index signature, the index).
+    /// `history` mode: every kept delete of a key counts (each can close
+    /// a late change), not only its newest.
+    history: bool,
+    /// `upsert`: path → (the changes' index signature, the index).
     indexes: HashMap<String, (String, Arc<TombstoneIndex>)>,
+    /// `history`: path → (the index signature, the segment's rows by key).
+    kept: HashMap<String, (String, Arc<KeptIndex>)>,
 }
 
 impl Tombstones {
-    pub(super) fn new(retention: Duration) -> Self {
+    pub(super) fn new(retention: Duration, history: bool) -> Self {
         Tombstones {
             retention,
+            history,
             indexes: HashMap::new(),
+            kept: HashMap::new(),
         }
+    }
+
+    /// `history` mode: takes the kept deletes of the batch's keys (in the
+    /// live segments of `listing`) into its timeline, where each closes
+    /// the version open at its sequence.
+    pub(super) async fn apply_history(
+        &mut self,
+        store: &dyn ObjectStore,
+        listing: &Listing,
+        history: &mut History,
+        rules: &MergeRules,
+        now: i64,
+        kept: &mut Kept,
+    ) -> Result<(), DeltaTableError> {
+        let arrow = |source| DeltaTableError::Arrow { source };
+        let signature = history.index_signature();
+        let cutoff = self.cutoff(now);
+        self.kept
+            .retain(|p, _| listing.segments.iter().any(|s| &s.path == p));
+        for seg in listing.segments.iter().filter(|s| s.newest >= cutoff) {
+            let index = match self.kept.get(&seg.path) {
+                Some((sig, index)) if *sig == signature => index.clone(),
+                _ => {
+                    let (batches, bytes) = read(store, &seg.path).await?;
+                    kept.bytes_read += bytes;
+                    let live = unexpired(&batches, cutoff)?;
+                    let index = Arc::new(history.kept_index(&live, rules).map_err(arrow)?);
+                    self.kept
+                        .insert(seg.path.clone(), (signature.clone(), index.clone()));
+                    index
+                }
+            };
+            kept.applied += history.keep_deletes(&index).map_err(arrow)?;
+        }
+        Ok(())
     }
 
     /// The earliest `deleted_at` still kept at `now`.
@@ -207,22 +258,22 @@ impl Tombstones {
         Ok(())
     }
 
-    /// Writes the deletes `winners` applies as a new segment of `listing`,
-    /// expires what the retention let go, merges the segments once there
-    /// are too many, and deletes files unlisted long enough. Whether the
-    /// listing changed (the commit must then carry it).
+    /// Writes the deletes `new` (as [`Winners::tombstones`] gives them, at
+    /// `now`) as a new segment of `listing`, expires what the retention let
+    /// go, merges the segments once there are too many, and deletes files
+    /// unlisted long enough. Whether the listing changed (the commit must
+    /// then carry it).
     pub(super) async fn record(
         &mut self,
         store: &dyn ObjectStore,
         listing: &mut Listing,
-        winners: &Winners,
+        new: RecordBatch,
         rules: &MergeRules,
         now: i64,
         kept: &mut Kept,
     ) -> Result<bool, DeltaTableError> {
         let before = listing.clone();
         let arrow = |source| DeltaTableError::Arrow { source };
-        let new = winners.tombstones(rules, DELETED_AT, now).map_err(arrow)?;
         if new.num_rows() > 0 {
             kept.written += new.num_rows() as u64;
             let schema = new.schema();
@@ -241,7 +292,9 @@ impl Tombstones {
                     all.push(super::merge::align(&b, &schema).map_err(arrow)?);
                 }
             }
-            let merged = write(store, &all, &schema, kept).await?;
+            let all = arrow::compute::concat_batches(&schema, &all).map_err(arrow)?;
+            let merged = newest_per_key(&all, rules, !self.history).map_err(arrow)?;
+            let merged = write(store, std::slice::from_ref(&merged), &schema, kept).await?;
             let old = std::mem::replace(&mut listing.segments, vec![merged]);
             listing.retired.extend(old.into_iter().map(|s| Retired {
                 path: s.path,
@@ -254,6 +307,66 @@ impl Tombstones {
         }
         Ok(*listing != before)
     }
+}
+
+/// One row per key of the kept deletes `batch`: its greatest sequence,
+/// deleted at the latest time any of its rows was. So a merged segment
+/// holds a key once, however often it was deleted, and it beats every
+/// change one of the rows it replaces would have beaten, for at least as
+/// long (a retention is a minimum). Not `per_key` (`history` mode, where
+/// each delete closes what is open at its sequence): one row per key and
+/// sequence.
+fn newest_per_key(
+    batch: &RecordBatch,
+    rules: &MergeRules,
+    per_key: bool,
+) -> Result<RecordBatch, ArrowError> {
+    let rows = |names: &[String]| -> Result<Rows, ArrowError> {
+        let cols: Vec<ArrayRef> = names
+            .iter()
+            .map(|n| {
+                batch.column_by_name(n).cloned().ok_or_else(|| {
+                    ArrowError::SchemaError(format!("a tombstone segment lacks `{n}`"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let fields = cols
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect();
+        RowConverter::new(fields)?.convert_columns(&cols)
+    };
+    let mut names = rules.keys.clone();
+    if !per_key {
+        names.extend(rules.sequence_by.iter().cloned());
+    }
+    let keys = rows(&names)?;
+    let seqs = rows(rules.sequence_by.as_slice())?;
+    let (at_index, _) = batch.schema().column_with_name(DELETED_AT).ok_or_else(|| {
+        ArrowError::SchemaError(format!("a tombstone segment lacks `{DELETED_AT}`"))
+    })?;
+    let at = batch.column(at_index).as_primitive::<Int64Type>();
+    // Key → (the row with the greatest sequence, the latest deleted_at).
+    let mut best: HashMap<Row<'_>, (usize, i64)> = HashMap::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let t = at.value(i);
+        best.entry(keys.row(i))
+            .and_modify(|(row, latest)| {
+                if seqs.row(i) > seqs.row(*row) {
+                    *row = i;
+                }
+                *latest = (*latest).max(t);
+            })
+            .or_insert((i, t));
+    }
+    let mut kept: Vec<(usize, i64)> = best.into_values().collect();
+    kept.sort_unstable();
+    let take = UInt32Array::from_iter_values(kept.iter().map(|(i, _)| *i as u32));
+    let mut columns = arrow::compute::take_record_batch(batch, &take)?
+        .columns()
+        .to_vec();
+    columns[at_index] = Arc::new(Int64Array::from_iter_values(kept.iter().map(|(_, t)| *t)));
+    RecordBatch::try_new(batch.schema(), columns)
 }
 
 /// The rows of `batches` deleted at or after `cutoff`.
@@ -376,6 +489,55 @@ mod tests {
             oldest,
             newest,
         }
+    }
+
+    /// A merged segment holds each key once: its greatest sequence, kept
+    /// as long as the latest of its rows.
+    #[test]
+    fn a_merged_segment_holds_each_key_once() {
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("seq", DataType::Int64, true),
+            Field::new(DELETED_AT, DataType::Int64, false),
+        ]));
+        let col = |v: &[i64]| -> ArrayRef { Arc::new(Int64Array::from(v.to_vec())) };
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                col(&[1, 2, 1, 3, 2]),
+                col(&[5, 7, 9, 1, 4]),
+                col(&[100, 110, 90, 120, 130]),
+            ],
+        )
+        .unwrap();
+        let rules = MergeRules {
+            keys: vec!["id".into()],
+            sequence_by: Some("seq".into()),
+            history: None,
+        };
+        let merged = newest_per_key(&batch, &rules, true).unwrap();
+        let values = |n: &str| -> Vec<i64> {
+            merged
+                .column_by_name(n)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        };
+        let mut rows: Vec<(i64, i64, i64)> = values("id")
+            .into_iter()
+            .zip(values("seq"))
+            .zip(values(DELETED_AT))
+            .map(|((k, s), t)| (k, s, t))
+            .collect();
+        rows.sort_unstable();
+        assert_eq!(rows, vec![(1, 9, 100), (2, 7, 130), (3, 1, 120)]);
+        // `history`: one row per key and sequence.
+        let merged = newest_per_key(&batch, &rules, false).unwrap();
+        assert_eq!(merged.num_rows(), 5);
+        let twice = arrow::compute::concat_batches(&batch.schema(), [&batch, &batch]).unwrap();
+        assert_eq!(newest_per_key(&twice, &rules, false).unwrap().num_rows(), 5);
     }
 
     /// Segments whose newest row is past the retention are unlisted and
