@@ -721,13 +721,13 @@ fn assert_end_state(ws: &Workspace, changes: &[Change], landed: &[Landed]) {
     assert_duckdb_agrees(&ws.table(), &value_reference(changes, landed));
 }
 
-/// SIGKILL at random moments while changes are produced, restart, a dozen
+/// SIGKILL at random moments while changes are produced, restart, 20
 /// times; a last run drains the topic. The end state is exact.
 #[test]
 fn upsert_crash_loop_is_exact() {
     let ws = Workspace::new();
     let toml = |bootstrap: &str, group: &str| upsert_toml(&ws, bootstrap, "crash", group, 20);
-    let (changes, landed) = crash_loop(&ws, &toml, rounds(12, 1000));
+    let (changes, landed) = crash_loop(&ws, &toml, rounds(20, 1000));
     assert_end_state(&ws, &changes, &landed);
 }
 
@@ -741,7 +741,7 @@ fn upsert_keeping_deletes_crash_loop_is_exact() {
     let toml = |bootstrap: &str, group: &str| {
         keeping_deletes(upsert_toml(&ws, bootstrap, "crash", group, 20))
     };
-    let rounds = rounds_after_deletes(12);
+    let rounds = rounds_after_deletes(20);
     let late = late_after_deletes(&rounds.concat());
     assert!(late > 30, "late changes after deletes: {late}");
     let (changes, landed) = crash_loop(&ws, &toml, rounds);
@@ -749,8 +749,8 @@ fn upsert_keeping_deletes_crash_loop_is_exact() {
     assert!(ws.table().join("_inlet_tombstones").is_dir());
 }
 
-/// Runs `rounds` of changes through a dozen processes killed at random
-/// moments (the config `toml` gives for a bootstrap address and group),
+/// Runs `rounds` of changes through one process per round, killed at a
+/// random moment (the config `toml` gives for a bootstrap address and group),
 /// then one that drains the topic. The changes produced and where they
 /// landed.
 fn crash_loop(
