@@ -659,7 +659,7 @@ impl Pipeline {
             targets: None,
             progress: None,
             quarantine: sinks.quarantine.iter().map(Option::is_some).collect(),
-            chunk_messages: cfg.flush.max_rows.min(crate::decode::MAX_CHUNK),
+            chunk_messages: poll::chunk_messages(cfg.flush.max_rows),
             pause_after: poll::pause_after(&cfg.kafka_properties()),
         };
         let fetch_thread = spawn_consumer(fetch, self.mode.clone(), router.clone(), done_rx)?;

@@ -66,15 +66,24 @@ pub(super) struct FetchLoop {
     pub metrics: Arc<Metrics>,
     /// `--available-now`: stop at these offsets (high watermarks at start).
     pub targets: Option<HashMap<TopicPartition, i64>>,
-    /// Messages per chunk: at most [`crate::decode::MAX_CHUNK`], and at most
-    /// `flush.max_rows` so that a commit overshoots its row limit by less than
-    /// one chunk.
+    /// Messages per chunk: see [`chunk_messages`].
     pub chunk_messages: usize,
     /// Progress of a bounded run.
     pub(super) progress: Option<super::progress::Progress>,
     /// The poll thread pauses its partitions once the decode thread has
     /// taken nothing for this long (see [`pause_after`]).
     pub pause_after: Duration,
+}
+
+/// Messages per chunk for `flush.max_rows`: at most
+/// [`crate::decode::MAX_CHUNK`], and an even share of `max_rows`, so that
+/// full chunks fill a commit to `max_rows` (exactly when the share divides
+/// it, else with fewer extra rows than chunks) instead of overshooting it
+/// by up to a chunk (`max_rows = 10000` in chunks of 8,192 made commits of
+/// 16,384 rows).
+pub(super) fn chunk_messages(max_rows: usize) -> usize {
+    let max_rows = max_rows.max(1);
+    max_rows.div_ceil(max_rows.div_ceil(crate::decode::MAX_CHUNK))
 }
 
 /// How long the poll thread waits on a stalled pipeline before it pauses its
@@ -960,6 +969,33 @@ mod tests {
         uri = "/tmp/inlet-poll-test"
         schema = "n BIGINT"
     "#;
+
+    /// Chunks are at most MAX_CHUNK and fill `max_rows` with less than one
+    /// row per chunk over it (10,000 rows: two chunks of 5,000, not 8,192
+    /// and 8,192).
+    #[test]
+    fn chunks_fill_max_rows_without_overshooting_by_a_chunk() {
+        let max = crate::decode::MAX_CHUNK;
+        for (rows, chunk) in [
+            (1, 1),
+            (500, 500),
+            (max, max),
+            (max + 1, 4097),
+            (10_000, 5_000),
+        ] {
+            assert_eq!(chunk_messages(rows), chunk, "max_rows {rows}");
+        }
+        assert_eq!(chunk_messages(0), 1);
+        for rows in [1, 77, 8_191, 8_193, 10_000, 16_385, 50_000, 1_000_000] {
+            let chunk = chunk_messages(rows);
+            assert!(chunk <= max);
+            let chunks = rows.div_ceil(chunk);
+            assert!(
+                chunks * chunk - rows < chunks,
+                "max_rows {rows}: chunks of {chunk}"
+            );
+        }
+    }
 
     /// Waits up to 20 s for `cond`.
     fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
