@@ -721,6 +721,20 @@ fn assert_end_state(ws: &Workspace, changes: &[Change], landed: &[Landed]) {
     assert_duckdb_agrees(&ws.table(), &value_reference(changes, landed));
 }
 
+/// The end state at any location (S3): the table is the reference and
+/// quarantine holds the poison offsets.
+fn assert_end_state_at(ws: &Workspace, changes: &[Change], landed: &[Landed]) {
+    assert_eq!(
+        read_upsert_at(&ws.table_location()),
+        value_reference(changes, landed)
+    );
+    let q: BTreeSet<(i32, i64)> = read_quarantine_at(&ws.quarantine_location())
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    assert_eq!(q, poison_offsets(changes, landed));
+}
+
 /// SIGKILL at random moments while changes are produced, restart, 20
 /// times; a last run drains the topic. The end state is exact.
 #[test]
@@ -825,15 +839,7 @@ fn two_writers_on_one_upsert_table_on_s3() {
     };
     let ws = Workspace::on_s3(&s3, "upsert");
     let (changes, landed) = two_writers(&ws, &s3.storage_options_toml());
-    assert_eq!(
-        read_upsert_at(&ws.table_location()),
-        value_reference(&changes, &landed)
-    );
-    let q: BTreeSet<(i32, i64)> = read_quarantine_at(&ws.quarantine_location())
-        .iter()
-        .map(|r| (r.partition, r.offset))
-        .collect();
-    assert_eq!(q, poison_offsets(&changes, &landed));
+    assert_end_state_at(&ws, &changes, &landed);
 }
 
 /// Two processes on one table that keeps deletes, with late changes after
@@ -862,15 +868,7 @@ fn two_writers_on_one_upsert_table_keeping_deletes_on_s3() {
         ))
     };
     let (changes, landed) = two_writers_with(&ws, &toml, rounds_after_deletes(10));
-    assert_eq!(
-        read_upsert_at(&ws.table_location()),
-        value_reference(&changes, &landed)
-    );
-    let q: BTreeSet<(i32, i64)> = read_quarantine_at(&ws.quarantine_location())
-        .iter()
-        .map(|r| (r.partition, r.offset))
-        .collect();
-    assert_eq!(q, poison_offsets(&changes, &landed));
+    assert_end_state_at(&ws, &changes, &landed);
 }
 
 /// Runs two processes of one group on the workspace's upsert table while

@@ -1250,17 +1250,12 @@ impl DeltaSink {
         }
         let mut adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
         let domain = match (self.tombstones.as_mut(), listing) {
-            (Some(t), Some(mut listing)) => {
+            (Some(t), Some(listing)) => {
                 let new = winners
                     .tombstones(rules, super::tombstones::DELETED_AT, now)
                     .map_err(arrow)?;
-                let changed = t
-                    .record(store.as_ref(), &mut listing, new, rules, now, &mut kept)
+                t.record(store.as_ref(), listing, new, rules, now, &mut kept)
                     .await
-                    .map_err(CommitAttemptError::delta)?;
-                changed
-                    .then(|| listing.action())
-                    .transpose()
                     .map_err(CommitAttemptError::delta)?
             }
             _ => None,
@@ -1394,17 +1389,12 @@ impl DeltaSink {
         }
         let mut adds = writer.flush().await.map_err(CommitAttemptError::delta)?;
         let domain = match (self.tombstones.as_mut(), listing) {
-            (Some(t), Some(mut listing)) => {
+            (Some(t), Some(listing)) => {
                 let new = history
                     .tombstones(rules, super::tombstones::DELETED_AT, now)
                     .map_err(arrow)?;
-                let changed = t
-                    .record(store.as_ref(), &mut listing, new, rules, now, &mut kept)
+                t.record(store.as_ref(), listing, new, rules, now, &mut kept)
                     .await
-                    .map_err(CommitAttemptError::delta)?;
-                changed
-                    .then(|| listing.action())
-                    .transpose()
                     .map_err(CommitAttemptError::delta)?
             }
             _ => None,

@@ -261,17 +261,17 @@ impl Tombstones {
     /// Writes the deletes `new` (as [`Winners::tombstones`] gives them, at
     /// `now`) as a new segment of `listing`, expires what the retention let
     /// go, merges the segments once there are too many, and deletes files
-    /// unlisted long enough. Whether the listing changed (the commit must
-    /// then carry it).
+    /// unlisted long enough. The domain action the commit must carry when
+    /// the listing changed.
     pub(super) async fn record(
         &mut self,
         store: &dyn ObjectStore,
-        listing: &mut Listing,
+        mut listing: Listing,
         new: RecordBatch,
         rules: &MergeRules,
         now: i64,
         kept: &mut Kept,
-    ) -> Result<bool, DeltaTableError> {
+    ) -> Result<Option<Action>, DeltaTableError> {
         let before = listing.clone();
         let arrow = |source| DeltaTableError::Arrow { source };
         if new.num_rows() > 0 {
@@ -300,12 +300,12 @@ impl Tombstones {
                 path: s.path,
                 at: now,
             }));
-            sweep(store, listing, now).await?;
+            sweep(store, &listing, now).await?;
         }
         for path in listing.take_due(now) {
             delete(store, &path).await?;
         }
-        Ok(*listing != before)
+        (listing != before).then(|| listing.action()).transpose()
     }
 }
 
