@@ -214,8 +214,10 @@ pub(super) struct FileHits {
     /// The file's bytes, if they were read (not when its columns were
     /// kept in the cache).
     bytes: Option<bytes::Bytes>,
-    /// Per batch of the reader, whether each row is hit.
-    hits: Vec<Vec<bool>>,
+    /// The physical rows hit, ascending.
+    hit_rows: Vec<u64>,
+    /// The rows of each of the reader's batches (as `hits` read them).
+    batch_rows: Vec<usize>,
     deleted: Arc<RoaringTreemap>,
     rows: u64,
 }
@@ -245,12 +247,26 @@ pub(super) async fn hits(
             (columns, Some(bytes))
         }
     };
-    let (mut hits, mut base) = (Vec::new(), 0u64);
+    let (mut hit_rows, mut batch_rows, mut base) = (Vec::new(), Vec::new(), 0u64);
     for b in &columns.batches {
-        hits.push(live_hits(b, base, &deleted, &mut hit)?);
+        let hits = live_hits(b, base, &deleted, &mut hit)?;
+        hit_rows.extend(
+            hits.iter()
+                .enumerate()
+                .filter(|(_, h)| **h)
+                .map(|(i, _)| base + i as u64),
+        );
         base += b.num_rows() as u64;
+        batch_rows.push(b.num_rows());
     }
-    Ok(FileHits::of(path, bytes, hits, deleted, columns.rows))
+    Ok(FileHits::of(
+        path,
+        bytes,
+        hit_rows,
+        batch_rows,
+        deleted,
+        columns.rows,
+    ))
 }
 
 /// [`hits`] for `upsert` merges, by the file's key index
@@ -288,18 +304,11 @@ pub(super) async fn upsert_hits(
             (index, Some(bytes))
         }
     };
-    let flat = winners.index_matches(&index, &deleted);
-    let mut rest = flat.as_slice();
-    let hits = index
-        .batch_rows
-        .iter()
-        .map(|&n| {
-            let (batch, tail) = rest.split_at(n);
-            rest = tail;
-            batch.to_vec()
-        })
-        .collect();
-    Ok(FileHits::of(path, bytes, hits, deleted, index.rows))
+    let hit_rows = winners.index_matches(&index, &deleted);
+    let batch_rows = index.batch_rows.clone();
+    Ok(FileHits::of(
+        path, bytes, hit_rows, batch_rows, deleted, index.rows,
+    ))
 }
 
 /// The rows the vector `dv` deletes (none without one), from `cache` when
@@ -351,21 +360,24 @@ async fn read_columns(
 impl FileHits {
     /// The hits of a file, `None` if no row is hit, and the bytes of the
     /// file read (`bytes`).
+    /// `hit_rows` ascending.
     fn of(
         path: &deltalake::Path,
         bytes: Option<bytes::Bytes>,
-        hits: Vec<Vec<bool>>,
+        hit_rows: Vec<u64>,
+        batch_rows: Vec<usize>,
         deleted: Arc<RoaringTreemap>,
         rows: u64,
     ) -> (Option<Self>, u64) {
         let fetched = bytes.as_ref().map_or(0, |b| b.len() as u64);
-        if !hits.iter().flatten().any(|h| *h) {
+        if hit_rows.is_empty() {
             return (None, fetched);
         }
         let hits = FileHits {
             path: path.clone(),
             bytes,
-            hits,
+            hit_rows,
+            batch_rows,
             deleted,
             rows,
         };
@@ -392,7 +404,7 @@ impl FileHits {
     pub(super) fn rewrites(&self, rules: &DeletionVectorConfig, changes: usize) -> bool {
         let small = u64::from(rules.rewrite_below_batches).saturating_mul(changes as u64);
         // Hits are live rows: none is in the old vector.
-        let hit = self.hits.iter().flatten().filter(|h| **h).count() as u64;
+        let hit = self.hit_rows.len() as u64;
         let deleted = self.deleted.len() + hit;
         if deleted >= self.rows {
             return false; // removed without being read again
@@ -404,11 +416,9 @@ impl FileHits {
     /// hit ones.
     pub(super) fn deleted(&self) -> RoaringTreemap {
         let mut all = (*self.deleted).clone();
-        for (r, h) in self.hits.iter().flatten().enumerate() {
-            if *h {
-                all.insert(r as u64);
-            }
-        }
+        // Built from the sorted rows at once, not inserted one by one.
+        all |= RoaringTreemap::from_sorted_iter(self.hit_rows.iter().copied())
+            .expect("hit rows are ascending");
         all
     }
 
@@ -430,8 +440,17 @@ impl FileHits {
         // The same reader settings: the same batch boundaries as `hits`.
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
         let (mut kept, mut matched, mut base) = (Vec::new(), Vec::new(), 0u64);
-        for (b, hit) in reader.zip(&self.hits) {
+        let mut next = self.hit_rows.iter().peekable();
+        for (b, &n) in reader.zip(&self.batch_rows) {
             let b = fill(b?)?;
+            let mut hit = vec![false; n];
+            while let Some(&&r) = next.peek() {
+                if r >= base + n as u64 {
+                    break;
+                }
+                hit[(r - base) as usize] = true;
+                next.next();
+            }
             let on = BooleanArray::from(hit.clone());
             let off: BooleanArray = hit
                 .iter()
@@ -545,19 +564,44 @@ fn serialize<'a>(
     ),
     DvError,
 > {
-    use delta_kernel::actions::deletion_vector_writer::{
-        KernelDeletionVector, StreamingDeletionVectorWriter,
-    };
+    use delta_kernel::actions::deletion_vector_writer::StreamingDeletionVectorWriter;
     let mut bytes = Vec::new();
     let mut writer = StreamingDeletionVectorWriter::new(&mut bytes);
     let mut results = Vec::new();
     for rows in vectors {
-        let mut dv = KernelDeletionVector::new();
-        dv.add_deleted_row_indexes(rows.iter());
-        results.push(writer.write_deletion_vector(dv).map_err(DvError::Write)?);
+        results.push(
+            writer
+                .write_deletion_vector(Serialized(rows))
+                .map_err(DvError::Write)?,
+        );
     }
     writer.finalize().map_err(DvError::Write)?;
     Ok((bytes, results))
+}
+
+/// A vector as the kernel's writer takes it, serialized as it is: the
+/// kernel's own type would be rebuilt row by row from an iterator, which
+/// cost a file's whole vector in inserts on every merge that grew it.
+struct Serialized<'a>(&'a RoaringTreemap);
+
+impl<'a> delta_kernel::actions::deletion_vector_writer::DeletionVector for Serialized<'a> {
+    type IndexIterator = roaring::treemap::Iter<'a>;
+
+    fn into_iter(self) -> Self::IndexIterator {
+        self.0.iter()
+    }
+
+    fn cardinality(&self) -> u64 {
+        self.0.len()
+    }
+
+    fn serialize(self) -> delta_kernel::DeltaResult<bytes::Bytes> {
+        let mut out = Vec::with_capacity(self.0.serialized_size());
+        self.0.serialize_into(&mut out).map_err(|e| {
+            delta_kernel::Error::generic(format!("Failed to serialize deletion vector: {e}"))
+        })?;
+        Ok(bytes::Bytes::from(out))
+    }
 }
 
 /// A file's statistics once a vector hides some of its rows: the counts

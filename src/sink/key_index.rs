@@ -21,10 +21,14 @@ use arrow::row::{Row, RowConverter, Rows};
 /// No next row of the same key.
 const END: u32 = u32::MAX;
 
+/// A map from keys in the row format, hashed by foldhash (per-process
+/// seed): the merge probes one per changed key and candidate file.
+pub(super) type KeyMap<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
+
 /// The keys of one data file (see the module docs).
 pub(super) struct KeyIndex {
     /// Key (row format) to its last physical row in the file.
-    last: HashMap<Box<[u8]>, u32>,
+    last: KeyMap<u32>,
     /// The previous row of the same key, per row ([`END`]: none); only when
     /// a key repeats in the file (a foreign writer's file, or deleted rows).
     previous: Option<Vec<u32>>,
@@ -69,7 +73,8 @@ impl KeyIndex {
         if rows >= u64::from(END) {
             return Ok(None);
         }
-        let mut last: HashMap<Box<[u8]>, u32> = HashMap::with_capacity(rows as usize);
+        let mut last: KeyMap<u32> =
+            KeyMap::with_capacity_and_hasher(rows as usize, Default::default());
         let mut previous: Option<Vec<u32>> = None;
         let mut sequences = Vec::new();
         let (mut base, mut batch_rows) = (0u32, Vec::with_capacity(batches.len()));

@@ -14,7 +14,6 @@
 //! new file may hold one of its keys.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -26,7 +25,7 @@ use arrow::row::{RowConverter, Rows, SortField};
 use deltalake::kernel::Protocol;
 use roaring::RoaringTreemap;
 
-use super::key_index::KeyIndex;
+use super::key_index::{KeyIndex, KeyMap};
 use super::read_cache::Columns;
 
 /// The column of a change batch holding each change's Kafka offset.
@@ -85,7 +84,7 @@ pub(super) struct Winners {
     /// One row per key, the change columns.
     pub batch: RecordBatch,
     /// Key (row format) to row of `batch`.
-    index: HashMap<Box<[u8]>, usize>,
+    index: KeyMap<usize>,
     keys: RowConverter,
     /// The key columns' types (a stored file's are cast to them).
     key_types: Vec<DataType>,
@@ -102,7 +101,7 @@ pub(super) struct Winners {
 
 /// Kept deletes as [`Winners::entomb`] looks them up: key (row format) to
 /// the greatest sequence (row format) a delete of it had.
-pub(super) type TombstoneIndex = HashMap<Box<[u8]>, Box<[u8]>>;
+pub(super) type TombstoneIndex = KeyMap<Box<[u8]>>;
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowError> {
     batch
@@ -145,7 +144,8 @@ pub(super) fn reduce(changes: &[RecordBatch], rules: &MergeRules) -> Result<Winn
             .map_or(std::cmp::Ordering::Equal, |s| s.row(i).cmp(&s.row(w)));
         by_sequence.then(offsets.value(i).cmp(&offsets.value(w))) != std::cmp::Ordering::Less
     };
-    let mut best: HashMap<Box<[u8]>, usize> = HashMap::with_capacity(all.num_rows());
+    let mut best: KeyMap<usize> =
+        KeyMap::with_capacity_and_hasher(all.num_rows(), Default::default());
     for i in 0..all.num_rows() {
         match best.entry(keys.row(i).as_ref().into()) {
             Entry::Vacant(e) => {
@@ -277,16 +277,11 @@ impl Winners {
         )
     }
 
-    /// [`Winners::matches`] by a file's [`KeyIndex`]: per physical row,
-    /// whether a change replaces or deletes it; rows `deleted` (by the
-    /// file's vector) are never matched. Looks the smaller side up in the
-    /// larger: the changed keys in the file, or the file's keys in the
-    /// changes.
-    pub(super) fn index_matches(
-        &mut self,
-        index: &KeyIndex,
-        deleted: &RoaringTreemap,
-    ) -> Vec<bool> {
+    /// [`Winners::matches`] by a file's [`KeyIndex`]: the physical rows a
+    /// change replaces or deletes, ascending; rows `deleted` (by the file's
+    /// vector) are never matched. Looks the smaller side up in the larger:
+    /// the changed keys in the file, or the file's keys in the changes.
+    pub(super) fn index_matches(&mut self, index: &KeyIndex, deleted: &RoaringTreemap) -> Vec<u64> {
         let Winners {
             index: changed,
             sequence,
@@ -295,7 +290,8 @@ impl Winners {
             entombed,
             ..
         } = self;
-        let mut out = vec![false; index.rows as usize];
+        // Sparse: a batch hits a few hundred rows of a file of thousands.
+        let mut out = Vec::new();
         let mut hit = |w: usize, key: &[u8]| {
             if entombed[w] {
                 return;
@@ -311,7 +307,7 @@ impl Winners {
                 if stored_is_newer {
                     beaten[w] = true;
                 } else {
-                    out[r as usize] = true;
+                    out.push(u64::from(r));
                     found[w] = true;
                 }
             }
@@ -327,6 +323,7 @@ impl Winners {
                 hit(w, key);
             }
         }
+        out.sort_unstable();
         out
     }
 
@@ -351,7 +348,7 @@ impl Winners {
                 arrow::compute::cast(c, to)
             }
         };
-        let mut out = TombstoneIndex::new();
+        let mut out = TombstoneIndex::default();
         for b in batches {
             let cols: Vec<ArrayRef> = rules
                 .keys
